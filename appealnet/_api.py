@@ -1,0 +1,137 @@
+"""Top-level functions: creation, seeds, threads, grad mode."""
+import contextlib
+import functools
+
+from . import _C
+from ._tensor import Tensor, _shape_args
+
+
+def tensor(data, requires_grad=False):
+    """A float32 tensor holding a copy of ``data`` (array-like or Tensor).
+
+    float64, integer and bool data are converted by value; other dtypes
+    (complex, object, strings) raise TypeError.
+    """
+    return _C.tensor(data, requires_grad=requires_grad)
+
+
+def from_numpy(array):
+    """A tensor sharing memory with a writable float32 numpy array."""
+    return _C.from_numpy(array)
+
+
+def empty(*shape):
+    return _C.empty(_shape_args(shape))
+
+
+def zeros(*shape, requires_grad=False):
+    return _C.zeros(_shape_args(shape)).requires_grad_(requires_grad)
+
+
+def ones(*shape, requires_grad=False):
+    return _C.full(_shape_args(shape), 1.0).requires_grad_(requires_grad)
+
+
+def full(shape, value, requires_grad=False):
+    return _C.full(_shape_args((shape,)), float(value)).requires_grad_(requires_grad)
+
+
+def zeros_like(t):
+    return _C.zeros(t.shape)
+
+
+def ones_like(t):
+    return _C.full(t.shape, 1.0)
+
+
+def randn(*shape, requires_grad=False):
+    """Standard normal samples from the global generator (see manual_seed)."""
+    t = _C.empty(_shape_args(shape))
+    _C.normal_(t, 0.0, 1.0)
+    return t.requires_grad_(requires_grad)
+
+
+def rand(*shape, requires_grad=False):
+    """Uniform [0, 1) samples from the global generator."""
+    t = _C.empty(_shape_args(shape))
+    _C.uniform_(t, 0.0, 1.0)
+    return t.requires_grad_(requires_grad)
+
+
+def manual_seed(seed):
+    """Seeds the global generator (initialisation, dropout, rand/randn)."""
+    _C.manual_seed(int(seed))
+
+
+def initial_seed():
+    return _C.initial_seed()
+
+
+def set_num_threads(n):
+    """Number of OpenMP threads used by the calling thread's compute."""
+    _C.set_num_threads(int(n))
+
+
+def get_num_threads():
+    return _C.get_num_threads()
+
+
+def is_grad_enabled():
+    return _C.is_grad_enabled()
+
+
+class set_grad_enabled(contextlib.ContextDecorator):
+    """Context manager / decorator setting grad mode for the calling thread."""
+
+    def __init__(self, mode):
+        self.prev = _C.is_grad_enabled()
+        self.mode = bool(mode)
+        _C.set_grad_enabled(self.mode)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        _C.set_grad_enabled(self.prev)
+        return False
+
+
+class no_grad(contextlib.ContextDecorator):
+    """Ops inside record no autograd graph (saves memory at inference)."""
+
+    def __enter__(self):
+        self.prev = _C.is_grad_enabled()
+        _C.set_grad_enabled(False)
+        return self
+
+    def __exit__(self, *exc):
+        _C.set_grad_enabled(self.prev)
+        return False
+
+
+class enable_grad(contextlib.ContextDecorator):
+    def __enter__(self):
+        self.prev = _C.is_grad_enabled()
+        _C.set_grad_enabled(True)
+        return self
+
+    def __exit__(self, *exc):
+        _C.set_grad_enabled(self.prev)
+        return False
+
+
+def cat(tensors, dim=0):
+    """Concatenates tensors along ``dim`` (differentiable)."""
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: expected a non-empty list of tensors")
+    return _C.concat(tensors, int(dim))
+
+
+concat = cat
+
+
+
+def cpu_info():
+    """CPU model, the SIMD level chosen at run time and the cache sizes."""
+    return _C.cpu_description()

@@ -1,0 +1,260 @@
+/*
+ * appealnet.h — the public C API of the appealnet core.
+ *
+ * A float32 tensor engine with reverse-mode autograd, usable as a plain C11
+ * library (no Python anywhere below csrc/python/).  Conventions:
+ *
+ *   - Every function that makes a tensor returns a NEW reference, or NULL on
+ *     failure with the reason in an_last_error() (thread-local).  Functions
+ *     that do not return a tensor return an_status.
+ *   - Nothing in the library exits, aborts or asserts on user input.
+ *   - Tensors are reference counted (an_retain / an_release).  Views share
+ *     storage.  Ops accept any strides and produce contiguous outputs.
+ *   - Autograd is define-by-run: an op whose inputs require grad (and grad
+ *     mode is on for the calling thread) records a node on its output.
+ *   - Deterministic: the same inputs give bit-identical results whatever
+ *     the OpenMP thread count.
+ */
+#ifndef APPEALNET_H
+#define APPEALNET_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AN_VERSION "0.1.0"
+#define AN_MAX_DIMS 8
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum {
+    AN_OK = 0,
+    AN_ERR_VALUE,     /* bad argument value or shape      -> ValueError   */
+    AN_ERR_TYPE,      /* wrong kind of argument           -> TypeError    */
+    AN_ERR_INDEX,     /* index / label out of range       -> IndexError   */
+    AN_ERR_MEMORY,    /* allocation failed                -> MemoryError  */
+    AN_ERR_RUNTIME    /* invalid state (e.g. freed graph) -> RuntimeError */
+} an_status;
+
+/* Records an error for the calling thread and returns `status`. */
+an_status an_set_error(an_status status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+an_status an_last_status(void);
+const char *an_last_error(void);
+void an_clear_error(void);
+
+/* ---------------------------------------------------------------- tensor */
+
+typedef struct an_storage {
+    float *data;
+    int64_t numel;               /* capacity in floats */
+    int refcount;                /* atomic */
+    void *owner;                 /* foreign owner (e.g. a numpy array) or NULL */
+    void (*release_owner)(void *owner);
+} an_storage;
+
+struct an_node;
+
+typedef struct an_tensor {
+    int refcount;                /* atomic */
+    an_storage *storage;
+    int64_t offset;              /* in elements from storage->data */
+    int ndim;
+    int64_t shape[AN_MAX_DIMS];
+    int64_t strides[AN_MAX_DIMS];/* in elements; may be 0 (broadcast) */
+    int requires_grad;
+    struct an_tensor *grad;      /* accumulated gradient of a leaf, or NULL */
+    struct an_node *grad_fn;     /* node that produced this tensor, or NULL */
+    /* used only while an_backward runs */
+    struct an_tensor *pending_grad;
+    int backward_mark;
+} an_tensor;
+
+an_tensor *an_empty(int ndim, const int64_t *shape);
+an_tensor *an_zeros(int ndim, const int64_t *shape);
+an_tensor *an_full(int ndim, const int64_t *shape, float value);
+/* copies numel floats from a C-contiguous buffer */
+an_tensor *an_from_data(int ndim, const float *data, const int64_t *shape);
+/* wraps foreign memory without copying; release_owner(owner) is called when
+   the last view dies.  strides in elements (may be negative); `data` points
+   at element [0,...,0]. */
+an_tensor *an_from_external(int ndim, const int64_t *shape, const int64_t *strides,
+                            float *data, void *owner, void (*release_owner)(void *));
+void an_retain(an_tensor *t);
+void an_release(an_tensor *t);
+
+int64_t an_numel(const an_tensor *t);
+int an_is_contiguous(const an_tensor *t);
+float *an_data_ptr(const an_tensor *t);             /* address of element [0,..,0] */
+an_tensor *an_contiguous(an_tensor *t);             /* same tensor (retained) or a copy */
+an_tensor *an_clone(an_tensor *t);                  /* differentiable copy */
+an_tensor *an_detach(an_tensor *t);                 /* shares storage, leaf, no grad */
+/* in place, never recorded by autograd */
+an_status an_copy_(an_tensor *dst, an_tensor *src); /* shapes must match */
+an_status an_fill_(an_tensor *t, float value);
+an_status an_uniform_(an_tensor *t, float low, float high);
+an_status an_normal_(an_tensor *t, float mean, float std);
+int an_has_nonfinite(const an_tensor *t);
+
+/* ------------------------------------------------- random numbers, threads */
+
+/* One global counter-based generator (seed, offset): a draw of n numbers
+   reserves n counters, so values never depend on the thread count. */
+void an_manual_seed(uint64_t seed);
+uint64_t an_initial_seed(void);
+void an_set_num_threads(int n);
+int an_get_num_threads(void);
+int an_openmp_enabled(void);
+
+/* -------------------------------------------------------------- autograd */
+
+typedef an_status (*an_backward_fn)(struct an_node *node, an_tensor *grad_output,
+                                    an_tensor **grad_inputs);
+
+typedef struct an_node {
+    const char *name;            /* e.g. "AddBackward" */
+    an_backward_fn backward;     /* fills grad_inputs[i] (new refs) for inputs needing grad */
+    int n_inputs;
+    an_tensor **inputs;          /* retained; an input that needs no grad may be NULL */
+    int n_saved;
+    an_tensor *saved[6];         /* retained; released when the graph is freed */
+    int64_t ints[16];            /* small op parameters */
+    double reals[8];
+    void *extra;                 /* op-owned heap data, freed with free() */
+    int freed;                   /* saved data released by a backward pass */
+} an_node;
+
+void an_set_grad_enabled(int enabled);   /* thread-local, default on */
+int an_is_grad_enabled(void);
+/* True when the op over these inputs must record a node. */
+int an_needs_grad(int n, an_tensor *const *inputs);
+/* Creates a node on `out` with the given inputs (retains those requiring grad).
+   Returns the node for saving parameters, or NULL on allocation failure
+   (error set).  `out` becomes a non-leaf that requires grad. */
+an_node *an_record(an_tensor *out, const char *name, an_backward_fn backward,
+                   int n_inputs, an_tensor *const *inputs);
+void an_node_save(an_node *node, int slot, an_tensor *t); /* retains t */
+int an_node_input_needs_grad(const an_node *node, int i);
+
+/* Runs backward from `root`.  grad may be NULL only for a one-element root.
+   Unless retain_graph, saved tensors are freed and a second pass errors. */
+an_status an_backward(an_tensor *root, an_tensor *grad, int retain_graph);
+an_status an_set_requires_grad(an_tensor *t, int requires_grad);
+an_status an_set_grad(an_tensor *t, an_tensor *grad); /* grad may be NULL */
+int an_is_leaf(const an_tensor *t);
+const char *an_grad_fn_name(const an_tensor *t);     /* NULL for a leaf */
+
+/* ---------------------------------------------------------- elementwise */
+/* Binary ops broadcast like numpy. */
+an_tensor *an_add(an_tensor *a, an_tensor *b);
+an_tensor *an_sub(an_tensor *a, an_tensor *b);
+an_tensor *an_mul(an_tensor *a, an_tensor *b);
+an_tensor *an_div(an_tensor *a, an_tensor *b);
+an_tensor *an_neg(an_tensor *x);
+an_tensor *an_exp(an_tensor *x);
+an_tensor *an_log(an_tensor *x);
+an_tensor *an_sqrt(an_tensor *x);
+an_tensor *an_abs(an_tensor *x);
+an_tensor *an_pow_scalar(an_tensor *x, float exponent);
+an_tensor *an_clamp(an_tensor *x, float min_value, float max_value); /* NAN = unbounded */
+
+/* ---------------------------------------------------------- activations */
+an_tensor *an_relu(an_tensor *x);
+an_tensor *an_relu6(an_tensor *x);
+an_tensor *an_leaky_relu(an_tensor *x, float negative_slope);
+an_tensor *an_sigmoid(an_tensor *x);
+an_tensor *an_tanh(an_tensor *x);
+an_tensor *an_silu(an_tensor *x);
+an_tensor *an_hardswish(an_tensor *x);
+an_tensor *an_hardsigmoid(an_tensor *x);
+an_tensor *an_log_sigmoid(an_tensor *x);
+an_tensor *an_softmax(an_tensor *x, int dim);       /* negative dim counts from the end */
+an_tensor *an_log_softmax(an_tensor *x, int dim);
+
+/* ----------------------------------------------------------- reductions */
+/* n_dims == 0 reduces over all dims.  Negative dims count from the end. */
+an_tensor *an_sum(an_tensor *x, int n_dims, const int *dims, int keepdim);
+an_tensor *an_mean(an_tensor *x, int n_dims, const int *dims, int keepdim);
+
+/* ---------------------------------------------------------------- shape */
+/* One entry of shape may be -1.  A view when the layout allows, else a copy. */
+an_tensor *an_reshape(an_tensor *x, int ndim, const int64_t *shape);
+/* Like reshape but refuses (AN_ERR_RUNTIME) when a copy would be needed. */
+an_tensor *an_view(an_tensor *x, int ndim, const int64_t *shape);
+an_tensor *an_flatten(an_tensor *x, int start_dim, int end_dim);
+an_tensor *an_transpose(an_tensor *x, int dim0, int dim1);       /* view */
+an_tensor *an_permute(an_tensor *x, int ndim, const int *dims);   /* view */
+an_tensor *an_select(an_tensor *x, int dim, int64_t index);       /* view, drops dim */
+an_tensor *an_slice(an_tensor *x, int dim, int64_t start, int64_t stop, int64_t step); /* view; python slice semantics after normalisation by caller: 0<=start<=stop<=size, step>=1 */
+an_tensor *an_index_select(an_tensor *x, int dim, int64_t n, const int64_t *index); /* copy */
+an_tensor *an_concat(int n, an_tensor *const *xs, int dim);
+an_tensor *an_channel_shuffle(an_tensor *x, int groups);          /* NCHW */
+typedef enum { AN_PAD_CONSTANT = 0, AN_PAD_REFLECT, AN_PAD_REPLICATE } an_pad_mode;
+/* pads[2*i], pads[2*i+1] = (before, after) for the LAST n_pairs dims, last dim first (PyTorch order) */
+an_tensor *an_pad(an_tensor *x, int n_pairs, const int64_t *pads, an_pad_mode mode, float value);
+
+/* --------------------------------------------------------------- linalg */
+/* 1-D/2-D/N-D like numpy.matmul (batch dims broadcast). */
+an_tensor *an_matmul(an_tensor *a, an_tensor *b);
+/* y = x @ weight^T + bias; x [..., in], weight [out, in], bias [out] or NULL */
+an_tensor *an_linear(an_tensor *x, an_tensor *weight, an_tensor *bias);
+
+/* ------------------------------------------------------------------- nn */
+/* x [N,C,H,W], weight [Cout, C/groups, kh, kw], bias [Cout] or NULL */
+an_tensor *an_conv2d(an_tensor *x, an_tensor *weight, an_tensor *bias,
+                     const int64_t stride[2], const int64_t padding[2],
+                     const int64_t dilation[2], int64_t groups);
+/* x [N,C,...]. training: batch statistics, and running stats (if given) are
+   updated in place with momentum and the unbiased variance.  Eval: running
+   stats (required).  weight/bias may be NULL. */
+an_tensor *an_batch_norm(an_tensor *x, an_tensor *running_mean, an_tensor *running_var,
+                         an_tensor *weight, an_tensor *bias, int training,
+                         double momentum, double eps);
+an_tensor *an_max_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],
+                         const int64_t padding[2], const int64_t dilation[2], int ceil_mode);
+an_tensor *an_avg_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],
+                         const int64_t padding[2], int ceil_mode, int count_include_pad);
+an_tensor *an_adaptive_avg_pool2d(an_tensor *x, int64_t out_h, int64_t out_w);
+/* Uses the global generator; identity when !training or p == 0. */
+an_tensor *an_dropout(an_tensor *x, double p, int training);
+
+/* --------------------------------------------------------------- losses */
+typedef enum { AN_REDUCTION_NONE = 0, AN_REDUCTION_MEAN, AN_REDUCTION_SUM } an_reduction;
+/* logits [N,C] (or [N,C,d...]); labels: N (or N*d...) int64 class indices.
+   Labels equal to ignore_index contribute nothing (mean divides by the rest). */
+an_tensor *an_cross_entropy(an_tensor *logits, const int64_t *labels, int64_t n_labels,
+                            an_reduction reduction, double label_smoothing,
+                            int64_t ignore_index);
+/* target and (optional) weight broadcast to logits; pos_weight broadcast to the last dim. */
+an_tensor *an_binary_cross_entropy_with_logits(an_tensor *logits, an_tensor *target,
+                                               an_tensor *weight, an_tensor *pos_weight,
+                                               an_reduction reduction);
+an_tensor *an_mse_loss(an_tensor *input, an_tensor *target, an_reduction reduction);
+
+/* ----------------------------------------------------------- optimizers */
+/* In-place updates of a parameter from its .grad; never recorded.  Buffers
+   are tensors of the parameter's shape owned by the optimizer. */
+an_status an_sgd_step(an_tensor *param, an_tensor *grad, an_tensor *momentum_buffer /*nullable*/,
+                      double lr, double momentum, double dampening, double weight_decay,
+                      int nesterov, int first_step);
+/* decoupled_weight_decay != 0 gives AdamW.  step counts from 1. */
+an_status an_adam_step(an_tensor *param, an_tensor *grad, an_tensor *exp_avg,
+                       an_tensor *exp_avg_sq, int64_t step, double lr, double beta1,
+                       double beta2, double eps, double weight_decay,
+                       int decoupled_weight_decay);
+
+/* ------------------------------------------------------------ diagnostics */
+const char *an_cpu_description(void);    /* CPU model, ISA chosen, caches */
+size_t an_workspace_bytes(void);         /* bytes held by caches (GEMM packing, ...) */
+void an_release_workspace(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* APPEALNET_H */

@@ -1,0 +1,64 @@
+/* runtime.c — the global random generator and the thread count. */
+#include "internal.h"
+
+/* A counter-based generator (splitmix64 of seed and counter): any element's
+   value depends only on (seed, counter), so parallel fills are reproducible
+   whatever the number of threads. */
+static uint64_t generator_seed = 0x5eed;
+static uint64_t generator_offset = 0;
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+float an_random_uniform01(uint64_t seed, uint64_t counter)
+{
+    uint64_t bits = splitmix64(splitmix64(seed) ^ counter);
+    return (float)(bits >> 40) * (1.0f / 16777216.0f); /* 24 random bits */
+}
+
+void an_random_reserve(uint64_t n, uint64_t *seed, uint64_t *offset)
+{
+    *seed = generator_seed;
+    *offset = __atomic_fetch_add(&generator_offset, n, __ATOMIC_RELAXED);
+}
+
+void an_manual_seed(uint64_t seed)
+{
+    generator_seed = seed;
+    __atomic_store_n(&generator_offset, 0, __ATOMIC_RELAXED);
+}
+
+uint64_t an_initial_seed(void) { return generator_seed; }
+
+void an_set_num_threads(int n)
+{
+#ifdef _OPENMP
+    if (n >= 1)
+        omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+int an_get_num_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int an_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
