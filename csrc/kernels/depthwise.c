@@ -1,0 +1,326 @@
+/* Direct depthwise convolution, see depthwise.h.
+ *
+ * Every output element is computed as
+ *     acc = bias;  acc += w[i][j] * x[...]   for the taps (i, j) in row-major
+ *                                             order that fall inside the image
+ * by all code paths (generic row-wise, 3x3 interior, checked border points),
+ * so the fast paths give bit-identical results to the generic one and the
+ * result does not depend on how work is split between threads.
+ */
+#include "depthwise.h"
+
+#include <stddef.h>
+
+#if defined(__GNUC__)
+#define AN_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define AN_ALWAYS_INLINE inline
+#endif
+
+/* Outputs o in [0, n_out) read input position o*stride + offset. Returns in
+ * [*lo, *hi) the o whose position lies in [0, n_in); lo <= hi always. */
+static inline void valid_output_range(int64_t n_out, int64_t n_in,
+                                      int64_t stride, int64_t offset,
+                                      int64_t *lo, int64_t *hi)
+{
+    int64_t first = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+    int64_t end = offset >= n_in ? 0 : (n_in - offset + stride - 1) / stride;
+    if (first > n_out) first = n_out;
+    if (end > n_out) end = n_out;
+    if (end < first) end = first;
+    *lo = first;
+    *hi = end;
+}
+
+/* One output point with bounds checks (used for borders). */
+static inline float conv_point_checked(const float *restrict xp,
+                                       const float *restrict wk, float init,
+                                       int64_t H, int64_t W, int64_t kh,
+                                       int64_t kw, int64_t dh, int64_t dw,
+                                       int64_t ih0, int64_t iw0)
+{
+    float acc = init;
+    for (int64_t i = 0; i < kh; ++i) {
+        const int64_t ih = ih0 + i * dh;
+        if (ih < 0 || ih >= H) continue;
+        for (int64_t j = 0; j < kw; ++j) {
+            const int64_t iw = iw0 + j * dw;
+            if (iw < 0 || iw >= W) continue;
+            acc += wk[i * kw + j] * xp[ih * W + iw];
+        }
+    }
+    return acc;
+}
+
+/* Generic plane: xp [H,W], wk [kh,kw] -> yp [OH,OW]. Each output row is
+ * built tap by tap over the ow range that is inside the image, so the inner
+ * loops are branch-free and unit stride when sw == 1. */
+static void forward_plane_generic(const float *restrict xp,
+                                  const float *restrict wk, float b,
+                                  int64_t H, int64_t W, int64_t kh, int64_t kw,
+                                  int64_t sh, int64_t sw, int64_t ph,
+                                  int64_t pw, int64_t dh, int64_t dw,
+                                  int64_t OH, int64_t OW, float *restrict yp)
+{
+    for (int64_t oh = 0; oh < OH; ++oh) {
+        float *restrict yrow = yp + oh * OW;
+        for (int64_t ow = 0; ow < OW; ++ow) yrow[ow] = b;
+        for (int64_t i = 0; i < kh; ++i) {
+            const int64_t ih = oh * sh - ph + i * dh;
+            if (ih < 0 || ih >= H) continue;
+            const float *restrict xrow = xp + ih * W;
+            for (int64_t j = 0; j < kw; ++j) {
+                const int64_t off = j * dw - pw;
+                const float wv = wk[i * kw + j];
+                int64_t lo, hi;
+                valid_output_range(OW, W, sw, off, &lo, &hi);
+                if (sw == 1) {
+                    for (int64_t ow = lo; ow < hi; ++ow)
+                        yrow[ow] += wv * xrow[ow + off];
+                } else {
+                    for (int64_t ow = lo; ow < hi; ++ow)
+                        yrow[ow] += wv * xrow[ow * sw + off];
+                }
+            }
+        }
+    }
+}
+
+/* 3x3, padding 1, dilation 1, stride s (a compile-time 1 or 2 after
+ * inlining): xp [H,W] -> yp [OH,OW]. The interior needs no bounds checks and
+ * keeps the 9 weights in registers; the one-pixel frame goes through the
+ * checked point function. When accumulate is set the existing yp value is the
+ * initial accumulator instead of b (used by the input gradient). */
+static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
+    const float *restrict xp, const float *restrict wk, float b, int64_t H,
+    int64_t W, const int64_t s, int64_t OH, int64_t OW, const int accumulate,
+    float *restrict yp)
+{
+    const float w00 = wk[0], w01 = wk[1], w02 = wk[2];
+    const float w10 = wk[3], w11 = wk[4], w12 = wk[5];
+    const float w20 = wk[6], w21 = wk[7], w22 = wk[8];
+    /* output rows/cols whose whole 3-wide window is inside the image */
+    int64_t r_lo, r_hi, c_lo, c_hi;
+    valid_output_range(OH, H - 2, s, -1, &r_lo, &r_hi);
+    valid_output_range(OW, W - 2, s, -1, &c_lo, &c_hi);
+    for (int64_t oh = 0; oh < OH; ++oh) {
+        float *restrict yrow = yp + oh * OW;
+        const int64_t ih0 = oh * s - 1;
+        if (oh < r_lo || oh >= r_hi) {
+            for (int64_t ow = 0; ow < OW; ++ow)
+                yrow[ow] = conv_point_checked(xp, wk, accumulate ? yrow[ow] : b,
+                                              H, W, 3, 3, 1, 1, ih0,
+                                              ow * s - 1);
+            continue;
+        }
+        for (int64_t ow = 0; ow < c_lo; ++ow)
+            yrow[ow] = conv_point_checked(xp, wk, accumulate ? yrow[ow] : b,
+                                          H, W, 3, 3, 1, 1, ih0, ow * s - 1);
+        const float *restrict x0 = xp + ih0 * W;
+        const float *restrict x1 = x0 + W;
+        const float *restrict x2 = x1 + W;
+        for (int64_t ow = c_lo; ow < c_hi; ++ow) {
+            const int64_t iw = ow * s - 1;
+            float acc = accumulate ? yrow[ow] : b;
+            acc += w00 * x0[iw];
+            acc += w01 * x0[iw + 1];
+            acc += w02 * x0[iw + 2];
+            acc += w10 * x1[iw];
+            acc += w11 * x1[iw + 1];
+            acc += w12 * x1[iw + 2];
+            acc += w20 * x2[iw];
+            acc += w21 * x2[iw + 1];
+            acc += w22 * x2[iw + 2];
+            yrow[ow] = acc;
+        }
+        for (int64_t ow = c_hi; ow < OW; ++ow)
+            yrow[ow] = conv_point_checked(xp, wk, accumulate ? yrow[ow] : b,
+                                          H, W, 3, 3, 1, 1, ih0, ow * s - 1);
+    }
+}
+
+static int is_3x3_p1_d1(int64_t kh, int64_t kw, int64_t ph, int64_t pw,
+                        int64_t dh, int64_t dw)
+{
+    return kh == 3 && kw == 3 && ph == 1 && pw == 1 && dh == 1 && dw == 1;
+}
+
+/* x [N,C,H,W], w [C*M,1,kh,kw], bias [C*M] or NULL -> y [N,C*M,OH,OW] */
+void an_depthwise_conv2d_forward_f32(
+    const float *x, const float *w, const float *bias,
+    int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
+    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, float *y)
+{
+    const int64_t Cout = C * multiplier;
+    const int64_t planes = N * Cout;
+    const int fast3x3 = is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == sw &&
+                        (sh == 1 || sh == 2);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (int64_t p = 0; p < planes; ++p) {
+        const int64_t n = p / Cout, co = p % Cout, ci = co / multiplier;
+        const float *xp = x + (n * C + ci) * H * W;
+        const float *wk = w + co * kh * kw;
+        const float b = bias ? bias[co] : 0.0f;
+        float *yp = y + p * OH * OW;
+        if (fast3x3 && sh == 1)
+            conv_plane_3x3_p1(xp, wk, b, H, W, 1, OH, OW, 0, yp);
+        else if (fast3x3)
+            conv_plane_3x3_p1(xp, wk, b, H, W, 2, OH, OW, 0, yp);
+        else
+            forward_plane_generic(xp, wk, b, H, W, kh, kw, sh, sw, ph, pw, dh,
+                                  dw, OH, OW, yp);
+    }
+}
+
+/* Generic input gradient of one (input plane, output plane) pair:
+ * dxp [H,W] += scatter of dyp [OH,OW] through wk [kh,kw]. Row-wise like the
+ * forward, so the innermost loop is an unit-stride axpy when sw == 1. */
+static void backward_input_plane_generic(
+    const float *restrict dyp, const float *restrict wk, int64_t H, int64_t W,
+    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, float *restrict dxp)
+{
+    for (int64_t oh = 0; oh < OH; ++oh) {
+        const float *restrict dyrow = dyp + oh * OW;
+        for (int64_t i = 0; i < kh; ++i) {
+            const int64_t ih = oh * sh - ph + i * dh;
+            if (ih < 0 || ih >= H) continue;
+            float *restrict dxrow = dxp + ih * W;
+            for (int64_t j = 0; j < kw; ++j) {
+                const int64_t off = j * dw - pw;
+                const float wv = wk[i * kw + j];
+                int64_t lo, hi;
+                valid_output_range(OW, W, sw, off, &lo, &hi);
+                if (sw == 1) {
+                    for (int64_t ow = lo; ow < hi; ++ow)
+                        dxrow[ow + off] += wv * dyrow[ow];
+                } else {
+                    for (int64_t ow = lo; ow < hi; ++ow)
+                        dxrow[ow * sw + off] += wv * dyrow[ow];
+                }
+            }
+        }
+    }
+}
+
+/* dy [N,C*M,OH,OW], w [C*M,1,kh,kw] -> dx [N,C,H,W] (+=) */
+void an_depthwise_conv2d_backward_input_f32(
+    const float *dy, const float *w,
+    int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
+    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, float *dx)
+{
+    const int64_t Cout = C * multiplier;
+    const int64_t planes = N * C;
+    /* 3x3 stride 1 pad 1 keeps the size, and its transpose is the same
+     * convolution with the kernel rotated by 180 degrees: gather instead of
+     * scatter, reusing the forward's interior/border split. */
+    const int flip3x3 = is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == 1 &&
+                        sw == 1 && OH == H && OW == W;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (int64_t p = 0; p < planes; ++p) {
+        const int64_t n = p / C, ci = p % C;
+        float *dxp = dx + p * H * W;
+        for (int64_t m = 0; m < multiplier; ++m) {
+            const int64_t co = ci * multiplier + m;
+            const float *dyp = dy + (n * Cout + co) * OH * OW;
+            const float *wk = w + co * kh * kw;
+            if (flip3x3) {
+                float rot[9];
+                for (int t = 0; t < 9; ++t) rot[t] = wk[8 - t];
+                conv_plane_3x3_p1(dyp, rot, 0.0f, OH, OW, 1, H, W, 1, dxp);
+            } else {
+                backward_input_plane_generic(dyp, wk, H, W, kh, kw, sh, sw, ph,
+                                             pw, dh, dw, OH, OW, dxp);
+            }
+        }
+    }
+}
+
+/* Dot product of a[0..n) with b[0], b[stride], ... . Eight float partial sums
+ * (a fixed, thread-independent order the compiler can vectorise), combined
+ * in double. */
+#define DOT_LANES 8
+static inline double dot_strided(const float *restrict a,
+                                 const float *restrict b, int64_t n,
+                                 int64_t stride)
+{
+    float part[DOT_LANES] = {0};
+    int64_t k = 0;
+    if (stride == 1) {
+        for (; k + DOT_LANES <= n; k += DOT_LANES)
+            for (int l = 0; l < DOT_LANES; ++l) part[l] += a[k + l] * b[k + l];
+    } else {
+        for (; k + DOT_LANES <= n; k += DOT_LANES)
+            for (int l = 0; l < DOT_LANES; ++l)
+                part[l] += a[k + l] * b[(k + l) * stride];
+    }
+    double s = 0.0;
+    for (int l = 0; l < DOT_LANES; ++l) s += (double)part[l];
+    for (; k < n; ++k) s += (double)a[k] * (double)b[k * stride];
+    return s;
+}
+
+static inline double sum_floats(const float *restrict a, int64_t n)
+{
+    float part[DOT_LANES] = {0};
+    int64_t k = 0;
+    for (; k + DOT_LANES <= n; k += DOT_LANES)
+        for (int l = 0; l < DOT_LANES; ++l) part[l] += a[k + l];
+    double s = 0.0;
+    for (int l = 0; l < DOT_LANES; ++l) s += (double)part[l];
+    for (; k < n; ++k) s += (double)a[k];
+    return s;
+}
+
+/* dy [N,C*M,OH,OW], x [N,C,H,W] -> dweight [C*M,1,kh,kw] (+=),
+ * dbias [C*M] (+=, optional). Parallel over output channels; the batch and
+ * the spatial positions are summed in a fixed order, in double. */
+void an_depthwise_conv2d_backward_weight_f32(
+    const float *dy, const float *x,
+    int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
+    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, float *dweight,
+    float *dbias)
+{
+    const int64_t Cout = C * multiplier;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
+    for (int64_t co = 0; co < Cout; ++co) {
+        const int64_t ci = co / multiplier;
+        for (int64_t i = 0; i < kh; ++i) {
+            for (int64_t j = 0; j < kw; ++j) {
+                const int64_t off = j * dw - pw;
+                int64_t lo, hi;
+                valid_output_range(OW, W, sw, off, &lo, &hi);
+                double acc = 0.0;
+                if (lo < hi) {
+                    for (int64_t n = 0; n < N; ++n) {
+                        const float *dyp = dy + (n * Cout + co) * OH * OW;
+                        const float *xp = x + (n * C + ci) * H * W;
+                        for (int64_t oh = 0; oh < OH; ++oh) {
+                            const int64_t ih = oh * sh - ph + i * dh;
+                            if (ih < 0 || ih >= H) continue;
+                            acc += dot_strided(dyp + oh * OW + lo,
+                                               xp + ih * W + lo * sw + off,
+                                               hi - lo, sw);
+                        }
+                    }
+                }
+                dweight[co * kh * kw + i * kw + j] += (float)acc;
+            }
+        }
+        if (dbias) {
+            double acc = 0.0;
+            for (int64_t n = 0; n < N; ++n)
+                acc += sum_floats(dy + (n * Cout + co) * OH * OW, OH * OW);
+            dbias[co] += (float)acc;
+        }
+    }
+}

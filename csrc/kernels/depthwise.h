@@ -1,0 +1,50 @@
+/* Direct depthwise 2-D convolution (groups == C_in), float32, NCHW.
+ *
+ * Input channel c feeds output channels c*multiplier .. c*multiplier +
+ * multiplier-1, so C_out = C * multiplier and the weight is
+ * [C_out, 1, kh, kw]. Output size OH, OW is computed by the caller:
+ *   OH = (H + 2*ph - dh*(kh-1) - 1) / sh + 1   (likewise OW).
+ * Pure kernels: no allocation, cannot fail; parallel (OpenMP) inside, with
+ * results bit-identical for any thread count. Backward functions accumulate
+ * (+=) into their gradient outputs.
+ */
+#ifndef APPEALNET_KERNELS_DEPTHWISE_H
+#define APPEALNET_KERNELS_DEPTHWISE_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* x: [N, C, H, W]; w: [C*multiplier, 1, kh, kw]; bias: [C*multiplier] or NULL;
+ * y: [N, C*multiplier, OH, OW] (overwritten). */
+void an_depthwise_conv2d_forward_f32(
+    const float *x, const float *w, const float *bias,
+    int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
+    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, float *y);
+
+/* dy: [N, C*multiplier, OH, OW]; w: [C*multiplier, 1, kh, kw];
+ * dx: [N, C, H, W] (accumulated into). */
+void an_depthwise_conv2d_backward_input_f32(
+    const float *dy, const float *w,
+    int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
+    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, float *dx);
+
+/* dy: [N, C*multiplier, OH, OW]; x: [N, C, H, W];
+ * dweight: [C*multiplier, 1, kh, kw] (accumulated into);
+ * dbias: [C*multiplier] or NULL (accumulated into). */
+void an_depthwise_conv2d_backward_weight_f32(
+    const float *dy, const float *x,
+    int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
+    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, float *dweight,
+    float *dbias);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* APPEALNET_KERNELS_DEPTHWISE_H */

@@ -1,0 +1,574 @@
+/* GEMM driver: kernel selection, cache blocking, packing, threading.
+ *
+ * Loop nest (BLIS style), for C += op(A) op(B):
+ *   jc: N in blocks of NC      packed B block (KC x NC) is shared by all threads
+ *    pc: K in blocks of KC     (never split across threads: fixed sum order)
+ *     [threads split the M tiles and N panels of this block into rectangles]
+ *     ic: M in blocks of MC    each thread packs its own A block (MC x KC)
+ *      jr: NR panels           B micro-panel (KC x NR) stays in L1
+ *       ir: MR panels          A micro-panel streams from L2
+ *        micro-kernel MR x NR
+ *
+ * Determinism: an element of C is always produced by the same micro-kernel
+ * lane, from the same packed values, one KC block after another in
+ * increasing order; the partition only decides WHICH thread does a tile.
+ * Whether a tile is a full or a fringe tile depends on its position in C
+ * alone (partitions are in whole MR/NR tiles).  So 1 and N threads agree
+ * bit for bit. */
+#include "kernels/gemm.h"
+
+#include "cpu/cpu.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__unix__) || defined(__APPLE__)
+#define AN_GEMM_HAVE_PTHREAD 1
+#include <pthread.h>
+#endif
+
+/* Below this many multiply-adds the fork/join of a parallel region (a few
+ * microseconds) costs more than the second thread saves. */
+#define AN_GEMM_MIN_PARALLEL_MACS (1 << 18)
+/* gemv streams its matrix once; threads only help when it is large. */
+#define AN_GEMV_MIN_PARALLEL_MACS (1 << 17)
+
+#define AN_WORKSPACE_ALIGN 64
+
+/* ------------------------------------------------------------------------ */
+/* Per-thread workspace cache                                               */
+/* ------------------------------------------------------------------------ */
+
+/* The buffer is kept between calls: freshly mapped pages cost ~12 us each to
+ * fault in, far more than a small GEMM. */
+static _Thread_local float *tl_workspace;
+static _Thread_local size_t tl_workspace_bytes;
+static atomic_size_t g_workspace_bytes_total;
+
+#ifdef AN_GEMM_HAVE_PTHREAD
+/* C has no destructor for _Thread_local data: a pthread key frees the buffer
+ * of a thread that exits (e.g. a Python worker thread) instead of leaking. */
+static pthread_key_t g_workspace_key;
+static pthread_once_t g_workspace_key_once = PTHREAD_ONCE_INIT;
+static int g_workspace_key_ok;
+
+static void workspace_thread_exit(void *buffer)
+{
+    /* Called with the value stored for the exiting thread; its _Thread_local
+     * copy is about to disappear, so only the accounting needs updating. */
+    free(buffer);
+    atomic_fetch_sub(&g_workspace_bytes_total, tl_workspace_bytes);
+    tl_workspace = NULL;
+    tl_workspace_bytes = 0;
+}
+
+static void workspace_key_create(void)
+{
+    g_workspace_key_ok = pthread_key_create(&g_workspace_key, workspace_thread_exit) == 0;
+}
+#endif
+
+static void workspace_set(float *buffer, size_t bytes)
+{
+    tl_workspace = buffer;
+    tl_workspace_bytes = bytes;
+#ifdef AN_GEMM_HAVE_PTHREAD
+    pthread_once(&g_workspace_key_once, workspace_key_create);
+    if (g_workspace_key_ok) pthread_setspecific(g_workspace_key, buffer);
+#endif
+}
+
+void an_gemm_release_workspace(void)
+{
+    if (!tl_workspace) return;
+    free(tl_workspace);
+    atomic_fetch_sub(&g_workspace_bytes_total, tl_workspace_bytes);
+    workspace_set(NULL, 0);
+}
+
+size_t an_gemm_workspace_bytes(void)
+{
+    return atomic_load(&g_workspace_bytes_total);
+}
+
+/* Returns the calling thread's workspace with at least `bytes`, or NULL. */
+static float *workspace_reserve(size_t bytes)
+{
+    if (bytes <= tl_workspace_bytes) return tl_workspace;
+    size_t rounded = (bytes + AN_WORKSPACE_ALIGN - 1) / AN_WORKSPACE_ALIGN * AN_WORKSPACE_ALIGN;
+    float *grown = aligned_alloc(AN_WORKSPACE_ALIGN, rounded);
+    if (!grown) return NULL;
+    an_gemm_release_workspace();
+    atomic_fetch_add(&g_workspace_bytes_total, rounded);
+    workspace_set(grown, rounded);
+    return grown;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Kernel choice and blocking                                               */
+/* ------------------------------------------------------------------------ */
+
+static const an_gemm_ukernel *select_ukernel(void)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    switch (an_cpu_info_get()->isa) {
+    case AN_ISA_AVX512: return &an_gemm_ukernel_avx512;
+    case AN_ISA_AVX2: return &an_gemm_ukernel_avx2;
+    case AN_ISA_GENERIC: break;
+    }
+#endif
+    return &an_gemm_ukernel_generic;
+}
+
+const char *an_gemm_kernel_name(void)
+{
+    return select_ukernel()->name;
+}
+
+typedef struct gemm_blocking {
+    int64_t mc, kc, nc;
+} gemm_blocking;
+
+static int64_t clamp_i64(int64_t value, int64_t lo, int64_t hi)
+{
+    return value < lo ? lo : (value > hi ? hi : value);
+}
+
+static int64_t round_up(int64_t value, int64_t step)
+{
+    return (value + step - 1) / step * step;
+}
+
+/* KC: the B micro-panel (KC x NR) takes about half of L1, leaving room for
+ * the streaming A micro-panel and C.  MC: the A block (MC x KC) takes about
+ * half of L2.  NC: the shared B block (KC x NC) stays well inside L3; capped
+ * so the packed B stays a few MB (it is touched by every thread). */
+static gemm_blocking choose_blocking(const an_gemm_ukernel *uk, int64_t M, int64_t N, int64_t K)
+{
+    const an_cpu_info *cpu = an_cpu_info_get();
+    gemm_blocking blk;
+    int64_t kc = (int64_t)(cpu->l1d_bytes / 2) / (uk->nr * (int64_t)sizeof(float));
+    kc = clamp_i64(kc / 16 * 16, 64, 512);
+    /* Split K evenly rather than leaving a thin last block that runs the
+     * micro-kernel with little work per write-back. */
+    int64_t k_blocks = (K + kc - 1) / kc;
+    blk.kc = round_up((K + k_blocks - 1) / k_blocks, 8);
+    if (blk.kc > kc) blk.kc = kc;
+
+    int64_t mc = (int64_t)(cpu->l2_bytes / 2) / (blk.kc * (int64_t)sizeof(float));
+    mc = clamp_i64(mc, uk->mr, 2048);
+    blk.mc = mc / uk->mr * uk->mr;
+    if (blk.mc > round_up(M, uk->mr)) blk.mc = round_up(M, uk->mr);
+
+    int64_t l3_share = (int64_t)(cpu->l3_bytes / (size_t)(cpu->l3_shared_by > 0 ? cpu->l3_shared_by : 1));
+    int64_t nc = l3_share / 2 / (blk.kc * (int64_t)sizeof(float));
+    nc = clamp_i64(nc, 4 * uk->nr, 4096);
+    blk.nc = nc / uk->nr * uk->nr;
+    if (blk.nc > round_up(N, uk->nr)) blk.nc = round_up(N, uk->nr);
+    return blk;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Packing                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* Packs `rows` (<= width) rows of a matrix slice into a panel laid out as
+ * panel[k * width + r], zero-filling rows >= `rows` so the micro-kernel can
+ * always run a full tile.  Element (r, k) of the slice is
+ * src[r * row_stride + k * k_stride]; one of the strides is 1. */
+static void pack_panel(const float *src, int64_t row_stride, int64_t k_stride, int64_t rows,
+                       int64_t kc, int width, float *panel)
+{
+    if (row_stride == 1) {
+        /* Each k step is a contiguous run of `rows` values. */
+        for (int64_t k = 0; k < kc; ++k) {
+            const float *from = src + k * k_stride;
+            float *to = panel + k * width;
+            int64_t r = 0;
+            for (; r < rows; ++r) to[r] = from[r];
+            for (; r < width; ++r) to[r] = 0.0f;
+        }
+        return;
+    }
+    /* Rows are contiguous along k: read row by row in chunks of 8 k, so
+     * reads stay sequential and the strided writes stay in a few lines. */
+    int64_t k0 = 0;
+    for (; k0 + 8 <= kc; k0 += 8) {
+        float *to = panel + k0 * width;
+        int64_t r = 0;
+        for (; r < rows; ++r) {
+            const float *from = src + r * row_stride + k0 * k_stride;
+            for (int kk = 0; kk < 8; ++kk) to[kk * width + r] = from[kk * k_stride];
+        }
+        for (; r < width; ++r)
+            for (int kk = 0; kk < 8; ++kk) to[kk * width + r] = 0.0f;
+    }
+    for (; k0 < kc; ++k0) {
+        float *to = panel + k0 * width;
+        int64_t r = 0;
+        for (; r < rows; ++r) to[r] = src[r * row_stride + k0 * k_stride];
+        for (; r < width; ++r) to[r] = 0.0f;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Blocked GEMM                                                             */
+/* ------------------------------------------------------------------------ */
+
+typedef struct gemm_problem {
+    int64_t M, N, K;
+    float alpha, beta;
+    /* op(A)(i, k) = A[i * a_row + k * a_col]; op(B)(k, j) = B[k * b_row + j * b_col] */
+    const float *A;
+    int64_t a_row, a_col;
+    const float *B;
+    int64_t b_row, b_col;
+    float *C;
+    int64_t ldc;
+    const an_gemm_ukernel *uk;
+    gemm_blocking blk;
+    int threads_m, threads_n; /* thread grid; product = team size planned */
+    float *packed_b;          /* KC x round_up(NC, NR) */
+    float *packed_a;          /* one MC x KC block per thread */
+    int64_t packed_a_stride;  /* floats between two threads' A blocks */
+} gemm_problem;
+
+/* Splits `count` items into `parts` near-equal contiguous ranges. */
+static void split_range(int64_t count, int parts, int index, int64_t *begin, int64_t *end)
+{
+    *begin = count * index / parts;
+    *end = count * (index + 1) / parts;
+}
+
+/* Writes a fringe tile computed (alpha = 1, beta = 0) into C. */
+static void store_fringe_tile(const float *tile, int nr, int64_t rows, int64_t cols, float *c,
+                              int64_t ldc, float alpha, float beta)
+{
+    for (int64_t i = 0; i < rows; ++i) {
+        const float *from = tile + i * nr;
+        float *to = c + i * ldc;
+        if (beta == 0.0f) {
+            for (int64_t j = 0; j < cols; ++j) to[j] = alpha * from[j];
+        } else {
+            for (int64_t j = 0; j < cols; ++j) to[j] = alpha * from[j] + beta * to[j];
+        }
+    }
+}
+
+static void gemm_thread(const gemm_problem *p, int thread, int team)
+{
+    const an_gemm_ukernel *uk = p->uk;
+    const int mr = uk->mr, nr = uk->nr;
+    const int64_t MC = p->blk.mc, KC = p->blk.kc, NC = p->blk.nc;
+    /* The planned grid assumed the requested team; OpenMP may give fewer
+     * threads, then fall back to a 1-D split over M tiles. */
+    int threads_m = p->threads_m, threads_n = p->threads_n;
+    if (threads_m * threads_n != team) {
+        threads_m = team;
+        threads_n = 1;
+    }
+    const int thread_m = thread / threads_n, thread_n = thread % threads_n;
+    float *packed_a = p->packed_a + (int64_t)thread * p->packed_a_stride;
+    _Alignas(64) float tile[AN_GEMM_MAX_MR * AN_GEMM_MAX_NR];
+
+    const int64_t m_tiles = (p->M + mr - 1) / mr;
+    int64_t tile_m0, tile_m1;
+    split_range(m_tiles, threads_m, thread_m, &tile_m0, &tile_m1);
+    const int64_t row_begin = tile_m0 * mr;
+    const int64_t row_end = tile_m1 * mr < p->M ? tile_m1 * mr : p->M;
+
+    for (int64_t jc = 0; jc < p->N; jc += NC) {
+        const int64_t nc = p->N - jc < NC ? p->N - jc : NC;
+        const int64_t n_panels = (nc + nr - 1) / nr;
+        int64_t panel0, panel1;
+        split_range(n_panels, threads_n, thread_n, &panel0, &panel1);
+
+        for (int64_t pc = 0; pc < p->K; pc += KC) {
+            const int64_t kc = p->K - pc < KC ? p->K - pc : KC;
+            const float beta = pc == 0 ? p->beta : 1.0f;
+
+            /* Every thread packs a share of the B block, then all wait. */
+            int64_t pack0, pack1;
+            split_range(n_panels, team, thread, &pack0, &pack1);
+            for (int64_t jp = pack0; jp < pack1; ++jp) {
+                const int64_t j = jc + jp * nr;
+                const int64_t cols = p->N - j < nr ? p->N - j : nr;
+                pack_panel(p->B + pc * p->b_row + j * p->b_col, p->b_col, p->b_row, cols, kc, nr,
+                           p->packed_b + jp * kc * nr);
+            }
+#ifdef _OPENMP
+            if (team > 1) {
+#pragma omp barrier
+            }
+#endif
+            for (int64_t ic = row_begin; ic < row_end; ic += MC) {
+                const int64_t mc = row_end - ic < MC ? row_end - ic : MC;
+                const int64_t m_panels = (mc + mr - 1) / mr;
+                for (int64_t ip = 0; ip < m_panels; ++ip) {
+                    const int64_t i = ic + ip * mr;
+                    const int64_t rows = p->M - i < mr ? p->M - i : mr;
+                    pack_panel(p->A + i * p->a_row + pc * p->a_col, p->a_row, p->a_col, rows, kc,
+                               mr, packed_a + ip * kc * mr);
+                }
+                for (int64_t jp = panel0; jp < panel1; ++jp) {
+                    const int64_t j = jc + jp * nr;
+                    const int64_t cols = p->N - j < nr ? p->N - j : nr;
+                    const float *b_panel = p->packed_b + jp * kc * nr;
+                    for (int64_t ip = 0; ip < m_panels; ++ip) {
+                        const int64_t i = ic + ip * mr;
+                        const int64_t rows = p->M - i < mr ? p->M - i : mr;
+                        const float *a_panel = packed_a + ip * kc * mr;
+                        float *c = p->C + i * p->ldc + j;
+                        if (rows == mr && cols == nr) {
+                            uk->compute(kc, a_panel, b_panel, c, p->ldc, p->alpha, beta);
+                        } else {
+                            uk->compute(kc, a_panel, b_panel, tile, nr, 1.0f, 0.0f);
+                            store_fringe_tile(tile, nr, rows, cols, c, p->ldc, p->alpha, beta);
+                        }
+                    }
+                }
+            }
+            /* Nobody may repack B while another thread still reads it. */
+#ifdef _OPENMP
+            if (team > 1) {
+#pragma omp barrier
+            }
+#endif
+        }
+    }
+}
+
+/* Picks the threads_m x threads_n grid with the least work for the busiest
+ * thread; ties go to splitting M, since then threads pack disjoint A rows
+ * instead of repacking the same ones. */
+static void choose_thread_grid(int threads, int64_t m_tiles, int64_t n_panels, int *threads_m,
+                               int *threads_n)
+{
+    int64_t best_cost = -1;
+    *threads_m = threads;
+    *threads_n = 1;
+    for (int tm = threads; tm >= 1; --tm) {
+        if (threads % tm) continue;
+        int tn = threads / tm;
+        int64_t cost = ((m_tiles + tm - 1) / tm) * ((n_panels + tn - 1) / tn);
+        if (best_cost < 0 || cost < best_cost) {
+            best_cost = cost;
+            *threads_m = tm;
+            *threads_n = tn;
+        }
+    }
+}
+
+static int max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int gemm_blocked(gemm_problem *p)
+{
+    const an_gemm_ukernel *uk = p->uk;
+    p->blk = choose_blocking(uk, p->M, p->N, p->K);
+
+    const int64_t m_tiles = (p->M + uk->mr - 1) / uk->mr;
+    const int64_t n_panels = (p->blk.nc + uk->nr - 1) / uk->nr;
+    int threads = max_threads();
+    if ((double)p->M * (double)p->N * (double)p->K < (double)AN_GEMM_MIN_PARALLEL_MACS) threads = 1;
+    if ((int64_t)threads > m_tiles * n_panels) threads = (int)(m_tiles * n_panels);
+    if (threads < 1) threads = 1;
+    choose_thread_grid(threads, m_tiles, n_panels, &p->threads_m, &p->threads_n);
+
+    /* All memory is reserved here, before any thread starts. */
+    const int64_t packed_b_floats = p->blk.kc * round_up(p->blk.nc, uk->nr);
+    p->packed_a_stride = round_up(p->blk.kc * p->blk.mc, AN_WORKSPACE_ALIGN / (int64_t)sizeof(float));
+    const size_t bytes = ((size_t)packed_b_floats + (size_t)p->packed_a_stride * (size_t)threads) *
+                         sizeof(float);
+    float *workspace = workspace_reserve(bytes);
+    if (!workspace) return -1;
+    p->packed_b = workspace;
+    p->packed_a = workspace + round_up(packed_b_floats, AN_WORKSPACE_ALIGN / (int64_t)sizeof(float));
+
+#ifdef _OPENMP
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+        gemm_thread(p, omp_get_thread_num(), omp_get_num_threads());
+        return 0;
+    }
+#endif
+    gemm_thread(p, 0, 1);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Matrix-vector (M == 1 or N == 1)                                         */
+/* ------------------------------------------------------------------------ */
+
+/* y[i * incy] = alpha * sum_k X[i * x_row + k * x_col] * v[k * incv] + beta * y[i * incy].
+ * A packed tile would waste up to MR or NR times the work here. */
+typedef struct gemv_problem {
+    int64_t rows, K;
+    float alpha, beta;
+    const float *X;
+    int64_t x_row, x_col;
+    const float *v;
+    int64_t incv;
+    float *y;
+    int64_t incy;
+} gemv_problem;
+
+#define AN_GEMV_LANES 16
+#define AN_GEMV_CHUNK 256
+
+static void gemv_store(float *y, float alpha, float beta, float sum)
+{
+    *y = beta == 0.0f ? alpha * sum : alpha * sum + beta * *y;
+}
+
+/* Dot products along contiguous rows.  Sixteen independent partial sums
+ * (combined in a fixed order) let the compiler vectorise without
+ * reassociating a single float sum. */
+static void gemv_rows_dot(const gemv_problem *p, int64_t row0, int64_t row1)
+{
+    for (int64_t i = row0; i < row1; ++i) {
+        const float *x = p->X + i * p->x_row;
+        float lanes[AN_GEMV_LANES] = {0.0f};
+        int64_t k = 0;
+        if (p->incv == 1) {
+            for (; k + AN_GEMV_LANES <= p->K; k += AN_GEMV_LANES)
+                for (int l = 0; l < AN_GEMV_LANES; ++l) lanes[l] += x[k + l] * p->v[k + l];
+        } else {
+            for (; k + AN_GEMV_LANES <= p->K; k += AN_GEMV_LANES)
+                for (int l = 0; l < AN_GEMV_LANES; ++l)
+                    lanes[l] += x[k + l] * p->v[(k + l) * p->incv];
+        }
+        for (int width = AN_GEMV_LANES / 2; width >= 1; width /= 2)
+            for (int l = 0; l < width; ++l) lanes[l] += lanes[l + width];
+        float sum = lanes[0];
+        for (; k < p->K; ++k) sum += x[k] * p->v[k * p->incv];
+        gemv_store(p->y + i * p->incy, p->alpha, p->beta, sum);
+    }
+}
+
+/* Outputs contiguous in X: accumulate k by k over a chunk of outputs. */
+static void gemv_columns_axpy(const gemv_problem *p, int64_t row0, int64_t row1)
+{
+    for (int64_t i0 = row0; i0 < row1; i0 += AN_GEMV_CHUNK) {
+        const int64_t count = row1 - i0 < AN_GEMV_CHUNK ? row1 - i0 : AN_GEMV_CHUNK;
+        float sums[AN_GEMV_CHUNK] = {0.0f};
+        for (int64_t k = 0; k < p->K; ++k) {
+            const float scale = p->v[k * p->incv];
+            const float *x = p->X + i0 + k * p->x_col;
+            for (int64_t i = 0; i < count; ++i) sums[i] += scale * x[i];
+        }
+        for (int64_t i = 0; i < count; ++i)
+            gemv_store(p->y + (i0 + i) * p->incy, p->alpha, p->beta, sums[i]);
+    }
+}
+
+static void gemv_strided(const gemv_problem *p, int64_t row0, int64_t row1)
+{
+    for (int64_t i = row0; i < row1; ++i) {
+        float sum = 0.0f;
+        for (int64_t k = 0; k < p->K; ++k)
+            sum += p->X[i * p->x_row + k * p->x_col] * p->v[k * p->incv];
+        gemv_store(p->y + i * p->incy, p->alpha, p->beta, sum);
+    }
+}
+
+static void gemv_range(const gemv_problem *p, int64_t row0, int64_t row1)
+{
+    if (p->x_col == 1) gemv_rows_dot(p, row0, row1);
+    else if (p->x_row == 1) gemv_columns_axpy(p, row0, row1);
+    else gemv_strided(p, row0, row1);
+}
+
+static void gemv(const gemv_problem *p)
+{
+    int threads = max_threads();
+    if ((double)p->rows * (double)p->K < (double)AN_GEMV_MIN_PARALLEL_MACS) threads = 1;
+    /* Split in whole chunks so every output is computed the same way. */
+    const int64_t chunks = (p->rows + AN_GEMV_CHUNK - 1) / AN_GEMV_CHUNK;
+    if ((int64_t)threads > chunks) threads = (int)chunks;
+#ifdef _OPENMP
+    if (threads > 1) {
+#pragma omp parallel num_threads(threads)
+        {
+            int64_t c0, c1;
+            split_range(chunks, omp_get_num_threads(), omp_get_thread_num(), &c0, &c1);
+            int64_t row0 = c0 * AN_GEMV_CHUNK;
+            int64_t row1 = c1 * AN_GEMV_CHUNK < p->rows ? c1 * AN_GEMV_CHUNK : p->rows;
+            if (row0 < row1) gemv_range(p, row0, row1);
+        }
+        return;
+    }
+#endif
+    gemv_range(p, 0, p->rows);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Entry point                                                              */
+/* ------------------------------------------------------------------------ */
+
+static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc)
+{
+    for (int64_t i = 0; i < M; ++i) {
+        float *row = C + i * ldc;
+        if (beta == 0.0f) {
+            for (int64_t j = 0; j < N; ++j) row[j] = 0.0f;
+        } else if (beta != 1.0f) {
+            for (int64_t j = 0; j < N; ++j) row[j] *= beta;
+        }
+    }
+}
+
+int an_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                float beta, float *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(M, N, beta, C, ldc);
+        return 0;
+    }
+    /* op(A)(i, k) and op(B)(k, j) as (row, column) strides. */
+    const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
+    const int64_t b_row = trans_b ? 1 : ldb, b_col = trans_b ? ldb : 1;
+
+    if (N == 1) {
+        gemv_problem g = {M, K, alpha, beta, A, a_row, a_col, B, b_row, C, ldc};
+        gemv(&g);
+        return 0;
+    }
+    if (M == 1) {
+        /* C row = op(B)^T op(A)^T: outputs run along N. */
+        gemv_problem g = {N, K, alpha, beta, B, b_col, b_row, A, a_col, C, 1};
+        gemv(&g);
+        return 0;
+    }
+
+    gemm_problem p;
+    memset(&p, 0, sizeof p);
+    p.M = M;
+    p.N = N;
+    p.K = K;
+    p.alpha = alpha;
+    p.beta = beta;
+    p.A = A;
+    p.a_row = a_row;
+    p.a_col = a_col;
+    p.B = B;
+    p.b_row = b_row;
+    p.b_col = b_col;
+    p.C = C;
+    p.ldc = ldc;
+    p.uk = select_ukernel();
+    return gemm_blocked(&p);
+}

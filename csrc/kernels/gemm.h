@@ -1,0 +1,69 @@
+/* Single-precision GEMM for the appealnet CPU backend.
+ *
+ * Structure follows the BLIS idea: five loops (NC over N, KC over K, MC over
+ * M, then NR/MR tiles) around packed panels of A and B, with only the MR x NR
+ * micro-kernel written per ISA.  Results are bit-identical for any thread
+ * count: threads split M and N only, never K, and every C element is
+ * accumulated in the same order whatever the partition. */
+#ifndef APPEALNET_KERNELS_GEMM_H
+#define APPEALNET_KERNELS_GEMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* C[M,N] = alpha * op(A) @ op(B) + beta * C; row-major; lda/ldb/ldc are row strides in elements.
+   op(A) is A[M,K] (lda>=K) or, if trans_a, A is stored [K,M] (lda>=M). Same for B: [K,N] or stored [N,K].
+   beta == 0 means C is overwritten (NaN/garbage in C ignored). M,N,K may be 0 (K==0 => C = beta*C).
+   alpha == 0 also gives C = beta*C without reading A or B.  Negative sizes are treated as 0.
+   Returns 0, or -1 if workspace allocation failed (C untouched in that case).
+   Threads: omp_get_max_threads() at call time (1 for small problems). */
+int an_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
+                float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
+                float beta, float *C, int64_t ldc);
+
+/* Frees the calling thread's cached packing buffers (they are otherwise kept
+ * for the next call, and freed automatically when a POSIX thread exits). */
+void an_gemm_release_workspace(void);
+
+/* Bytes of packing buffers currently cached, summed over all threads. */
+size_t an_gemm_workspace_bytes(void);
+
+/* Name of the micro-kernel an_gemm_f32 would use now, e.g. "avx512_14x32". */
+const char *an_gemm_kernel_name(void);
+
+/* ---- Internal: the contract between gemm.c and the micro-kernel files. ---- */
+
+/* Computes one full MR x NR tile:
+ *   c[i*ldc + j] = alpha * sum_k packed_a[k*MR + i] * packed_b[k*NR + j] + beta * c[i*ldc + j]
+ * with the k sum taken in increasing k order in each element's own lane (so
+ * the tile's position never changes a result).  beta == 0 stores without
+ * reading c.  kc >= 1. */
+typedef void (*an_gemm_ukernel_fn)(int64_t kc, const float *packed_a, const float *packed_b,
+                                   float *c, int64_t ldc, float alpha, float beta);
+
+typedef struct an_gemm_ukernel {
+    const char *name;
+    int mr;
+    int nr;
+    an_gemm_ukernel_fn compute;
+} an_gemm_ukernel;
+
+/* Largest tile any kernel uses: sizes the on-stack fringe tile buffer. */
+#define AN_GEMM_MAX_MR 16
+#define AN_GEMM_MAX_NR 32
+
+extern const an_gemm_ukernel an_gemm_ukernel_generic;
+#if defined(__x86_64__) || defined(_M_X64)
+extern const an_gemm_ukernel an_gemm_ukernel_avx2;
+extern const an_gemm_ukernel an_gemm_ukernel_avx512;
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* APPEALNET_KERNELS_GEMM_H */

@@ -1,0 +1,67 @@
+/* AVX2 micro-kernel: 6 rows x 16 columns (two ymm per row).  12 accumulators
+ * + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers; 12 FMAs per
+ * 2 loads + 6 broadcasts per k step. */
+#include "kernels/gemm.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#define AVX2_MR 6
+#define AVX2_NR 16
+
+#define AN_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+AN_TARGET_AVX2
+static void gemm_ukernel_avx2_6x16(int64_t kc, const float *packed_a, const float *packed_b,
+                                   float *c, int64_t ldc, float alpha, float beta)
+{
+    __m256 acc[AVX2_MR][2];
+#pragma GCC unroll 8
+    for (int i = 0; i < AVX2_MR; ++i) {
+        acc[i][0] = _mm256_setzero_ps();
+        acc[i][1] = _mm256_setzero_ps();
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < AVX2_MR; ++i) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 15), _MM_HINT_T0);
+    }
+    const float *a = packed_a;
+    const float *b = packed_b;
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; ++k) {
+        __m256 b0 = _mm256_load_ps(b);
+        __m256 b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 8
+        for (int i = 0; i < AVX2_MR; ++i) {
+            __m256 ai = _mm256_broadcast_ss(a + i);
+            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+        }
+        a += AVX2_MR;
+        b += AVX2_NR;
+    }
+    __m256 valpha = _mm256_set1_ps(alpha);
+    if (beta == 0.0f) {
+#pragma GCC unroll 8
+        for (int i = 0; i < AVX2_MR; ++i) {
+            _mm256_storeu_ps(c + i * ldc, _mm256_mul_ps(valpha, acc[i][0]));
+            _mm256_storeu_ps(c + i * ldc + 8, _mm256_mul_ps(valpha, acc[i][1]));
+        }
+    } else {
+        __m256 vbeta = _mm256_set1_ps(beta);
+#pragma GCC unroll 8
+        for (int i = 0; i < AVX2_MR; ++i) {
+            float *row = c + i * ldc;
+            __m256 c0 = _mm256_mul_ps(vbeta, _mm256_loadu_ps(row));
+            __m256 c1 = _mm256_mul_ps(vbeta, _mm256_loadu_ps(row + 8));
+            _mm256_storeu_ps(row, _mm256_fmadd_ps(valpha, acc[i][0], c0));
+            _mm256_storeu_ps(row + 8, _mm256_fmadd_ps(valpha, acc[i][1], c1));
+        }
+    }
+}
+
+const an_gemm_ukernel an_gemm_ukernel_avx2 = {
+    "avx2_6x16", AVX2_MR, AVX2_NR, gemm_ukernel_avx2_6x16};
+
+#endif

@@ -1,0 +1,280 @@
+/* Standalone correctness test for an_gemm_f32.
+ *
+ * Build and run from the repository root:
+ *   gcc -std=c11 -O2 -fopenmp -Icsrc tests/c/test_gemm.c csrc/kernels/gemm*.c csrc/cpu/cpu.c -lm -o /tmp/test_gemm && /tmp/test_gemm
+ * Sanitizers (must report nothing):
+ *   gcc -std=c11 -O1 -g -fopenmp -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all \
+ *       -Icsrc tests/c/test_gemm.c csrc/kernels/gemm*.c csrc/cpu/cpu.c -lm -o /tmp/test_gemm_asan && /tmp/test_gemm_asan
+ * Options: -q (only the summary), -v (every case).
+ *
+ * Each case is compared with a double-accumulating reference, for every ISA
+ * level this machine supports and with 1 and 2 threads; the thread counts
+ * must agree bit for bit, and C outside the M x N window (the ldc padding)
+ * must be left untouched. */
+#include "cpu/cpu.h"
+#include "kernels/gemm.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static int g_verbose = 1;
+static long g_cases, g_failures;
+
+/* Deterministic xorshift so failures reproduce. */
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+static float random_unit(void)
+{
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
+}
+
+/* Sentinel for padding that must never be written. */
+static const float k_guard = 12345.0f;
+
+typedef struct test_case {
+    int trans_a, trans_b;
+    int64_t M, N, K;
+    float alpha, beta;
+    int64_t pad; /* extra elements added to lda/ldb/ldc */
+} test_case;
+
+static void set_threads(int threads)
+{
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+}
+
+static const char *label(const test_case *t, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s%s M=%lld N=%lld K=%lld alpha=%g beta=%g pad=%lld",
+             t->trans_a ? "T" : "N", t->trans_b ? "T" : "N", (long long)t->M, (long long)t->N,
+             (long long)t->K, (double)t->alpha, (double)t->beta, (long long)t->pad);
+    return buf;
+}
+
+static void fail(const test_case *t, const char *isa, int threads, const char *what)
+{
+    char buf[160];
+    ++g_failures;
+    if (g_failures <= 30)
+        printf("FAIL [%s, %d thread(s)] %s: %s\n", isa, threads, label(t, buf, sizeof buf), what);
+}
+
+/* Runs one case for the current ISA with 1 and 2 threads. */
+static void run_case(const test_case *t, const char *isa)
+{
+    const int64_t M = t->M, N = t->N, K = t->K;
+    /* Stored shapes: A is [M,K] or [K,M]; B is [K,N] or [N,K]. */
+    const int64_t a_rows = t->trans_a ? K : M, a_cols = t->trans_a ? M : K;
+    const int64_t b_rows = t->trans_b ? N : K, b_cols = t->trans_b ? K : N;
+    const int64_t lda = a_cols + t->pad, ldb = b_cols + t->pad, ldc = N + t->pad;
+    /* +1 so zero-sized operands still give valid, distinct pointers. */
+    float *A = malloc(sizeof(float) * (size_t)(a_rows * lda + 1));
+    float *B = malloc(sizeof(float) * (size_t)(b_rows * ldb + 1));
+    float *C0 = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    float *C = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    float *C_first = malloc(sizeof(float) * (size_t)(M * ldc + 1));
+    if (!A || !B || !C0 || !C || !C_first) {
+        printf("test allocation failed\n");
+        exit(2);
+    }
+    for (int64_t i = 0; i < a_rows * lda + 1; ++i) A[i] = random_unit();
+    for (int64_t i = 0; i < b_rows * ldb + 1; ++i) B[i] = random_unit();
+    for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < ldc; ++j)
+            C0[i * ldc + j] = j >= N ? k_guard : (t->beta == 0.0f ? NAN : random_unit());
+
+    ++g_cases;
+    for (int threads = 1; threads <= 2; ++threads) {
+        set_threads(threads);
+        memcpy(C, C0, sizeof(float) * (size_t)(M * ldc));
+        int rc = an_gemm_f32(t->trans_a, t->trans_b, M, N, K, t->alpha, A, lda, B, ldb, t->beta, C, ldc);
+        if (rc != 0) {
+            fail(t, isa, threads, "returned non-zero");
+            continue;
+        }
+        double worst = 0.0;
+        int bad = 0;
+        for (int64_t i = 0; i < M && !bad; ++i) {
+            for (int64_t j = 0; j < ldc; ++j) {
+                const float got = C[i * ldc + j];
+                if (j >= N) {
+                    if (got != k_guard) {
+                        fail(t, isa, threads, "wrote into ldc padding");
+                        bad = 1;
+                        break;
+                    }
+                    continue;
+                }
+                double sum = 0.0, magnitude = 0.0;
+                for (int64_t k = 0; k < K; ++k) {
+                    const double a = t->trans_a ? A[k * lda + i] : A[i * lda + k];
+                    const double b = t->trans_b ? B[j * ldb + k] : B[k * ldb + j];
+                    sum += a * b;
+                    magnitude += fabs(a * b);
+                }
+                double ref = (double)t->alpha * sum;
+                magnitude *= fabs((double)t->alpha);
+                if (t->beta != 0.0f) {
+                    ref += (double)t->beta * C0[i * ldc + j];
+                    magnitude += fabs((double)t->beta * C0[i * ldc + j]);
+                }
+                const double err = fabs((double)got - ref);
+                const double tol = 1e-5 * sqrt((double)(K + 1)) * magnitude + 1e-30;
+                if (!(err <= tol)) { /* also catches NaN */
+                    char what[128];
+                    snprintf(what, sizeof what, "C[%lld,%lld]=%.9g expected %.9g",
+                             (long long)i, (long long)j, (double)got, ref);
+                    fail(t, isa, threads, what);
+                    bad = 1;
+                    break;
+                }
+                if (magnitude > 0 && err / magnitude > worst) worst = err / magnitude;
+            }
+        }
+        if (threads == 1) {
+            memcpy(C_first, C, sizeof(float) * (size_t)(M * ldc));
+        } else if (memcmp(C_first, C, sizeof(float) * (size_t)(M * ldc)) != 0) {
+            fail(t, isa, threads, "differs bitwise from the 1-thread result");
+        }
+        if (g_verbose > 1) {
+            char buf[160];
+            printf("ok [%s, %d] %s worst rel err %.2e\n", isa, threads, label(t, buf, sizeof buf), worst);
+        }
+    }
+    free(A);
+    free(B);
+    free(C0);
+    free(C);
+    free(C_first);
+}
+
+static void run_all_transposes(int64_t M, int64_t N, int64_t K, float alpha, float beta, int64_t pad,
+                               const char *isa)
+{
+    for (int ta = 0; ta < 2; ++ta)
+        for (int tb = 0; tb < 2; ++tb) {
+            test_case t = {ta, tb, M, N, K, alpha, beta, pad};
+            run_case(&t, isa);
+        }
+}
+
+/* alpha == 0 must not read A or B (they hold NaN here) and scales C. */
+static void test_alpha_zero(const char *isa)
+{
+    float A[6], B[6], C[4] = {1, 2, 3, 4};
+    for (int i = 0; i < 6; ++i) A[i] = B[i] = NAN;
+    ++g_cases;
+    an_gemm_f32(0, 0, 2, 2, 3, 0.0f, A, 3, B, 2, 0.5f, C, 2);
+    if (C[0] != 0.5f || C[1] != 1.0f || C[2] != 1.5f || C[3] != 2.0f) {
+        test_case t = {0, 0, 2, 2, 3, 0.0f, 0.5f, 0};
+        fail(&t, isa, 1, "alpha == 0 did not give beta * C");
+    }
+}
+
+static void test_isa(const char *isa)
+{
+    static const int64_t ms[] = {1, 2, 5, 6, 7, 13, 14, 15, 29};
+    static const int64_t ns[] = {1, 7, 8, 9, 16, 17, 31, 32, 33, 65};
+    static const int64_t ks[] = {0, 1, 7, 37, 300};
+    static const float betas[] = {0.0f, 1.0f, 0.5f};
+    int variant = 0;
+
+    test_alpha_zero(isa);
+    /* Empty outputs. */
+    run_all_transposes(0, 5, 3, 1.0f, 0.0f, 0, isa);
+    run_all_transposes(5, 0, 3, 1.0f, 0.0f, 0, isa);
+    run_all_transposes(0, 0, 0, 1.0f, 1.0f, 0, isa);
+
+    /* Tile edges of every kernel (MR 6/14, NR 8/16/32), all alpha/beta/pad mixes. */
+    for (size_t im = 0; im < sizeof ms / sizeof ms[0]; ++im)
+        for (size_t in = 0; in < sizeof ns / sizeof ns[0]; ++in)
+            for (size_t ik = 0; ik < sizeof ks / sizeof ks[0]; ++ik) {
+                const float beta = betas[variant % 3];
+                const float alpha = (variant / 3) % 2 ? -0.75f : 1.0f;
+                const int64_t pad = (variant / 2) % 2 ? 3 : 0;
+                ++variant;
+                run_all_transposes(ms[im], ns[in], ks[ik], alpha, beta, pad, isa);
+            }
+
+    /* Odd sizes, multiples of tiles, several K/M/N blocks, conv-like shapes. */
+    static const int64_t shapes[][3] = {
+        {37, 53, 71},   {42, 96, 64},   {28, 64, 512},  {97, 131, 257}, {300, 257, 513},
+        {64, 1024, 576}, {32, 4096, 27}, {1280, 16, 320}, {10, 128, 1280}, {1500, 40, 400},
+        {20, 4200, 30}, {1, 1000, 700}, {700, 1, 1000},  {1, 1, 2000},   {3, 2, 1},
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s)
+        for (int b = 0; b < 3; ++b) {
+            const float alpha = b == 2 ? 1.5f : 1.0f;
+            run_all_transposes(shapes[s][0], shapes[s][1], shapes[s][2], alpha, betas[b],
+                               (s + (size_t)b) % 2 ? 5 : 0, isa);
+        }
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; ++i) {
+        if (strcmp(argv[i], "-q") == 0) g_verbose = 0;
+        if (strcmp(argv[i], "-v") == 0) g_verbose = 2;
+    }
+    const an_cpu_info *cpu = an_cpu_info_get();
+    printf("cpu: %s; L1d %zu KiB, L2 %zu KiB, L3 %zu KiB; best ISA %s\n", cpu->model,
+           cpu->l1d_bytes / 1024, cpu->l2_bytes / 1024, cpu->l3_bytes / 1024,
+           an_isa_name(cpu->isa_best));
+#ifndef _OPENMP
+    printf("note: built without OpenMP, the 2-thread runs use 1 thread\n");
+#endif
+
+    long total_failures = 0;
+    for (int level = AN_ISA_GENERIC; level <= (int)cpu->isa_best; ++level) {
+        an_cpu_force_isa((an_isa)level);
+        if (an_cpu_info_get()->isa != (an_isa)level) {
+            printf("FAIL: could not force ISA %s\n", an_isa_name((an_isa)level));
+            ++total_failures;
+            continue;
+        }
+        const char *isa = an_isa_name((an_isa)level);
+        g_cases = g_failures = 0;
+        test_isa(isa);
+        printf("%-8s kernel %-14s %6ld cases, %ld failure(s)\n", isa, an_gemm_kernel_name(), g_cases,
+               g_failures);
+        total_failures += g_failures;
+    }
+
+    /* Forcing a level above the best must clamp and warn. */
+    if (cpu->isa_best < AN_ISA_AVX512) {
+        an_cpu_force_isa(AN_ISA_AVX512);
+        if (an_cpu_info_get()->isa != cpu->isa_best || !an_cpu_info_get()->isa_warning[0]) {
+            printf("FAIL: forcing an unsupported ISA was not clamped with a warning\n");
+            ++total_failures;
+        }
+    }
+    an_cpu_reset_isa();
+
+    /* The workspace cache is released on request. */
+    set_threads(1);
+    if (an_gemm_workspace_bytes() == 0) {
+        printf("FAIL: no workspace cached after large GEMMs\n");
+        ++total_failures;
+    }
+    an_gemm_release_workspace();
+    if (an_gemm_workspace_bytes() != 0) {
+        printf("FAIL: %zu workspace bytes left after release\n", an_gemm_workspace_bytes());
+        ++total_failures;
+    }
+
+    printf("%s: %ld failure(s)\n", total_failures ? "FAILED" : "PASSED", total_failures);
+    return total_failures ? 1 : 0;
+}
