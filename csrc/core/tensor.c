@@ -101,7 +101,7 @@ static an_tensor *tensor_shell(an_storage *storage, int ndim, const int64_t *sha
 
 an_tensor *an_empty(int ndim, const int64_t *shape)
 {
-    int64_t numel;
+    int64_t numel = 0;
     if (check_shape(ndim, shape, &numel))
         return NULL;
     an_storage *s = storage_new(numel);
@@ -139,6 +139,9 @@ an_tensor *an_from_data(int ndim, const float *data, const int64_t *shape)
     return t;
 }
 
+/* External memory with no owner to notify is simply never freed by us. */
+static void keep_external_memory(void *owner) { (void)owner; }
+
 an_tensor *an_from_external(int ndim, const int64_t *shape, const int64_t *strides,
                             float *data, void *owner, void (*release_owner)(void *))
 {
@@ -167,7 +170,7 @@ an_tensor *an_from_external(int ndim, const int64_t *shape, const int64_t *strid
     s->numel = high - low + 1;
     s->refcount = 1;
     s->owner = owner;
-    s->release_owner = release_owner;
+    s->release_owner = release_owner ? release_owner : keep_external_memory;
     an_tensor *t = tensor_shell(s, ndim, shape, strides, -low);
     if (!t) {
         s->release_owner = NULL; /* the caller keeps ownership on failure */
