@@ -206,6 +206,79 @@ static void backward_input_plane_generic(
     }
 }
 
+/* Input gradient for 3x3, stride 2, padding 1, dilation 1, as a gather:
+ * input row ih receives kernel row i from output row oh = (ih + 1 - i) / 2
+ * when that division is exact, so even rows get one tap row (i = 1) and odd
+ * rows two (i = 0 from oh+1, i = 2 from oh); columns likewise. Even and odd
+ * columns are produced together from unit-stride dy reads, which vectorises,
+ * unlike the stride-2 scatter of the generic path. Taps are summed in
+ * (i, j) row-major order on top of the existing dx value. */
+static int s2_taps(int64_t pos, int64_t n_out, int64_t tap[2], int64_t out[2])
+{
+    int count = 0;
+    for (int64_t t = 0; t < 3; ++t) {
+        const int64_t q = pos + 1 - t;
+        if (q < 0 || (q & 1) || q / 2 >= n_out) continue;
+        tap[count] = t;
+        out[count] = q / 2;
+        ++count;
+    }
+    return count;
+}
+
+static void backward_input_plane_3x3_s2_p1(const float *restrict dyp,
+                                            const float *restrict wk,
+                                            int64_t H, int64_t W, int64_t OH,
+                                            int64_t OW, float *restrict dxp)
+{
+    /* columns 0 .. 2*nb-1 come from the pair loop: iw = 2b uses ow = b,
+     * iw = 2b+1 uses ow = b+1 and b; the rest go through s2_taps */
+    int64_t nb = W / 2 < OW - 1 ? W / 2 : OW - 1;
+    if (nb < 0) nb = 0;
+    for (int64_t ih = 0; ih < H; ++ih) {
+        float *restrict dxrow = dxp + ih * W;
+        int64_t ti[2], toh[2];
+        const int nr = s2_taps(ih, OH, ti, toh);
+        if (nr == 0) continue;
+        const float *restrict r0 = dyp + toh[0] * OW;
+        const float *restrict r1 = dyp + toh[nr - 1] * OW;
+        const float *wa = wk + ti[0] * 3, *wb = wk + ti[nr - 1] * 3;
+        const float a0 = wa[0], a1 = wa[1], a2 = wa[2];
+        const float b0 = wb[0], b1 = wb[1], b2 = wb[2];
+        if (nr == 1) {
+            for (int64_t b = 0; b < nb; ++b) {
+                float even = dxrow[2 * b], odd = dxrow[2 * b + 1];
+                even += a1 * r0[b];
+                odd += a0 * r0[b + 1];
+                odd += a2 * r0[b];
+                dxrow[2 * b] = even;
+                dxrow[2 * b + 1] = odd;
+            }
+        } else {
+            for (int64_t b = 0; b < nb; ++b) {
+                float even = dxrow[2 * b], odd = dxrow[2 * b + 1];
+                even += a1 * r0[b];
+                even += b1 * r1[b];
+                odd += a0 * r0[b + 1];
+                odd += a2 * r0[b];
+                odd += b0 * r1[b + 1];
+                odd += b2 * r1[b];
+                dxrow[2 * b] = even;
+                dxrow[2 * b + 1] = odd;
+            }
+        }
+        for (int64_t iw = 2 * nb; iw < W; ++iw) {
+            int64_t tj[2], tow[2];
+            const int nc = s2_taps(iw, OW, tj, tow);
+            float acc = dxrow[iw];
+            for (int r = 0; r < nr; ++r)
+                for (int c = 0; c < nc; ++c)
+                    acc += wk[ti[r] * 3 + tj[c]] * dyp[toh[r] * OW + tow[c]];
+            dxrow[iw] = acc;
+        }
+    }
+}
+
 /* dy [N,C*M,OH,OW], w [C*M,1,kh,kw] -> dx [N,C,H,W] (+=) */
 void an_depthwise_conv2d_backward_input_f32(
     const float *dy, const float *w,
@@ -220,6 +293,8 @@ void an_depthwise_conv2d_backward_input_f32(
      * scatter, reusing the forward's interior/border split. */
     const int flip3x3 = is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == 1 &&
                         sw == 1 && OH == H && OW == W;
+    const int gather3x3s2 =
+        is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == 2 && sw == 2;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static)
 #endif
@@ -234,6 +309,8 @@ void an_depthwise_conv2d_backward_input_f32(
                 float rot[9];
                 for (int t = 0; t < 9; ++t) rot[t] = wk[8 - t];
                 conv_plane_3x3_p1(dyp, rot, 0.0f, OH, OW, 1, H, W, 1, dxp);
+            } else if (gather3x3s2) {
+                backward_input_plane_3x3_s2_p1(dyp, wk, H, W, OH, OW, dxp);
             } else {
                 backward_input_plane_generic(dyp, wk, H, W, kh, kw, sh, sw, ph,
                                              pw, dh, dw, OH, OW, dxp);

@@ -621,10 +621,10 @@ static void test_adaptive(int64_t N, int64_t C, int64_t H, int64_t W,
     for (int64_t p = 0; p < N * C; ++p)
         for (int64_t oh = 0; oh < OH; ++oh)
             for (int64_t ow = 0; ow < OW; ++ow) {
-                const int64_t h0 = (int64_t)floor((double)(oh * H) / OH);
-                const int64_t h1 = (int64_t)ceil((double)((oh + 1) * H) / OH);
-                const int64_t w0 = (int64_t)floor((double)(ow * W) / OW);
-                const int64_t w1 = (int64_t)ceil((double)((ow + 1) * W) / OW);
+                const int64_t h0 = (int64_t)floor((double)(oh * H) / (double)OH);
+                const int64_t h1 = (int64_t)ceil((double)((oh + 1) * H) / (double)OH);
+                const int64_t w0 = (int64_t)floor((double)(ow * W) / (double)OW);
+                const int64_t w1 = (int64_t)ceil((double)((ow + 1) * W) / (double)OW);
                 const double cnt = (double)((h1 - h0) * (w1 - w0));
                 double s = 0.0;
                 for (int64_t ih = h0; ih < h1; ++ih)
@@ -700,13 +700,13 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
         double s = 0.0, ss = 0.0;
         for (int64_t b = 0; b < N; ++b)
             for (int64_t i = 0; i < HW; ++i) s += x[(b * C + c) * HW + i];
-        mean[c] = s / M;
+        mean[c] = s / (double)M;
         for (int64_t b = 0; b < N; ++b)
             for (int64_t i = 0; i < HW; ++i) {
                 const double d = x[(b * C + c) * HW + i] - mean[c];
                 ss += d * d;
             }
-        var[c] = ss / M;
+        var[c] = ss / (double)M;
         inv[c] = 1.0 / sqrt(var[c] + eps);
         const double gm = affine ? gamma[c] : 1.0, bb = affine ? beta[c] : 0.0;
         const double inv_r = 1.0 / sqrt((double)rvar[c] + eps);
@@ -725,8 +725,8 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
             for (int64_t i = 0; i < HW; ++i) {
                 const int64_t k = (b * C + c) * HW + i;
                 const double xh = (x[k] - mean[c]) * inv[c];
-                dx_ref[k] = dx0[k] + gm * inv[c] / M *
-                                         (M * (double)dy[k] - sdy - xh * sdyx);
+                dx_ref[k] = dx0[k] + gm * inv[c] / (double)M *
+                                         ((double)M * dy[k] - sdy - xh * sdyx);
                 dxe_ref[k] = dx0[k] + dy[k] * gm * inv_r;
             }
         dg_ref[c] = dg0[c] + sdyx;
