@@ -108,8 +108,11 @@ int an_has_nonfinite(const an_tensor *t);
    reserves n counters, so values never depend on the thread count. */
 void an_manual_seed(uint64_t seed);
 uint64_t an_initial_seed(void);
-void an_set_num_threads(int n);
+void an_set_num_threads(int n);          /* process-wide; n >= 1 */
 int an_get_num_threads(void);
+/* Makes the calling thread use the process-wide count (the bindings call
+   this before compute; C callers on extra threads may too). */
+void an_apply_num_threads(void);
 int an_openmp_enabled(void);
 
 /* -------------------------------------------------------------- autograd */

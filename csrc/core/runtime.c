@@ -35,19 +35,34 @@ void an_manual_seed(uint64_t seed)
 
 uint64_t an_initial_seed(void) { return generator_seed; }
 
+/* OpenMP's thread count is a per-thread setting; the library keeps one
+   process-wide value so that every caller thread (a data loader thread, a
+   second Python thread) computes with the count the user chose. */
+static int requested_threads = 0; /* 0: OpenMP's default */
+
 void an_set_num_threads(int n)
 {
+    if (n < 1)
+        return;
+    __atomic_store_n(&requested_threads, n, __ATOMIC_RELAXED);
 #ifdef _OPENMP
-    if (n >= 1)
+    omp_set_num_threads(n);
+#endif
+}
+
+void an_apply_num_threads(void)
+{
+#ifdef _OPENMP
+    int n = __atomic_load_n(&requested_threads, __ATOMIC_RELAXED);
+    if (n > 0 && omp_get_max_threads() != n)
         omp_set_num_threads(n);
-#else
-    (void)n;
 #endif
 }
 
 int an_get_num_threads(void)
 {
 #ifdef _OPENMP
+    an_apply_num_threads();
     return omp_get_max_threads();
 #else
     return 1;

@@ -43,6 +43,7 @@ PyArrayObject *an_py_int64_array(PyObject *obj, const char *op, const char *arg)
 /* Runs `expr` with the GIL released (compute never touches Python). */
 #define AN_NOGIL(expr)                                                        \
     do {                                                                      \
+        an_apply_num_threads();                                               \
         Py_BEGIN_ALLOW_THREADS expr;                                          \
         Py_END_ALLOW_THREADS                                                  \
     } while (0)
