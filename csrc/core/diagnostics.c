@@ -1,6 +1,21 @@
 /* diagnostics.c — what the core knows about the machine and its caches. */
 #include "internal.h"
+#include "../cpu/cpu.h"
+#include "../kernels/gemm.h"
 
-const char *an_cpu_description(void) { return "unknown"; }
-size_t an_workspace_bytes(void) { return 0; }
-void an_release_workspace(void) {}
+#include <stdio.h>
+
+const char *an_cpu_description(void)
+{
+    static _Thread_local char text[512];
+    const an_cpu_info *cpu = an_cpu_info_get();
+    snprintf(text, sizeof text, "%s; isa=%s (gemm %s); L1d=%zuK L2=%zuK L3=%zuK; openmp=%s threads=%d%s%s",
+             cpu->model, an_isa_name(cpu->isa), an_gemm_kernel_name(), cpu->l1d_bytes / 1024,
+             cpu->l2_bytes / 1024, cpu->l3_bytes / 1024, an_openmp_enabled() ? "yes" : "no",
+             an_get_num_threads(), cpu->isa_warning[0] ? "; " : "", cpu->isa_warning);
+    return text;
+}
+
+size_t an_workspace_bytes(void) { return an_gemm_workspace_bytes(); }
+
+void an_release_workspace(void) { an_gemm_release_workspace(); }

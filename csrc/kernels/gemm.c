@@ -144,24 +144,28 @@ static int64_t round_up(int64_t value, int64_t step)
     return (value + step - 1) / step * step;
 }
 
-/* KC: the B micro-panel (KC x NR) takes about half of L1, leaving room for
- * the streaming A micro-panel and C.  MC: the A block (MC x KC) takes about
- * half of L2.  NC: the shared B block (KC x NC) stays well inside L3; capped
- * so the packed B stays a few MB (it is touched by every thread). */
+/* KC: the B micro-panel (KC x NR) fills about 3/4 of L1; the A micro-panel
+ * streams past it from L2.  MC: the A block (MC x KC) takes ~1/8 of L2 (but
+ * at least ~160 KB when L2 is small), which measured better than half of L2:
+ * the shared B block and C tiles also live there.  NC: the B block
+ * (KC x NC) stays well inside the L3 share; capped so it stays a few MB. */
 static gemm_blocking choose_blocking(const an_gemm_ukernel *uk, int64_t M, int64_t N, int64_t K)
 {
     const an_cpu_info *cpu = an_cpu_info_get();
     gemm_blocking blk;
-    int64_t kc = (int64_t)(cpu->l1d_bytes / 2) / (uk->nr * (int64_t)sizeof(float));
-    kc = clamp_i64(kc / 16 * 16, 64, 512);
+    int64_t kc = (int64_t)(cpu->l1d_bytes * 3 / 4) / (uk->nr * (int64_t)sizeof(float));
+    kc = clamp_i64(kc / 16 * 16, 128, 384);
     /* Split K evenly rather than leaving a thin last block that runs the
-     * micro-kernel with little work per write-back. */
+     * micro-kernel with little work per C write-back. */
     int64_t k_blocks = (K + kc - 1) / kc;
     blk.kc = round_up((K + k_blocks - 1) / k_blocks, 8);
     if (blk.kc > kc) blk.kc = kc;
 
-    int64_t mc = (int64_t)(cpu->l2_bytes / 2) / (blk.kc * (int64_t)sizeof(float));
-    mc = clamp_i64(mc, uk->mr, 2048);
+    int64_t a_block_bytes = (int64_t)cpu->l2_bytes / 8;
+    int64_t floor_bytes = (int64_t)cpu->l2_bytes / 2 < 160 * 1024 ? (int64_t)cpu->l2_bytes / 2 : 160 * 1024;
+    if (a_block_bytes < floor_bytes) a_block_bytes = floor_bytes;
+    int64_t mc = a_block_bytes / (blk.kc * (int64_t)sizeof(float));
+    mc = clamp_i64(mc, 2 * uk->mr, 1024);
     blk.mc = mc / uk->mr * uk->mr;
     if (blk.mc > round_up(M, uk->mr)) blk.mc = round_up(M, uk->mr);
 
@@ -177,33 +181,43 @@ static gemm_blocking choose_blocking(const an_gemm_ukernel *uk, int64_t M, int64
 /* Packing                                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* Packs `rows` (<= width) rows of a matrix slice into a panel laid out as
- * panel[k * width + r], zero-filling rows >= `rows` so the micro-kernel can
- * always run a full tile.  Element (r, k) of the slice is
- * src[r * row_stride + k * k_stride]; one of the strides is 1. */
-static void pack_panel(const float *src, int64_t row_stride, int64_t k_stride, int64_t rows,
-                       int64_t kc, int width, float *panel)
+/* Packing writes a panel laid out as panel[k * width + r] for r < width,
+ * zero-filling rows >= `rows` so the micro-kernel always runs a full tile.
+ * Element (r, k) of the source slice is src[r * row_stride + k * k_stride];
+ * one of the two strides is 1. */
+
+/* Source contiguous along r: each k step is one short copy.  Fixed-width
+ * instantiations below turn it into a few vector moves (a memcpy call per
+ * 128 bytes cost more than the copy). */
+static inline void pack_panel_copy_fixed(const float *src, int64_t k_stride, int64_t rows,
+                                         int64_t kc, const int width, float *panel)
 {
-    if (row_stride == 1) {
-        /* Each k step is a contiguous run of `rows` values. */
-        for (int64_t k = 0; k < kc; ++k) {
-            const float *from = src + k * k_stride;
-            float *to = panel + k * width;
-            int64_t r = 0;
-            for (; r < rows; ++r) to[r] = from[r];
-            for (; r < width; ++r) to[r] = 0.0f;
-        }
+    if (rows == width) {
+        for (int64_t k = 0; k < kc; ++k)
+            for (int r = 0; r < width; ++r) panel[k * width + r] = src[k * k_stride + r];
         return;
     }
-    /* Rows are contiguous along k: read row by row in chunks of 8 k, so
-     * reads stay sequential and the strided writes stay in a few lines. */
+    for (int64_t k = 0; k < kc; ++k) {
+        int64_t r = 0;
+        for (; r < rows; ++r) panel[k * width + r] = src[k * k_stride + r];
+        for (; r < width; ++r) panel[k * width + r] = 0.0f;
+    }
+}
+
+/* Source contiguous along k: a transpose.  Walks 8 k at a time so every
+ * source row is read sequentially while the writes stay within a few
+ * cache lines; `width` is a compile-time constant in each instantiation so
+ * the store offsets fold into the addressing. */
+static inline void pack_panel_transpose_fixed(const float *src, int64_t row_stride, int64_t rows,
+                                              int64_t kc, const int width, float *panel)
+{
     int64_t k0 = 0;
     for (; k0 + 8 <= kc; k0 += 8) {
         float *to = panel + k0 * width;
         int64_t r = 0;
         for (; r < rows; ++r) {
-            const float *from = src + r * row_stride + k0 * k_stride;
-            for (int kk = 0; kk < 8; ++kk) to[kk * width + r] = from[kk * k_stride];
+            const float *from = src + r * row_stride + k0;
+            for (int kk = 0; kk < 8; ++kk) to[kk * width + r] = from[kk];
         }
         for (; r < width; ++r)
             for (int kk = 0; kk < 8; ++kk) to[kk * width + r] = 0.0f;
@@ -211,8 +225,49 @@ static void pack_panel(const float *src, int64_t row_stride, int64_t k_stride, i
     for (; k0 < kc; ++k0) {
         float *to = panel + k0 * width;
         int64_t r = 0;
-        for (; r < rows; ++r) to[r] = src[r * row_stride + k0 * k_stride];
+        for (; r < rows; ++r) to[r] = src[r * row_stride + k0];
         for (; r < width; ++r) to[r] = 0.0f;
+    }
+}
+
+#define AN_PACK_WIDTH(W)                                                                        \
+    static void pack_panel_transpose_##W(const float *src, int64_t row_stride, int64_t rows,     \
+                                         int64_t kc, float *panel)                              \
+    {                                                                                           \
+        pack_panel_transpose_fixed(src, row_stride, rows, kc, W, panel);                        \
+    }                                                                                           \
+    static void pack_panel_copy_##W(const float *src, int64_t k_stride, int64_t rows, int64_t kc, \
+                                    float *panel)                                               \
+    {                                                                                           \
+        pack_panel_copy_fixed(src, k_stride, rows, kc, W, panel);                               \
+    }
+AN_PACK_WIDTH(6)
+AN_PACK_WIDTH(8)
+AN_PACK_WIDTH(14)
+AN_PACK_WIDTH(16)
+AN_PACK_WIDTH(32)
+
+static void pack_panel(const float *src, int64_t row_stride, int64_t k_stride, int64_t rows,
+                       int64_t kc, int width, float *panel)
+{
+    if (row_stride == 1) {
+        switch (width) {
+        case 6: pack_panel_copy_6(src, k_stride, rows, kc, panel); return;
+        case 8: pack_panel_copy_8(src, k_stride, rows, kc, panel); return;
+        case 14: pack_panel_copy_14(src, k_stride, rows, kc, panel); return;
+        case 16: pack_panel_copy_16(src, k_stride, rows, kc, panel); return;
+        case 32: pack_panel_copy_32(src, k_stride, rows, kc, panel); return;
+        default: pack_panel_copy_fixed(src, k_stride, rows, kc, width, panel); return;
+        }
+    }
+    /* Here k_stride == 1 (the caller passes a unit stride on one side). */
+    switch (width) {
+    case 6: pack_panel_transpose_6(src, row_stride, rows, kc, panel); return;
+    case 8: pack_panel_transpose_8(src, row_stride, rows, kc, panel); return;
+    case 14: pack_panel_transpose_14(src, row_stride, rows, kc, panel); return;
+    case 16: pack_panel_transpose_16(src, row_stride, rows, kc, panel); return;
+    case 32: pack_panel_transpose_32(src, row_stride, rows, kc, panel); return;
+    default: pack_panel_transpose_fixed(src, row_stride, rows, kc, width, panel); return;
     }
 }
 
@@ -233,7 +288,9 @@ typedef struct gemm_problem {
     const an_gemm_ukernel *uk;
     gemm_blocking blk;
     int threads_m, threads_n; /* thread grid; product = team size planned */
-    float *packed_b;          /* KC x round_up(NC, NR) */
+    float *packed_b;          /* 1 or 2 (team > 1) buffers of KC x round_up(NC, NR) */
+    int64_t packed_b_stride;  /* floats between the two B buffers */
+    int packed_b_buffers;     /* 2 when threads may share B, else 1 */
     float *packed_a;          /* one MC x KC block per thread */
     int64_t packed_a_stride;  /* floats between two threads' A blocks */
 } gemm_problem;
@@ -282,6 +339,7 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
     const int64_t row_begin = tile_m0 * mr;
     const int64_t row_end = tile_m1 * mr < p->M ? tile_m1 * mr : p->M;
 
+    int64_t step = 0; /* counts (jc, pc) blocks: selects the B buffer */
     for (int64_t jc = 0; jc < p->N; jc += NC) {
         const int64_t nc = p->N - jc < NC ? p->N - jc : NC;
         const int64_t n_panels = (nc + nr - 1) / nr;
@@ -291,6 +349,10 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
         for (int64_t pc = 0; pc < p->K; pc += KC) {
             const int64_t kc = p->K - pc < KC ? p->K - pc : KC;
             const float beta = pc == 0 ? p->beta : 1.0f;
+            /* Two B buffers alternate, so one barrier per block suffices:
+             * a thread packing block s+1 has passed barrier s, so everyone
+             * has finished reading block s-1, the buffer being reused. */
+            float *packed_b = p->packed_b + (step++ % p->packed_b_buffers) * p->packed_b_stride;
 
             /* Every thread packs a share of the B block, then all wait. */
             int64_t pack0, pack1;
@@ -299,7 +361,7 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                 const int64_t j = jc + jp * nr;
                 const int64_t cols = p->N - j < nr ? p->N - j : nr;
                 pack_panel(p->B + pc * p->b_row + j * p->b_col, p->b_col, p->b_row, cols, kc, nr,
-                           p->packed_b + jp * kc * nr);
+                           packed_b + jp * kc * nr);
             }
 #ifdef _OPENMP
             if (team > 1) {
@@ -318,7 +380,7 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                 for (int64_t jp = panel0; jp < panel1; ++jp) {
                     const int64_t j = jc + jp * nr;
                     const int64_t cols = p->N - j < nr ? p->N - j : nr;
-                    const float *b_panel = p->packed_b + jp * kc * nr;
+                    const float *b_panel = packed_b + jp * kc * nr;
                     for (int64_t ip = 0; ip < m_panels; ++ip) {
                         const int64_t i = ic + ip * mr;
                         const int64_t rows = p->M - i < mr ? p->M - i : mr;
@@ -333,12 +395,6 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                     }
                 }
             }
-            /* Nobody may repack B while another thread still reads it. */
-#ifdef _OPENMP
-            if (team > 1) {
-#pragma omp barrier
-            }
-#endif
         }
     }
 }
@@ -387,14 +443,17 @@ static int gemm_blocked(gemm_problem *p)
     choose_thread_grid(threads, m_tiles, n_panels, &p->threads_m, &p->threads_n);
 
     /* All memory is reserved here, before any thread starts. */
-    const int64_t packed_b_floats = p->blk.kc * round_up(p->blk.nc, uk->nr);
-    p->packed_a_stride = round_up(p->blk.kc * p->blk.mc, AN_WORKSPACE_ALIGN / (int64_t)sizeof(float));
+    const int64_t align_floats = AN_WORKSPACE_ALIGN / (int64_t)sizeof(float);
+    p->packed_b_stride = round_up(p->blk.kc * round_up(p->blk.nc, uk->nr), align_floats);
+    p->packed_b_buffers = threads > 1 ? 2 : 1;
+    const int64_t packed_b_floats = p->packed_b_stride * p->packed_b_buffers;
+    p->packed_a_stride = round_up(p->blk.kc * p->blk.mc, align_floats);
     const size_t bytes = ((size_t)packed_b_floats + (size_t)p->packed_a_stride * (size_t)threads) *
                          sizeof(float);
     float *workspace = workspace_reserve(bytes);
     if (!workspace) return -1;
     p->packed_b = workspace;
-    p->packed_a = workspace + round_up(packed_b_floats, AN_WORKSPACE_ALIGN / (int64_t)sizeof(float));
+    p->packed_a = workspace + packed_b_floats;
 
 #ifdef _OPENMP
     if (threads > 1) {

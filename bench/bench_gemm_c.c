@@ -1,0 +1,180 @@
+/* GEMM timing harness: GFLOP/s of an_gemm_f32 next to the measured FMA peak
+ * of one core for the selected ISA.
+ *
+ * Build from the repository root:
+ *   gcc -std=c11 -O3 -fopenmp -Icsrc bench/bench_gemm_c.c csrc/kernels/gemm*.c csrc/cpu/cpu.c -lm -o /tmp/bench_gemm
+ * Run: /tmp/bench_gemm [threads ...]      (default: 1 and, if available, 2)
+ * APPEALNET_ISA=generic|avx2|avx512 picks the kernel. */
+#define _POSIX_C_SOURCE 199309L
+#include "cpu/cpu.h"
+#include "kernels/gemm.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Peak: many independent FMA chains (more than latency x ports) so the FMA
+ * units, not dependencies, limit the rate.  Returns GFLOP/s of one thread. */
+#if defined(__x86_64__) || defined(_M_X64)
+__attribute__((target("avx512f,fma"))) static double peak_avx512(long iterations)
+{
+    __m512 acc[16];
+    const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < 16; ++i) acc[i] = _mm512_set1_ps((float)i);
+    double start = now_seconds();
+    for (long it = 0; it < iterations; ++it)
+        for (int i = 0; i < 16; ++i) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+    double seconds = now_seconds() - start;
+    __m512 sum = acc[0];
+    for (int i = 1; i < 16; ++i) sum = _mm512_add_ps(sum, acc[i]);
+    volatile float sink = _mm512_reduce_add_ps(sum);
+    (void)sink;
+    return (double)iterations * 16 * 16 * 2 / seconds * 1e-9;
+}
+
+__attribute__((target("avx2,fma"))) static double peak_avx2(long iterations)
+{
+    __m256 acc[12];
+    const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps((float)i);
+    double start = now_seconds();
+    for (long it = 0; it < iterations; ++it)
+        for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], x, y);
+    double seconds = now_seconds() - start;
+    float out[8];
+    __m256 sum = acc[0];
+    for (int i = 1; i < 12; ++i) sum = _mm256_add_ps(sum, acc[i]);
+    _mm256_storeu_ps(out, sum);
+    volatile float sink = out[0];
+    (void)sink;
+    return (double)iterations * 12 * 8 * 2 / seconds * 1e-9;
+}
+#endif
+
+static double peak_generic(long iterations)
+{
+    float acc[32];
+    for (int i = 0; i < 32; ++i) acc[i] = (float)i;
+    double start = now_seconds();
+    for (long it = 0; it < iterations; ++it)
+        for (int i = 0; i < 32; ++i) acc[i] = acc[i] * 0.999999f + 1e-7f;
+    double seconds = now_seconds() - start;
+    volatile float sink = acc[0] + acc[31];
+    (void)sink;
+    return (double)iterations * 32 * 2 / seconds * 1e-9;
+}
+
+static double measure_peak(an_isa isa)
+{
+    double best = 0.0;
+    for (int rep = 0; rep < 5; ++rep) {
+        double g;
+#if defined(__x86_64__) || defined(_M_X64)
+        if (isa == AN_ISA_AVX512) g = peak_avx512(20000000);
+        else if (isa == AN_ISA_AVX2) g = peak_avx2(20000000);
+        else
+#endif
+            g = peak_generic(20000000);
+        if (g > best) best = g;
+    }
+    (void)isa;
+    return best;
+}
+
+typedef struct shape {
+    int64_t M, N, K;
+    int trans_a, trans_b;
+    const char *note;
+} shape;
+
+static double time_gemm(const shape *s, int threads)
+{
+#ifdef _OPENMP
+    omp_set_num_threads(threads);
+#else
+    (void)threads;
+#endif
+    const int64_t M = s->M, N = s->N, K = s->K;
+    float *A = aligned_alloc(64, (size_t)((M * K * 4 + 63) / 64 * 64));
+    float *B = aligned_alloc(64, (size_t)((K * N * 4 + 63) / 64 * 64));
+    float *C = aligned_alloc(64, (size_t)((M * N * 4 + 63) / 64 * 64));
+    if (!A || !B || !C) return 0.0;
+    for (int64_t i = 0; i < M * K; ++i) A[i] = (float)((i * 7) % 13) * 0.1f;
+    for (int64_t i = 0; i < K * N; ++i) B[i] = (float)((i * 5) % 11) * 0.1f;
+    for (int64_t i = 0; i < M * N; ++i) C[i] = 0.0f;
+    const int64_t lda = s->trans_a ? M : K, ldb = s->trans_b ? K : N;
+    const double flops = 2.0 * (double)M * (double)N * (double)K;
+    /* Repeat until ~0.3 s per measurement; keep the best of 5. */
+    int reps = (int)(3e8 / flops) + 1;
+    double best = 1e30;
+    an_gemm_f32(s->trans_a, s->trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, N);
+    for (int trial = 0; trial < 5; ++trial) {
+        double start = now_seconds();
+        for (int r = 0; r < reps; ++r)
+            an_gemm_f32(s->trans_a, s->trans_b, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, N);
+        double t = (now_seconds() - start) / reps;
+        if (t < best) best = t;
+    }
+    free(A);
+    free(B);
+    free(C);
+    return flops / best * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+    int thread_counts[8] = {1, 2};
+    int n_thread_counts = 2;
+#ifndef _OPENMP
+    n_thread_counts = 1;
+#endif
+    if (argc > 1) {
+        n_thread_counts = 0;
+        for (int i = 1; i < argc && n_thread_counts < 8; ++i) thread_counts[n_thread_counts++] = atoi(argv[i]);
+    }
+    const an_cpu_info *cpu = an_cpu_info_get();
+    const double peak = measure_peak(cpu->isa);
+    printf("cpu: %s  isa: %s  kernel: %s\n", cpu->model, an_isa_name(cpu->isa), an_gemm_kernel_name());
+    if (cpu->isa_warning[0]) printf("warning: %s\n", cpu->isa_warning);
+    printf("measured FMA peak, 1 core: %.1f GFLOP/s\n\n", peak);
+
+    static const shape shapes[] = {
+        {256, 256, 256, 0, 0, "square"},    {512, 512, 512, 0, 0, "square"},
+        {1024, 1024, 1024, 0, 0, "square"}, {2048, 2048, 2048, 0, 0, "square"},
+        {1024, 1024, 1024, 0, 1, "A @ B^T"}, {1024, 1024, 1024, 1, 0, "A^T @ B"},
+        {64, 1024, 576, 0, 0, "conv"},      {32, 4096, 27, 0, 0, "conv"},
+        {1280, 16, 320, 0, 0, "conv"},      {10, 128, 1280, 0, 0, "conv"},
+    };
+    printf("%-22s %-8s", "shape (M x N x K)", "note");
+    for (int t = 0; t < n_thread_counts; ++t) printf("  %3d thr GF/s  %%peak", thread_counts[t]);
+    printf("\n");
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        char name[64];
+        snprintf(name, sizeof name, "%lldx%lldx%lld", (long long)shapes[s].M, (long long)shapes[s].N,
+                 (long long)shapes[s].K);
+        printf("%-22s %-8s", name, shapes[s].note);
+        for (int t = 0; t < n_thread_counts; ++t) {
+            double g = time_gemm(&shapes[s], thread_counts[t]);
+            printf("  %12.1f %5.0f%%", g, 100.0 * g / (peak * thread_counts[t]));
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    return 0;
+}
