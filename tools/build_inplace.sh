@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 exec 9>/tmp/appealnet_build.lock
 flock 9
-python setup.py build_ext -b build/lib_dev -t build/temp_dev -q >/tmp/appealnet_build.log 2>&1 || {
+python setup.py build_ext --force -j 2 -b build/lib_dev -t build/temp_dev -q >/tmp/appealnet_build.log 2>&1 || {
     grep -E "error|Error" /tmp/appealnet_build.log | head -40; exit 1; }
 grep -E "warning" /tmp/appealnet_build.log | head -20 || true
 so=$(ls build/lib_dev/appealnet/_C*.so)
