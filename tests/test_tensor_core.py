@@ -325,3 +325,13 @@ def test_manual_seed_reproducible():
     assert an.initial_seed() == 123
     u = an.rand(100000).numpy()
     assert u.min() >= 0 and u.max() < 1 and abs(u.mean() - 0.5) < 0.01
+
+
+def test_backward_never_writes_into_the_callers_gradient():
+    x = an.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    a = x * 1
+    out = a + a * 2  # the add passes its gradient straight through to both inputs
+    seed = an.ones(3)
+    out.backward(seed)
+    np.testing.assert_array_equal(seed.numpy(), [1, 1, 1])
+    np.testing.assert_array_equal(x.grad.numpy(), [3, 3, 3])

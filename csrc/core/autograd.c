@@ -127,7 +127,7 @@ an_status an_accumulate(an_tensor **acc, an_tensor *src)
         an_tensor *copy = an_contiguous(src);
         if (!copy)
             return an_last_status();
-        if (copy == src && src->refcount > 1) {
+        if (copy == src && (src->refcount > 1 || src->storage->refcount > 1)) {
             /* never alias a tensor someone else holds: later accumulation writes in place */
             an_release(copy);
             int prev = an_is_grad_enabled();
@@ -314,9 +314,14 @@ an_status an_backward(an_tensor *root, an_tensor *grad, int retain_graph)
                                               "%s returned a gradient of shape %s for an input of shape %s",
                                               node->name, an_shape_str(gi->ndim, gi->shape, a, sizeof a),
                                               an_shape_str(in->ndim, in->shape, b, sizeof b));
-                    } else if (!in->pending_grad) {
+                    } else if (!in->pending_grad && gi->refcount == 1 &&
+                               gi->storage->refcount == 1 && an_is_contiguous(gi)) {
                         in->pending_grad = gi;
-                        continue; /* ownership moves to the input */
+                        continue; /* sole owner: ownership moves to the input */
+                    } else if (!in->pending_grad) {
+                        /* gi aliases a tensor someone else holds (the caller's
+                           seed, a gradient passed through): accumulate into a copy */
+                        status = an_accumulate(&in->pending_grad, gi);
                     } else {
                         status = an_accumulate(&in->pending_grad, gi);
                     }
