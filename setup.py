@@ -47,7 +47,7 @@ class BuildExt(build_ext):
             base = ["/O2", "/std:c11"]
             omp_candidates = [(["/openmp"], [])]
         else:
-            base = ["-std=c11", "-O3", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas",
+            base = ["-std=c11", "-O3", "-fno-math-errno", "-fno-strict-aliasing", "-Wall", "-Wno-unknown-pragmas",
                     "-fvisibility=hidden"]
             omp_candidates = [(["-fopenmp"], ["-fopenmp"]),
                               (["-Xpreprocessor", "-fopenmp"], ["-lomp"])]

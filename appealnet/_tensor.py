@@ -81,6 +81,22 @@ class Tensor(_C.TensorBase):
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(self.shape[0]))
 
+    # ------------------------------------------------- pickling / copying
+    def __reduce__(self):
+        # values and requires_grad; autograd history is not carried (as torch)
+        return (_rebuild_tensor, (_C.detach(self).numpy().copy(), self.requires_grad))
+
+    def __deepcopy__(self, memo):
+        if not self.is_leaf:
+            raise RuntimeError("Only tensors created explicitly by the user (graph leaves) support "
+                               "the deepcopy protocol")
+        out = _C.clone(_C.detach(self))
+        out.requires_grad = self.requires_grad
+        if self.grad is not None:
+            out.grad = _C.clone(self.grad)
+        memo[id(self)] = out
+        return out
+
     # --------------------------------------------------------- autograd
     def backward(self, gradient=None, retain_graph=False):
         """Accumulates d(self)/d(leaf) into every leaf's .grad."""
@@ -286,6 +302,10 @@ class Tensor(_C.TensorBase):
         """Indices as a numpy int64 array (not differentiable)."""
         arr = np.asarray(self)
         return np.argmax(arr) if dim is None else np.argmax(arr, axis=dim)
+
+
+def _rebuild_tensor(array, requires_grad):
+    return _C.tensor(array, requires_grad=requires_grad)
 
 
 def _dims(dim):

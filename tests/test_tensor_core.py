@@ -335,3 +335,17 @@ def test_backward_never_writes_into_the_callers_gradient():
     out.backward(seed)
     np.testing.assert_array_equal(seed.numpy(), [1, 1, 1])
     np.testing.assert_array_equal(x.grad.numpy(), [3, 3, 3])
+
+
+def test_pickle_and_deepcopy_keep_values_not_history():
+    import copy
+    import pickle
+    x = an.tensor([[1.0, 2.0]], requires_grad=True)
+    y = pickle.loads(pickle.dumps(x))
+    assert y.requires_grad and y.is_leaf
+    np.testing.assert_array_equal(y.detach().numpy(), [[1.0, 2.0]])
+    z = copy.deepcopy(x)
+    assert z._storage_ptr() != x._storage_ptr()
+    np.testing.assert_array_equal(z.detach().numpy(), [[1.0, 2.0]])
+    with pytest.raises(RuntimeError, match="leaves"):
+        copy.deepcopy(x * 2)

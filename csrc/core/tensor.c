@@ -145,7 +145,7 @@ static void keep_external_memory(void *owner) { (void)owner; }
 an_tensor *an_from_external(int ndim, const int64_t *shape, const int64_t *strides,
                             float *data, void *owner, void (*release_owner)(void *))
 {
-    int64_t numel;
+    int64_t numel = 0;
     if (check_shape(ndim, shape, &numel))
         return NULL;
     /* storage->data is the lowest address touched, so negative strides work */

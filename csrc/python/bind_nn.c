@@ -1,6 +1,148 @@
-/* bind_nn.c — Python bindings of the nn ops. */
+/* bind_nn.c — Python bindings of the nn ops: convolution, batch norm,
+   pooling, dropout.  Argument orders match appealnet/nn/functional.py. */
 #include "bindings.h"
 
+/* conv2d(x, weight, bias | None, stride, padding, dilation, groups) */
+static PyObject *py_conv2d(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *x_obj, *w_obj, *b_obj, *stride_obj, *padding_obj, *dilation_obj;
+    long long groups;
+    if (!PyArg_ParseTuple(args, "OOOOOOL:conv2d", &x_obj, &w_obj, &b_obj, &stride_obj, &padding_obj,
+                          &dilation_obj, &groups))
+        return NULL;
+    int64_t stride[2], padding[2], dilation[2];
+    if (an_py_pair(stride_obj, "conv2d", "stride", stride) ||
+        an_py_pair(padding_obj, "conv2d", "padding", padding) ||
+        an_py_pair(dilation_obj, "conv2d", "dilation", dilation))
+        return NULL;
+    int ok = 1;
+    an_tensor *x = an_py_unwrap(x_obj, "conv2d", "input");
+    an_tensor *w = x ? an_py_unwrap(w_obj, "conv2d", "weight") : NULL;
+    an_tensor *b = w ? an_py_unwrap_optional(b_obj, "conv2d", "bias", &ok) : NULL;
+    if (!x || !w || !ok)
+        return NULL;
+    an_tensor *out;
+    AN_NOGIL(out = an_conv2d(x, w, b, stride, padding, dilation, (int64_t)groups));
+    return an_py_wrap(out);
+}
+
+/* batch_norm(x, running_mean | None, running_var | None, weight | None,
+              bias | None, training, momentum, eps) */
+static PyObject *py_batch_norm(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *x_obj, *rm_obj, *rv_obj, *w_obj, *b_obj;
+    int training;
+    double momentum, eps;
+    if (!PyArg_ParseTuple(args, "OOOOOpdd:batch_norm", &x_obj, &rm_obj, &rv_obj, &w_obj, &b_obj,
+                          &training, &momentum, &eps))
+        return NULL;
+    int ok = 1;
+    an_tensor *x = an_py_unwrap(x_obj, "batch_norm", "input");
+    if (!x)
+        return NULL;
+    an_tensor *rm = an_py_unwrap_optional(rm_obj, "batch_norm", "running_mean", &ok);
+    an_tensor *rv = ok ? an_py_unwrap_optional(rv_obj, "batch_norm", "running_var", &ok) : NULL;
+    an_tensor *w = ok ? an_py_unwrap_optional(w_obj, "batch_norm", "weight", &ok) : NULL;
+    an_tensor *b = ok ? an_py_unwrap_optional(b_obj, "batch_norm", "bias", &ok) : NULL;
+    if (!ok)
+        return NULL;
+    an_tensor *out;
+    AN_NOGIL(out = an_batch_norm(x, rm, rv, w, b, training, momentum, eps));
+    return an_py_wrap(out);
+}
+
+/* max_pool2d(x, kernel, stride, padding, dilation, ceil_mode) */
+static PyObject *py_max_pool2d(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *x_obj, *k_obj, *s_obj, *p_obj, *d_obj;
+    int ceil_mode;
+    if (!PyArg_ParseTuple(args, "OOOOOp:max_pool2d", &x_obj, &k_obj, &s_obj, &p_obj, &d_obj, &ceil_mode))
+        return NULL;
+    int64_t kernel[2], stride[2], padding[2], dilation[2];
+    if (an_py_pair(k_obj, "max_pool2d", "kernel_size", kernel) ||
+        an_py_pair(s_obj, "max_pool2d", "stride", stride) ||
+        an_py_pair(p_obj, "max_pool2d", "padding", padding) ||
+        an_py_pair(d_obj, "max_pool2d", "dilation", dilation))
+        return NULL;
+    an_tensor *x = an_py_unwrap(x_obj, "max_pool2d", "input");
+    if (!x)
+        return NULL;
+    an_tensor *out;
+    AN_NOGIL(out = an_max_pool2d(x, kernel, stride, padding, dilation, ceil_mode));
+    return an_py_wrap(out);
+}
+
+/* avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad) */
+static PyObject *py_avg_pool2d(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *x_obj, *k_obj, *s_obj, *p_obj;
+    int ceil_mode, count_include_pad;
+    if (!PyArg_ParseTuple(args, "OOOOpp:avg_pool2d", &x_obj, &k_obj, &s_obj, &p_obj, &ceil_mode,
+                          &count_include_pad))
+        return NULL;
+    int64_t kernel[2], stride[2], padding[2];
+    if (an_py_pair(k_obj, "avg_pool2d", "kernel_size", kernel) ||
+        an_py_pair(s_obj, "avg_pool2d", "stride", stride) ||
+        an_py_pair(p_obj, "avg_pool2d", "padding", padding))
+        return NULL;
+    an_tensor *x = an_py_unwrap(x_obj, "avg_pool2d", "input");
+    if (!x)
+        return NULL;
+    an_tensor *out;
+    AN_NOGIL(out = an_avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad));
+    return an_py_wrap(out);
+}
+
+/* adaptive_avg_pool2d(x, (out_h, out_w)) */
+static PyObject *py_adaptive_avg_pool2d(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *x_obj, *size_obj;
+    if (!PyArg_ParseTuple(args, "OO:adaptive_avg_pool2d", &x_obj, &size_obj))
+        return NULL;
+    int64_t size[2];
+    if (an_py_pair(size_obj, "adaptive_avg_pool2d", "output_size", size))
+        return NULL;
+    an_tensor *x = an_py_unwrap(x_obj, "adaptive_avg_pool2d", "input");
+    if (!x)
+        return NULL;
+    an_tensor *out;
+    AN_NOGIL(out = an_adaptive_avg_pool2d(x, size[0], size[1]));
+    return an_py_wrap(out);
+}
+
+/* dropout(x, p, training) */
+static PyObject *py_dropout(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *x_obj;
+    double p;
+    int training;
+    if (!PyArg_ParseTuple(args, "Odp:dropout", &x_obj, &p, &training))
+        return NULL;
+    an_tensor *x = an_py_unwrap(x_obj, "dropout", "input");
+    if (!x)
+        return NULL;
+    an_tensor *out;
+    AN_NOGIL(out = an_dropout(x, p, training));
+    return an_py_wrap(out);
+}
+
 PyMethodDef an_py_nn_methods[] = {
+    {"conv2d", py_conv2d, METH_VARARGS,
+     "conv2d(x, weight, bias, stride, padding, dilation, groups): NCHW convolution"},
+    {"batch_norm", py_batch_norm, METH_VARARGS,
+     "batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)"},
+    {"max_pool2d", py_max_pool2d, METH_VARARGS,
+     "max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)"},
+    {"avg_pool2d", py_avg_pool2d, METH_VARARGS,
+     "avg_pool2d(x, kernel_size, stride, padding, ceil_mode, count_include_pad)"},
+    {"adaptive_avg_pool2d", py_adaptive_avg_pool2d, METH_VARARGS,
+     "adaptive_avg_pool2d(x, (out_h, out_w))"},
+    {"dropout", py_dropout, METH_VARARGS, "dropout(x, p, training): inverted dropout"},
     {NULL, NULL, 0, NULL},
 };

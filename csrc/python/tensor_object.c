@@ -99,7 +99,8 @@ PyArrayObject *an_py_int64_array(PyObject *obj, const char *op, const char *arg)
     if (!raw)
         return NULL;
     int kind = PyArray_DESCR(raw)->kind;
-    if (kind != 'i' && kind != 'u') {
+    /* an empty list arrives as float64: nothing to reinterpret, accept it */
+    if (kind != 'i' && kind != 'u' && PyArray_SIZE(raw) != 0) {
         PyErr_Format(PyExc_TypeError, "%s: %s must hold integers, got an array of dtype %s", op, arg,
                      PyArray_DESCR(raw)->typeobj->tp_name);
         Py_DECREF(raw);

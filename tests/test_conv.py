@@ -1,0 +1,239 @@
+"""conv2d: forward against a direct float64 convolution written here,
+gradients by finite differences for each implementation (depthwise,
+pointwise, im2col + GEMM), forward + backward against torch on layer shapes
+of real networks, layouts, empty inputs, NaN, errors, determinism."""
+import numpy as np
+import pytest
+
+import appealnet as an
+from appealnet.nn import functional as F
+from gradcheck import check_op, torch_or_skip
+
+
+def conv_ref(x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+    """Direct convolution in float64: a loop over the kernel taps, each a
+    strided slice of the zero-padded input contracted over its channels."""
+    n, c, h, wd = x.shape
+    cout, cg, kh, kw = w.shape
+    sh, sw = stride
+    ph, pw = padding
+    dh, dw = dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    og = cout // groups
+    y = np.zeros((n, cout, oh, ow))
+    for g in range(groups):
+        xg = xp[:, g * cg:(g + 1) * cg]
+        wg = w[g * og:(g + 1) * og]
+        for i in range(kh):
+            for j in range(kw):
+                patch = xg[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+                y[:, g * og:(g + 1) * og] += np.einsum("nchw,oc->nohw", patch, wg[:, :, i, j])
+    if b is not None:
+        y += b.reshape(1, -1, 1, 1)
+    return y
+
+
+def conv(stride=1, padding=0, dilation=1, groups=1):
+    return lambda x, w, b=None: F.conv2d(x, w, b, stride, padding, dilation, groups)
+
+
+def ref(stride=1, padding=0, dilation=1, groups=1):
+    pair = lambda v: (v, v) if isinstance(v, int) else v
+    return lambda x, w, b=None: conv_ref(x, w, b, pair(stride), pair(padding), pair(dilation), groups)
+
+
+def rand(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def backward_with(out, cotangent):
+    out.backward(an.tensor(np.asarray(cotangent, dtype=np.float32)))
+
+
+# ----------------------------------------------- finite differences, per implementation
+GRAD_CASES = [
+    # name, x shape, w shape, stride, padding, dilation, groups
+    ("general 3x3 pad", (2, 3, 5, 5), (4, 3, 3, 3), 1, 1, 1, 1),
+    ("general stride 2 asym", (1, 2, 6, 5), (3, 2, 3, 2), (2, 1), (1, 0), 1, 1),
+    ("general dilation 2", (1, 2, 7, 6), (2, 2, 3, 3), 1, 2, 2, 1),
+    ("general grouped", (2, 4, 5, 4), (6, 2, 3, 3), 1, 1, 1, 2),
+    ("pointwise", (2, 4, 3, 3), (5, 4, 1, 1), 1, 0, 1, 1),
+    ("pointwise grouped", (2, 6, 3, 2), (3, 2, 1, 1), 1, 0, 1, 3),
+    ("pointwise stride 2 (general)", (1, 3, 5, 5), (2, 3, 1, 1), 2, 0, 1, 1),
+    ("depthwise", (2, 3, 5, 5), (3, 1, 3, 3), 1, 1, 1, 3),
+    ("depthwise multiplier 2 stride 2", (1, 2, 6, 7), (4, 1, 3, 3), 2, 1, 1, 2),
+    ("depthwise 5x5 dilated", (1, 2, 9, 9), (2, 1, 5, 5), 1, 2, 2, 2),
+]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES, ids=[c[0] for c in GRAD_CASES])
+def test_conv2d_forward_and_grad(case):
+    _, xs, ws, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(xs), rng.standard_normal(ws), rng.standard_normal(ws[0])]
+    check_op(conv(stride, padding, dilation, groups), ref(stride, padding, dilation, groups), arrays)
+
+
+def test_conv2d_without_bias_grad():
+    rng = np.random.default_rng(1)
+    check_op(conv(1, 1), ref(1, 1), [rng.standard_normal((1, 2, 4, 4)), rng.standard_normal((3, 2, 3, 3))])
+
+
+# ----------------------------------------------------- torch on real layer shapes
+TORCH_CASES = [
+    # name, x shape, w shape, stride, padding, dilation, groups
+    ("resnet 3x3 64->64", (2, 64, 16, 16), (64, 64, 3, 3), 1, 1, 1, 1),
+    ("resnet 3x3 64->128 s2", (2, 64, 16, 16), (128, 64, 3, 3), 2, 1, 1, 1),
+    ("resnet 1x1 downsample s2", (2, 64, 16, 16), (128, 64, 1, 1), 2, 0, 1, 1),
+    ("resnet stem 7x7 s2", (1, 3, 32, 32), (16, 3, 7, 7), 2, 3, 1, 1),
+    ("mobilenetv2 expand 1x1", (2, 16, 16, 16), (96, 16, 1, 1), 1, 0, 1, 1),
+    ("mobilenetv2 depthwise s2", (2, 96, 16, 16), (96, 1, 3, 3), 2, 1, 1, 96),
+    ("mobilenetv2 project 1x1", (2, 96, 8, 8), (24, 96, 1, 1), 1, 0, 1, 1),
+    ("shufflenet grouped 1x1 g3", (2, 240, 8, 8), (60, 80, 1, 1), 1, 0, 1, 3),
+    ("efficientnet 5x5 depthwise", (2, 40, 14, 14), (40, 1, 5, 5), 1, 2, 1, 40),
+    ("efficientnet 5x5 depthwise s2", (1, 24, 15, 15), (24, 1, 5, 5), 2, 2, 1, 24),
+    ("dilation 2", (2, 8, 12, 12), (8, 8, 3, 3), 1, 2, 2, 1),
+    ("odd sizes 7x5", (3, 4, 7, 5), (3, 4, 3, 3), (2, 1), (1, 2), 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", TORCH_CASES, ids=[c[0] for c in TORCH_CASES])
+def test_conv2d_against_torch(case):
+    torch = torch_or_skip()
+    torch.set_num_threads(1)
+    _, xs, ws, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(2)
+    fan_in = ws[1] * ws[2] * ws[3]
+    x, w, b = rand(rng, *xs), rand(rng, *ws, scale=fan_in ** -0.5), rand(rng, ws[0])
+    tx, tw, tb = (an.tensor(v, requires_grad=True) for v in (x, w, b))
+    out = F.conv2d(tx, tw, tb, stride, padding, dilation, groups)
+    g = rand(rng, *out.shape)
+    backward_with(out, g)
+    ts = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (x, w, b)]
+    expected = torch.nn.functional.conv2d(*ts, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    expected.backward(torch.tensor(g, dtype=torch.float64))
+    assert out.shape == tuple(expected.shape)
+    np.testing.assert_allclose(out.detach().numpy(), expected.detach().numpy(), rtol=1e-4, atol=1e-4)
+    # weight/bias grads sum over batch and plane: scale the tolerance with that count
+    for mine, theirs in zip((tx, tw, tb), ts):
+        ref_grad = theirs.grad.numpy()
+        atol = 1e-5 * max(1.0, np.abs(ref_grad).max())
+        np.testing.assert_allclose(mine.grad.numpy(), ref_grad, rtol=1e-4, atol=atol)
+
+
+# -------------------------------------------------------------- layouts, edges
+def test_conv2d_non_contiguous_input_and_weight():
+    rng = np.random.default_rng(3)
+    x_nhwc = rand(rng, 2, 6, 7, 4)
+    x = x_nhwc.transpose(0, 3, 1, 2)                       # NCHW view of NHWC memory
+    w = rand(rng, 4, 2, 3, 3)
+    w_strided = rand(rng, 4, 4, 3, 3)[:, ::2]               # [4, 2, 3, 3] non-contiguous
+    for weight in (w, w_strided):
+        got = F.conv2d(an.from_numpy(x), an.from_numpy(weight), None, 1, 1, 1, 2).numpy()
+        expected = F.conv2d(an.tensor(np.ascontiguousarray(x)), an.tensor(np.ascontiguousarray(weight)),
+                            None, 1, 1, 1, 2).numpy()
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_allclose(got, conv_ref(x, weight, padding=(1, 1), groups=2), rtol=1e-4, atol=1e-4)
+
+
+def test_conv2d_empty_batch_and_zero_channels():
+    w = an.tensor(np.ones((4, 3, 3, 3), np.float32), requires_grad=True)
+    b = an.tensor(np.arange(4, dtype=np.float32), requires_grad=True)
+    x = an.tensor(np.zeros((0, 3, 5, 5), np.float32), requires_grad=True)
+    out = F.conv2d(x, w, b, 1, 1, 1, 1)
+    assert out.shape == (0, 4, 5, 5)
+    backward_with(out, np.zeros((0, 4, 5, 5)))
+    assert x.grad.shape == (0, 3, 5, 5)
+    np.testing.assert_array_equal(w.grad.numpy(), np.zeros((4, 3, 3, 3)))
+    np.testing.assert_array_equal(b.grad.numpy(), np.zeros(4))
+    # no input channels: the output is the bias alone
+    out = F.conv2d(an.zeros((2, 0, 4, 4)), an.zeros((3, 0, 3, 3)), an.tensor([1.0, 2.0, 3.0]), 1, 0, 1, 1)
+    np.testing.assert_array_equal(out.numpy(), np.broadcast_to(np.array([1, 2, 3], np.float32).reshape(1, 3, 1, 1), (2, 3, 2, 2)))
+
+
+@pytest.mark.parametrize("groups,ws", [(1, (2, 3, 3, 3)), (3, (3, 1, 3, 3)), (1, (2, 3, 1, 1))])
+def test_conv2d_nan_propagates_to_covering_windows(groups, ws):
+    x = np.zeros((1, 3, 6, 6), np.float32)
+    x[0, 0, 2, 2] = np.nan
+    out = F.conv2d(an.tensor(x), an.tensor(np.ones(ws, np.float32)), None, 1, 0, 1, groups).numpy()
+    k = ws[2]
+    nan_rows = slice(max(0, 2 - k + 1), 3)
+    expected = np.zeros(out.shape, bool)
+    out_channels = range(out.shape[1]) if groups == 1 else [0]
+    for co in out_channels:
+        expected[0, co, nan_rows, nan_rows] = True
+    np.testing.assert_array_equal(np.isnan(out), expected)
+
+
+def test_conv2d_grad_with_only_weight_requiring_grad():
+    rng = np.random.default_rng(4)
+    x, w = rand(rng, 2, 3, 6, 6), rand(rng, 4, 3, 3, 3)
+    tw = an.tensor(w, requires_grad=True)
+    out = F.conv2d(an.tensor(x), tw, None, 2, 1, 1, 1)
+    g = np.ones(out.shape, np.float32)
+    backward_with(out, g)
+    # dW[o, c, i, j] = sum over images and outputs of the tapped input
+    num = np.zeros(w.shape)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+    for i in range(3):
+        for j in range(3):
+            num[:, :, i, j] = xp[:, :, i:i + 6:2, j:j + 6:2].sum(axis=(0, 2, 3))
+    np.testing.assert_allclose(tw.grad.numpy(), num, rtol=1e-5, atol=1e-5)
+
+
+CONV_ERRORS = [
+    ((2, 4, 8, 8), (6, 2, 3, 3), dict(groups=3), r"conv2d: input channels 4 \(input \[2, 4, 8, 8\]\) are not divisible by groups=3"),
+    ((2, 6, 8, 8), (4, 2, 3, 3), dict(groups=3), r"conv2d: output channels 4 \(weight \[4, 2, 3, 3\]\) are not divisible by groups=3"),
+    ((1, 4, 8, 8), (64, 3, 3, 3), dict(), r"conv2d: input \[1, 4, 8, 8\] has 4 channels, but weight \[64, 3, 3, 3\] with groups=1 expects 3"),
+    ((1, 3, 4, 4), (2, 3, 5, 5), dict(), r"conv2d: kernel size \(5, 5\) \(dilated\) is larger than the padded input \(4, 4\)"),
+    ((1, 3, 4, 4), (2, 3, 3, 3), dict(dilation=2), r"conv2d: kernel size \(5, 5\) \(dilated\) is larger than the padded input \(4, 4\)"),
+    ((3, 4), (2, 3, 3, 3), dict(), r"conv2d: expected input of shape \[N, C, H, W\], got \[3, 4\]"),
+    ((1, 3, 8, 8), (2, 3, 3), dict(), r"conv2d: expected weight of shape \[C_out, C_in/groups, kh, kw\], got \[2, 3, 3\]"),
+    ((1, 3, 8, 8), (2, 3, 3, 3), dict(stride=0), r"conv2d: stride must be >= 1, got \(0, 0\)"),
+    ((1, 3, 8, 8), (2, 3, 3, 3), dict(padding=(-1, 0)), r"conv2d: padding must be >= 0, got \(-1, 0\)"),
+    ((1, 3, 8, 8), (2, 3, 3, 3), dict(dilation=(1, 0)), r"conv2d: dilation must be >= 1, got \(1, 0\)"),
+    ((1, 3, 8, 8), (2, 3, 3, 3), dict(groups=0), r"conv2d: groups must be >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("xs,ws,kwargs,message", CONV_ERRORS)
+def test_conv2d_errors(xs, ws, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        F.conv2d(an.zeros(xs), an.zeros(ws), **kwargs)
+
+
+def test_conv2d_bias_and_type_errors():
+    with pytest.raises(ValueError, match=r"conv2d: expected bias of shape \[2\] for weight \[2, 3, 3, 3\], got \[3\]"):
+        F.conv2d(an.zeros((1, 3, 8, 8)), an.zeros((2, 3, 3, 3)), an.zeros(3))
+    with pytest.raises(TypeError, match=r"conv2d"):
+        F.conv2d(an.zeros((1, 3, 8, 8)), np.zeros((2, 3, 3, 3), np.float32))
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding,groups", [
+    ((2, 32, 24, 24), (48, 32, 3, 3), 1, 1, 1),      # im2col + GEMM
+    ((2, 64, 20, 20), (64, 64, 1, 1), 1, 0, 1),      # pointwise
+    ((2, 64, 24, 24), (64, 1, 3, 3), 2, 1, 64),      # depthwise
+    ((2, 24, 16, 16), (24, 8, 3, 3), 1, 1, 3),       # grouped general
+])
+def test_conv2d_thread_count_does_not_change_results(xs, ws, stride, padding, groups):
+    rng = np.random.default_rng(5)
+    x = an.tensor(rand(rng, *xs), requires_grad=True)
+    w = an.tensor(rand(rng, *ws), requires_grad=True)
+    b = an.tensor(rand(rng, ws[0]), requires_grad=True)
+    results = []
+    prev = an.get_num_threads()
+    try:
+        for threads in (1, 2):
+            an.set_num_threads(threads)
+            for t in (x, w, b):
+                t.grad = None
+            out = F.conv2d(x, w, b, stride, padding, 1, groups)
+            backward_with(out, np.cos(np.arange(np.prod(out.shape))).reshape(out.shape))
+            results.append((out.detach().numpy(), x.grad.numpy(), w.grad.numpy(), b.grad.numpy()))
+    finally:
+        an.set_num_threads(prev)
+    for p, q in zip(*results):
+        np.testing.assert_array_equal(p, q)
