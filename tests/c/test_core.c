@@ -130,7 +130,6 @@ static void test_many_steps_release_everything(void)
     an_release(w);
 }
 
-void test_nn_ops(int *failures_out); /* test_nn.c, when present */
 
 int main(void)
 {
