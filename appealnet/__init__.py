@@ -9,7 +9,7 @@ float32 autograd engine written in C.
 from . import _C
 from ._tensor import Tensor
 from ._api import (tensor, from_numpy, zeros, ones, full, empty, zeros_like, ones_like, randn, rand,
-                   manual_seed, initial_seed, set_num_threads, get_num_threads, no_grad,
+                   manual_seed, initial_seed, get_rng_state, set_rng_state, set_num_threads, get_num_threads, no_grad,
                    enable_grad, set_grad_enabled, is_grad_enabled, cat, concat,
                    cpu_info)
 
@@ -19,6 +19,6 @@ __version__ = _C.__version__
 
 __all__ = [
     "Tensor", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
-    "randn", "rand", "manual_seed", "initial_seed", "set_num_threads", "get_num_threads", "no_grad",
+    "randn", "rand", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state", "set_num_threads", "get_num_threads", "no_grad",
     "enable_grad", "set_grad_enabled", "is_grad_enabled", "cat", "concat", "cpu_info", "nn", "optim", "losses",
 ]

@@ -67,6 +67,17 @@ def initial_seed():
     return _C.initial_seed()
 
 
+def get_rng_state():
+    """The global generator's state as a tuple (seed, offset): saving it in a
+    checkpoint and restoring it with set_rng_state resumes draws exactly."""
+    return _C.get_rng_state()
+
+
+def set_rng_state(state):
+    seed, offset = state
+    _C.set_rng_state(int(seed), int(offset))
+
+
 def set_num_threads(n):
     """Number of OpenMP threads used by the calling thread's compute."""
     _C.set_num_threads(int(n))

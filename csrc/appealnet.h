@@ -108,6 +108,9 @@ int an_has_nonfinite(const an_tensor *t);
    reserves n counters, so values never depend on the thread count. */
 void an_manual_seed(uint64_t seed);
 uint64_t an_initial_seed(void);
+/* The whole generator state, for checkpoints that resume exactly. */
+void an_get_rng_state(uint64_t *seed, uint64_t *offset);
+void an_set_rng_state(uint64_t seed, uint64_t offset);
 void an_set_num_threads(int n);          /* process-wide; n >= 1 */
 int an_get_num_threads(void);
 /* Makes the calling thread use the process-wide count (the bindings call

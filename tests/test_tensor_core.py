@@ -349,3 +349,13 @@ def test_pickle_and_deepcopy_keep_values_not_history():
     np.testing.assert_array_equal(z.detach().numpy(), [[1.0, 2.0]])
     with pytest.raises(RuntimeError, match="leaves"):
         copy.deepcopy(x * 2)
+
+
+def test_rng_state_round_trip_resumes_draws():
+    an.manual_seed(9)
+    an.rand(10)
+    state = an.get_rng_state()
+    first = an.randn(50).numpy().copy()
+    an.rand(3)
+    an.set_rng_state(state)
+    np.testing.assert_array_equal(an.randn(50).numpy(), first)

@@ -35,6 +35,18 @@ void an_manual_seed(uint64_t seed)
 
 uint64_t an_initial_seed(void) { return generator_seed; }
 
+void an_get_rng_state(uint64_t *seed, uint64_t *offset)
+{
+    *seed = generator_seed;
+    *offset = __atomic_load_n(&generator_offset, __ATOMIC_RELAXED);
+}
+
+void an_set_rng_state(uint64_t seed, uint64_t offset)
+{
+    generator_seed = seed;
+    __atomic_store_n(&generator_offset, offset, __ATOMIC_RELAXED);
+}
+
 /* OpenMP's thread count is a per-thread setting; the library keeps one
    process-wide value so that every caller thread (a data loader thread, a
    second Python thread) computes with the count the user chose. */

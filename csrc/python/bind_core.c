@@ -1,6 +1,7 @@
 /* bind_core.c — tensor creation and numpy interchange, autograd entry
    points, random seed, threads. */
 #include "bindings.h"
+#include "../core/allocator.h"
 
 /* Shape from a tuple/list of ints (or a single int). */
 static int parse_shape(PyObject *obj, const char *op, int *ndim, int64_t *shape)
@@ -237,6 +238,25 @@ static PyObject *py_initial_seed(PyObject *self, PyObject *unused)
     return PyLong_FromUnsignedLongLong(an_initial_seed());
 }
 
+static PyObject *py_get_rng_state(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    uint64_t seed, offset;
+    an_get_rng_state(&seed, &offset);
+    return Py_BuildValue("(KK)", (unsigned long long)seed, (unsigned long long)offset);
+}
+
+static PyObject *py_set_rng_state(PyObject *self, PyObject *args)
+{
+    (void)self;
+    unsigned long long seed, offset;
+    if (!PyArg_ParseTuple(args, "KK", &seed, &offset))
+        return NULL;
+    an_set_rng_state(seed, offset);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_set_num_threads(PyObject *self, PyObject *arg)
 {
     (void)self;
@@ -408,6 +428,21 @@ static PyObject *py_release_workspace(PyObject *self, PyObject *unused)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_allocator_stats(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    an_allocator_stats st;
+    an_allocator_get_stats(&st);
+    return Py_BuildValue("{sKsKsKsKsnsnsnsnsO}", "hits", (unsigned long long)st.hits, "misses",
+                         (unsigned long long)st.misses, "frees_cached",
+                         (unsigned long long)st.frees_cached, "frees_system",
+                         (unsigned long long)st.frees_system, "cached_bytes",
+                         (Py_ssize_t)st.cached_bytes, "cached_blocks", (Py_ssize_t)st.cached_blocks,
+                         "live_bytes", (Py_ssize_t)st.live_bytes, "limit_bytes",
+                         (Py_ssize_t)st.limit_bytes, "enabled", st.enabled ? Py_True : Py_False);
+}
+
 PyMethodDef an_py_core_methods[] = {
     {"tensor", (PyCFunction)(void (*)(void))py_tensor, METH_VARARGS | METH_KEYWORDS,
      "tensor(data, requires_grad=False): a float32 tensor holding a copy of data."},
@@ -419,6 +454,8 @@ PyMethodDef an_py_core_methods[] = {
     {"_set_tensor_class", py_set_tensor_class, METH_O, "Class that new tensors are created as."},
     {"manual_seed", py_manual_seed, METH_O, "Seeds the global generator."},
     {"initial_seed", py_initial_seed, METH_NOARGS, "The seed of the global generator."},
+    {"get_rng_state", py_get_rng_state, METH_NOARGS, "(seed, offset) of the global generator."},
+    {"set_rng_state", py_set_rng_state, METH_VARARGS, "set_rng_state(seed, offset)"},
     {"set_num_threads", py_set_num_threads, METH_O, "Number of OpenMP threads for compute."},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "Number of OpenMP threads for compute."},
     {"openmp_enabled", py_openmp_enabled, METH_NOARGS, "Whether the core was built with OpenMP."},
@@ -436,5 +473,7 @@ PyMethodDef an_py_core_methods[] = {
     {"cpu_description", py_cpu_description, METH_NOARGS, "CPU model, chosen ISA, cache sizes."},
     {"workspace_bytes", py_workspace_bytes, METH_NOARGS, "Bytes held by the core's caches."},
     {"release_workspace", py_release_workspace, METH_NOARGS, "Frees the core's caches."},
+    {"allocator_stats", py_allocator_stats, METH_NOARGS,
+     "Caching allocator counters: hits, misses, frees, cached/live bytes, limit, enabled."},
     {NULL, NULL, 0, NULL},
 };
