@@ -13,12 +13,12 @@ from ._api import (tensor, from_numpy, zeros, ones, full, empty, zeros_like, one
                    enable_grad, set_grad_enabled, is_grad_enabled, cat, concat,
                    cpu_info)
 
-from . import nn, optim, losses  # noqa: E402  (they import Tensor from above)
+from . import nn, optim, losses, metrics, testing  # noqa: E402  (they import Tensor from above)
 
 __version__ = _C.__version__
 
 __all__ = [
     "Tensor", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
     "randn", "rand", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state", "set_num_threads", "get_num_threads", "no_grad",
-    "enable_grad", "set_grad_enabled", "is_grad_enabled", "cat", "concat", "cpu_info", "nn", "optim", "losses",
+    "enable_grad", "set_grad_enabled", "is_grad_enabled", "cat", "concat", "cpu_info", "nn", "optim", "losses", "metrics", "testing",
 ]
