@@ -94,9 +94,32 @@ def _indent(text, spaces):
     return lines[0] + "\n" + "\n".join(" " * spaces + line for line in lines[1:])
 
 
+class RemovableHandle:
+    """Returned by ``register_forward_hook``/``register_forward_pre_hook``:
+    ``handle.remove()`` unregisters the hook (twice is harmless); also a
+    context manager that removes the hook on exit."""
+
+    _next_id = 0
+
+    def __init__(self, hooks_dict):
+        self._hooks_dict = hooks_dict
+        self.id = RemovableHandle._next_id
+        RemovableHandle._next_id += 1
+
+    def remove(self):
+        self._hooks_dict.pop(self.id, None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
+
+
 class Module:
-    """Base class of all layers and models (PyTorch's nn.Module, minus devices
-    and hooks).  Subclasses call ``super().__init__()`` first, assign
+    """Base class of all layers and models (PyTorch's nn.Module, minus
+    devices).  Subclasses call ``super().__init__()`` first, assign
     sub-modules and parameters as attributes, and define ``forward``."""
 
     training: bool
@@ -107,13 +130,62 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"Module [{type(self).__name__}] is missing the required "
                                   f"\"forward\" function")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        # .get: modules unpickled from before hooks existed have no registries
+        pre_hooks = self.__dict__.get("_forward_pre_hooks")
+        hooks = self.__dict__.get("_forward_hooks")
+        if not pre_hooks and not hooks:
+            return self.forward(*args, **kwargs)
+        for hook in list(pre_hooks.values()) if pre_hooks else ():
+            replaced = hook(self, args)
+            if replaced is not None:
+                args = replaced if isinstance(replaced, tuple) else (replaced,)
+        output = self.forward(*args, **kwargs)
+        for hook in list(hooks.values()) if hooks else ():
+            replaced = hook(self, args, output)
+            if replaced is not None:
+                output = replaced
+        return output
+
+    # -------------------------------------------------------------- hooks
+    def _hook_registry(self, name):
+        registry = self.__dict__.get(name)
+        if registry is None:
+            registry = OrderedDict()
+            object.__setattr__(self, name, registry)
+        return registry
+
+    def register_forward_pre_hook(self, hook):
+        """Calls ``hook(module, args)`` before every forward (positional
+        arguments only, as PyTorch does by default); a non-None return value
+        replaces the arguments (a single value is wrapped in a tuple).
+        Returns a handle whose ``remove()`` unregisters the hook."""
+        if not callable(hook):
+            raise TypeError(f"register_forward_pre_hook: hook must be callable, got "
+                            f"{type(hook).__name__}")
+        registry = self._hook_registry("_forward_pre_hooks")
+        handle = RemovableHandle(registry)
+        registry[handle.id] = hook
+        return handle
+
+    def register_forward_hook(self, hook):
+        """Calls ``hook(module, args, output)`` after every forward; a non-None
+        return value replaces the output.  Returns a handle whose
+        ``remove()`` unregisters the hook."""
+        if not callable(hook):
+            raise TypeError(f"register_forward_hook: hook must be callable, got "
+                            f"{type(hook).__name__}")
+        registry = self._hook_registry("_forward_hooks")
+        handle = RemovableHandle(registry)
+        registry[handle.id] = hook
+        return handle
 
     # ------------------------------------------------------ registration
     def _check_initialised(self, what):
