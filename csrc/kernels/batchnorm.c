@@ -9,6 +9,9 @@
 
 #include <math.h>
 
+/* Below this much work a parallel region (thread wake-up) costs more than it saves. */
+#define KERNEL_PARALLEL_GRAIN 32768
+
 #define LANES 8
 
 /* sum(a) in double, eight lanes (vectorisable, fixed order) */
@@ -78,7 +81,7 @@ void an_batchnorm_stats_f32(const float *x, int64_t N, int64_t C, int64_t HW,
 {
     const int64_t M = N * HW;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         if (M <= 0) {
@@ -123,7 +126,7 @@ void an_batchnorm_forward_train_f32(const float *x, const float *mean,
                                     int64_t HW, float *y, float *invstd_out)
 {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         const float inv = inv_sqrt_eps(var_biased[c], eps);
@@ -141,7 +144,7 @@ void an_batchnorm_forward_eval_f32(const float *x, const float *running_mean,
                                    float *y)
 {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         const float inv = inv_sqrt_eps(running_var[c], eps);
@@ -160,7 +163,7 @@ void an_batchnorm_backward_train_f32(const float *dy, const float *x,
     const int64_t M = N * HW;
     if (M <= 0) return;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         const double m = (double)mean[c];
@@ -200,7 +203,7 @@ void an_batchnorm_backward_eval_f32(const float *dy, const float *x,
                                     float *dgamma, float *dbeta)
 {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t c = 0; c < C; ++c) {
         const float inv = inv_sqrt_eps(running_var[c], eps);

@@ -11,6 +11,9 @@
 
 #include <stddef.h>
 
+/* Below this much work a parallel region (thread wake-up) costs more than it saves. */
+#define KERNEL_PARALLEL_GRAIN 32768
+
 #if defined(__GNUC__)
 #define AN_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
@@ -157,7 +160,7 @@ void an_depthwise_conv2d_forward_f32(
     const int fast3x3 = is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == sw &&
                         (sh == 1 || sh == 2);
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * H * W > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t p = 0; p < planes; ++p) {
         const int64_t n = p / Cout, co = p % Cout, ci = co / multiplier;
@@ -296,7 +299,7 @@ void an_depthwise_conv2d_backward_input_f32(
     const int gather3x3s2 =
         is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == 2 && sw == 2;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * H * W > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t p = 0; p < planes; ++p) {
         const int64_t n = p / C, ci = p % C;
@@ -367,7 +370,7 @@ void an_depthwise_conv2d_backward_weight_f32(
 {
     const int64_t Cout = C * multiplier;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * H * W > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t co = 0; co < Cout; ++co) {
         const int64_t ci = co / multiplier;

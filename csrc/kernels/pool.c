@@ -8,6 +8,9 @@
 
 #include <math.h>
 
+/* Below this much work a parallel region (thread wake-up) costs more than it saves. */
+#define KERNEL_PARALLEL_GRAIN 32768
+
 /* Taps t in [0, n_taps) read position t*step + offset. Returns in [*lo, *hi)
  * the taps whose position lies in [0, n_in); lo <= hi always. (Also used with
  * output index / stride for "outputs whose window starts at o*stride+off".) */
@@ -78,7 +81,7 @@ void an_maxpool2d_forward_f32(const float *x, int64_t N, int64_t C,
 {
     const int64_t planes = N * C;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * H * W > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t p = 0; p < planes; ++p)
         maxpool_plane(x + p * H * W, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH,
@@ -93,7 +96,7 @@ void an_maxpool2d_backward_f32(const float *dy, const int32_t *argmax,
     const int64_t planes = N * C;
     const int64_t in_plane = H * W, out_plane = OH * OW;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * H * W > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t p = 0; p < planes; ++p) {
         const float *restrict g = dy + p * out_plane;
@@ -138,7 +141,7 @@ void an_avgpool2d_forward_f32(const float *x, int64_t N, int64_t C, int64_t H,
 {
     const int64_t planes = N * C;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * H * W > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t p = 0; p < planes; ++p) {
         const float *restrict xp = x + p * H * W;
@@ -174,7 +177,7 @@ void an_avgpool2d_backward_f32(const float *dy, int64_t N, int64_t C,
 {
     const int64_t planes = N * C;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * H * W > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t p = 0; p < planes; ++p) {
         const float *restrict gp = dy + p * OH * OW;
@@ -229,7 +232,7 @@ void an_global_avgpool2d_forward_f32(const float *x, int64_t N, int64_t C,
 {
     const int64_t planes = N * C, hw = H * W;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * H * W > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t p = 0; p < planes; ++p)
         y[p] = hw > 0 ? (float)(sum_plane(x + p * hw, hw) / (double)hw) : 0.0f;
@@ -242,7 +245,7 @@ void an_global_avgpool2d_backward_f32(const float *dy, int64_t N, int64_t C,
     const int64_t planes = N * C, hw = H * W;
     if (hw <= 0) return;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * H * W > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t p = 0; p < planes; ++p) {
         const float g = dy[p] / (float)hw;
@@ -262,7 +265,7 @@ void an_adaptive_avgpool2d_forward_f32(const float *x, int64_t N, int64_t C,
     }
     const int64_t planes = N * C;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * H * W > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t p = 0; p < planes; ++p) {
         const float *restrict xp = x + p * H * W;
@@ -295,7 +298,7 @@ void an_adaptive_avgpool2d_backward_f32(const float *dy, int64_t N, int64_t C,
     }
     const int64_t planes = N * C;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (N * C * H * W > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t p = 0; p < planes; ++p) {
         const float *restrict gp = dy + p * OH * OW;
