@@ -308,12 +308,19 @@ def _costs_given(c1, c0):
     return c1 is not None
 
 
-def _operating_point(delta, scores, edge_correct, cloud_correct, acci_target, protocol, c1, c0):
+def _baseline_correct(edge_correct, reference_correct):
+    """Correct answers of the model whose accuracy is AccI's zero point: the
+    method's own edge model by default (Eq. 14), or a common reference."""
+    return int((edge_correct if reference_correct is None else reference_correct).sum())
+
+
+def _operating_point(delta, scores, edge_correct, cloud_correct, acci_target, protocol, c1, c0,
+                     reference_correct=None):
     """Evaluates a fixed delta on one split."""
     n = len(scores)
     at_edge = scores >= delta
     n_correct = int(np.sum(np.where(at_edge, edge_correct, cloud_correct)))
-    n_edge_correct, n_cloud_correct = int(edge_correct.sum()), int(cloud_correct.sum())
+    n_edge_correct, n_cloud_correct = _baseline_correct(edge_correct, reference_correct), int(cloud_correct.sum())
     _require_gap(n_edge_correct / n, n_cloud_correct / n)
     # from the integer counts, so AccI = 1 exactly when the system matches the cloud
     acci = (n_correct - n_edge_correct) / (n_cloud_correct - n_edge_correct)
@@ -325,9 +332,9 @@ def _operating_point(delta, scores, edge_correct, cloud_correct, acci_target, pr
         protocol=protocol, cost=overall_cost(sr, c1, c0) if _costs_given(c1, c0) else None)
 
 
-def _tune(scores, edge_correct, cloud_correct, acci_target):
+def _tune(scores, edge_correct, cloud_correct, acci_target, reference_correct=None):
     """The cheapest delta reaching the target on this split (see threshold_for_acci)."""
-    n_edge_correct, n_cloud_correct = int(edge_correct.sum()), int(cloud_correct.sum())
+    n_edge_correct, n_cloud_correct = _baseline_correct(edge_correct, reference_correct), int(cloud_correct.sum())
     _require_gap(n_edge_correct / len(scores), n_cloud_correct / len(scores))
     deltas, n_edge, n_correct = _sweep(scores, edge_correct, cloud_correct)
     reached = _reaches(n_correct, n_edge_correct, n_cloud_correct, acci_target)
@@ -337,7 +344,16 @@ def _tune(scores, edge_correct, cloud_correct, acci_target):
     return float(deltas[np.flatnonzero(reached)[-1]])
 
 
-def threshold_for_acci(scores, edge_pred, cloud_pred, target, acci, *, c1=None, c0=None):
+def _reference(reference_pred, target, n):
+    if reference_pred is None:
+        return None
+    reference_pred = _labels(reference_pred, "reference_pred")
+    _same_length(reference_pred=reference_pred, target=np.empty(n))
+    return reference_pred == target
+
+
+def threshold_for_acci(scores, edge_pred, cloud_pred, target, acci, *, c1=None, c0=None,
+                       reference_pred=None):
     """The delta that reaches AccI >= ``acci`` with the highest skipping rate.
 
     Candidates are +inf (appeal everything), every distinct score value and
@@ -351,20 +367,27 @@ def threshold_for_acci(scores, edge_pred, cloud_pred, target, acci, *, c1=None, 
     returned point has ``reached=True``; a target can be missed only when the
     delta is applied to another split (see tune_and_report).
 
+    ``reference_pred``: predictions of the model whose accuracy is AccI's
+    zero point, when it is not the method's own edge model.  Comparing
+    methods whose edge models differ (a jointly retrained approximator vs the
+    plain small model) at the same *system accuracy* needs one common
+    reference, e.g. the plain small model for every method.
+
     Returns an OperatingPoint with protocol "test-tuned" (tuned on the very
     arrays it reports), with the Eq. (15) cost when c1 and c0 are given.
     """
     acci = _acci_target(acci)
     scores, edge_correct, cloud_correct = _decision_inputs(scores, edge_pred, cloud_pred, target)
+    reference = _reference(reference_pred, _labels(target, "target"), len(scores))
     _costs_given(c1, c0)
-    delta = _tune(scores, edge_correct, cloud_correct, acci)
+    delta = _tune(scores, edge_correct, cloud_correct, acci, reference)
     return _operating_point(delta, scores, edge_correct, cloud_correct, acci, "test-tuned",
-                            c1, c0)
+                            c1, c0, reference)
 
 
 def tune_and_report(val_scores, val_edge_pred, val_cloud_pred, val_target,
                     test_scores, test_edge_pred, test_cloud_pred, test_target, acci,
-                    *, c1=None, c0=None):
+                    *, c1=None, c0=None, val_reference_pred=None, test_reference_pred=None):
     """Operating points on the test split under both tuning protocols.
 
     Returns ``{"val-tuned": OperatingPoint, "test-tuned": OperatingPoint}``:
@@ -375,15 +398,21 @@ def tune_and_report(val_scores, val_edge_pred, val_cloud_pred, val_target,
     * "test-tuned" (the paper's protocol, Sec. VI-C: "threshold delta tuned
       to match the target system accuracy"): delta is chosen on the test
       split itself, which is optimistic.
+
+    ``val_reference_pred``/``test_reference_pred``: AccI's common zero point
+    per split (see threshold_for_acci).
     """
     acci = _acci_target(acci)
     val = _decision_inputs(val_scores, val_edge_pred, val_cloud_pred, val_target)
     test = _decision_inputs(test_scores, test_edge_pred, test_cloud_pred, test_target)
+    val_ref = _reference(val_reference_pred, _labels(val_target, "val_target"), len(val[0]))
+    test_ref = _reference(test_reference_pred, _labels(test_target, "test_target"), len(test[0]))
     _costs_given(c1, c0)
-    val_delta = _tune(*val, acci)
+    val_delta = _tune(*val, acci, val_ref)
     return {
-        "val-tuned": _operating_point(val_delta, *test, acci, "val-tuned", c1, c0),
-        "test-tuned": _operating_point(_tune(*test, acci), *test, acci, "test-tuned", c1, c0),
+        "val-tuned": _operating_point(val_delta, *test, acci, "val-tuned", c1, c0, test_ref),
+        "test-tuned": _operating_point(_tune(*test, acci, test_ref), *test, acci, "test-tuned",
+                                       c1, c0, test_ref),
     }
 
 

@@ -415,3 +415,23 @@ def test_error_detection_auroc_degenerate_cases_raise():
         M.aurc(np.array([0.1, 0.2]), np.array([0, 2]))
     with pytest.raises(ValueError, match="scores=3, edge_correct=2"):
         M.risk_coverage_curve(np.array([0.1, 0.2, 0.3]), np.array([True, False]))
+
+
+def test_common_reference_moves_accis_zero_point():
+    # target all 0; the method's edge gets 3/4 right, the reference model 2/4, the cloud 4/4.
+    scores = np.array([0.9, 0.8, 0.7, 0.1])
+    target = np.zeros(4, dtype=int)
+    edge = np.array([0, 0, 0, 1])
+    reference = np.array([0, 0, 1, 1])
+    cloud = np.zeros(4, dtype=int)
+    # Own zero point (3/4): AccI 0.5 needs >= 3.5/4 correct -> appeal the 0.1 input: delta 0.7, SR 3/4
+    own = M.threshold_for_acci(scores, edge, cloud, target, 0.5)
+    assert own.delta == 0.7 and own.skipping_rate == 0.75
+    # Common zero point (2/4): keeping everything at the edge already gives (3-2)/(4-2) = 0.5
+    common = M.threshold_for_acci(scores, edge, cloud, target, 0.5, reference_pred=reference)
+    assert common.delta == 0.1 and common.skipping_rate == 1.0 and common.acci == 0.5
+    both = M.tune_and_report(scores, edge, cloud, target, scores, edge, cloud, target, 0.5,
+                                   val_reference_pred=reference, test_reference_pred=reference)
+    assert both["val-tuned"].delta == 0.1 and both["test-tuned"].acci == 0.5
+    with pytest.raises(ValueError, match="reference_pred"):
+        M.threshold_for_acci(scores, edge, cloud, target, 0.5, reference_pred=reference[:3])
