@@ -15,7 +15,7 @@ def _budget_args(parser):
 
 
 def build_parser():
-    from .experiment import PREDICTORS, RECIPES, SETTINGS
+    from .experiment import PREDICTORS, RECIPES, SETTING_CHOICES
 
     parser = argparse.ArgumentParser(prog="appealnet", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -25,9 +25,10 @@ def build_parser():
     run.add_argument("--dataset", default="digits", choices=sorted(RECIPES))
     run.add_argument("--data-dir", help="folder holding (or receiving, with --download) the dataset")
     run.add_argument("--download", action="store_true", help="download the dataset if missing")
-    run.add_argument("--big", help="cloud model name (see `appealnet models`)")
-    run.add_argument("--small", help="edge model name")
-    run.add_argument("--setting", default="white-box", choices=SETTINGS)
+    run.add_argument("--big", help="cloud model, e.g. resnet56 (see `appealnet models`)")
+    run.add_argument("--small", help="edge model, with options: e.g. mobilenet_v1:width_mult=0.25")
+    run.add_argument("--setting", default="white-box", choices=SETTING_CHOICES,
+                     help="white-box (Table I), black-box (Table II), or both into out/<setting>")
     _budget_args(run)
     run.add_argument("--epochs", type=int, nargs="+",
                      help="epochs: one number, or three (big small joint)")
