@@ -1,9 +1,8 @@
 """Top-level functions: creation, seeds, threads, grad mode."""
 import contextlib
-import functools
 
 from . import _C
-from ._tensor import Tensor, _shape_args
+from ._tensor import _shape_args
 
 
 def tensor(data, requires_grad=False):

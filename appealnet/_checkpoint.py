@@ -9,11 +9,11 @@ Files are written atomically: a temp file in the same folder, then a rename.
 import io
 import json
 import os
-import tempfile
 
 import numpy as np
 
 from ._tensor import Tensor
+from .serialization import atomic_write
 
 FORMAT = "appealnet-checkpoint-1"
 
@@ -59,19 +59,8 @@ def save_checkpoint(path, obj):
     tree = _encode(obj, arrays)
     header = json.dumps({"format": FORMAT, "tree": tree}, allow_nan=True).encode("utf-8")
     arrays["__tree__"] = np.frombuffer(header, dtype=np.uint8)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_checkpoint(path):

@@ -7,7 +7,6 @@ import pytest
 
 import appealnet as an
 from appealnet import nn, train
-import appealnet.nn.functional as F
 
 
 class ArrayLoader:

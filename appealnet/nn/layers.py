@@ -15,13 +15,7 @@ from . import init
 from .module import Module, Parameter
 
 
-def _pair(value, name):
-    if isinstance(value, (numbers.Integral, np.integer)):
-        return (int(value), int(value))
-    value = tuple(int(v) for v in value)
-    if len(value) != 2:
-        raise ValueError(f"{name} must be an int or a pair of ints, got {value}")
-    return value
+_pair = F._pair
 
 
 def _fan_in_bias_(bias, weight):

@@ -84,6 +84,21 @@ void an_node_save(an_node *node, int slot, an_tensor *t)
         node->n_saved = slot + 1;
 }
 
+an_status an_finish_backward3(an_status status, an_tensor **grad_inputs, an_tensor *g0,
+                              an_tensor *g1, an_tensor *g2)
+{
+    if (status) {
+        an_release(g0);
+        an_release(g1);
+        an_release(g2);
+        return status;
+    }
+    grad_inputs[0] = g0;
+    grad_inputs[1] = g1;
+    grad_inputs[2] = g2;
+    return AN_OK;
+}
+
 int an_node_input_needs_grad(const an_node *node, int i)
 {
     return i >= 0 && i < node->n_inputs && node->inputs[i] != NULL;

@@ -39,6 +39,11 @@ an_status an_broadcast_shapes(const an_tensor *a, const an_tensor *b, const char
 /* Sums grad (shape of a broadcast result) down to `shape` (new reference). */
 an_tensor *an_sum_to_shape(an_tensor *grad, int ndim, const int64_t *shape);
 
+/* Ends a backward rule with up to three input gradients: on success hands
+   them to grad_inputs[0..2], on failure releases them; returns status. */
+an_status an_finish_backward3(an_status status, an_tensor **grad_inputs, an_tensor *g0,
+                              an_tensor *g1, an_tensor *g2);
+
 /* Accumulate src into *acc (creating it when NULL).  Shapes must match. */
 an_status an_accumulate(an_tensor **acc, an_tensor *src);
 

@@ -104,16 +104,7 @@ static an_status batch_norm_backward(an_node *node, an_tensor *grad, an_tensor *
                                            g.HW, pdx, pdw, pdb);
     }
     an_release(gc);
-    if (st) {
-        an_release(dx);
-        an_release(dw);
-        an_release(db);
-        return st;
-    }
-    grad_inputs[0] = dx;
-    grad_inputs[1] = dw;
-    grad_inputs[2] = db;
-    return AN_OK;
+    return an_finish_backward3(st, grad_inputs, dx, dw, db);
 }
 
 static an_status batch_norm_check(const an_tensor *x, const an_tensor *running_mean,
