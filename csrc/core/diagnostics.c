@@ -1,5 +1,6 @@
 /* diagnostics.c — what the core knows about the machine and its caches. */
 #include "internal.h"
+#include "allocator.h"
 #include "../cpu/cpu.h"
 #include "../kernels/gemm.h"
 
@@ -16,6 +17,24 @@ const char *an_cpu_description(void)
     return text;
 }
 
-size_t an_workspace_bytes(void) { return an_gemm_workspace_bytes(); }
+/* The tensor block cache plus every thread's GEMM packing buffers. */
+size_t an_workspace_bytes(void)
+{
+    an_allocator_stats stats;
+    an_allocator_get_stats(&stats);
+    return stats.cached_bytes + an_gemm_workspace_bytes();
+}
 
-void an_release_workspace(void) { an_gemm_release_workspace(); }
+/* GEMM keeps one packing buffer per thread and can only free the calling
+   thread's, so each OpenMP worker is asked to free its own. */
+void an_release_workspace(void)
+{
+    an_gemm_release_workspace();
+#ifdef _OPENMP
+    if (!omp_in_parallel()) {
+#pragma omp parallel num_threads(omp_get_max_threads())
+        an_gemm_release_workspace();
+    }
+#endif
+    an_allocator_release_cache();
+}

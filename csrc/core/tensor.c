@@ -1,22 +1,22 @@
 /* tensor.c — reference-counted storage and tensors, views, copies. */
 #include "internal.h"
+#include "allocator.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 void *an_alloc(size_t bytes)
 {
-    /* 64-byte alignment: whole cache lines and aligned zmm loads. */
-    size_t rounded = (bytes + 63) & ~(size_t)63;
-    if (rounded == 0)
-        rounded = 64;
-    void *p = aligned_alloc(64, rounded);
+    /* 64-byte alignment: whole cache lines and aligned zmm loads.  Blocks
+       come from the caching allocator, so a training step reuses the pages
+       of the previous one instead of faulting in fresh ones. */
+    void *p = an_cache_alloc(bytes);
     if (!p)
         an_set_error(AN_ERR_MEMORY, "out of memory allocating %zu bytes", bytes);
     return p;
 }
 
-void an_free(void *p) { free(p); }
+void an_free(void *p) { an_cache_free(p); }
 
 static an_storage *storage_new(int64_t numel)
 {

@@ -32,12 +32,20 @@ void an_im2col_f32(const float *x, int64_t C, int64_t H, int64_t W,
                    int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                    int64_t OH, int64_t OW, float *col)
 {
-    const int64_t plane = OH * OW;
+    an_im2col_ld_f32(x, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, col, OH * OW);
+}
+
+/* x: [C,H,W] -> col rows of stride ld */
+void an_im2col_ld_f32(const float *x, int64_t C, int64_t H, int64_t W,
+                      int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                      int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                      int64_t OH, int64_t OW, float *col, int64_t ld)
+{
     for (int64_t c = 0; c < C; ++c) {
         const float *restrict xc = x + c * H * W;
         for (int64_t i = 0; i < kh; ++i) {
             for (int64_t j = 0; j < kw; ++j) {
-                float *restrict dst = col + ((c * kh + i) * kw + j) * plane;
+                float *restrict dst = col + ((c * kh + i) * kw + j) * ld;
                 const int64_t col_off = j * dw - pw;
                 int64_t ow_lo, ow_hi;
                 valid_output_range(OW, W, sw, col_off, &ow_lo, &ow_hi);
@@ -78,13 +86,21 @@ void an_col2im_add_f32(const float *col, int64_t C, int64_t H, int64_t W,
                        int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                        int64_t OH, int64_t OW, float *dx)
 {
-    const int64_t plane = OH * OW;
+    an_col2im_add_ld_f32(col, OH * OW, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, dx);
+}
+
+/* col rows of stride ld -> dx: [C,H,W] (accumulate) */
+void an_col2im_add_ld_f32(const float *col, int64_t ld, int64_t C, int64_t H, int64_t W,
+                          int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                          int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                          int64_t OH, int64_t OW, float *dx)
+{
     for (int64_t c = 0; c < C; ++c) {
         float *restrict dxc = dx + c * H * W;
         for (int64_t i = 0; i < kh; ++i) {
             for (int64_t j = 0; j < kw; ++j) {
                 const float *restrict src =
-                    col + ((c * kh + i) * kw + j) * plane;
+                    col + ((c * kh + i) * kw + j) * ld;
                 const int64_t col_off = j * dw - pw;
                 int64_t ow_lo, ow_hi;
                 valid_output_range(OW, W, sw, col_off, &ow_lo, &ow_hi);

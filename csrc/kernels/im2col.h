@@ -30,6 +30,19 @@ void an_col2im_add_f32(const float *col, int64_t C, int64_t H, int64_t W,
                        int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                        int64_t OH, int64_t OW, float *dx);
 
+/* The same with an explicit row stride: row r of col starts at col + r*ld
+ * (ld >= OH*OW).  Lets several images share one column matrix
+ * [C*kh*kw, images*OH*OW], image i's columns starting at col + i*OH*OW, so
+ * a single GEMM with a wide N covers them all. */
+void an_im2col_ld_f32(const float *x, int64_t C, int64_t H, int64_t W,
+                      int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                      int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                      int64_t OH, int64_t OW, float *col, int64_t ld);
+void an_col2im_add_ld_f32(const float *col, int64_t ld, int64_t C, int64_t H, int64_t W,
+                          int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                          int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                          int64_t OH, int64_t OW, float *dx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,17 +4,29 @@
    first that accepts the shape runs (specialists first, the general
    im2col + GEMM last, which accepts everything):
      1. depthwise   groups == C_in > 1, C_out a multiple of C_in: direct kernel
-     2. pointwise   1x1, stride 1, no padding: a plain GEMM per image and group
-     3. im2col_gemm anything: im2col per image and group, then GEMM
+     2. pointwise   1x1, stride 1, no padding: the tiled GEMM driver of 3.,
+                    reading x and writing dx in place (no im2col)
+     3. im2col_gemm anything: im2col of a tile (several small images or a
+                    band of rows of a large one) per group, one GEMM per tile
    The chosen implementation is remembered on the node so the backward uses
-   the same lowering.  GEMM threads internally, so the per-image loops are
-   sequential; that also fixes the order of the weight-gradient sums. */
+   the same lowering.  Threads: the GEMM drivers run whole image units on
+   different threads when there are enough of them, else thread each GEMM.  Every sum over images is taken
+   in an order fixed by the shape, so 1 and N threads agree bit for bit. */
 #include "../core/internal.h"
 #include "../kernels/depthwise.h"
 #include "../kernels/gemm.h"
 #include "../kernels/im2col.h"
 #include <stdlib.h>
 #include <string.h>
+
+/* Lowering to GEMM works in tiles of about this many output positions (the
+   GEMM's N): several small images, or a band of rows of a large one; the
+   multi-image workspace stays within CONV_CHUNK_FLOATS.  See im2col_gemm. */
+#define CONV_CHUNK_COLUMNS 512
+#define CONV_CHUNK_FLOATS (2 << 20) /* 8 MB */
+/* Smallest plane that a 1x1 convolution reads in place (smaller ones are
+   copied to batch several images into one GEMM). */
+#define CONV_POINTWISE_MIN_PLANE 64
 
 typedef struct {
     int64_t N, C, H, W;        /* input */
@@ -93,49 +105,34 @@ static an_status depthwise_backward(const conv_geometry *g, const conv_grads *gr
 /* ------------------------------------------------------------ pointwise */
 
 /* A 1x1 stride-1 unpadded convolution is y[n, g] = W_g @ x[n, g] with x
-   already in GEMM layout [C/groups, H*W]: no im2col copy at all. */
+   already in GEMM layout [C/groups, H*W]: the tiled driver below runs it
+   with no im2col copy at all (only planes under 64 pixels are copied, to
+   batch images into one GEMM), and the data gradient is a GEMM adding
+   straight into dx. */
 static int pointwise_accepts(const conv_geometry *g)
 {
     return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
 }
 
-static an_status pointwise_forward(const conv_geometry *g, const float *x, const float *w,
-                                   const float *bias, float *y)
-{
-    int64_t HW = g->H * g->W, cg = g->C / g->groups, og = g->Cout / g->groups;
-    if (bias)
-        fill_bias(g, bias, y);
-    for (int64_t n = 0; n < g->N; n++)
-        for (int64_t grp = 0; grp < g->groups; grp++) {
-            an_status st = gemm_or_fail(0, 0, og, HW, cg, w + grp * og * cg, cg,
-                                        x + (n * g->C + grp * cg) * HW, HW, bias ? 1.0f : 0.0f,
-                                        y + (n * g->Cout + grp * og) * HW, HW);
-            if (st)
-                return st;
-        }
-    return AN_OK;
-}
-
-static an_status pointwise_backward(const conv_geometry *g, const conv_grads *gr)
-{
-    int64_t HW = g->H * g->W, cg = g->C / g->groups, og = g->Cout / g->groups;
-    for (int64_t n = 0; n < g->N; n++)
-        for (int64_t grp = 0; grp < g->groups; grp++) {
-            const float *dy = gr->dy + (n * g->Cout + grp * og) * HW;
-            an_status st = AN_OK;
-            if (gr->dx) /* dx[n, g] = W_g^T @ dy[n, g] */
-                st = gemm_or_fail(1, 0, cg, HW, og, gr->w + grp * og * cg, cg, dy, HW, 0.0f,
-                                  gr->dx + (n * g->C + grp * cg) * HW, HW);
-            if (!st && gr->dw) /* dW_g += dy[n, g] @ x[n, g]^T, images in order */
-                st = gemm_or_fail(0, 1, og, cg, HW, dy, HW, gr->x + (n * g->C + grp * cg) * HW, HW,
-                                  1.0f, gr->dw + grp * og * cg, cg);
-            if (st)
-                return st;
-        }
-    return AN_OK;
-}
-
 /* ---------------------------------------------------------- im2col_gemm */
+
+/* The output is lowered a tile at a time into one column matrix
+   col[cg*kh*kw, tile columns] and each tile is one GEMM of about
+   CONV_CHUNK_COLUMNS columns:
+     - small planes: a tile is several whole images.  With one image per
+       GEMM, late layers (4x4 or 8x8 outputs) ran GEMMs with N = 16 or 64
+       that repacked the whole weight matrix for every image, and the weight
+       gradient re-read and re-wrote all of dW once per image;
+     - large planes: a tile is a band of output rows of one image, so the
+       column matrix stays in L2 between im2col and the GEMM's packing
+       (a 64-channel 3x3 layer at 32x32 has 2.4 MB of columns per image).
+   The tiling depends on the shape alone (never on the thread count), so the
+   order of every sum is fixed and results do not change with threads. */
+
+typedef struct {
+    int64_t images; /* images per tile (whole images when > 1) */
+    int64_t rows;   /* output rows per tile (OH when images > 1) */
+} conv_tiling;
 
 static int im2col_gemm_accepts(const conv_geometry *g)
 {
@@ -143,92 +140,338 @@ static int im2col_gemm_accepts(const conv_geometry *g)
     return 1;
 }
 
-/* Floats of the column buffer for one image and group. */
-static int64_t column_floats(const conv_geometry *g)
+/* Splits `count` into pieces of at most `most`, all of near-equal size:
+   25 + 7 images would run the last GEMM at a quarter width. */
+static int64_t balanced_piece(int64_t count, int64_t most)
 {
-    return (g->C / g->groups) * g->kh * g->kw * g->OH * g->OW;
+    if (most < 1)
+        most = 1;
+    if (most >= count)
+        return count > 0 ? count : 1;
+    int64_t pieces = (count + most - 1) / most;
+    return (count + pieces - 1) / pieces;
 }
 
-static float *alloc_columns(const conv_geometry *g)
+static conv_tiling plan_tiles(const conv_geometry *g)
 {
-    int64_t n = column_floats(g);
-    return an_alloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    int64_t cg = g->C / g->groups, og = g->Cout / g->groups, ckk = cg * g->kh * g->kw;
+    int64_t OHW = g->OH * g->OW > 0 ? g->OH * g->OW : 1, OW = g->OW > 0 ? g->OW : 1;
+    conv_tiling t = {1, g->OH};
+    /* a 1x1 image is read in place; copying it to batch images pays only
+       on tiny planes (measured) */
+    int64_t batch_below = pointwise_accepts(g) ? CONV_POINTWISE_MIN_PLANE : CONV_CHUNK_COLUMNS;
+    if (OHW < batch_below) {
+        /* whole images, within the workspace budget (columns + GEMM output) */
+        int64_t n = (CONV_CHUNK_COLUMNS + OHW - 1) / OHW;
+        int64_t per_image = (ckk + og) * OHW;
+        if (per_image > 0 && n > CONV_CHUNK_FLOATS / per_image)
+            n = CONV_CHUNK_FLOATS / per_image;
+        t.images = balanced_piece(g->N, n);
+    } else {
+        t.rows = balanced_piece(g->OH, (CONV_CHUNK_COLUMNS + OW - 1) / OW);
+    }
+    return t;
 }
 
-/* col[cg*kh*kw, OH*OW] of the `cg` channels starting at x_group.  The rows
-   of each input channel form their own block, so channels split across
-   threads without two threads writing the same row. */
-static void im2col_group(const conv_geometry *g, const float *x_group, int64_t cg, float *col)
+/* col[cg*kh*kw, nb*rows*OW] of group `grp` for images [n0, n0+nb) and
+   output rows [oh0, oh0+rows).  A band of rows is the convolution of a
+   virtual image whose top padding is ph - oh0*sh (negative past the first
+   band).  One (image, channel) pair per iteration, each writing its own
+   block of rows and columns, so pairs split across threads. */
+static void im2col_tile(const conv_geometry *g, const float *x, int64_t n0, int64_t nb,
+                        int64_t oh0, int64_t rows, int64_t grp, float *col)
 {
-    int64_t plane = g->H * g->W, rows = g->kh * g->kw * g->OH * g->OW;
-#pragma omp parallel for schedule(static) if (cg * rows > AN_PARALLEL_GRAIN)
-    for (int64_t c = 0; c < cg; c++)
-        an_im2col_f32(x_group + c * plane, 1, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
-                      g->dh, g->dw, g->OH, g->OW, col + c * rows);
+    int64_t cg = g->C / g->groups, HW = g->H * g->W, cols = rows * g->OW;
+    int64_t kk = g->kh * g->kw, ld = nb * cols, pairs = nb * cg;
+    if (pointwise_accepts(g)) { /* the band is one contiguous run of the plane */
+#pragma omp parallel for schedule(static) if (pairs * cols > AN_PARALLEL_GRAIN)
+        for (int64_t p = 0; p < pairs; p++) {
+            int64_t i = p / cg, c = p % cg;
+            memcpy(col + c * ld + i * cols, x + ((n0 + i) * g->C + grp * cg + c) * HW + oh0 * g->W,
+                   sizeof(float) * (size_t)cols);
+        }
+        return;
+    }
+#pragma omp parallel for schedule(static) if (pairs * kk * cols > AN_PARALLEL_GRAIN)
+    for (int64_t p = 0; p < pairs; p++) {
+        int64_t i = p / cg, c = p % cg;
+        an_im2col_ld_f32(x + ((n0 + i) * g->C + grp * cg + c) * HW, 1, g->H, g->W, g->kh, g->kw,
+                         g->sh, g->sw, g->ph - oh0 * g->sh, g->pw, g->dh, g->dw, rows, g->OW,
+                         col + c * kk * ld + i * cols, ld);
+    }
 }
 
-/* dx_group[c] += col2im(col rows of channel c): one channel per thread. */
-static void col2im_group(const conv_geometry *g, const float *col, int64_t cg, float *dx_group)
+/* dx[n0+i, grp channels] += col2im(col) of a tile: one (image, channel)
+   plane per iteration, so no two threads add into the same plane; bands
+   overlapping in input rows are added one after the other. */
+static void col2im_tile(const conv_geometry *g, const float *col, int64_t n0, int64_t nb,
+                        int64_t oh0, int64_t rows, int64_t grp, float *dx)
 {
-    int64_t plane = g->H * g->W, rows = g->kh * g->kw * g->OH * g->OW;
-#pragma omp parallel for schedule(static) if (cg * rows > AN_PARALLEL_GRAIN)
-    for (int64_t c = 0; c < cg; c++)
-        an_col2im_add_f32(col + c * rows, 1, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
-                          g->dh, g->dw, g->OH, g->OW, dx_group + c * plane);
+    int64_t cg = g->C / g->groups, HW = g->H * g->W, cols = rows * g->OW;
+    int64_t kk = g->kh * g->kw, ld = nb * cols, pairs = nb * cg;
+    if (pointwise_accepts(g)) {
+#pragma omp parallel for schedule(static) if (pairs * cols > AN_PARALLEL_GRAIN)
+        for (int64_t p = 0; p < pairs; p++) {
+            int64_t i = p / cg, c = p % cg;
+            const float *from = col + c * ld + i * cols;
+            float *to = dx + ((n0 + i) * g->C + grp * cg + c) * HW + oh0 * g->W;
+            for (int64_t k = 0; k < cols; k++)
+                to[k] += from[k];
+        }
+        return;
+    }
+#pragma omp parallel for schedule(static) if (pairs * kk * cols > AN_PARALLEL_GRAIN)
+    for (int64_t p = 0; p < pairs; p++) {
+        int64_t i = p / cg, c = p % cg;
+        an_col2im_add_ld_f32(col + c * kk * ld + i * cols, ld, 1, g->H, g->W, g->kh, g->kw, g->sh,
+                             g->sw, g->ph - oh0 * g->sh, g->pw, g->dh, g->dw, rows, g->OW,
+                             dx + ((n0 + i) * g->C + grp * cg + c) * HW);
+    }
+}
+
+/* Moves between the multi-image layout [og, nb*OHW] and the tensor layout
+   y[n0+i, grp*og + o, :].  to_tensor: y = chunk (+ bias[co]); otherwise
+   chunk = y (gathering dy for the backward GEMMs). */
+static void exchange_chunk(const conv_geometry *g, int64_t n0, int64_t nb, int64_t grp,
+                           float *chunk, float *y, const float *bias, int to_tensor)
+{
+    int64_t og = g->Cout / g->groups, OHW = g->OH * g->OW, ld = nb * OHW, rows = nb * og;
+#pragma omp parallel for schedule(static) if (rows * OHW > AN_PARALLEL_GRAIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t i = r / og, o = r % og, co = grp * og + o;
+        float *t = y + ((n0 + i) * g->Cout + co) * OHW;
+        float *c = chunk + o * ld + i * OHW;
+        if (!to_tensor) {
+            memcpy(c, t, (size_t)OHW * sizeof(float));
+        } else if (bias) {
+            float b = bias[co];
+            for (int64_t k = 0; k < OHW; k++)
+                t[k] = c[k] + b;
+        } else {
+            memcpy(t, c, (size_t)OHW * sizeof(float));
+        }
+    }
+}
+
+/* Floats of one tile's workspace: the column tile, plus the GEMM output
+   (forward) or the gathered dy (backward) when tiles span several images. */
+static int64_t tile_workspace_floats(const conv_geometry *g, const conv_tiling *t)
+{
+    int64_t cg = g->C / g->groups, og = g->Cout / g->groups, ckk = cg * g->kh * g->kw;
+    int64_t cols = t->images * t->rows * g->OW;
+    int64_t floats = ckk * cols + (t->images > 1 ? og * cols : 0);
+    return floats > 0 ? (floats + 15) / 16 * 16 : 16; /* whole cache lines per thread */
+}
+
+/* Threads that work on whole image units at once: each unit (a tile of
+   images, or one image and all its bands) is computed exactly as it would
+   be alone, only which thread runs it changes, so this does not change a
+   result.  Worth it with enough units: one parallel region per call instead
+   of a few per tile, and on small layers (16 to 64 channels) the GEMM alone
+   splits poorly. */
+static int unit_threads(int64_t units)
+{
+#ifdef _OPENMP
+    int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    return threads > 1 && units >= 2 * threads ? threads : 1;
+#else
+    (void)units;
+    return 1;
+#endif
+}
+
+static int thread_index(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* y of images [n0, n0+nb) (one tile of images, or one image band by band). */
+static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, const float *x,
+                              const float *w, const float *bias, float *y, int64_t n0, int64_t nb,
+                              float *col)
+{
+    int64_t cg = g->C / g->groups, og = g->Cout / g->groups, ckk = cg * g->kh * g->kw;
+    int64_t OHW = g->OH * g->OW;
+    float *out = col + ckk * t->images * t->rows * g->OW;
+    an_status st = AN_OK;
+    for (int64_t oh0 = 0; oh0 < g->OH && !st; oh0 += t->rows) {
+        int64_t rows = g->OH - oh0 < t->rows ? g->OH - oh0 : t->rows, cols = nb * rows * g->OW;
+        for (int64_t grp = 0; grp < g->groups && !st; grp++) {
+            const float *wg = w + grp * og * ckk;
+            if (t->images == 1 && pointwise_accepts(g)) { /* x band read in place */
+                st = gemm_or_fail(0, 0, og, cols, ckk, wg, ckk,
+                                  x + (n0 * g->C + grp * cg) * OHW + oh0 * g->OW, OHW,
+                                  bias ? 1.0f : 0.0f,
+                                  y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW, OHW);
+                continue;
+            }
+            im2col_tile(g, x, n0, nb, oh0, rows, grp, col);
+            if (t->images == 1) { /* in place, onto the bias filled before */
+                st = gemm_or_fail(0, 0, og, cols, ckk, wg, ckk, col, cols, bias ? 1.0f : 0.0f,
+                                  y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW, OHW);
+            } else {
+                st = gemm_or_fail(0, 0, og, cols, ckk, wg, ckk, col, cols, 0.0f, out, cols);
+                if (!st)
+                    exchange_chunk(g, n0, nb, grp, out, y, bias, 1);
+            }
+        }
+    }
+    return st;
 }
 
 static an_status im2col_gemm_forward(const conv_geometry *g, const float *x, const float *w,
                                      const float *bias, float *y)
 {
-    int64_t cg = g->C / g->groups, og = g->Cout / g->groups, ckk = cg * g->kh * g->kw;
-    int64_t OHW = g->OH * g->OW, HW = g->H * g->W;
-    float *col = alloc_columns(g); /* once per call, before the loops */
-    if (!col)
+    conv_tiling t = plan_tiles(g);
+    int64_t units = (g->N + t.images - 1) / t.images;
+    int threads = unit_threads(units);
+    int64_t per_thread = tile_workspace_floats(g, &t);
+    float *work = an_alloc(sizeof(float) * (size_t)(per_thread * threads));
+    if (!work)
         return an_last_status();
-    if (bias)
+    if (bias && t.images == 1)
         fill_bias(g, bias, y);
     an_status st = AN_OK;
-    for (int64_t n = 0; n < g->N && !st; n++)
-        for (int64_t grp = 0; grp < g->groups && !st; grp++) {
-            im2col_group(g, x + (n * g->C + grp * cg) * HW, cg, col);
-            st = gemm_or_fail(0, 0, og, OHW, ckk, w + grp * og * ckk, ckk, col, OHW,
-                              bias ? 1.0f : 0.0f, y + (n * g->Cout + grp * og) * OHW, OHW);
+    if (threads == 1) {
+        for (int64_t n0 = 0; n0 < g->N && !st; n0 += t.images)
+            st = forward_unit(g, &t, x, w, bias, y, n0, g->N - n0 < t.images ? g->N - n0 : t.images,
+                              work);
+    } else {
+        int failed = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(| : failed)
+        for (int64_t u = 0; u < units; u++) {
+            int64_t n0 = u * t.images, nb = g->N - n0 < t.images ? g->N - n0 : t.images;
+            failed |= forward_unit(g, &t, x, w, bias, y, n0, nb,
+                                   work + thread_index() * per_thread) != AN_OK;
         }
-    an_free(col);
+        if (failed)
+            st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
+    }
+    an_free(work);
     return st;
 }
 
-static an_status im2col_gemm_backward(const conv_geometry *g, const conv_grads *gr)
+/* Gradients of images [n0, n0+nb), with dyc = dy of a tile as [og, cols]:
+     dw_g += dyc @ col^T          (tiles in order: a fixed sum order)
+     col   = W_g^T @ dyc, folded back onto dx by col2im. */
+static an_status backward_unit(const conv_geometry *g, const conv_tiling *t, const conv_grads *gr,
+                               float *dw, int64_t n0, int64_t nb, float *col)
 {
     int64_t cg = g->C / g->groups, og = g->Cout / g->groups, ckk = cg * g->kh * g->kw;
-    int64_t OHW = g->OH * g->OW, HW = g->H * g->W;
-    float *col = alloc_columns(g);
-    if (!col)
-        return an_last_status();
+    int64_t OHW = g->OH * g->OW;
+    float *dy_chunk = col + ckk * t->images * t->rows * g->OW;
     an_status st = AN_OK;
-    for (int64_t n = 0; n < g->N && !st; n++)
+    for (int64_t oh0 = 0; oh0 < g->OH && !st; oh0 += t->rows) {
+        int64_t rows = g->OH - oh0 < t->rows ? g->OH - oh0 : t->rows, cols = nb * rows * g->OW;
         for (int64_t grp = 0; grp < g->groups && !st; grp++) {
-            const float *dy = gr->dy + (n * g->Cout + grp * og) * OHW;
-            const float *wg = gr->w + grp * og * ckk;
-            if (gr->dw) { /* dW_g += dy[n, g] @ col^T, images in order */
-                im2col_group(g, gr->x + (n * g->C + grp * cg) * HW, cg, col);
-                st = gemm_or_fail(0, 1, og, ckk, OHW, dy, OHW, col, OHW, 1.0f,
-                                  gr->dw + grp * og * ckk, ckk);
+            /* one image: dy of the band is a submatrix of row stride OHW */
+            const float *dyc = gr->dy + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW;
+            int64_t ld_dy = OHW;
+            if (t->images > 1) {
+                exchange_chunk(g, n0, nb, grp, dy_chunk, (float *)gr->dy, NULL, 0);
+                dyc = dy_chunk;
+                ld_dy = cols;
             }
-            if (!st && gr->dx) { /* col = W_g^T @ dy[n, g], folded back onto dx */
-                st = gemm_or_fail(1, 0, ckk, OHW, og, wg, ckk, dy, OHW, 0.0f, col, OHW);
+            const float *wg = gr->w + grp * og * ckk;
+            if (t->images == 1 && pointwise_accepts(g)) {
+                /* x and dx bands in place (1x1: the planes are the same);
+                   dx was zeroed and 1x1 bands do not overlap: beta = 1 */
+                int64_t offset = (n0 * g->C + grp * cg) * OHW + oh0 * g->OW;
+                if (dw)
+                    st = gemm_or_fail(0, 1, og, ckk, cols, dyc, ld_dy, gr->x + offset, OHW, 1.0f,
+                                      dw + grp * og * ckk, ckk);
+                if (!st && gr->dx)
+                    st = gemm_or_fail(1, 0, ckk, cols, og, wg, ckk, dyc, ld_dy, 1.0f,
+                                      gr->dx + offset, OHW);
+                continue;
+            }
+            if (dw) {
+                im2col_tile(g, gr->x, n0, nb, oh0, rows, grp, col);
+                st = gemm_or_fail(0, 1, og, ckk, cols, dyc, ld_dy, col, cols, 1.0f,
+                                  dw + grp * og * ckk, ckk);
+            }
+            if (!st && gr->dx) {
+                st = gemm_or_fail(1, 0, ckk, cols, og, wg, ckk, dyc, ld_dy, 0.0f, col, cols);
                 if (!st)
-                    col2im_group(g, col, cg, gr->dx + (n * g->C + grp * cg) * HW);
+                    col2im_tile(g, col, n0, nb, oh0, rows, grp, gr->dx);
             }
         }
-    an_free(col);
+    }
+    return st;
+}
+
+/* The weight gradient is summed over image units in CONV_DW_PARTS fixed
+   parts (each part's units in order, then the parts in order), a split
+   that depends on the shape only, so the parts can run on different threads
+   and results still do not depend on the thread count.  Only when the
+   partial sums are small; large layers run one part with the GEMM itself
+   threaded. */
+#define CONV_DW_PARTS 4
+#define CONV_DW_PARTIAL_FLOATS (1 << 20) /* 4 MB per partial */
+
+static an_status im2col_gemm_backward(const conv_geometry *g, const conv_grads *gr)
+{
+    conv_tiling t = plan_tiles(g);
+    int64_t units = (g->N + t.images - 1) / t.images;
+    int64_t wsize = g->Cout * (g->C / g->groups) * g->kh * g->kw;
+    int64_t parts = units < CONV_DW_PARTS ? units : CONV_DW_PARTS;
+    if (wsize > CONV_DW_PARTIAL_FLOATS)
+        parts = 1;
+    if (!gr->dw) /* no sums across units at all */
+        parts = units;
+    /* parts are few (4) but each holds many units: one per thread suffices */
+    int threads = parts >= 2 ? unit_threads(2 * parts) : 1;
+    if (threads > parts)
+        threads = (int)parts;
+    int64_t per_thread = tile_workspace_floats(g, &t);
+    int64_t partial_floats = gr->dw && parts > 1 ? (wsize + 15) / 16 * 16 : 0;
+    float *work = an_alloc(sizeof(float) *
+                           (size_t)(per_thread * threads + partial_floats * (parts > 1 ? parts : 0) + 1));
+    if (!work)
+        return an_last_status();
+    float *partials = work + per_thread * threads;
+    an_status st = AN_OK;
+    if (parts <= 1) {
+        for (int64_t n0 = 0; n0 < g->N && !st; n0 += t.images)
+            st = backward_unit(g, &t, gr, gr->dw, n0, g->N - n0 < t.images ? g->N - n0 : t.images,
+                               work);
+    } else {
+        if (partial_floats)
+            memset(partials, 0, sizeof(float) * (size_t)(partial_floats * parts));
+        int failed = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(| : failed) if (threads > 1)
+        for (int64_t p = 0; p < parts; p++) {
+            float *col = work + thread_index() * per_thread;
+            float *dw = partial_floats ? partials + p * partial_floats : NULL;
+            for (int64_t u = units * p / parts; u < units * (p + 1) / parts && !failed; u++) {
+                int64_t n0 = u * t.images, nb = g->N - n0 < t.images ? g->N - n0 : t.images;
+                failed |= backward_unit(g, &t, gr, dw, n0, nb, col) != AN_OK;
+            }
+        }
+        if (failed)
+            st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
+        if (!st && partial_floats) {
+#pragma omp parallel for schedule(static) if (wsize * parts > AN_PARALLEL_GRAIN)
+            for (int64_t i = 0; i < wsize; i++) {
+                float acc = gr->dw[i];
+                for (int64_t p = 0; p < parts; p++)
+                    acc += partials[p * partial_floats + i];
+                gr->dw[i] = acc;
+            }
+        }
+    }
+    an_free(work);
     return st;
 }
 
 /* Specialists first; the last entry accepts every shape. */
 static const conv_impl conv_impls[] = {
     {"depthwise", depthwise_accepts, depthwise_forward, depthwise_backward},
-    {"pointwise", pointwise_accepts, pointwise_forward, pointwise_backward},
+    {"pointwise", pointwise_accepts, im2col_gemm_forward, im2col_gemm_backward},
     {"im2col_gemm", im2col_gemm_accepts, im2col_gemm_forward, im2col_gemm_backward},
 };
 

@@ -1,0 +1,229 @@
+"""GEMM throughput: appealnet's BLIS-style SGEMM vs numpy (OpenBLAS) in the
+same run, as GFLOP/s and as a fraction of the FMA peak measured by a small
+C loop compiled and run by this script.
+
+    python bench/gemm.py [--threads 1,2] [--rounds 7] [--clock wall|cpu]
+
+Shapes: squares 256..2048 and the GEMMs that the convolutions of the
+models lower to (M = C_out, N = output positions of a chunk of images,
+K = C_in*kh*kw; dW and dx GEMMs use the transposed operands, passed as
+transposed views so neither library copies them).
+
+Fairness:
+  * OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, when set in the environment, make
+    OpenBLAS pick a slower kernel; the script re-executes itself without
+    them (in its own process only) and says so.
+  * Each library runs in its own worker process (idle OpenBLAS and OpenMP
+    threads spin and would steal each other's cores, see _workers.py), with
+    OPENBLAS_NUM_THREADS and appealnet's thread count both set to --threads.
+  * Both sides allocate their output every call (numpy's a @ b and
+    appealnet's matmul); calls are interleaved (ours, numpy, numpy, ours, ...)
+    and the figure is the median over rounds.
+  * --clock cpu divides the process CPU time by the thread count: steadier
+    than wall time on a machine shared with other jobs, but it also counts
+    any time a runtime's idle threads spin.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _workers import Worker, serve  # noqa: E402
+SLOWING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+# (M, N, K, trans_a, trans_b, note)
+SHAPES = [
+    (256, 256, 256, 0, 0, "square"),
+    (512, 512, 512, 0, 0, "square"),
+    (1024, 1024, 1024, 0, 0, "square"),
+    (2048, 2048, 2048, 0, 0, "square"),
+    (16, 1024, 144, 0, 0, "resnet20 3x3 16ch fwd"),
+    (64, 1024, 576, 0, 0, "resnet18 3x3 64ch fwd"),
+    (64, 576, 1024, 0, 1, "resnet18 3x3 64ch dW"),
+    (576, 1024, 64, 1, 0, "resnet18 3x3 64ch dx"),
+    (128, 512, 1152, 0, 0, "resnet18 3x3 128ch@16 fwd (2 img)"),
+    (512, 512, 4608, 0, 0, "resnet18 3x3 512ch@4 fwd (32 img)"),
+    (256, 1024, 64, 0, 0, "resnet101 1x1 expand fwd"),
+    (144, 1024, 24, 0, 0, "mobilenetv2 1x1 expand fwd"),
+    (24, 1024, 144, 0, 0, "mobilenetv2 1x1 project fwd"),
+    (1280, 512, 320, 0, 0, "mobilenetv2 last 1x1 (32 img)"),
+]
+
+PEAK_SOURCE = r"""
+#define _POSIX_C_SOURCE 199309L
+#include <immintrin.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+/* -O3 matters: at -O2 gcc keeps the accumulators in memory.
+   Independent FMA chains (more than latency x ports), so the FMA units
+   limit the rate. Thread CPU time, so preemption by other jobs is excluded. */
+static double now(void) { struct timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+                          return t.tv_sec + 1e-9 * t.tv_nsec; }
+__attribute__((target("avx512f,fma"))) static double avx512(long n) {
+    __m512 a[16]; const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
+    for (int i = 0; i < 16; i++) a[i] = _mm512_set1_ps((float)i);
+    double t = now();
+    for (long k = 0; k < n; k++) for (int i = 0; i < 16; i++) a[i] = _mm512_fmadd_ps(a[i], x, y);
+    t = now() - t;
+    for (int i = 1; i < 16; i++) a[0] = _mm512_add_ps(a[0], a[i]);
+    volatile float s = _mm512_reduce_add_ps(a[0]); (void)s;
+    return n * 16.0 * 16 * 2 / t * 1e-9; }
+__attribute__((target("avx2,fma"))) static double avx2(long n) {
+    __m256 a[12]; const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
+    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
+    double t = now();
+    for (long k = 0; k < n; k++) for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], x, y);
+    t = now() - t;
+    float o[8]; for (int i = 1; i < 12; i++) a[0] = _mm256_add_ps(a[0], a[i]);
+    _mm256_storeu_ps(o, a[0]); volatile float s = o[0]; (void)s;
+    return n * 12.0 * 8 * 2 / t * 1e-9; }
+int main(int argc, char **argv) {
+    int use512 = argc > 1 && strcmp(argv[1], "avx512") == 0;
+    double best = 0;
+    for (int r = 0; r < 7; r++) { double g = use512 ? avx512(20000000) : avx2(20000000);
+                                  if (g > best) best = g; }
+    printf("%.2f\n", best); return 0; }
+"""
+
+
+def measure_peak(isa):
+    """One core's FMA peak in GFLOP/s for the ISA our GEMM uses (None if we
+    cannot compile the loop or the ISA has no vector FMA)."""
+    if isa not in ("avx512", "avx2"):
+        return None
+    cc = os.environ.get("CC", "gcc")
+    if shutil.which(cc) is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src, exe = os.path.join(tmp, "peak.c"), os.path.join(tmp, "peak")
+        with open(src, "w") as f:
+            f.write(PEAK_SOURCE)
+        build = subprocess.run([cc, "-std=c11", "-O3", src, "-o", exe], capture_output=True, text=True)
+        if build.returncode != 0:
+            return None
+        run = subprocess.run([exe, isa], capture_output=True, text=True, timeout=120)
+        return float(run.stdout.strip()) if run.returncode == 0 else None
+
+
+def timed(fn, clock, threads):
+    if clock == "cpu":
+        start = time.process_time()
+        fn()
+        return (time.process_time() - start) / threads
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def worker(side, threads, clock):
+    """Serves requests {"shape": index} with seconds per GEMM call for one
+    library, in a process whose OPENBLAS_NUM_THREADS is `threads`."""
+    sys.path.insert(0, ROOT)
+    import numpy as np
+    if side == "ours":
+        import appealnet as an
+        from appealnet import _C
+        an.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    prepared = {}
+
+    def prepare(index):
+        M, N, K, ta, tb, note = SHAPES[index]
+        a = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
+        b = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
+        na, nb = (a.T if ta else a), (b.T if tb else b)
+        reps = max(1, int(0.02 / (2.0 * M * N * K / 100e9 / threads)))  # ~20 ms per sample
+        if side == "ours":
+            oa, ob = an.from_numpy(na), an.from_numpy(nb)
+            np.testing.assert_allclose(_C.matmul(oa, ob).numpy(), na @ nb, rtol=2e-3, atol=2e-3)
+
+            def run():
+                for _ in range(reps):
+                    _C.matmul(oa, ob)
+        else:
+            def run():
+                for _ in range(reps):
+                    na @ nb
+        run()  # warm-up: packing buffers, thread pools
+        return run, reps
+
+    def handle(req):
+        if req["shape"] not in prepared:
+            prepared.clear()
+            prepared[req["shape"]] = prepare(req["shape"])
+        run, reps = prepared[req["shape"]]
+        return timed(run, clock, threads) / reps
+
+    serve({"side": side}, handle)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument("--worker", choices=("ours", "numpy"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, int(args.threads), args.clock)
+        return
+
+    removed = [v for v in SLOWING_VARS if v in os.environ]
+    if removed and not os.environ.get("APPEALNET_BENCH_REEXEC"):
+        env = {k: v for k, v in os.environ.items() if k not in SLOWING_VARS}
+        env["APPEALNET_BENCH_REEXEC"] = ",".join(f"{v}={os.environ[v]}" for v in removed)
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+    sys.path.insert(0, ROOT)
+    import numpy as np
+    import appealnet as an
+
+    note = os.environ.get("APPEALNET_BENCH_REEXEC")
+    cpu = an._C.cpu_description()
+    isa = cpu.split("isa=")[1].split()[0] if "isa=" in cpu else "generic"
+    print(f"cpu: {cpu}")
+    print(f"numpy {np.__version__}; " + (f"re-executed without {note} (they slow OpenBLAS down)"
+                                         if note else "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE not set"))
+    peak = measure_peak(isa)
+    print(f"FMA peak of one core ({isa} loop, thread CPU time, best of 7): "
+          + (f"{peak:.1f} GFLOP/s" if peak else "not measured"))
+    print(f"clock: {args.clock}; median of {args.rounds} interleaved rounds; "
+          "ratio = ours / numpy (>1: we are faster)\n")
+    for threads in [int(t) for t in args.threads.split(",")]:
+        env = {k: v for k, v in os.environ.items() if k not in SLOWING_VARS}
+        env["OPENBLAS_NUM_THREADS"] = str(threads)
+        env["OMP_NUM_THREADS"] = str(threads)
+        common = ["--threads", str(threads), "--clock", args.clock]
+        ours = Worker(__file__, ["--worker", "ours"] + common, env)
+        theirs = Worker(__file__, ["--worker", "numpy"] + common, env)
+        print(f"--- {threads} thread(s)")
+        print(f"{'M x N x K':<17}{'op':<5}{'what':<36}{'ours GF/s':>10}{'numpy':>9}{'ratio':>7}"
+              f"{'ours %pk':>9}{'numpy %pk':>10}")
+        for index, (M, N, K, ta, tb, what) in enumerate(SHAPES):
+            samples = {"ours": [], "numpy": []}
+            for r in range(args.rounds):
+                order = [("ours", ours), ("numpy", theirs)]
+                for side, w in (order if r % 2 == 0 else order[::-1]):
+                    samples[side].append(w.call({"shape": index}))
+            flops = 2.0 * M * N * K
+            g_ours = flops / statistics.median(samples["ours"]) * 1e-9
+            g_numpy = flops / statistics.median(samples["numpy"]) * 1e-9
+            op = {(0, 0): "NN", (0, 1): "NT", (1, 0): "TN"}[(ta, tb)]
+            pk = (lambda g: f"{100 * g / (peak * threads):8.0f}%") if peak else (lambda g: "      -")
+            shape = f"{M}x{N}x{K}"
+            print(f"{shape:<17}{op:<5}{what:<36}{g_ours:10.1f}{g_numpy:9.1f}"
+                  f"{g_ours / g_numpy:7.2f}{pk(g_ours):>9}{pk(g_numpy):>10}", flush=True)
+        ours.close()
+        theirs.close()
+        print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Full training steps and inference of the model zoo: appealnet vs PyTorch
+(and onnxruntime for inference) on the same architectures, equal threads.
+
+    python bench/train_step.py [--threads 2] [--batch 128] [--steps 5] [--rounds 3]
+                               [--models resnet20,mobilenet_v2,shufflenet_v2] [--no-infer]
+
+Each measurement runs in its own subprocess, so peak RSS (getrusage
+ru_maxrss) is that library's alone; "delta" subtracts the RSS the process
+had after its imports (torch alone maps a few hundred MB).  The PyTorch
+models are tests/torch_reference_models.py, the same architectures with the
+same module names.  A training step is forward, cross-entropy, backward and
+an SGD (momentum 0.9, weight decay 5e-4) update on a fixed random batch;
+images/s = batch / median step time.  Inference: eval mode, no grad, images/s
+at --batch and batch-1 latency (median and 90th percentile of 100 calls).
+onnxruntime runs the ONNX graph exported by appealnet.export_onnx.
+
+PyTorch is measured twice, plainly and with
+GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=...:top_pad=...
+(glibc then keeps freed memory, which helps PyTorch's allocator); the better
+of the two is compared, and which one it was is printed.  appealnet runs with
+no such help.  Subprocesses run interleaved (ours, torch, torch+tunables, ...)
+for --rounds rounds and the median is reported: the machine may be shared.
+"""
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TUNABLES = ("glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736:"
+            "glibc.malloc.top_pad=268435456")
+
+
+def _rss_now_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _batch(batch, seed=0):
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((batch, 3, 32, 32)).astype(np.float32),
+            rng.integers(0, 10, size=batch).astype(np.int64))
+
+
+def _time_calls(fn, count):
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def child_ours(model_name, task, threads, batch, steps):
+    sys.path.insert(0, ROOT)
+    import appealnet as an
+    import appealnet.models as models
+    import appealnet.nn as nn
+    import appealnet.optim as optim
+
+    an.set_num_threads(threads)
+    base = _rss_now_mb()
+    an.manual_seed(0)
+    model = models.create(model_name, num_classes=10)
+    x, y = _batch(batch)
+    result = {"base_rss_mb": base}
+    if task == "train":
+        model.train()
+        opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        loss_fn = nn.CrossEntropyLoss()
+        xt = an.tensor(x)
+
+        def step():
+            opt.zero_grad()
+            loss = loss_fn(model(xt), y)
+            loss.backward()
+            opt.step()
+
+        _time_calls(step, 2)
+        result["step_s"] = statistics.median(_time_calls(step, steps))
+    else:
+        model.eval()
+        xt, x1 = an.tensor(x), an.tensor(x[:1])
+        with an.no_grad():
+            _time_calls(lambda: model(xt), 1)
+            result["batch_s"] = statistics.median(_time_calls(lambda: model(xt), steps))
+            _time_calls(lambda: model(x1), 5)
+            result["latency_s"] = _time_calls(lambda: model(x1), 100)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def child_torch(model_name, task, threads, batch, steps):
+    import torch
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    import torch_reference_models as ref
+
+    torch.set_num_threads(threads)
+    base = _rss_now_mb()
+    torch.manual_seed(0)
+    model = ref.build(model_name, num_classes=10)
+    x, y = _batch(batch)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    result = {"base_rss_mb": base}
+    if task == "train":
+        model.train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def step():
+            opt.zero_grad()
+            loss = loss_fn(model(xt), yt)
+            loss.backward()
+            opt.step()
+
+        _time_calls(step, 2)
+        result["step_s"] = statistics.median(_time_calls(step, steps))
+    else:
+        model.eval()
+        x1 = xt[:1].clone()
+        with torch.no_grad():
+            _time_calls(lambda: model(xt), 1)
+            result["batch_s"] = statistics.median(_time_calls(lambda: model(xt), steps))
+            _time_calls(lambda: model(x1), 5)
+            result["latency_s"] = _time_calls(lambda: model(x1), 100)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+def child_ort(model_name, task, threads, batch, steps):
+    sys.path.insert(0, ROOT)
+    import onnxruntime as ort
+    import appealnet as an
+    import appealnet.models as models
+
+    an.manual_seed(0)
+    model = models.create(model_name, num_classes=10)
+    model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        an.export_onnx(model, path, input_shape=(2, 3, 32, 32), dynamic_batch=True)
+        del model
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        base = _rss_now_mb()
+        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    x, _ = _batch(batch)
+    x1 = x[:1].copy()
+    result = {"base_rss_mb": base}
+    _time_calls(lambda: session.run(None, {name: x}), 1)
+    result["batch_s"] = statistics.median(_time_calls(lambda: session.run(None, {name: x}), steps))
+    _time_calls(lambda: session.run(None, {name: x1}), 5)
+    result["latency_s"] = _time_calls(lambda: session.run(None, {name: x1}), 100)
+    result["peak_rss_mb"] = _peak_rss_mb()
+    return result
+
+
+SIDES = {
+    "ours": (child_ours, {}),
+    "torch": (child_torch, {}),
+    "torch+tunables": (child_torch, {"GLIBC_TUNABLES": TUNABLES}),
+    "onnxruntime": (child_ort, {}),
+}
+
+
+def run_child(side, model, task, args):
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS="1")
+    env.update(SIDES[side][1])
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", side, "--model", model,
+           "--task", task, "--threads", str(args.threads), "--batch", str(args.batch),
+           "--steps", str(args.steps)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        print(f"  {side} {model} {task} failed:\n{proc.stderr[-2000:]}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def summarise(results):
+    """Median over rounds of each figure."""
+    out = {}
+    for key in ("step_s", "batch_s", "peak_rss_mb", "base_rss_mb"):
+        vals = [r[key] for r in results if r and key in r]
+        if vals:
+            out[key] = statistics.median(vals)
+    lat = [r["latency_s"] for r in results if r and "latency_s" in r]
+    if lat:
+        meds = [statistics.median(v) for v in lat]
+        p90s = [sorted(v)[int(0.9 * len(v))] for v in lat]
+        out["lat_median_ms"] = statistics.median(meds) * 1e3
+        out["lat_p90_ms"] = statistics.median(p90s) * 1e3
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--models", default="resnet20,mobilenet_v2,shufflenet_v2")
+    parser.add_argument("--no-infer", action="store_true")
+    parser.add_argument("--child")
+    parser.add_argument("--model")
+    parser.add_argument("--task")
+    args = parser.parse_args()
+    if args.child:
+        fn = SIDES[args.child][0]
+        print(json.dumps(fn(args.model, args.task, args.threads, args.batch, args.steps)))
+        return
+
+    sys.path.insert(0, ROOT)
+    import appealnet as an
+    print(f"cpu: {an._C.cpu_description()}")
+    print(f"threads {args.threads} on every side; batch {args.batch}; {args.steps} timed steps per "
+          f"process after 2 warm-up steps; median of {args.rounds} interleaved rounds (wall clock)")
+    tasks = ["train"] + ([] if args.no_infer else ["infer"])
+    for task in tasks:
+        sides = ["ours", "torch", "torch+tunables"] + (["onnxruntime"] if task == "infer" else [])
+        print(f"\n=== {task}")
+        for model in args.models.split(","):
+            raw = {s: [] for s in sides}
+            for _ in range(args.rounds):
+                for s in sides:
+                    raw[s].append(run_child(s, model, task, args))
+            figures = {s: summarise(raw[s]) for s in sides}
+            ours = figures["ours"]
+            if task == "train":
+                key = "step_s"
+            else:
+                key = "batch_s"
+            t_plain, t_tun = figures["torch"].get(key), figures["torch+tunables"].get(key)
+            best_torch = "torch+tunables" if (t_tun and (not t_plain or t_tun < t_plain)) else "torch"
+            for s in sides:
+                f = figures[s]
+                if key not in f:
+                    continue
+                line = (f"{model:<14}{s:<16}{args.batch / f[key]:9.1f} img/s"
+                        f"   peak RSS {f['peak_rss_mb']:7.0f} MB (delta {f['peak_rss_mb'] - f['base_rss_mb']:6.0f})")
+                if task == "infer":
+                    line += f"   batch-1 median {f['lat_median_ms']:6.2f} ms  p90 {f['lat_p90_ms']:6.2f} ms"
+                print(line)
+            if key in ours and key in figures[best_torch]:
+                print(f"{model:<14}ratio vs {best_torch} (best torch): "
+                      f"{figures[best_torch][key] / ours[key]:.2f}x images/s (>1: we are faster)"
+                      + (f"; latency torch/ours {figures[best_torch]['lat_median_ms'] / ours['lat_median_ms']:.2f}, "
+                         f"onnxruntime/ours {figures['onnxruntime']['lat_median_ms'] / ours['lat_median_ms']:.2f}"
+                         if task == "infer" and "lat_median_ms" in figures.get("onnxruntime", {}) else ""),
+                      flush=True)
+
+
+if __name__ == "__main__":
+    main()
