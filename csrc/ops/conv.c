@@ -541,16 +541,7 @@ static an_status conv2d_backward(an_node *node, an_tensor *grad, an_tensor **gra
         st = impl->backward(&g, &gr);
     }
     an_release(gc);
-    if (st) {
-        an_release(dx);
-        an_release(dw);
-        an_release(db);
-        return st;
-    }
-    grad_inputs[0] = dx;
-    grad_inputs[1] = dw;
-    grad_inputs[2] = db;
-    return AN_OK;
+    return an_finish_backward3(st, grad_inputs, dx, dw, db);
 }
 
 static an_status conv2d_check(const an_tensor *x, const an_tensor *w, const an_tensor *bias,
