@@ -62,3 +62,20 @@ def check_op(fn, ref, arrays, rtol=1e-4, atol=1e-5, grad_rtol=1e-3, grad_atol=1e
 
 def torch_or_skip():
     return pytest.importorskip("torch")
+
+
+def run_python(args, env=None, timeout=120):
+    """Runs `python <args>` in a child process that imports the same appealnet
+    as this test process (the installed one in CI, the in-place build in a
+    checkout) — never the uncompiled source tree next to it."""
+    import os
+    import subprocess
+    import sys
+
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(an.__file__)))
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [package_parent] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    here = os.path.dirname(os.path.abspath(__file__))  # holds no package named appealnet
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          cwd=here, timeout=timeout)

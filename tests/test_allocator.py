@@ -3,13 +3,12 @@ cached blocks instead of asking the system for fresh memory, the cache does
 not grow step after step, release_workspace empties it, and caching changes
 no result.  The C side (threads, alignment, the cap) is tests/c/test_allocator.c."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 import appealnet as an
+from gradcheck import run_python
 import appealnet.nn as nn
 import appealnet.optim as optim
 from appealnet import _C
@@ -101,17 +100,15 @@ def test_training_is_identical_with_the_cache_bypassed():
     """The same few steps in a child process with APPEALNET_NO_CACHE=1 give the
     same losses bit for bit."""
     code = (
-        "import sys; sys.path.insert(0, %r); sys.path.insert(0, %r)\n"
         "import test_allocator as t\n"
         "from appealnet import _C, optim\n"
         "m = t._cnn(); o = optim.SGD(m.parameters(), lr=0.05, momentum=0.9); x, y = t._data()\n"
         "print(_C.allocator_stats()['enabled'], [t._step(m, o, x, y) for _ in range(3)])\n"
-    ) % (ROOT, os.path.join(ROOT, "tests"))
+    )
     results = {}
     for flag in ("0", "1"):
         env = dict(os.environ, APPEALNET_NO_CACHE=flag)
-        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                             timeout=120)
+        run = run_python(["-c", code], env=env)
         assert run.returncode == 0, run.stderr[-3000:]
         results[flag] = run.stdout.strip()
     assert results["0"].startswith("True ") and results["1"].startswith("False ")
@@ -125,8 +122,7 @@ def test_cache_limit_is_read_from_the_environment():
             "st = _C.allocator_stats(); print(st['limit_bytes'], st['cached_bytes'], st['frees_system'])\n")
     env = dict(os.environ, APPEALNET_CACHE_LIMIT_MB="1")
     env.pop("APPEALNET_NO_CACHE", None)
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         cwd=ROOT, timeout=60)
+    run = run_python(["-c", code], env=env)
     assert run.returncode == 0, run.stderr[-3000:]
     limit, cached, frees_system = map(int, run.stdout.split())
     assert limit == 1 << 20

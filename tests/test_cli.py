@@ -3,14 +3,12 @@ files written, every number of results.json recomputable from scores.npz,
 reuse of trained stages, refusal of a foreign --out, bad options."""
 import json
 import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
 from appealnet import cli, metrics
 from appealnet.testing import assert_results
+from gradcheck import run_python
 
 SMALL_RUN = ["run", "--big", "resnet20", "--small", "resnet8", "--epochs", "3", "0", "1",
              "--limit", "300", "--quiet", "--seed", "3"]
@@ -116,6 +114,5 @@ def test_bad_options(argv, message, tmp_path, capsys):
 
 
 def test_module_entry_point_help():
-    out = subprocess.run([sys.executable, "-m", "appealnet", "run", "--help"], capture_output=True,
-                         text=True, timeout=60)
+    out = run_python(["-m", "appealnet", "run", "--help"], timeout=60)
     assert out.returncode == 0 and "--setting" in out.stdout and "--budget" in out.stdout

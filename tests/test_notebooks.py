@@ -34,6 +34,7 @@ def test_notebook_runs(path, monkeypatch, tmp_path):
     # the kernel imports the same appealnet as this test process
     import appealnet
     package_parent = os.path.dirname(os.path.dirname(os.path.abspath(appealnet.__file__)))
+    monkeypatch.chdir(tmp_path)  # the source tree's uncompiled package must not shadow it
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
         [package_parent] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     nb = nbformat.read(path, as_version=4)
