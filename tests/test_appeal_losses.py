@@ -148,3 +148,19 @@ def test_beta_controller_dual_ascent():
     assert other.beta == ctl.beta and len(other.history) == 21
     with pytest.raises(ValueError, match=r"in \(0, 1\)"):
         losses.BetaController(1.5)
+
+
+def test_appealnet_testing_gradcheck_on_the_loss_and_a_two_head_model():
+    """The user-facing gradcheck helper, on our own loss and on a TwoHead."""
+    from appealnet import models, testing
+    rng = np.random.default_rng(5)
+    target = np.array([0, 2, 1])
+    big = np.array([0.4, 1.2, 0.1])
+    assert testing.gradcheck(lambda l, q: losses.appeal_loss(l, q, target, big, beta=0.3),
+                             [rng.standard_normal((3, 4)), rng.standard_normal(3)])
+    an.manual_seed(0)
+    two = models.TwoHead("resnet8", num_classes=3)
+    two.eval()  # batch statistics would couple the samples; eval keeps the check local
+    features = rng.standard_normal((2, two.num_features))
+    assert testing.gradcheck(lambda f: (two.approximator(f), two.predictor(f, two.approximator(f))),
+                             [features], atol=2e-3)
