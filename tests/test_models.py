@@ -375,3 +375,27 @@ def test_wrong_input_layout():
         model(an.zeros(1, 1, 32, 32))
     with pytest.raises(ValueError, match=r"got \[3, 32, 32\]"):
         model(an.zeros(3, 32, 32))
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_every_model_trains_one_step_and_round_trips_through_save_load(name, tmp_path):
+    an.manual_seed(1)
+    model = models.create(name, num_classes=5)
+    x = an.randn(2, 3, 16, 16)  # the smallest size every model's downsampling takes
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    loss = F.cross_entropy(model(x), np.array([1, 3]))
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    assert np.isfinite(loss.item())
+    changed = [k for k, v in model.state_dict().items() if not np.array_equal(v, before[k])]
+    assert any(k.endswith("weight") for k in changed), "the step changed no weight"
+    path = tmp_path / "model.anw"
+    an.save(model, str(path))
+    loaded = an.load(str(path))
+    assert loaded.arch == model.arch
+    model.eval()
+    loaded.eval()
+    with an.no_grad():
+        np.testing.assert_array_equal(np.asarray(model(x)), np.asarray(loaded(x)))
