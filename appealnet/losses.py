@@ -47,13 +47,15 @@ def _per_sample(values, n, name):
     return _C.tensor(values)
 
 
-def appeal_loss(logits, q_logit, target, big_loss=None, beta=1.0, reduction="mean"):
+def appeal_loss(logits, q_logit, target, big_loss=None, beta=1.0, reduction="mean",
+                label_smoothing=0.0):
     """AppealNet's training loss (Eq. (9) white-box, Eq. (10) black-box).
 
     logits: [N, C] approximator logits of the edge model; q_logit: [N] (or
     [N, 1]) predictor logits, q = sigmoid(q_logit); target: N integer labels;
     big_loss: N per-sample cross-entropies of the big model (white-box) or
-    None (black-box); beta >= 0 weighs -log q, the cost term.
+    None (black-box); beta >= 0 weighs -log q, the cost term;
+    label_smoothing applies to the small model's cross-entropy l(f1(x), y).
     """
     if not isinstance(beta, numbers.Real) or not math.isfinite(beta) or beta < 0:
         raise ValueError(f"appeal_loss: beta must be a finite number >= 0, got {beta!r}")
@@ -67,7 +69,7 @@ def appeal_loss(logits, q_logit, target, big_loss=None, beta=1.0, reduction="mea
     if tuple(q_logit.shape) != (n,):
         raise ValueError(f"appeal_loss: q_logit must have shape [{n}] to match logits "
                          f"{list(logits.shape)}, got {list(q_logit.shape)}")
-    small_loss = F.cross_entropy(logits, target, reduction="none")
+    small_loss = F.cross_entropy(logits, target, reduction="none", label_smoothing=label_smoothing)
     q = F.sigmoid(q_logit)
     per_sample = q * small_loss
     if big_loss is not None:

@@ -249,8 +249,12 @@ class _Trainer:
                     for key, v in stats.items():
                         sums[key] = sums.get(key, 0.0) + float(v)
                     completed = batch_index + 1
-                    progress.update(loss=sums["loss"] / seen, acc=sums.get("correct", 0.0) / seen,
-                                    lr=self.optimizer.param_groups[0]["lr"])
+                    shown = {"loss": sums["loss"] / seen, "acc": sums.get("correct", 0.0) / seen}
+                    if "kept" in sums:
+                        shown["skip"] = sums["kept"] / seen
+                    shown["img/s"] = processed / max(time.perf_counter() - started, 1e-9)
+                    shown["lr"] = self.optimizer.param_groups[0]["lr"]
+                    progress.update(**shown)
                     if stop["requested"]:
                         raise KeyboardInterrupt
             except KeyboardInterrupt:
@@ -396,7 +400,8 @@ def train_appealnet(model, loader, epochs, *, big_model=None, big_losses=None, b
             if indices is None:
                 raise ValueError("cached big-model losses need a loader that yields sample indices")
             big = cached[np.asarray(indices)]
-        loss = appeal_loss(logits, q_logit, targets, big_loss=big, beta=current_beta())
+        loss = appeal_loss(logits, q_logit, targets, big_loss=big, beta=current_beta(),
+                           label_smoothing=label_smoothing)
         q_np = q_logit.detach().numpy().astype(np.float64)
         log_q = -np.logaddexp(0.0, -q_np)  # log sigmoid, stable
         q = np.exp(log_q)

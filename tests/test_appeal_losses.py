@@ -164,3 +164,18 @@ def test_appealnet_testing_gradcheck_on_the_loss_and_a_two_head_model():
     features = rng.standard_normal((2, two.num_features))
     assert testing.gradcheck(lambda f: (two.approximator(f), two.predictor(f, two.approximator(f))),
                              [features], atol=2e-3)
+
+
+def test_label_smoothing_applies_to_the_small_models_loss():
+    rng = np.random.default_rng(7)
+    logits = rng.standard_normal((4, 3))
+    q_logit = rng.standard_normal(4)
+    target = np.array([0, 1, 2, 0])
+    eps = 0.2
+    got = losses.appeal_loss(an.tensor(logits), an.tensor(q_logit), target, beta=0.1,
+                             reduction="none", label_smoothing=eps).numpy()
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    smoothed = -(1 - eps) * log_p[np.arange(4), target] - eps * log_p.mean(axis=1)
+    q = 1 / (1 + np.exp(-q_logit))
+    np.testing.assert_allclose(got, q * smoothed - 0.1 * np.log(q), rtol=1e-5)
