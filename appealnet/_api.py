@@ -90,44 +90,45 @@ def is_grad_enabled():
     return _C.is_grad_enabled()
 
 
-class set_grad_enabled(contextlib.ContextDecorator):
-    """Context manager / decorator setting grad mode for the calling thread."""
+class _GradMode(contextlib.ContextDecorator):
+    """Sets grad mode (thread-local in the core) on entry, restores it on
+    exit; a stack of saved modes makes a decorator instance re-entrant."""
+
+    mode = True
+
+    def __enter__(self):
+        self.__dict__.setdefault("_saved", []).append(_C.is_grad_enabled())
+        _C.set_grad_enabled(self.mode)
+        return self
+
+    def __exit__(self, *exc):
+        _C.set_grad_enabled(self._saved.pop())
+        return False
+
+
+class no_grad(_GradMode):
+    """Ops inside record no autograd graph (saves memory at inference)."""
+
+    mode = False
+
+
+class enable_grad(_GradMode):
+    """Turns recording back on inside a no_grad region."""
+
+    mode = True
+
+
+class set_grad_enabled(_GradMode):
+    """Sets grad mode at once (like torch); as a context manager or decorator
+    the previous mode comes back on exit."""
 
     def __init__(self, mode):
-        self.prev = _C.is_grad_enabled()
         self.mode = bool(mode)
+        self._saved = [_C.is_grad_enabled()]
         _C.set_grad_enabled(self.mode)
 
     def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        _C.set_grad_enabled(self.prev)
-        return False
-
-
-class no_grad(contextlib.ContextDecorator):
-    """Ops inside record no autograd graph (saves memory at inference)."""
-
-    def __enter__(self):
-        self.prev = _C.is_grad_enabled()
-        _C.set_grad_enabled(False)
-        return self
-
-    def __exit__(self, *exc):
-        _C.set_grad_enabled(self.prev)
-        return False
-
-
-class enable_grad(contextlib.ContextDecorator):
-    def __enter__(self):
-        self.prev = _C.is_grad_enabled()
-        _C.set_grad_enabled(True)
-        return self
-
-    def __exit__(self, *exc):
-        _C.set_grad_enabled(self.prev)
-        return False
+        return self  # already set by the constructor
 
 
 def cat(tensors, dim=0):

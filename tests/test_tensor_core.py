@@ -359,3 +359,27 @@ def test_rng_state_round_trip_resumes_draws():
     an.rand(3)
     an.set_rng_state(state)
     np.testing.assert_array_equal(an.randn(50).numpy(), first)
+
+
+def test_grad_mode_context_managers_nest_and_restore():
+    assert an.is_grad_enabled()
+    with an.no_grad():
+        assert not an.is_grad_enabled()
+        with an.enable_grad():
+            assert an.is_grad_enabled()
+        assert not an.is_grad_enabled()
+    assert an.is_grad_enabled()
+    with an.set_grad_enabled(False):
+        assert not an.is_grad_enabled()
+    assert an.is_grad_enabled()
+    an.set_grad_enabled(False)
+    assert not an.is_grad_enabled()
+    an.set_grad_enabled(True)
+
+    @an.no_grad()
+    def recurse(depth):
+        assert not an.is_grad_enabled()
+        return depth if depth == 0 else recurse(depth - 1)
+
+    recurse(3)
+    assert an.is_grad_enabled()
