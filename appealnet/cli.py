@@ -88,6 +88,11 @@ def main(argv=None):
             model = models.create(args.model, num_classes=args.num_classes)
             print(profile(model, tuple(args.input), convention=args.convention,
                           measure_latency=args.latency).table())
+    except BrokenPipeError:
+        # output piped into `head` and closed early: not an error
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt as exc:
         print(f"\ninterrupted: {exc}" if str(exc) else "\ninterrupted", file=sys.stderr)
         return 130
