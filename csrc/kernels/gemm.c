@@ -113,21 +113,62 @@ static float *workspace_reserve(size_t bytes)
 /* Kernel choice and blocking                                               */
 /* ------------------------------------------------------------------------ */
 
-static const an_gemm_ukernel *select_ukernel(void)
+/* 0: choose by M; 8 or 14: force that AVX-512 row count (tests, benchmarks). */
+static atomic_int g_avx512_mr_override;
+
+void an_gemm_force_avx512_mr(int mr)
+{
+    atomic_store(&g_avx512_mr_override, mr == 8 || mr == 14 ? mr : 0);
+}
+
+/* Cost of a row computed by the 8 x 32 kernel relative to one computed by
+ * the 14 x 32 kernel: the 8-row kernel issues fewer FMAs per B load and per
+ * C write-back, so per row it is slightly slower when neither wastes rows (measured ~0.92 on
+ * Sapphire Rapids: 64 and 128 rows come out about even). */
+#define AN_AVX512_8_ROW_COST_NUM 12
+#define AN_AVX512_8_ROW_COST_DEN 11
+
+/* The AVX-512 kernel with the least estimated time for M rows: rows
+ * computed (M rounded up to the tile) over relative speed.  Depends on M
+ * and the ISA only, never on the thread count, so results stay
+ * bit-identical across thread counts. */
+static const an_gemm_ukernel *select_avx512_ukernel(int64_t M)
+{
+    switch (atomic_load(&g_avx512_mr_override)) {
+    case 8: return &an_gemm_ukernel_avx512_8x32;
+    case 14: return &an_gemm_ukernel_avx512;
+    default: break;
+    }
+    const int64_t rows14 = (M + 13) / 14 * 14;
+    const int64_t rows8 = (M + 7) / 8 * 8;
+    if (rows8 * AN_AVX512_8_ROW_COST_NUM < rows14 * AN_AVX512_8_ROW_COST_DEN)
+        return &an_gemm_ukernel_avx512_8x32;
+    return &an_gemm_ukernel_avx512;
+}
+
+/* M < 0: the default kernel of the ISA (what an_gemm_kernel_name reports). */
+static const an_gemm_ukernel *select_ukernel(int64_t M)
 {
 #if defined(__x86_64__) || defined(_M_X64)
     switch (an_cpu_info_get()->isa) {
-    case AN_ISA_AVX512: return &an_gemm_ukernel_avx512;
+    case AN_ISA_AVX512: return M < 0 ? &an_gemm_ukernel_avx512 : select_avx512_ukernel(M);
     case AN_ISA_AVX2: return &an_gemm_ukernel_avx2;
     case AN_ISA_GENERIC: break;
     }
+#else
+    (void)M;
 #endif
     return &an_gemm_ukernel_generic;
 }
 
 const char *an_gemm_kernel_name(void)
 {
-    return select_ukernel()->name;
+    return select_ukernel(-1)->name;
+}
+
+const char *an_gemm_kernel_name_for(int64_t M)
+{
+    return select_ukernel(M)->name;
 }
 
 typedef struct gemm_blocking {
@@ -628,6 +669,6 @@ int an_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
     p.b_col = b_col;
     p.C = C;
     p.ldc = ldc;
-    p.uk = select_ukernel();
+    p.uk = select_ukernel(M);
     return gemm_blocked(&p);
 }

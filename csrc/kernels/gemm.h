@@ -35,6 +35,15 @@ size_t an_gemm_workspace_bytes(void);
 /* Name of the micro-kernel an_gemm_f32 would use now, e.g. "avx512_14x32". */
 const char *an_gemm_kernel_name(void);
 
+/* The micro-kernel a GEMM with M rows (after op) would use now: on AVX-512
+ * the row count of the tile is picked from M (e.g. "avx512_8x32" for M = 16,
+ * 32, 64).  Depends on M and the ISA only, never on the thread count. */
+const char *an_gemm_kernel_name_for(int64_t M);
+
+/* Testing/benchmarking: 8 or 14 forces that AVX-512 tile height for every
+ * later call (process-wide); 0 restores the choice by M. */
+void an_gemm_force_avx512_mr(int mr);
+
 /* ---- Internal: the contract between gemm.c and the micro-kernel files. ---- */
 
 /* Computes one full MR x NR tile:
@@ -59,7 +68,8 @@ typedef struct an_gemm_ukernel {
 extern const an_gemm_ukernel an_gemm_ukernel_generic;
 #if defined(__x86_64__) || defined(_M_X64)
 extern const an_gemm_ukernel an_gemm_ukernel_avx2;
-extern const an_gemm_ukernel an_gemm_ukernel_avx512;
+extern const an_gemm_ukernel an_gemm_ukernel_avx512;      /* 14 x 32, the default */
+extern const an_gemm_ukernel an_gemm_ukernel_avx512_8x32; /* chosen per call by M */
 #endif
 
 #ifdef __cplusplus

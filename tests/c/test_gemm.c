@@ -198,7 +198,7 @@ static void test_isa(const char *isa)
     run_all_transposes(5, 0, 3, 1.0f, 0.0f, 0, isa);
     run_all_transposes(0, 0, 0, 1.0f, 1.0f, 0, isa);
 
-    /* Tile edges of every kernel (MR 6/14, NR 8/16/32), all alpha/beta/pad mixes. */
+    /* Tile edges of every kernel (MR 6/8/14, NR 8/16/32), all alpha/beta/pad mixes. */
     for (size_t im = 0; im < sizeof ms / sizeof ms[0]; ++im)
         for (size_t in = 0; in < sizeof ns / sizeof ns[0]; ++in)
             for (size_t ik = 0; ik < sizeof ks / sizeof ks[0]; ++ik) {
@@ -221,6 +221,49 @@ static void test_isa(const char *isa)
             run_all_transposes(shapes[s][0], shapes[s][1], shapes[s][2], alpha, betas[b],
                                (s + (size_t)b) % 2 ? 5 : 0, isa);
         }
+}
+
+/* AVX-512 picks its tile height (8 or 14 rows) from M: check the choice, and
+ * run M around both tile heights and the conv shapes with the choice by M and
+ * with each kernel forced. */
+static void test_avx512_row_kernels(const char *isa)
+{
+    static const int64_t ms[] = {7, 8, 9, 15, 16, 17, 24, 32, 48, 64};
+    static const int64_t ns[] = {8, 31, 33, 65};
+    static const int64_t ks[] = {1, 37, 300};
+    static const float betas[] = {0.0f, 1.0f, 0.5f};
+    static const int modes[] = {0, 8, 14};
+    static const struct { int64_t M; const char *name; } expected[] = {
+        {8, "avx512_8x32"},  {16, "avx512_8x32"},  {32, "avx512_8x32"}, {64, "avx512_8x32"},
+        {14, "avx512_14x32"}, {28, "avx512_14x32"}, {13, "avx512_14x32"}, {96, "avx512_14x32"},
+    };
+    for (size_t e = 0; e < sizeof expected / sizeof expected[0]; ++e) {
+        ++g_cases;
+        if (strcmp(an_gemm_kernel_name_for(expected[e].M), expected[e].name) != 0) {
+            test_case t = {0, 0, expected[e].M, 64, 64, 1.0f, 0.0f, 0};
+            fail(&t, isa, 1, "unexpected kernel chosen for this M");
+        }
+    }
+    int variant = 0;
+    for (size_t mode = 0; mode < sizeof modes / sizeof modes[0]; ++mode) {
+        an_gemm_force_avx512_mr(modes[mode]);
+        for (size_t im = 0; im < sizeof ms / sizeof ms[0]; ++im)
+            for (size_t in = 0; in < sizeof ns / sizeof ns[0]; ++in)
+                for (size_t ik = 0; ik < sizeof ks / sizeof ks[0]; ++ik) {
+                    const float beta = betas[variant % 3];
+                    const float alpha = (variant / 3) % 2 ? -0.75f : 1.0f;
+                    const int64_t pad = (variant / 2) % 2 ? 3 : 0;
+                    ++variant;
+                    run_all_transposes(ms[im], ns[in], ks[ik], alpha, beta, pad, isa);
+                }
+        /* The GEMMs of 3x3 convolutions with 16, 32 and 64 channels. */
+        static const int64_t conv[][3] = {{16, 1024, 144}, {32, 256, 288}, {64, 64, 576}};
+        for (size_t s = 0; s < sizeof conv / sizeof conv[0]; ++s)
+            for (int b = 0; b < 3; ++b)
+                run_all_transposes(conv[s][0], conv[s][1], conv[s][2], b == 2 ? 1.5f : 1.0f,
+                                   betas[b], (s + (size_t)b) % 2 ? 5 : 0, isa);
+    }
+    an_gemm_force_avx512_mr(0);
 }
 
 int main(int argc, char **argv)
@@ -248,6 +291,7 @@ int main(int argc, char **argv)
         const char *isa = an_isa_name((an_isa)level);
         g_cases = g_failures = 0;
         test_isa(isa);
+        if (level == AN_ISA_AVX512) test_avx512_row_kernels(isa);
         printf("%-8s kernel %-14s %6ld cases, %ld failure(s)\n", isa, an_gemm_kernel_name(), g_cases,
                g_failures);
         total_failures += g_failures;
