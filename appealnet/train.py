@@ -124,7 +124,7 @@ class _Trainer:
 
     def __init__(self, model, loader, epochs, *, kind, step, epoch_end, extra_state, optimizer,
                  lr, momentum, weight_decay, nesterov, schedule, warmup_epochs, grad_clip,
-                 checkpoint, log, progress, seed, config, val_fn=None):
+                 checkpoint, log, progress, config, val_fn=None):
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
         if lr <= 0:
@@ -136,7 +136,7 @@ class _Trainer:
         self.extra_state = extra_state
         self.grad_clip = grad_clip
         self.checkpoint, self.log, self.progress = checkpoint, log, progress
-        self.seed, self.config, self.val_fn = seed, config, val_fn
+        self.config, self.val_fn = config, val_fn
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = _make_optimizer(params, optimizer, lr, momentum, weight_decay, nesterov)
         steps_per_epoch = len(loader)
@@ -295,7 +295,14 @@ def _common(kw):
     return opts
 
 
-def _validation(model, val_loader, two_head):
+def _trainer_options(opts):
+    """The options the epoch loop takes; ``seed`` is only recorded in the
+    checkpoint's config (shuffling and augmentation follow the loader's seed,
+    initialisation and dropout the global generator, saved in checkpoints)."""
+    return {k: v for k, v in opts.items() if k != "seed"}
+
+
+def _validation(model, val_loader):
     if val_loader is None:
         return None
 
@@ -324,7 +331,7 @@ def fit(model, loader, epochs, *, label_smoothing=0.0, resume=False, val_loader=
 
     trainer = _Trainer(model, loader, epochs, kind="fit", step=step, epoch_end=epoch_end,
                        extra_state=None, config={"label_smoothing": label_smoothing, **_jsonable(opts)},
-                       val_fn=_validation(model, val_loader, False), **opts)
+                       val_fn=_validation(model, val_loader), **_trainer_options(opts))
     if resume and opts["checkpoint"] and os.path.exists(opts["checkpoint"]):
         trainer.resume()
     return trainer.run()
@@ -424,7 +431,7 @@ def train_appealnet(model, loader, epochs, *, big_model=None, big_losses=None, b
               "adapt_beta": adapt_beta, "label_smoothing": label_smoothing, **_jsonable(opts)}
     trainer = _Trainer(model, loader, epochs, kind=f"appealnet-{setting}", step=step,
                        epoch_end=epoch_end, extra_state=controller, config=config,
-                       val_fn=_validation(model, val_loader, True), **opts)
+                       val_fn=_validation(model, val_loader), **_trainer_options(opts))
     if resume and opts["checkpoint"] and os.path.exists(opts["checkpoint"]):
         trainer.resume()
     return trainer.run()
