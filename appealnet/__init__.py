@@ -8,13 +8,18 @@ float32 autograd engine written in C.
 """
 import os as _os
 
-# OpenMP threads that spin while waiting for work wreck throughput whenever
-# the cores are shared (a notebook beside a browser, CI runners, two jobs):
-# measured here, a ResNet-32 training step went from 0.1 s to 4 s while
-# other processes kept both cores busy. Waiting threads sleep instead unless the user chose a
-# policy. (libgomp reads this when the extension loads it, just below.)
+# How long an idle OpenMP thread spins before it sleeps.  libgomp's default
+# (300k spins, milliseconds) wrecks throughput when the cores are shared: a
+# ResNet-32 step went from 0.1 s to 4 s here while other processes kept both
+# cores busy.  Sleeping at once (OMP_WAIT_POLICY=PASSIVE) costs a futex wake-up
+# per parallel region instead, 30-40 us on a KVM guest, which tripled the
+# batch-1 latency of ResNet-20 on 2 threads (6.1 ms vs 1.8 ms).  A short spin
+# (10k pauses, tens of microseconds: the gap between two ops) gets both: as
+# fast as spinning on quiet cores, no slower than sleeping on busy ones
+# (measured in bench/README.md).  A policy the user chose wins.  libgomp
+# reads this when the extension loads it, just below.
 if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
-    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    _os.environ["GOMP_SPINCOUNT"] = "10000"
 
 from . import _C  # noqa: E402
 from ._tensor import Tensor
