@@ -324,6 +324,9 @@ typedef struct gemm_problem {
     int64_t a_row, a_col;
     const float *B;
     int64_t b_row, b_col;
+    an_gemm_pack_b_fn pack_b; /* when set, packs B instead of reading it */
+    const void *pack_b_source;
+    const int64_t *b_offsets; /* when set, B(k, j) = B[b_offsets[k] + j], never packed */
     float *C;
     int64_t ldc;
     const an_gemm_ukernel *uk;
@@ -395,17 +398,21 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
              * has finished reading block s-1, the buffer being reused. */
             float *packed_b = p->packed_b + (step++ % p->packed_b_buffers) * p->packed_b_stride;
 
-            /* Every thread packs a share of the B block, then all wait. */
-            int64_t pack0, pack1;
-            split_range(n_panels, team, thread, &pack0, &pack1);
+            /* Every thread packs a share of the B block, then all wait
+             * (nothing to pack when the micro-kernel reads B in place). */
+            int64_t pack0 = 0, pack1 = 0;
+            if (!p->b_offsets) split_range(n_panels, team, thread, &pack0, &pack1);
             for (int64_t jp = pack0; jp < pack1; ++jp) {
                 const int64_t j = jc + jp * nr;
                 const int64_t cols = p->N - j < nr ? p->N - j : nr;
-                pack_panel(p->B + pc * p->b_row + j * p->b_col, p->b_col, p->b_row, cols, kc, nr,
-                           packed_b + jp * kc * nr);
+                if (p->pack_b)
+                    p->pack_b(p->pack_b_source, pc, kc, j, cols, nr, packed_b + jp * kc * nr);
+                else
+                    pack_panel(p->B + pc * p->b_row + j * p->b_col, p->b_col, p->b_row, cols, kc,
+                               nr, packed_b + jp * kc * nr);
             }
 #ifdef _OPENMP
-            if (team > 1) {
+            if (team > 1 && !p->b_offsets) {
 #pragma omp barrier
             }
 #endif
@@ -427,7 +434,16 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                         const int64_t rows = p->M - i < mr ? p->M - i : mr;
                         const float *a_panel = packed_a + ip * kc * mr;
                         float *c = p->C + i * p->ldc + j;
-                        if (rows == mr && cols == nr) {
+                        if (p->b_offsets) {
+                            const float *b = p->B + j;
+                            const int64_t *offsets = p->b_offsets + pc;
+                            if (rows == mr && cols == nr) {
+                                uk->compute_rows(kc, a_panel, b, offsets, c, p->ldc, p->alpha, beta);
+                            } else {
+                                uk->compute_rows(kc, a_panel, b, offsets, tile, nr, 1.0f, 0.0f);
+                                store_fringe_tile(tile, nr, rows, cols, c, p->ldc, p->alpha, beta);
+                            }
+                        } else if (rows == mr && cols == nr) {
                             uk->compute(kc, a_panel, b_panel, c, p->ldc, p->alpha, beta);
                         } else {
                             uk->compute(kc, a_panel, b_panel, tile, nr, 1.0f, 0.0f);
@@ -487,6 +503,7 @@ static int gemm_blocked(gemm_problem *p)
     const int64_t align_floats = AN_WORKSPACE_ALIGN / (int64_t)sizeof(float);
     p->packed_b_stride = round_up(p->blk.kc * round_up(p->blk.nc, uk->nr), align_floats);
     p->packed_b_buffers = threads > 1 ? 2 : 1;
+    if (p->b_offsets) p->packed_b_stride = 0; /* B is read in place */
     const int64_t packed_b_floats = p->packed_b_stride * p->packed_b_buffers;
     p->packed_a_stride = round_up(p->blk.kc * p->blk.mc, align_floats);
     const size_t bytes = ((size_t)packed_b_floats + (size_t)p->packed_a_stride * (size_t)threads) *
@@ -667,6 +684,60 @@ int an_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
     p.B = B;
     p.b_row = b_row;
     p.b_col = b_col;
+    p.C = C;
+    p.ldc = ldc;
+    p.uk = select_ukernel(M);
+    return gemm_blocked(&p);
+}
+
+int an_gemm_f32_pack_b(int trans_a, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, an_gemm_pack_b_fn pack_b,
+                       const void *source, float beta, float *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(M, N, beta, C, ldc);
+        return 0;
+    }
+    gemm_problem p;
+    memset(&p, 0, sizeof p);
+    p.M = M;
+    p.N = N;
+    p.K = K;
+    p.alpha = alpha;
+    p.beta = beta;
+    p.A = A;
+    p.a_row = trans_a ? 1 : lda;
+    p.a_col = trans_a ? lda : 1;
+    p.pack_b = pack_b;
+    p.pack_b_source = source;
+    p.C = C;
+    p.ldc = ldc;
+    p.uk = select_ukernel(M);
+    return gemm_blocked(&p);
+}
+
+int an_gemm_f32_rows_b(int trans_a, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *b, const int64_t *b_offsets,
+                       float beta, float *C, int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return 0;
+    if (K <= 0 || alpha == 0.0f) {
+        scale_c(M, N, beta, C, ldc);
+        return 0;
+    }
+    gemm_problem p;
+    memset(&p, 0, sizeof p);
+    p.M = M;
+    p.N = N;
+    p.K = K;
+    p.alpha = alpha;
+    p.beta = beta;
+    p.A = A;
+    p.a_row = trans_a ? 1 : lda;
+    p.a_col = trans_a ? lda : 1;
+    p.B = b;
+    p.b_offsets = b_offsets;
     p.C = C;
     p.ldc = ldc;
     p.uk = select_ukernel(M);

@@ -27,6 +27,33 @@ int an_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
 
 /* Frees the calling thread's cached packing buffers (they are otherwise kept
  * for the next call, and freed automatically when a POSIX thread exits). */
+/* Writes op(B)[k0 : k0+kc, j0 : j0+cols] of a B that is never stored whole
+   (e.g. the im2col of a convolution) as a packed GEMM panel:
+   panel[k * width + j] for k < kc and j < width, zero for j >= cols.
+   Called concurrently from several threads on disjoint panels. */
+typedef void (*an_gemm_pack_b_fn)(const void *source, int64_t k0, int64_t kc, int64_t j0,
+                                  int64_t cols, int width, float *panel);
+
+/* C = alpha * op(A) @ B + beta * C where B [K, N] is produced panel by panel
+   by pack_b(source, ...) straight into the micro-kernel's layout: the copy of
+   B that an_gemm_f32 would pack from memory is never written.  Same sums in
+   the same order as an_gemm_f32 on the materialised B (bit-identical), same
+   return values; M == 1 or N == 1 run the blocked path too. */
+int an_gemm_f32_pack_b(int trans_a, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, an_gemm_pack_b_fn pack_b,
+                       const void *source, float beta, float *C, int64_t ldc);
+
+/* C = alpha * op(A) @ B + beta * C where B(k, j) = b[b_offsets[k] + j]: each
+   row of B is a contiguous run somewhere in one buffer (e.g. the rows of a
+   zero-padded image that a stride-1 convolution tap reads), and the
+   micro-kernel reads them in place: B is neither materialised nor packed.
+   Reads b[b_offsets[k] + j] for j up to N rounded up to the micro-kernel's
+   NR (at most AN_GEMM_MAX_NR - 1 past column N - 1): the caller provides that
+   slack.  Bit-identical to an_gemm_f32 on the materialised B for M, N >= 2. */
+int an_gemm_f32_rows_b(int trans_a, int64_t M, int64_t N, int64_t K, float alpha,
+                       const float *A, int64_t lda, const float *b, const int64_t *b_offsets,
+                       float beta, float *C, int64_t ldc);
+
 void an_gemm_release_workspace(void);
 
 /* Bytes of packing buffers currently cached, summed over all threads. */
@@ -54,11 +81,19 @@ void an_gemm_force_avx512_mr(int mr);
 typedef void (*an_gemm_ukernel_fn)(int64_t kc, const float *packed_a, const float *packed_b,
                                    float *c, int64_t ldc, float alpha, float beta);
 
+/* Same product with B read in place: row k of the B panel is the NR floats
+   at b + b_offsets[k] (any alignment).  Lets a stride-1 convolution hand the
+   GEMM its zero-padded input directly (an_gemm_f32_rows_b). */
+typedef void (*an_gemm_ukernel_rows_fn)(int64_t kc, const float *packed_a, const float *b,
+                                        const int64_t *b_offsets, float *c, int64_t ldc,
+                                        float alpha, float beta);
+
 typedef struct an_gemm_ukernel {
     const char *name;
     int mr;
     int nr;
     an_gemm_ukernel_fn compute;
+    an_gemm_ukernel_rows_fn compute_rows;
 } an_gemm_ukernel;
 
 /* Largest tile any kernel uses: sizes the on-stack fringe tile buffer. */

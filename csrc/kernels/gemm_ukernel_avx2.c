@@ -11,9 +11,10 @@
 
 #define AN_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
-AN_TARGET_AVX2
-static void gemm_ukernel_avx2_6x16(int64_t kc, const float *packed_a, const float *packed_b,
-                                   float *c, int64_t ldc, float alpha, float beta)
+/* B row k at packed_b + k * NR (packed, aligned) or at b + b_offsets[k]. */
+AN_TARGET_AVX2 static inline __attribute__((always_inline)) void
+gemm_avx2_body(int64_t kc, const float *packed_a, const float *packed_b, const int64_t *b_offsets,
+               float *c, int64_t ldc, float alpha, float beta)
 {
     __m256 acc[AVX2_MR][2];
 #pragma GCC unroll 8
@@ -30,8 +31,14 @@ static void gemm_ukernel_avx2_6x16(int64_t kc, const float *packed_a, const floa
     const float *b = packed_b;
 #pragma GCC unroll 4
     for (int64_t k = 0; k < kc; ++k) {
-        __m256 b0 = _mm256_load_ps(b);
-        __m256 b1 = _mm256_load_ps(b + 8);
+        __m256 b0, b1;
+        if (b_offsets) {
+            b0 = _mm256_loadu_ps(packed_b + b_offsets[k]);
+            b1 = _mm256_loadu_ps(packed_b + b_offsets[k] + 8);
+        } else {
+            b0 = _mm256_load_ps(b);
+            b1 = _mm256_load_ps(b + 8);
+        }
 #pragma GCC unroll 8
         for (int i = 0; i < AVX2_MR; ++i) {
             __m256 ai = _mm256_broadcast_ss(a + i);
@@ -61,7 +68,22 @@ static void gemm_ukernel_avx2_6x16(int64_t kc, const float *packed_a, const floa
     }
 }
 
+AN_TARGET_AVX2
+static void gemm_ukernel_avx2_6x16(int64_t kc, const float *packed_a, const float *packed_b,
+                                   float *c, int64_t ldc, float alpha, float beta)
+{
+    gemm_avx2_body(kc, packed_a, packed_b, NULL, c, ldc, alpha, beta);
+}
+
+AN_TARGET_AVX2
+static void gemm_ukernel_avx2_6x16_rows(int64_t kc, const float *packed_a, const float *b,
+                                        const int64_t *b_offsets, float *c, int64_t ldc,
+                                        float alpha, float beta)
+{
+    gemm_avx2_body(kc, packed_a, b, b_offsets, c, ldc, alpha, beta);
+}
+
 const an_gemm_ukernel an_gemm_ukernel_avx2 = {
-    "avx2_6x16", AVX2_MR, AVX2_NR, gemm_ukernel_avx2_6x16};
+    "avx2_6x16", AVX2_MR, AVX2_NR, gemm_ukernel_avx2_6x16, gemm_ukernel_avx2_6x16_rows};
 
 #endif

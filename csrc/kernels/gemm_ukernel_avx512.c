@@ -17,7 +17,7 @@
  * instantiation below, so the accumulators stay in registers. */
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
 gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const float *packed_b,
-                         float *c, int64_t ldc, float alpha, float beta)
+                         const int64_t *b_offsets, float *c, int64_t ldc, float alpha, float beta)
 {
     __m512 acc[14][2];
 #pragma GCC unroll 16
@@ -36,8 +36,14 @@ gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const 
     const float *b = packed_b;
 #pragma GCC unroll 2
     for (int64_t k = 0; k < kc; ++k) {
-        __m512 b0 = _mm512_load_ps(b);
-        __m512 b1 = _mm512_load_ps(b + 16);
+        __m512 b0, b1;
+        if (b_offsets) { /* B read in place: row k anywhere, unaligned */
+            b0 = _mm512_loadu_ps(packed_b + b_offsets[k]);
+            b1 = _mm512_loadu_ps(packed_b + b_offsets[k] + 16);
+        } else {
+            b0 = _mm512_load_ps(b);
+            b1 = _mm512_load_ps(b + 16);
+        }
 #pragma GCC unroll 16
         for (int i = 0; i < mr; ++i) {
             __m512 ai = _mm512_set1_ps(a[i]);
@@ -71,7 +77,7 @@ AN_TARGET_AVX512
 static void gemm_ukernel_avx512_14x32(int64_t kc, const float *packed_a, const float *packed_b,
                                       float *c, int64_t ldc, float alpha, float beta)
 {
-    gemm_ukernel_avx512_body(14, kc, packed_a, packed_b, c, ldc, alpha, beta);
+    gemm_ukernel_avx512_body(14, kc, packed_a, packed_b, NULL, c, ldc, alpha, beta);
 }
 
 /* 8 x 32: 16 accumulators.  Fewer FMAs per broadcast than 14 x 32, but no
@@ -81,12 +87,28 @@ AN_TARGET_AVX512
 static void gemm_ukernel_avx512_8x32(int64_t kc, const float *packed_a, const float *packed_b,
                                      float *c, int64_t ldc, float alpha, float beta)
 {
-    gemm_ukernel_avx512_body(8, kc, packed_a, packed_b, c, ldc, alpha, beta);
+    gemm_ukernel_avx512_body(8, kc, packed_a, packed_b, NULL, c, ldc, alpha, beta);
+}
+
+AN_TARGET_AVX512
+static void gemm_ukernel_avx512_14x32_rows(int64_t kc, const float *packed_a, const float *b,
+                                           const int64_t *b_offsets, float *c, int64_t ldc,
+                                           float alpha, float beta)
+{
+    gemm_ukernel_avx512_body(14, kc, packed_a, b, b_offsets, c, ldc, alpha, beta);
+}
+
+AN_TARGET_AVX512
+static void gemm_ukernel_avx512_8x32_rows(int64_t kc, const float *packed_a, const float *b,
+                                          const int64_t *b_offsets, float *c, int64_t ldc,
+                                          float alpha, float beta)
+{
+    gemm_ukernel_avx512_body(8, kc, packed_a, b, b_offsets, c, ldc, alpha, beta);
 }
 
 const an_gemm_ukernel an_gemm_ukernel_avx512 = {
-    "avx512_14x32", 14, AVX512_NR, gemm_ukernel_avx512_14x32};
+    "avx512_14x32", 14, AVX512_NR, gemm_ukernel_avx512_14x32, gemm_ukernel_avx512_14x32_rows};
 const an_gemm_ukernel an_gemm_ukernel_avx512_8x32 = {
-    "avx512_8x32", 8, AVX512_NR, gemm_ukernel_avx512_8x32};
+    "avx512_8x32", 8, AVX512_NR, gemm_ukernel_avx512_8x32, gemm_ukernel_avx512_8x32_rows};
 
 #endif

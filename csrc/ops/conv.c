@@ -201,6 +201,120 @@ static void im2col_tile(const conv_geometry *g, const float *x, int64_t n0, int6
     }
 }
 
+/* The column matrix of a tile, never written out: the GEMM asks for it a
+   packed panel at a time (an_gemm_f32_pack_b) and this gathers each panel
+   straight from x.  im2col followed by the GEMM's own packing copied every
+   column twice (13-20% of a ResNet-20 step).  Column j of the tile is output
+   position (image j / (rows*OW), row oh0 + (j % (rows*OW)) / OW, column
+   j % OW); row k is tap (c, ki, kj) = (k / (kh*kw), k / kw % kh, k % kw). */
+typedef struct {
+    const conv_geometry *g;
+    const float *x;       /* image n0, first channel of the group */
+    int64_t oh0, rows;    /* output rows of the tile */
+} im2col_source;
+
+/* Outputs o in [0, n_out) read input position o*stride + offset. Returns in
+   [*lo, *hi) the o whose position lies in [0, n_in); lo <= hi always. */
+static inline void valid_outputs(int64_t n_out, int64_t n_in, int64_t stride, int64_t offset,
+                                 int64_t *lo, int64_t *hi)
+{
+    int64_t first = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+    int64_t end = offset >= n_in ? 0 : (n_in - offset + stride - 1) / stride;
+    if (first > n_out)
+        first = n_out;
+    if (end > n_out)
+        end = n_out;
+    if (end < first)
+        end = first;
+    *lo = first;
+    *hi = end;
+}
+
+/* Kernels up to this size gather through small per-run tables. */
+#define PACK_MAX_TAPS 16
+
+static void pack_im2col_panel(const void *source, int64_t k0, int64_t kc, int64_t j0,
+                              int64_t cols, int width, float *panel)
+{
+    const im2col_source *src = source;
+    const conv_geometry *g = src->g;
+    const int64_t per_image = src->rows * g->OW, HW = g->H * g->W, kk = g->kh * g->kw;
+    const int tabled = g->kh <= PACK_MAX_TAPS && g->kw <= PACK_MAX_TAPS;
+    for (int64_t j = 0; j < cols;) {
+        /* a run of columns along one output row of one image */
+        const int64_t col = j0 + j, image = col / per_image, rem = col % per_image;
+        const int64_t oh = src->oh0 + rem / g->OW, ow0 = rem % g->OW;
+        const int64_t run = g->OW - ow0 < cols - j ? g->OW - ow0 : cols - j;
+        const float *xi = src->x + image * g->C * HW;
+        /* per kernel row: the input row's offset, or -1 outside the image;
+           per kernel column: the valid outputs [lo, hi) of the run and the
+           input offset of its first output.  Divisions happen here, once
+           per run, not once per panel row. */
+        int64_t row_at[PACK_MAX_TAPS], col_at[PACK_MAX_TAPS], lo_at[PACK_MAX_TAPS],
+            hi_at[PACK_MAX_TAPS];
+        if (tabled) {
+            for (int64_t ki = 0; ki < g->kh; ki++) {
+                int64_t ih = oh * g->sh - g->ph + ki * g->dh;
+                row_at[ki] = ih >= 0 && ih < g->H ? ih * g->W : -1;
+            }
+            for (int64_t kj = 0; kj < g->kw; kj++) {
+                int64_t offset = kj * g->dw - g->pw, lo, hi;
+                valid_outputs(ow0 + run, g->W, g->sw, offset, &lo, &hi);
+                lo = lo > ow0 ? lo - ow0 : 0;
+                hi = hi > ow0 ? hi - ow0 : 0;
+                lo_at[kj] = lo < hi ? lo : hi;
+                hi_at[kj] = hi;
+                col_at[kj] = ow0 * g->sw + offset;
+            }
+        }
+        int64_t c = k0 / kk, ki = k0 % kk / g->kw, kj = k0 % g->kw;
+        for (int64_t k = 0; k < kc; k++) {
+            float *restrict to = panel + k * width + j;
+            int64_t row, lo, hi, first;
+            if (tabled) {
+                row = row_at[ki], lo = lo_at[kj], hi = hi_at[kj], first = col_at[kj];
+            } else {
+                int64_t ih = oh * g->sh - g->ph + ki * g->dh, offset = kj * g->dw - g->pw;
+                row = ih >= 0 && ih < g->H ? ih * g->W : -1;
+                valid_outputs(ow0 + run, g->W, g->sw, offset, &lo, &hi);
+                lo = lo > ow0 ? lo - ow0 : 0;
+                hi = hi > ow0 ? hi - ow0 : 0;
+                if (lo > hi)
+                    lo = hi;
+                first = ow0 * g->sw + offset;
+            }
+            if (row < 0)
+                lo = hi = 0;
+            int64_t t = 0;
+            for (; t < lo; t++)
+                to[t] = 0.0f;
+            if (hi > lo) {
+                const float *restrict from = xi + c * HW + row + first;
+                if (g->sw == 1)
+                    for (; t < hi; t++)
+                        to[t] = from[t];
+                else
+                    for (; t < hi; t++)
+                        to[t] = from[t * g->sw];
+            }
+            for (; t < run; t++)
+                to[t] = 0.0f;
+            if (++kj == g->kw) {
+                kj = 0;
+                if (++ki == g->kh) {
+                    ki = 0;
+                    c++;
+                }
+            }
+        }
+        j += run;
+    }
+    if (cols < width)
+        for (int64_t k = 0; k < kc; k++)
+            for (int64_t j = cols; j < width; j++)
+                panel[k * width + j] = 0.0f;
+}
+
 /* dx[n0+i, grp channels] += col2im(col) of a tile: one (image, channel)
    plane per iteration, so no two threads add into the same plane; bands
    overlapping in input rows are added one after the other. */
@@ -289,6 +403,15 @@ static int thread_index(void)
 #endif
 }
 
+/* y = W_g @ im2col(tile) with the column matrix packed on the fly. */
+static an_status gemm_packed_or_fail(int64_t M, int64_t N, int64_t K, const float *w,
+                                     const im2col_source *src, float beta, float *y, int64_t ldy)
+{
+    if (an_gemm_f32_pack_b(0, M, N, K, 1.0f, w, K, pack_im2col_panel, src, beta, y, ldy) != 0)
+        return an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
+    return AN_OK;
+}
+
 /* y of images [n0, n0+nb) (one tile of images, or one image band by band). */
 static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, const float *x,
                               const float *w, const float *bias, float *y, int64_t n0, int64_t nb,
@@ -309,12 +432,12 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
                                   y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW, OHW);
                 continue;
             }
-            im2col_tile(g, x, n0, nb, oh0, rows, grp, col);
+            im2col_source src = {g, x + (n0 * g->C + grp * cg) * g->H * g->W, oh0, rows};
             if (t->images == 1) { /* in place, onto the bias filled before */
-                st = gemm_or_fail(0, 0, og, cols, ckk, wg, ckk, col, cols, bias ? 1.0f : 0.0f,
-                                  y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW, OHW);
+                st = gemm_packed_or_fail(og, cols, ckk, wg, &src, bias ? 1.0f : 0.0f,
+                                         y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW, OHW);
             } else {
-                st = gemm_or_fail(0, 0, og, cols, ckk, wg, ckk, col, cols, 0.0f, out, cols);
+                st = gemm_packed_or_fail(og, cols, ckk, wg, &src, 0.0f, out, cols);
                 if (!st)
                     exchange_chunk(g, n0, nb, grp, out, y, bias, 1);
             }
@@ -413,7 +536,25 @@ static an_status backward_unit(const conv_geometry *g, const conv_tiling *t, con
 #define CONV_DW_PARTS 4
 #define CONV_DW_PARTIAL_FLOATS (1 << 20) /* 4 MB per partial */
 
+static an_status tiled_backward(const conv_geometry *g, const conv_grads *gr);
+static int flipped_data_grad_applies(const conv_geometry *g);
+static an_status flipped_data_grad(const conv_geometry *g, const float *dy, const float *w,
+                                   float *dx);
+
 static an_status im2col_gemm_backward(const conv_geometry *g, const conv_grads *gr)
+{
+    if (gr->dx && flipped_data_grad_applies(g)) {
+        an_status st = flipped_data_grad(g, gr->dy, gr->w, gr->dx);
+        if (st || !gr->dw)
+            return st;
+        conv_grads weights_only = *gr;
+        weights_only.dx = NULL;
+        return tiled_backward(g, &weights_only);
+    }
+    return tiled_backward(g, gr);
+}
+
+static an_status tiled_backward(const conv_geometry *g, const conv_grads *gr)
 {
     conv_tiling t = plan_tiles(g);
     int64_t units = (g->N + t.images - 1) / t.images;
@@ -468,12 +609,183 @@ static an_status im2col_gemm_backward(const conv_geometry *g, const conv_grads *
     return st;
 }
 
+/* ------------------------------------------------------- implicit_gemm */
+
+/* A stride-1 convolution read in place.  With the image zero-padded to
+   [cg, Hp, Wp], the tap (c, ki, kj) of output (oh, ow) is element
+   c*Hp*Wp + ki*dh*Wp + kj*dw + (oh*Wp + ow) of the padded image: over a band
+   of output rows, each row of the column matrix is ONE contiguous run of the
+   padded image, shifted by the tap's offset.  So the GEMM's micro-kernel
+   reads B straight from the padded image (an_gemm_f32_rows_b): no im2col,
+   no packing of B.  It computes Wp - OW junk columns per output row (the
+   positions straddling the padding; 6% at 32x32, 12% at 16x16), which are
+   dropped when the band is copied into y.  Small planes keep im2col_gemm,
+   which batches whole images into one GEMM instead. */
+#define IMPLICIT_MIN_PLANE 256
+#define IMPLICIT_BAND_COLUMNS 2048
+
+static int implicit_accepts(const conv_geometry *g)
+{
+    return g->sh == 1 && g->sw == 1 && !pointwise_accepts(g) && g->OH * g->OW >= IMPLICIT_MIN_PLANE;
+}
+
+typedef struct {
+    int64_t Hp, Wp, rows; /* padded plane; output rows per band */
+    int64_t pad_floats;   /* one padded image of a group, with read slack */
+    int64_t band_floats;  /* one band of GEMM output, og x rows*Wp */
+} implicit_plan;
+
+static implicit_plan plan_implicit(const conv_geometry *g)
+{
+    implicit_plan pl;
+    int64_t cg = g->C / g->groups, og = g->Cout / g->groups;
+    pl.Hp = g->H + 2 * g->ph;
+    pl.Wp = g->W + 2 * g->pw;
+    pl.rows = IMPLICIT_BAND_COLUMNS / pl.Wp;
+    if (pl.rows < 1)
+        pl.rows = 1;
+    pl.rows = balanced_piece(g->OH, pl.rows);
+    /* the micro-kernel reads up to AN_GEMM_MAX_NR - 1 floats past a run */
+    pl.pad_floats = (cg * pl.Hp * pl.Wp + AN_GEMM_MAX_NR + 15) / 16 * 16;
+    pl.band_floats = (og * pl.rows * pl.Wp + 15) / 16 * 16;
+    return pl;
+}
+
+/* padded[c] = x[c] with ph rows and pw columns of zeros around it. */
+static void pad_image(const conv_geometry *g, const implicit_plan *pl, const float *x, int64_t cg,
+                      float *padded)
+{
+    int64_t HW = g->H * g->W, plane = pl->Hp * pl->Wp;
+    for (int64_t c = 0; c < cg; c++) {
+        float *to = padded + c * plane;
+        const float *from = x + c * HW;
+        memset(to, 0, sizeof(float) * (size_t)(g->ph * pl->Wp));
+        for (int64_t h = 0; h < g->H; h++) {
+            float *row = to + (g->ph + h) * pl->Wp;
+            memset(row, 0, sizeof(float) * (size_t)g->pw);
+            memcpy(row + g->pw, from + h * g->W, sizeof(float) * (size_t)g->W);
+            memset(row + g->pw + g->W, 0, sizeof(float) * (size_t)g->pw);
+        }
+        memset(to + (g->ph + g->H) * pl->Wp, 0, sizeof(float) * (size_t)(g->ph * pl->Wp));
+    }
+    memset(padded + cg * plane, 0, sizeof(float) * (size_t)(pl->pad_floats - cg * plane));
+}
+
+static an_status implicit_image(const conv_geometry *g, const implicit_plan *pl,
+                                const int64_t *offsets, const float *x, const float *w,
+                                const float *bias, float *y, int64_t n, float *work)
+{
+    int64_t cg = g->C / g->groups, og = g->Cout / g->groups, ckk = cg * g->kh * g->kw;
+    int64_t OHW = g->OH * g->OW;
+    float *padded = work, *band = work + pl->pad_floats;
+    for (int64_t grp = 0; grp < g->groups; grp++) {
+        pad_image(g, pl, x + (n * g->C + grp * cg) * g->H * g->W, cg, padded);
+        for (int64_t oh0 = 0; oh0 < g->OH; oh0 += pl->rows) {
+            int64_t rows = g->OH - oh0 < pl->rows ? g->OH - oh0 : pl->rows;
+            int64_t ld = rows * pl->Wp, cols = (rows - 1) * pl->Wp + g->OW;
+            if (an_gemm_f32_rows_b(0, og, cols, ckk, 1.0f, w + grp * og * ckk, ckk,
+                                   padded + oh0 * pl->Wp, offsets, 0.0f, band, ld) != 0)
+                return an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
+            for (int64_t o = 0; o < og; o++) {
+                int64_t co = grp * og + o;
+                float b = bias ? bias[co] : 0.0f;
+                float *to = y + (n * g->Cout + co) * OHW + oh0 * g->OW;
+                for (int64_t r = 0; r < rows; r++) {
+                    const float *from = band + o * ld + r * pl->Wp;
+                    float *dst = to + r * g->OW;
+                    for (int64_t ow = 0; ow < g->OW; ow++)
+                        dst[ow] = from[ow] + b;
+                }
+            }
+        }
+    }
+    return AN_OK;
+}
+
+static an_status implicit_forward(const conv_geometry *g, const float *x, const float *w,
+                                  const float *bias, float *y)
+{
+    implicit_plan pl = plan_implicit(g);
+    int64_t cg = g->C / g->groups, ckk = cg * g->kh * g->kw;
+    int threads = unit_threads(g->N);
+    int64_t per_thread = pl.pad_floats + pl.band_floats;
+    float *work = an_alloc(sizeof(float) * (size_t)(per_thread * threads + ckk * 2));
+    if (!work)
+        return an_last_status();
+    /* B row k = tap (c, ki, kj) starts at this offset of the padded image */
+    int64_t *offsets = (int64_t *)(work + per_thread * threads);
+    for (int64_t k = 0; k < ckk; k++) {
+        int64_t c = k / (g->kh * g->kw), ki = k / g->kw % g->kh, kj = k % g->kw;
+        offsets[k] = c * pl.Hp * pl.Wp + ki * g->dh * pl.Wp + kj * g->dw;
+    }
+    an_status st = AN_OK;
+    if (threads == 1) {
+        for (int64_t n = 0; n < g->N && !st; n++)
+            st = implicit_image(g, &pl, offsets, x, w, bias, y, n, work);
+    } else {
+        int failed = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(| : failed)
+        for (int64_t n = 0; n < g->N; n++)
+            failed |= implicit_image(g, &pl, offsets, x, w, bias, y, n,
+                                     work + thread_index() * per_thread) != AN_OK;
+        if (failed)
+            st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
+    }
+    an_free(work);
+    return st;
+}
+
+static int choose_impl(const conv_geometry *g);
+static an_status conv_forward_any(const conv_geometry *g, const float *x, const float *w,
+                                  const float *bias, float *y);
+
+/* The data gradient of a stride-1 convolution is itself a stride-1
+   convolution: dx = conv(dy, w'), with w'[c, o, ki, kj] =
+   w[o, c, kh-1-ki, kw-1-kj] per group and padding (k-1)*d - p, which the
+   zoo's kernels always allow (3x3 pad 1, 5x5 pad 2).  Run through the
+   forward path, it needs no col2im: the transposed GEMM and col2im it
+   replaces were 8-15% of a ResNet-20 step. */
+static int flipped_data_grad_applies(const conv_geometry *g)
+{
+    return g->sh == 1 && g->sw == 1 && !pointwise_accepts(g) && (g->kh - 1) * g->dh >= g->ph &&
+           (g->kw - 1) * g->dw >= g->pw;
+}
+
+static an_status flipped_data_grad(const conv_geometry *g, const float *dy, const float *w,
+                                   float *dx)
+{
+    int64_t cg = g->C / g->groups, og = g->Cout / g->groups, kk = g->kh * g->kw;
+    conv_geometry t = *g;
+    t.C = g->Cout, t.H = g->OH, t.W = g->OW, t.Cout = g->C;
+    t.ph = (g->kh - 1) * g->dh - g->ph, t.pw = (g->kw - 1) * g->dw - g->pw;
+    t.OH = g->H, t.OW = g->W;
+    float *flipped = an_alloc(sizeof(float) * (size_t)(g->Cout * cg * kk + 1));
+    if (!flipped)
+        return an_last_status();
+    for (int64_t grp = 0; grp < g->groups; grp++)
+        for (int64_t c = 0; c < cg; c++)
+            for (int64_t o = 0; o < og; o++)
+                for (int64_t k = 0; k < kk; k++)
+                    flipped[((grp * cg + c) * og + o) * kk + k] =
+                        w[((grp * og + o) * cg + c) * kk + (kk - 1 - k)];
+    an_status st = conv_forward_any(&t, dy, flipped, NULL, dx);
+    an_free(flipped);
+    return st;
+}
+
 /* Specialists first; the last entry accepts every shape. */
 static const conv_impl conv_impls[] = {
     {"depthwise", depthwise_accepts, depthwise_forward, depthwise_backward},
     {"pointwise", pointwise_accepts, im2col_gemm_forward, im2col_gemm_backward},
+    {"implicit_gemm", implicit_accepts, implicit_forward, im2col_gemm_backward},
     {"im2col_gemm", im2col_gemm_accepts, im2col_gemm_forward, im2col_gemm_backward},
 };
+
+static an_status conv_forward_any(const conv_geometry *g, const float *x, const float *w,
+                                  const float *bias, float *y)
+{
+    return conv_impls[choose_impl(g)].forward(g, x, w, bias, y);
+}
 
 static int choose_impl(const conv_geometry *g)
 {

@@ -266,6 +266,73 @@ static void test_avx512_row_kernels(const char *isa)
     an_gemm_force_avx512_mr(0);
 }
 
+/* B given as rows of one buffer (an_gemm_f32_rows_b) and B packed by a
+ * callback (an_gemm_f32_pack_b): both must equal an_gemm_f32 on the
+ * materialised B bit for bit (same packed values, same sums), 1 and 2
+ * threads, with the read slack the rows variant documents. */
+typedef struct {
+    const float *b;
+    const int64_t *offsets;
+} rows_source;
+
+static void pack_rows_panel(const void *source, int64_t k0, int64_t kc, int64_t j0, int64_t cols,
+                            int width, float *panel)
+{
+    const rows_source *src = source;
+    for (int64_t k = 0; k < kc; ++k)
+        for (int j = 0; j < width; ++j)
+            panel[k * width + j] = j < cols ? src->b[src->offsets[k0 + k] + j0 + j] : 0.0f;
+}
+
+static void test_b_sources(const char *isa)
+{
+    static const int64_t shapes[][3] = {{2, 2, 1}, {7, 33, 5}, {16, 1086, 144}, {15, 70, 300},
+                                        {29, 65, 401}, {64, 286, 576}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
+        const int64_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        /* row k of B starts at offsets[k] of one buffer: overlapping runs
+           (like the taps of a padded image), in no particular order */
+        const int64_t span = N + 3 * K + AN_GEMM_MAX_NR;
+        float *buffer = malloc(sizeof(float) * (size_t)span);
+        int64_t *offsets = malloc(sizeof(int64_t) * (size_t)K);
+        float *A = malloc(sizeof(float) * (size_t)(M * K));
+        float *B = malloc(sizeof(float) * (size_t)(K * N));
+        float *expect = malloc(sizeof(float) * (size_t)(M * N));
+        float *got = malloc(sizeof(float) * (size_t)(M * N));
+        if (!buffer || !offsets || !A || !B || !expect || !got) {
+            printf("FAIL: out of memory in test_b_sources\n");
+            ++g_failures;
+            free(buffer), free(offsets), free(A), free(B), free(expect), free(got);
+            return;
+        }
+        for (int64_t i = 0; i < span; ++i) buffer[i] = random_unit();
+        for (int64_t k = 0; k < K; ++k) offsets[k] = (k * 7919) % (3 * K + 1);
+        for (int64_t i = 0; i < M * K; ++i) A[i] = random_unit();
+        for (int64_t k = 0; k < K; ++k)
+            for (int64_t j = 0; j < N; ++j) B[k * N + j] = buffer[offsets[k] + j];
+        const float beta = s % 2 ? 0.5f : 0.0f;
+        rows_source src = {buffer, offsets};
+        for (int threads = 1; threads <= 2; ++threads) {
+            set_threads(threads);
+            for (int variant = 0; variant < 2; ++variant) {
+                for (int64_t i = 0; i < M * N; ++i) expect[i] = got[i] = (float)(i % 13) - 6.0f;
+                an_gemm_f32(0, 0, M, N, K, 1.25f, A, K, B, N, beta, expect, N);
+                int rc = variant == 0
+                             ? an_gemm_f32_rows_b(0, M, N, K, 1.25f, A, K, buffer, offsets, beta, got, N)
+                             : an_gemm_f32_pack_b(0, M, N, K, 1.25f, A, K, pack_rows_panel, &src, beta,
+                                                  got, N);
+                ++g_cases;
+                test_case t = {0, 0, M, N, K, 1.25f, beta, 0};
+                if (rc != 0 || memcmp(expect, got, sizeof(float) * (size_t)(M * N)) != 0)
+                    fail(&t, isa, threads,
+                         variant == 0 ? "rows_b differs from an_gemm_f32" : "pack_b differs from an_gemm_f32");
+            }
+        }
+        set_threads(1);
+        free(buffer), free(offsets), free(A), free(B), free(expect), free(got);
+    }
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; ++i) {
@@ -292,6 +359,7 @@ int main(int argc, char **argv)
         g_cases = g_failures = 0;
         test_isa(isa);
         if (level == AN_ISA_AVX512) test_avx512_row_kernels(isa);
+        test_b_sources(isa);
         printf("%-8s kernel %-14s %6ld cases, %ld failure(s)\n", isa, an_gemm_kernel_name(), g_cases,
                g_failures);
         total_failures += g_failures;

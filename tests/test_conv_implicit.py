@@ -1,0 +1,103 @@
+"""conv2d's stride-1 paths that read the zero-padded image in place
+(csrc/ops/conv.c, implicit_gemm: planes of 256+ outputs) and the data
+gradient computed as a convolution of dy with the flipped kernel (every
+stride-1 kxk convolution whose padding is at most (k-1)*dilation).  Each is
+compared with torch in float64, forward and all three gradients, on shapes
+around the band split, the 32-wide micro-tile and the junk columns of the
+padded width; results are bit-identical for 1 and 2 threads, and a NaN
+reaches exactly the outputs whose window covers it."""
+import numpy as np
+import pytest
+
+import appealnet as an
+from appealnet.nn import functional as F
+from gradcheck import torch_or_skip
+
+# (N, C_in, C_out, (kh, kw), (ph, pw), (dh, dw), groups, (H, W))
+CASES = [
+    (3, 16, 16, (3, 3), (1, 1), (1, 1), 1, (32, 32)),   # ResNet-20 stage 1: padded width 34
+    (2, 32, 32, (3, 3), (1, 1), (1, 1), 1, (16, 16)),   # 256 outputs: the smallest implicit plane
+    (2, 5, 7, (3, 3), (1, 1), (1, 1), 1, (30, 30)),     # padded width 32: no junk past the tile
+    (2, 3, 29, (3, 5), (1, 2), (1, 1), 1, (17, 23)),    # rectangular kernel, M = 29 (14-row tiles)
+    (2, 3, 6, (3, 3), (1, 1), (1, 1), 1, (100, 100)),   # 102-wide rows: bands of 20 rows
+    (2, 8, 12, (3, 3), (2, 1), (2, 1), 4, (20, 24)),    # groups 4, dilation 2 in one axis
+    (2, 4, 6, (5, 5), (2, 2), (1, 1), 2, (33, 33)),     # 5x5, groups 2
+    (2, 3, 5, (3, 3), (0, 0), (1, 1), 1, (18, 18)),     # no padding: flipped padding 2
+    (2, 3, 5, (3, 3), (3, 3), (1, 1), 1, (14, 14)),     # padding > (k-1)*d: dx by col2im
+    (2, 3, 5, (3, 3), (1, 1), (1, 1), 1, (6, 6)),       # small plane: im2col tiles, flipped dx
+]
+
+
+def _inputs(case, seed=0):
+    n, cin, cout, (kh, kw), _, _, g, (h, w) = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((cout, cin // g, kh, kw)) / np.sqrt(cin // g * kh * kw)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    return x, wt, b
+
+
+@pytest.mark.parametrize("case", CASES, ids=[str(c) for c in CASES])
+def test_stride1_conv_matches_torch(case):
+    torch = torch_or_skip()
+    torch.set_num_threads(1)
+    n, cin, cout, k, p, d, g, _ = case
+    x, w, b = _inputs(case)
+    ax, aw, ab = (an.tensor(v, requires_grad=True) for v in (x, w, b))
+    y = F.conv2d(ax, aw, ab, 1, p, d, g)
+    gy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    y.backward(an.tensor(gy))
+
+    tx, tw, tb = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (x, w, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, 1, p, d, g)
+    ty.backward(torch.tensor(gy, dtype=torch.float64))
+    assert y.shape == tuple(ty.shape)
+    scale = np.sqrt(cin // g * k[0] * k[1])
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-4, atol=1e-5 * scale)
+    np.testing.assert_allclose(ax.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-4 * np.sqrt(cout))
+    np.testing.assert_allclose(aw.grad.numpy(), tw.grad.numpy(), rtol=1e-4,
+                               atol=1e-4 * np.sqrt(n * y.shape[2] * y.shape[3]))
+    np.testing.assert_allclose(ab.grad.numpy(), tb.grad.numpy(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[5]], ids=["resnet", "bands", "groups"])
+def test_stride1_conv_is_identical_for_1_and_2_threads(case):
+    n, cin, cout, k, p, d, g, _ = case
+    x, w, b = _inputs(case, seed=3)
+    results = []
+    previous = an.get_num_threads()
+    try:
+        for threads in (1, 2):
+            an.set_num_threads(threads)
+            ax, aw = an.tensor(x, requires_grad=True), an.tensor(w, requires_grad=True)
+            y = F.conv2d(ax, aw, an.tensor(b), 1, p, d, g)
+            (y * y).sum().backward()
+            results.append((y.detach().numpy().copy(), ax.grad.numpy().copy(), aw.grad.numpy().copy()))
+    finally:
+        an.set_num_threads(previous)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+
+
+def test_nan_reaches_only_the_windows_that_cover_it():
+    # The padded rows are computed with junk columns in between; a NaN next
+    # to the padding must not leak into them or into the next row's outputs.
+    x = np.ones((2, 3, 20, 20), dtype=np.float32)
+    x[1, 2, 7, 19] = np.nan  # last column of a row
+    w = np.ones((4, 3, 3, 3), dtype=np.float32)
+    y = F.conv2d(an.tensor(x), an.tensor(w), None, 1, 1).numpy()
+    covered = np.zeros_like(y, dtype=bool)
+    covered[1, :, 6:9, 18:20] = True
+    assert np.isnan(y[covered]).all()
+    assert np.isfinite(y[~covered]).all()
+    # and in the data gradient, through the flipped kernel
+    ax = an.tensor(np.ones((1, 2, 18, 18), dtype=np.float32), requires_grad=True)
+    out = F.conv2d(ax, an.tensor(np.ones((3, 2, 3, 3), dtype=np.float32)), None, 1, 1)
+    gy = np.zeros(out.shape, dtype=np.float32)
+    gy[0, 1, 0, 17] = np.nan
+    out.backward(an.tensor(gy))
+    dx = ax.grad.numpy()
+    hit = np.zeros_like(dx, dtype=bool)
+    hit[0, :, 0:2, 16:18] = True
+    assert np.isnan(dx[hit]).all()
+    assert np.isfinite(dx[~hit]).all()
