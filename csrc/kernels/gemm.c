@@ -18,6 +18,7 @@
 #include "kernels/gemm.h"
 
 #include "cpu/cpu.h"
+#include "kernels/gemm_pack.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -301,7 +302,19 @@ static void pack_panel(const float *src, int64_t row_stride, int64_t k_stride, i
         default: pack_panel_copy_fixed(src, k_stride, rows, kc, width, panel); return;
         }
     }
-    /* Here k_stride == 1 (the caller passes a unit stride on one side). */
+    /* Here k_stride == 1 (the caller passes a unit stride on one side): a
+     * transpose, through SIMD registers where the CPU allows. */
+#if defined(__x86_64__) || defined(_M_X64)
+    const an_isa isa = an_cpu_info_get()->isa;
+    if (isa == AN_ISA_AVX512 && width >= 16 && rows >= 16) {
+        an_pack_transpose_avx512(src, row_stride, rows, kc, width, panel);
+        return;
+    }
+    if (isa >= AN_ISA_AVX2 && width >= 8 && rows >= 8) {
+        an_pack_transpose_avx2(src, row_stride, rows, kc, width, panel);
+        return;
+    }
+#endif
     switch (width) {
     case 6: pack_panel_transpose_6(src, row_stride, rows, kc, panel); return;
     case 8: pack_panel_transpose_8(src, row_stride, rows, kc, panel); return;

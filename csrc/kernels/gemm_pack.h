@@ -1,0 +1,16 @@
+/* SIMD transposing packers (gemm_pack_x86.c), used by gemm.c when the CPU
+ * has the ISA.  panel[k * width + r] = src[r * row_stride + k] for r < rows,
+ * 0 for rows <= r < width; k < kc. */
+#ifndef APPEALNET_KERNELS_GEMM_PACK_H
+#define APPEALNET_KERNELS_GEMM_PACK_H
+
+#include <stdint.h>
+
+#if defined(__x86_64__) || defined(_M_X64)
+void an_pack_transpose_avx512(const float *src, int64_t row_stride, int64_t rows, int64_t kc,
+                              int width, float *panel);
+void an_pack_transpose_avx2(const float *src, int64_t row_stride, int64_t rows, int64_t kc,
+                            int width, float *panel);
+#endif
+
+#endif

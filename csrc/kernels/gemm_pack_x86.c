@@ -1,0 +1,120 @@
+/* SIMD transposing packers for the GEMM (x86: AVX-512 and AVX2).
+ *
+ * A panel is laid out panel[k * width + r].  When the source runs along k
+ * (a row-major A, or the transposed B of a weight gradient dW = dy @ col^T),
+ * packing is a transpose; done an element at a time it was 13-20% of a
+ * ResNet-20 training step.  These move 16 x 16 (AVX-512) or 8 x 8 (AVX2)
+ * blocks through registers instead.  They only move values, so results are
+ * bit-identical to the scalar packer. */
+#include "kernels/gemm_pack.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#define AN_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+#define AN_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+/* rows[i] holds 16 consecutive k of source row i; on return rows[k] holds
+ * row 0..15 of column k. */
+AN_TARGET_AVX512 static inline __attribute__((always_inline)) void transpose_16x16(__m512 rows[16])
+{
+    __m512 t[16], u[16], v[16];
+    for (int i = 0; i < 8; ++i) {
+        t[2 * i] = _mm512_unpacklo_ps(rows[2 * i], rows[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(rows[2 * i], rows[2 * i + 1]);
+    }
+    /* groups of four rows: u[4g + q] holds k = q, q+4, q+8, q+12 of rows 4g..4g+3 */
+    for (int g = 0; g < 4; ++g) {
+        __m512d a = _mm512_castps_pd(t[4 * g]), b = _mm512_castps_pd(t[4 * g + 2]);
+        __m512d c = _mm512_castps_pd(t[4 * g + 1]), d = _mm512_castps_pd(t[4 * g + 3]);
+        u[4 * g + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        u[4 * g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        u[4 * g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        u[4 * g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    /* v: lanes (rows 0-3 | rows 4-7) or (rows 8-11 | rows 12-15) per column pair */
+    for (int q = 0; q < 4; ++q) {
+        v[q] = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x88);      /* k = q, q+8 of rows 0-7 */
+        v[4 + q] = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xDD);  /* k = q+4, q+12 of rows 0-7 */
+        v[8 + q] = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x88);
+        v[12 + q] = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xDD);
+    }
+    for (int q = 0; q < 4; ++q) {
+        rows[q] = _mm512_shuffle_f32x4(v[q], v[8 + q], 0x88);          /* k = q */
+        rows[q + 8] = _mm512_shuffle_f32x4(v[q], v[8 + q], 0xDD);      /* k = q + 8 */
+        rows[q + 4] = _mm512_shuffle_f32x4(v[4 + q], v[12 + q], 0x88); /* k = q + 4 */
+        rows[q + 12] = _mm512_shuffle_f32x4(v[4 + q], v[12 + q], 0xDD); /* k = q + 12 */
+    }
+}
+
+/* Rows [r0, r0 + 16) of the panel, all present in the source. */
+AN_TARGET_AVX512 static void pack_16_rows_avx512(const float *src, int64_t row_stride, int64_t kc,
+                                                 int width, int64_t r0, float *panel)
+{
+    int64_t k = 0;
+    for (; k + 16 <= kc; k += 16) {
+        __m512 block[16];
+        for (int i = 0; i < 16; ++i) block[i] = _mm512_loadu_ps(src + (r0 + i) * row_stride + k);
+        transpose_16x16(block);
+        for (int i = 0; i < 16; ++i) _mm512_storeu_ps(panel + (k + i) * width + r0, block[i]);
+    }
+    for (; k < kc; ++k)
+        for (int64_t r = r0; r < r0 + 16; ++r) panel[k * width + r] = src[r * row_stride + k];
+}
+
+AN_TARGET_AVX512 void an_pack_transpose_avx512(const float *src, int64_t row_stride, int64_t rows,
+                                               int64_t kc, int width, float *panel)
+{
+    int64_t r0 = 0;
+    for (; r0 + 16 <= rows && r0 + 16 <= width; r0 += 16)
+        pack_16_rows_avx512(src, row_stride, kc, width, r0, panel);
+    /* leftover rows (a fringe panel) and zero padding */
+    for (int64_t k = 0; k < kc; ++k) {
+        for (int64_t r = r0; r < rows; ++r) panel[k * width + r] = src[r * row_stride + k];
+        for (int64_t r = rows > r0 ? rows : r0; r < width; ++r) panel[k * width + r] = 0.0f;
+    }
+}
+
+/* 8 x 8 through ymm registers: rows[i] holds 8 k of row i; returns columns. */
+AN_TARGET_AVX2 static inline __attribute__((always_inline)) void transpose_8x8(__m256 r[8])
+{
+    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+    __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+    __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+    __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+    r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+    r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+    r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+    r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+    r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+    r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+    r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+    r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+AN_TARGET_AVX2 void an_pack_transpose_avx2(const float *src, int64_t row_stride, int64_t rows,
+                                           int64_t kc, int width, float *panel)
+{
+    int64_t r0 = 0;
+    for (; r0 + 8 <= rows && r0 + 8 <= width; r0 += 8) {
+        int64_t k = 0;
+        for (; k + 8 <= kc; k += 8) {
+            __m256 block[8];
+            for (int i = 0; i < 8; ++i) block[i] = _mm256_loadu_ps(src + (r0 + i) * row_stride + k);
+            transpose_8x8(block);
+            for (int i = 0; i < 8; ++i) _mm256_storeu_ps(panel + (k + i) * width + r0, block[i]);
+        }
+        for (; k < kc; ++k)
+            for (int64_t r = r0; r < r0 + 8; ++r) panel[k * width + r] = src[r * row_stride + k];
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+        for (int64_t r = r0; r < rows; ++r) panel[k * width + r] = src[r * row_stride + k];
+        for (int64_t r = rows > r0 ? rows : r0; r < width; ++r) panel[k * width + r] = 0.0f;
+    }
+}
+
+#endif
