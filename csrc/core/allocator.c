@@ -123,14 +123,11 @@ static int class_of(size_t bytes)
 
 static size_t default_limit_bytes(void)
 {
-    size_t limit = (size_t)2048 << 20;
+    size_t limit = (size_t)2048 << 20; /* when physical memory is unknown */
 #if defined(AN_ALLOCATOR_HAVE_PTHREAD) && defined(_SC_PHYS_PAGES)
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages > 0 && page > 0) {
-        size_t quarter_ram = (size_t)pages / 4 * (size_t)page;
-        if (quarter_ram < limit)
-            limit = quarter_ram;
-    }
+    if (pages > 0 && page > 0)
+        limit = (size_t)pages / 2 * (size_t)page;
 #endif
     return limit;
 }

@@ -10,8 +10,10 @@
  * wastes at most 25% of its size.  Blocks are 64-byte aligned.
  *
  * Limits:
- *   APPEALNET_CACHE_LIMIT_MB  most bytes kept cached (default: the smaller
- *                             of 2 GiB and a quarter of physical memory);
+ *   APPEALNET_CACHE_LIMIT_MB  most bytes kept cached (default: half of
+ *                             physical memory; a MobileNetV2 step at batch
+ *                             128 frees 3 GB, and a 2 GiB cap sent ~200
+ *                             blocks a step back to fresh pages, 9% of it);
  *                             a freed block that would exceed it goes back
  *                             to the system.
  *   APPEALNET_NO_CACHE=1      bypass the cache entirely: every an_alloc is an
