@@ -671,6 +671,10 @@ static void pad_image(const conv_geometry *g, const implicit_plan *pl, const flo
     memset(padded + cg * plane, 0, sizeof(float) * (size_t)(pl->pad_floats - cg * plane));
 }
 
+/* (the per-row copies stay inline vector moves, not memcpy calls) */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
 static an_status implicit_image(const conv_geometry *g, const implicit_plan *pl,
                                 const int64_t *offsets, const float *x, const float *w,
                                 const float *bias, float *y, int64_t n, float *work)
@@ -688,13 +692,18 @@ static an_status implicit_image(const conv_geometry *g, const implicit_plan *pl,
                 return an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
             for (int64_t o = 0; o < og; o++) {
                 int64_t co = grp * og + o;
-                float b = bias ? bias[co] : 0.0f;
                 float *to = y + (n * g->Cout + co) * OHW + oh0 * g->OW;
                 for (int64_t r = 0; r < rows; r++) {
-                    const float *from = band + o * ld + r * pl->Wp;
-                    float *dst = to + r * g->OW;
-                    for (int64_t ow = 0; ow < g->OW; ow++)
-                        dst[ow] = from[ow] + b;
+                    const float *restrict from = band + o * ld + r * pl->Wp;
+                    float *restrict dst = to + r * g->OW;
+                    if (bias) {
+                        float b = bias[co];
+                        for (int64_t ow = 0; ow < g->OW; ow++)
+                            dst[ow] = from[ow] + b;
+                    } else {
+                        for (int64_t ow = 0; ow < g->OW; ow++)
+                            dst[ow] = from[ow];
+                    }
                 }
             }
         }
@@ -835,7 +844,12 @@ static an_status conv2d_backward(an_node *node, an_tensor *grad, an_tensor **gra
     const conv_impl *impl = &conv_impls[node->ints[9]];
     an_tensor *gc = an_contiguous(grad), *dx = NULL, *dw = NULL, *db = NULL;
     an_status st = gc ? AN_OK : an_last_status();
-    if (!st && an_node_input_needs_grad(node, 0) && !(dx = an_zeros(x->ndim, x->shape)))
+    int work = g.N * g.Cout * g.OH * g.OW > 0;
+    /* the flipped-kernel data gradient writes every element of dx: no
+       zeroing pass over it first */
+    int dx_overwritten = work && impl->backward == im2col_gemm_backward && flipped_data_grad_applies(&g);
+    if (!st && an_node_input_needs_grad(node, 0) &&
+        !(dx = dx_overwritten ? an_empty(x->ndim, x->shape) : an_zeros(x->ndim, x->shape)))
         st = an_last_status();
     if (!st && an_node_input_needs_grad(node, 1) && !(dw = an_zeros(w->ndim, w->shape)))
         st = an_last_status();
@@ -846,8 +860,7 @@ static an_status conv2d_backward(an_node *node, an_tensor *grad, an_tensor **gra
         else
             bias_grad(&g, an_data_ptr(gc), an_data_ptr(db));
     }
-    int work = g.N * g.Cout * g.OH * g.OW > 0 && (dx || dw);
-    if (!st && work) {
+    if (!st && work && (dx || dw)) {
         conv_grads gr = {an_data_ptr(gc), an_data_ptr(x), an_data_ptr(w),
                          dx ? an_data_ptr(dx) : NULL, dw ? an_data_ptr(dw) : NULL};
         st = impl->backward(&g, &gr);
