@@ -210,15 +210,26 @@ def _convert_conv2d(g, out, x, weight, bias, stride, padding, dilation, groups):
            group=groups)
 
 
-def _convert_batch_norm(g, out, x, mean, var, weight, bias, training, momentum, eps):
+def _convert_batch_norm(g, out, x, mean, var, weight, bias, training, momentum, eps,
+                        activation=None):
     if training or mean is None or var is None:
         raise NotImplementedError("ONNX export: batch_norm with batch statistics (training "
                                   "mode or no running statistics) is not supported")
     channels = x.shape[1]
     scale = g.name(weight) if weight is not None else g.constant(np.ones(channels), np.float32)
     shift = g.name(bias) if bias is not None else g.constant(np.zeros(channels), np.float32)
-    g.node("BatchNormalization", [g.name(x), scale, shift, g.name(mean), g.name(var)], out,
-           epsilon=float(eps))
+    # a fused activation becomes its own node after the normalisation: runtimes
+    # fuse the pair again themselves
+    normalized = g.node("BatchNormalization",
+                        [g.name(x), scale, shift, g.name(mean), g.name(var)],
+                        out if activation is None else None, epsilon=float(eps))
+    if activation == "relu":
+        g.node("Relu", [normalized], out)
+    elif activation == "relu6":
+        g.node("Clip", [normalized, _scalar(g, 0.0), _scalar(g, 6.0)], out)
+    elif activation is not None:
+        raise NotImplementedError(f"ONNX export: batch_norm activation {activation!r} "
+                                  f"has no ONNX mapping")
 
 
 def _unary(op_type, **attributes):

@@ -82,7 +82,9 @@ hardsigmoid, leaky_relu, ...) keep their input; relu, relu6, sigmoid, tanh,
 exp, softmax and log_softmax keep their output; mul and div keep both
 operands when both are activations (an SE gate times its feature map);
 add, sub, pooling by averaging, concatenation, channel shuffle, padding and
-shape ops keep nothing.  A tensor kept by two ops (a ReLU's output that the
+shape ops keep nothing; a batch norm with a fused activation
+(``bn(x, activation="relu")``) keeps its input and its output, as batch norm
+followed by relu does (the activation is also listed among the row's ops).  A tensor kept by two ops (a ReLU's output that the
 next convolution also keeps) counts once.  Per-op scratch (BN's per-channel
 statistics, pooling indices beyond the input) and ops skipped in eval mode
 (dropout) are not included; gradients and optimizer state are not
@@ -172,6 +174,13 @@ def _op_costs(op, args, output):
         affine = weight is not None or bias is not None
         return 0, _numel(args[0]) * (2 if affine else 1)
     return 0, 0
+
+
+def _fused_activation(op, args):
+    """The activation a batch_norm call applied in its own pass, or None."""
+    if op == "batch_norm" and len(args) > 8:
+        return args[8]
+    return None
 
 
 # ------------------------------------------------------------------ records
@@ -289,6 +298,11 @@ class _Tracer:
             saved = [output_buffer]
         elif op in _SAVES_BOTH_OPERANDS and len(input_buffers) >= 2:
             saved = input_buffers[:2]
+        activation = _fused_activation(op, args)
+        if activation in _SAVES_OUTPUT:
+            # batch norm + relu in one op keeps what the two ops would: the
+            # input for the normalisation, the output for the relu's mask
+            saved = saved + [output_buffer]
         self.ops.append(_OpRecord(op, input_buffers, output_buffer, saved))
 
         new_params = 0
@@ -297,6 +311,8 @@ class _Tracer:
                 self.seen_params.add(id(param))
                 new_params += _numel(param)
         self.attribute(op, tensors, result, cost, new_params)
+        if activation is not None:
+            self.attribute(activation, [result], result, 0, 0)
 
     def running_module_name(self):
         """Dotted name of the innermost module whose method is running.

@@ -222,6 +222,15 @@ an_tensor *an_conv2d(an_tensor *x, an_tensor *weight, an_tensor *bias,
 an_tensor *an_batch_norm(an_tensor *x, an_tensor *running_mean, an_tensor *running_var,
                          an_tensor *weight, an_tensor *bias, int training,
                          double momentum, double eps);
+/* An activation fused into the pass that writes an op's output. */
+typedef enum { AN_ACTIVATION_NONE = 0, AN_ACTIVATION_RELU, AN_ACTIVATION_RELU6 } an_activation;
+/* act(batch_norm(x, ...)) in one op: the same statistics, then one pass that
+   normalises and activates, bit-identical to an_relu / an_relu6 of
+   an_batch_norm's result (gradients too), without the intermediate tensor.
+   an_batch_norm is this with AN_ACTIVATION_NONE. */
+an_tensor *an_batch_norm_act(an_tensor *x, an_tensor *running_mean, an_tensor *running_var,
+                             an_tensor *weight, an_tensor *bias, int training,
+                             double momentum, double eps, an_activation act);
 an_tensor *an_max_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],
                          const int64_t padding[2], const int64_t dilation[2], int ceil_mode);
 an_tensor *an_avg_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],

@@ -96,13 +96,23 @@ def _train_step_with_shared_relu_kinks(torch, ours, reference, x, y):
     against float64 torch differs by up to 25% that way on ResNet-50.
     Sharing the pattern compares the gradients of the same linear piece,
     which is what a correct backward pass must reproduce to float precision
-    (units where the two patterns differ sit at 0, so forward values agree)."""
+    (units where the two patterns differ sit at 0, so forward values agree).
+    The zoo fuses most ReLUs into their batch norm (activation="relu"); those
+    are recorded from the fused output, which is > 0 exactly where its input
+    to the ReLU was."""
     masks = []
     appealnet_relu, torch_relu = F.relu, torch.nn.functional.relu
+    appealnet_batch_norm = F.batch_norm
 
     def recording_relu(t, inplace=False):
         masks.append(t.detach().numpy() > 0)
         return appealnet_relu(t)
+
+    def recording_batch_norm(*args, activation=None, **kwargs):
+        out = appealnet_batch_norm(*args, activation=activation, **kwargs)
+        if activation == "relu":
+            masks.append(out.detach().numpy() > 0)
+        return out
 
     def replaying_relu(t, inplace=False):
         mask = masks[len(replayed)]
@@ -113,11 +123,11 @@ def _train_step_with_shared_relu_kinks(torch, ours, reference, x, y):
     replayed = []
     ours.train()
     reference.train()
-    F.relu = recording_relu
+    F.relu, F.batch_norm = recording_relu, recording_batch_norm
     try:
         loss = F.cross_entropy(ours(an.tensor(x)), y)
     finally:
-        F.relu = appealnet_relu
+        F.relu, F.batch_norm = appealnet_relu, appealnet_batch_norm
     torch.nn.functional.relu = replaying_relu
     try:
         ref_logits = reference(torch.tensor(x, dtype=torch.float64))

@@ -6,7 +6,6 @@ steps, so a 32x32 image still leaves a 2x2 (v1) or 4x4 (v2) final map.
 torchvision does (v2's 1280-channel last conv only ever grows).
 """
 from .. import nn
-from ..nn import functional as F
 from .base import (ImageClassifier, check_num_classes, check_width_mult, conv_bn,
                    scaled_channels)
 
@@ -29,8 +28,8 @@ class DepthwiseSeparable(nn.Module):
         self.conv2, self.bn2 = conv_bn(in_planes, out_planes, 1)
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)))
+        out = self.bn1(self.conv1(x), activation="relu")
+        return self.bn2(self.conv2(out), activation="relu")
 
 
 class MobileNetV1(ImageClassifier):
@@ -55,7 +54,7 @@ class MobileNetV1(ImageClassifier):
         self.linear = nn.Linear(in_planes, num_classes)
 
     def feature_map(self, x):
-        return self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.layers(self.bn1(self.conv1(x), activation="relu"))
 
 
 class InvertedResidual(nn.Module):
@@ -76,8 +75,8 @@ class InvertedResidual(nn.Module):
             self.shortcut = nn.Sequential(*conv_bn(in_planes, out_planes, 1))
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn1(self.conv1(x), activation="relu")
+        out = self.bn2(self.conv2(out), activation="relu")
         out = self.bn3(self.conv3(out))
         return out + self.shortcut(x) if self.stride == 1 else out
 
@@ -107,8 +106,8 @@ class MobileNetV2(ImageClassifier):
         self.linear = nn.Linear(last, num_classes)
 
     def feature_map(self, x):
-        out = self.layers(F.relu(self.bn1(self.conv1(x))))
-        return F.relu(self.bn2(self.conv2(out)))
+        out = self.layers(self.bn1(self.conv1(x), activation="relu"))
+        return self.bn2(self.conv2(out), activation="relu")
 
 
 def mobilenet_v1(num_classes=10, width_mult=1.0):

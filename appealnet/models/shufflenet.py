@@ -45,11 +45,11 @@ class ShuffleBottleneck(nn.Module):
             self.shortcut = nn.Sequential(nn.AvgPool2d(3, stride=2, padding=1))
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn1(self.conv1(x), activation="relu")
         if self.first_groups > 1:
             # lets the next grouped 1x1 conv see channels from every group
             out = F.channel_shuffle(out, self.first_groups)
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = self.bn2(self.conv2(out), activation="relu")
         out = self.bn3(self.conv3(out))
         if self.stride == 2:
             return F.relu(cat([out, self.shortcut(x)], dim=1))
@@ -82,7 +82,7 @@ class ShuffleNetV1(ImageClassifier):
         self.linear = nn.Linear(in_planes, num_classes)
 
     def feature_map(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn1(self.conv1(x), activation="relu")
         return self.layer3(self.layer2(self.layer1(out)))
 
 
@@ -100,9 +100,9 @@ class ShuffleV2Unit(nn.Module):
     def forward(self, x):
         keep = int(x.shape[1] * self.split_ratio)
         passed, transformed = x[:, :keep], x[:, keep:]
-        out = F.relu(self.bn1(self.conv1(transformed)))
+        out = self.bn1(self.conv1(transformed), activation="relu")
         out = self.bn2(self.conv2(out))
-        out = F.relu(self.bn3(self.conv3(out)))
+        out = self.bn3(self.conv3(out), activation="relu")
         return F.channel_shuffle(cat([passed, out], dim=1), 2)
 
 
@@ -120,9 +120,9 @@ class ShuffleV2DownUnit(nn.Module):
         self.conv5, self.bn5 = conv_bn(mid, mid, 1)
 
     def forward(self, x):
-        left = F.relu(self.bn2(self.conv2(self.bn1(self.conv1(x)))))
-        right = F.relu(self.bn3(self.conv3(x)))
-        right = F.relu(self.bn5(self.conv5(self.bn4(self.conv4(right)))))
+        left = self.bn2(self.conv2(self.bn1(self.conv1(x))), activation="relu")
+        right = self.bn3(self.conv3(x), activation="relu")
+        right = self.bn5(self.conv5(self.bn4(self.conv4(right))), activation="relu")
         return F.channel_shuffle(cat([left, right], dim=1), 2)
 
 
@@ -152,9 +152,9 @@ class ShuffleNetV2(ImageClassifier):
         self.linear = nn.Linear(channels[3], num_classes)
 
     def feature_map(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn1(self.conv1(x), activation="relu")
         out = self.layer3(self.layer2(self.layer1(out)))
-        return F.relu(self.bn2(self.conv2(out)))
+        return self.bn2(self.conv2(out), activation="relu")
 
 
 def shufflenet_v1(num_classes=10):

@@ -96,12 +96,28 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
                      _pair(dilation, "dilation"), int(groups))
 
 
+_BATCH_NORM_ACTIVATIONS = (None, "relu", "relu6")
+
+
+def _check_batch_norm_activation(activation):
+    if not (activation is None or (isinstance(activation, str)
+                                   and activation in _BATCH_NORM_ACTIVATIONS)):
+        raise ValueError(f"batch_norm: activation must be None, 'relu' or 'relu6', "
+                         f"got {activation!r}")
+    return activation
+
+
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5):
+               momentum=0.1, eps=1e-5, activation=None):
     """Batch norm over dim 1.  In training, batch statistics are used and the
-    running stats (when given) are updated in place with the unbiased variance."""
+    running stats (when given) are updated in place with the unbiased variance.
+
+    ``activation`` ("relu" or "relu6") is applied in the same pass:
+    ``batch_norm(x, ..., activation="relu")`` equals ``relu(batch_norm(x, ...))``
+    bit for bit, gradients included, but never materialises the normalised
+    tensor and runs one backward node instead of two."""
     return _C.batch_norm(x, running_mean, running_var, weight, bias, bool(training),
-                         float(momentum), float(eps))
+                         float(momentum), float(eps), _check_batch_norm_activation(activation))
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):

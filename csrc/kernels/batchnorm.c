@@ -4,15 +4,63 @@
  * slice of every output are owned by one thread, and its sums run in a fixed
  * order (images in order, eight double lanes inside a row), so the results are
  * the same for any thread count.
+ *
+ * The activation is a parameter of each per-channel worker, which is inlined
+ * once per activation with the activation as a literal (see the *_channel
+ * dispatchers): the switch on it then folds away and each inner loop is a
+ * branch-free select that vectorises.
  */
 #include "batchnorm.h"
 
 #include <math.h>
+#include <stddef.h>
 
 /* Below this much work a parallel region (thread wake-up) costs more than it saves. */
 #define KERNEL_PARALLEL_GRAIN 32768
 
 #define LANES 8
+
+#if defined(__GNUC__)
+#define AN_ALWAYS_INLINE inline __attribute__((always_inline))
+#define AN_NOINLINE __attribute__((noinline))
+#else
+#define AN_ALWAYS_INLINE inline
+#define AN_NOINLINE
+#endif
+
+/* The activation of one normalised value: the same formulas as the
+ * standalone relu / relu6 ops, so fusing them changes no bit. */
+static AN_ALWAYS_INLINE float activate(an_bn_activation act, float v)
+{
+    switch (act) {
+    case AN_BN_RELU:
+        return v <= 0.0f ? 0.0f : v; /* NaN passes through */
+    case AN_BN_RELU6:
+        return v <= 0.0f ? 0.0f : (v >= 6.0f ? 6.0f : v);
+    default:
+        return v;
+    }
+}
+
+/* dy[i] masked by the activation's derivative, read from its output y[i]
+ * (the standalone ops' rules: relu blocks y <= 0 so NaN passes; relu6 lets
+ * through only 0 < y < 6, which for y = relu6(v) holds iff 0 < v < 6).
+ * dy is loaded unconditionally so the select vectorises: a branch per
+ * element mispredicts on about half of them. y is not read for IDENTITY. */
+static AN_ALWAYS_INLINE float masked_grad(an_bn_activation act,
+                                          const float *restrict dy,
+                                          const float *restrict y, int64_t i)
+{
+    const float g = dy[i];
+    switch (act) {
+    case AN_BN_RELU:
+        return y[i] <= 0.0f ? 0.0f : g;
+    case AN_BN_RELU6:
+        return (y[i] > 0.0f) & (y[i] < 6.0f) ? g : 0.0f;
+    default:
+        return g;
+    }
+}
 
 /* sum(a) in double, eight lanes (vectorisable, fixed order) */
 static inline double sum_f64(const float *restrict a, int64_t n)
@@ -47,29 +95,96 @@ static inline double sum_sq_dev_f64(const float *restrict a, int64_t n,
     return s;
 }
 
-/* sum(g) and sum(g * (a - m)) in double, one pass */
-static inline void sum_g_and_g_dev_f64(const float *restrict g,
-                                       const float *restrict a, int64_t n,
-                                       double m, double *sum_g,
-                                       double *sum_g_dev)
+/* Masked gradients are summed a chunk at a time from a stack buffer that a
+ * vectorised select fills: summing the selects directly compiled to a
+ * compare-and-branch per element, which mispredicted on about half of them
+ * (the fused backward ran at half the speed of relu backward + batch norm
+ * backward). A multiple of LANES, so every element keeps its lane. */
+#define MASK_CHUNK 256
+
+/* Adds g[k] to lane k % LANES of pg, k in [0, n), n a multiple of LANES.
+ * The lanes are copied to locals so that the compiler keeps them in
+ * registers and vectorises across them (two doubles per SSE2 op); kept out
+ * of line because inlined into the channel loops GCC left them scalar. */
+static AN_NOINLINE void add_g_to_lanes(const float *restrict g, int64_t n,
+                                       double *restrict pg)
 {
-    double pg[LANES] = {0}, pgd[LANES] = {0};
-    int64_t k = 0;
-    for (; k + LANES <= n; k += LANES)
+    double s[LANES];
+    for (int l = 0; l < LANES; ++l) s[l] = pg[l];
+    for (int64_t k = 0; k < n; k += LANES)
+        for (int l = 0; l < LANES; ++l) s[l] += (double)g[k + l];
+    for (int l = 0; l < LANES; ++l) pg[l] = s[l];
+}
+
+/* Adds g[k] to lane k % LANES of pg and g[k] * (a[k] - m) to that of pgd. */
+static AN_NOINLINE void add_g_and_g_dev_to_lanes(const float *restrict g,
+                                                 const float *restrict a,
+                                                 int64_t n, double m,
+                                                 double *restrict pg,
+                                                 double *restrict pgd)
+{
+    double s[LANES], sd[LANES];
+    for (int l = 0; l < LANES; ++l) {
+        s[l] = pg[l];
+        sd[l] = pgd[l];
+    }
+    for (int64_t k = 0; k < n; k += LANES)
         for (int l = 0; l < LANES; ++l) {
             const double gv = (double)g[k + l];
-            pg[l] += gv;
-            pgd[l] += gv * ((double)a[k + l] - m);
+            s[l] += gv;
+            sd[l] += gv * ((double)a[k + l] - m);
         }
+    for (int l = 0; l < LANES; ++l) {
+        pg[l] = s[l];
+        pgd[l] = sd[l];
+    }
+}
+
+/* Both sums when a is non-NULL, else sum(g) only. */
+static inline void add_to_lanes(const float *restrict g,
+                                const float *restrict a, int64_t n, double m,
+                                double *restrict pg, double *restrict pgd)
+{
+    if (a)
+        add_g_and_g_dev_to_lanes(g, a, n, m, pg, pgd);
+    else
+        add_g_to_lanes(g, n, pg);
+}
+
+/* sum(g) and, when a is non-NULL, sum(g * (a - m)) in double over one row,
+ * g = masked_grad(dy, y): eight lanes summed in order, then the tail. The
+ * sums are added to *sum_g and *sum_g_dev. */
+static AN_ALWAYS_INLINE void sum_g_and_g_dev_f64(an_bn_activation act,
+                                                 const float *restrict dy,
+                                                 const float *restrict y,
+                                                 const float *restrict a,
+                                                 int64_t n, double m,
+                                                 double *sum_g,
+                                                 double *sum_g_dev)
+{
+    double pg[LANES] = {0}, pgd[LANES] = {0};
+    const int64_t body = n - n % LANES;
+    if (act == AN_BN_IDENTITY) {
+        add_to_lanes(dy, a, body, m, pg, pgd);
+    } else {
+        float g[MASK_CHUNK];
+        for (int64_t k0 = 0; k0 < body; k0 += MASK_CHUNK) {
+            const int64_t len =
+                body - k0 < MASK_CHUNK ? body - k0 : MASK_CHUNK;
+            for (int64_t j = 0; j < len; ++j)
+                g[j] = masked_grad(act, dy + k0, y + k0, j);
+            add_to_lanes(g, a ? a + k0 : NULL, len, m, pg, pgd);
+        }
+    }
     double s = 0.0, sd = 0.0;
     for (int l = 0; l < LANES; ++l) {
         s += pg[l];
         sd += pgd[l];
     }
-    for (; k < n; ++k) {
-        const double gv = (double)g[k];
+    for (int64_t k = body; k < n; ++k) {
+        const double gv = (double)masked_grad(act, dy, y, k);
         s += gv;
-        sd += gv * ((double)a[k] - m);
+        if (a) sd += gv * ((double)a[k] - m);
     }
     *sum_g += s;
     *sum_g_dev += sd;
@@ -101,16 +216,39 @@ void an_batchnorm_stats_f32(const float *x, int64_t N, int64_t C, int64_t HW,
     }
 }
 
-/* y = (x - m) * scale + shift over one channel's N slices */
-static inline void normalize_channel(const float *restrict x, float m,
-                                     float scale, float shift, int64_t N,
-                                     int64_t C, int64_t HW, int64_t c,
-                                     float *restrict y)
+/* ------------------------------------------------------------------ forward */
+
+/* y = act((x - m) * scale + shift) over one channel's N slices */
+static AN_ALWAYS_INLINE void normalize_channel_as(an_bn_activation act,
+                                                  const float *restrict x,
+                                                  float m, float scale,
+                                                  float shift, int64_t N,
+                                                  int64_t C, int64_t HW,
+                                                  int64_t c, float *restrict y)
 {
     for (int64_t n = 0; n < N; ++n) {
         const float *restrict xs = x + (n * C + c) * HW;
         float *restrict ys = y + (n * C + c) * HW;
-        for (int64_t k = 0; k < HW; ++k) ys[k] = (xs[k] - m) * scale + shift;
+        for (int64_t k = 0; k < HW; ++k)
+            ys[k] = activate(act, (xs[k] - m) * scale + shift);
+    }
+}
+
+static void normalize_channel(an_bn_activation act, const float *x, float m,
+                              float scale, float shift, int64_t N, int64_t C,
+                              int64_t HW, int64_t c, float *y)
+{
+    switch (act) {
+    case AN_BN_RELU:
+        normalize_channel_as(AN_BN_RELU, x, m, scale, shift, N, C, HW, c, y);
+        break;
+    case AN_BN_RELU6:
+        normalize_channel_as(AN_BN_RELU6, x, m, scale, shift, N, C, HW, c, y);
+        break;
+    default:
+        normalize_channel_as(AN_BN_IDENTITY, x, m, scale, shift, N, C, HW, c,
+                             y);
+        break;
     }
 }
 
@@ -122,8 +260,9 @@ static inline float inv_sqrt_eps(float var, float eps)
 void an_batchnorm_forward_train_f32(const float *x, const float *mean,
                                     const float *var_biased,
                                     const float *gamma, const float *beta,
-                                    float eps, int64_t N, int64_t C,
-                                    int64_t HW, float *y, float *invstd_out)
+                                    float eps, an_bn_activation act,
+                                    int64_t N, int64_t C, int64_t HW,
+                                    float *y, float *invstd_out)
 {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
@@ -132,7 +271,7 @@ void an_batchnorm_forward_train_f32(const float *x, const float *mean,
         const float inv = inv_sqrt_eps(var_biased[c], eps);
         const float scale = gamma ? gamma[c] * inv : inv;
         const float shift = beta ? beta[c] : 0.0f;
-        normalize_channel(x, mean[c], scale, shift, N, C, HW, c, y);
+        normalize_channel(act, x, mean[c], scale, shift, N, C, HW, c, y);
         if (invstd_out) invstd_out[c] = inv;
     }
 }
@@ -140,8 +279,8 @@ void an_batchnorm_forward_train_f32(const float *x, const float *mean,
 void an_batchnorm_forward_eval_f32(const float *x, const float *running_mean,
                                    const float *running_var,
                                    const float *gamma, const float *beta,
-                                   float eps, int64_t N, int64_t C, int64_t HW,
-                                   float *y)
+                                   float eps, an_bn_activation act, int64_t N,
+                                   int64_t C, int64_t HW, float *y)
 {
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
@@ -150,52 +289,163 @@ void an_batchnorm_forward_eval_f32(const float *x, const float *running_mean,
         const float inv = inv_sqrt_eps(running_var[c], eps);
         const float scale = gamma ? gamma[c] * inv : inv;
         const float shift = beta ? beta[c] : 0.0f;
-        normalize_channel(x, running_mean[c], scale, shift, N, C, HW, c, y);
+        normalize_channel(act, x, running_mean[c], scale, shift, N, C, HW, c,
+                          y);
     }
 }
 
-void an_batchnorm_backward_train_f32(const float *dy, const float *x,
+/* ----------------------------------------------------------------- backward */
+
+/* One channel of the backward through batch statistics (M = N*HW > 0):
+ * a reduction pass over (dy, y, x), then a pass that writes dx. */
+static AN_ALWAYS_INLINE void backward_train_channel_as(
+    an_bn_activation act, const float *dy, const float *y, const float *x,
+    const float *mean, const float *invstd, const float *gamma, int64_t N,
+    int64_t C, int64_t HW, int64_t c, float *dx, float *dgamma, float *dbeta)
+{
+    const int64_t M = N * HW;
+    const double m = (double)mean[c];
+    const double inv = (double)invstd[c];
+    double sum_g = 0.0, sum_g_dev = 0.0;
+    for (int64_t n = 0; n < N; ++n) {
+        const int64_t off = (n * C + c) * HW;
+        sum_g_and_g_dev_f64(act, dy + off,
+                            act == AN_BN_IDENTITY ? NULL : y + off, x + off,
+                            HW, m, &sum_g, &sum_g_dev);
+    }
+    const double sum_g_xhat = sum_g_dev * inv;
+    if (dbeta) dbeta[c] = (float)sum_g;
+    if (dgamma) dgamma[c] = (float)sum_g_xhat;
+    if (!dx) return;
+    /* The header's formula divided through by M:
+     *   dx = k * (g - sum(g)/M - (x - mean) * a)
+     * with k = gamma*invstd and a = invstd * sum(g*xhat) / M
+     * (so (x - mean) * a == xhat * sum(g*xhat) / M). */
+    const double gm = gamma ? (double)gamma[c] : 1.0;
+    const float k = (float)(gm * inv);
+    const float mean_g = (float)(sum_g / (double)M);
+    const float a = (float)(inv * sum_g_xhat / (double)M);
+    const float mf = mean[c];
+    for (int64_t n = 0; n < N; ++n) {
+        const int64_t off = (n * C + c) * HW;
+        const float *restrict dys = dy + off;
+        const float *restrict ys = act == AN_BN_IDENTITY ? NULL : y + off;
+        const float *restrict xs = x + off;
+        float *restrict dxs = dx + off;
+        for (int64_t i = 0; i < HW; ++i)
+            dxs[i] = k * (masked_grad(act, dys, ys, i) - mean_g -
+                          (xs[i] - mf) * a);
+    }
+}
+
+static void backward_train_channel(an_bn_activation act, const float *dy,
+                                   const float *y, const float *x,
+                                   const float *mean, const float *invstd,
+                                   const float *gamma, int64_t N, int64_t C,
+                                   int64_t HW, int64_t c, float *dx,
+                                   float *dgamma, float *dbeta)
+{
+    switch (act) {
+    case AN_BN_RELU:
+        backward_train_channel_as(AN_BN_RELU, dy, y, x, mean, invstd, gamma, N,
+                                  C, HW, c, dx, dgamma, dbeta);
+        break;
+    case AN_BN_RELU6:
+        backward_train_channel_as(AN_BN_RELU6, dy, y, x, mean, invstd, gamma,
+                                  N, C, HW, c, dx, dgamma, dbeta);
+        break;
+    default:
+        backward_train_channel_as(AN_BN_IDENTITY, dy, y, x, mean, invstd,
+                                  gamma, N, C, HW, c, dx, dgamma, dbeta);
+        break;
+    }
+}
+
+void an_batchnorm_backward_train_f32(const float *dy, const float *y,
+                                     an_bn_activation act, const float *x,
                                      const float *mean, const float *invstd,
                                      const float *gamma, int64_t N, int64_t C,
                                      int64_t HW, float *dx, float *dgamma,
                                      float *dbeta)
 {
-    const int64_t M = N * HW;
-    if (M <= 0) return;
+    if (N * HW <= 0) { /* no elements: dx is empty, the sums are 0 */
+        for (int64_t c = 0; c < C; ++c) {
+            if (dgamma) dgamma[c] = 0.0f;
+            if (dbeta) dbeta[c] = 0.0f;
+        }
+        return;
+    }
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
 #endif
-    for (int64_t c = 0; c < C; ++c) {
-        const double m = (double)mean[c];
-        const double inv = (double)invstd[c];
-        double sum_dy = 0.0, sum_dy_dev = 0.0;
-        for (int64_t n = 0; n < N; ++n)
-            sum_g_and_g_dev_f64(dy + (n * C + c) * HW, x + (n * C + c) * HW,
-                                HW, m, &sum_dy, &sum_dy_dev);
-        const double sum_dy_xhat = sum_dy_dev * inv;
-        if (dbeta) dbeta[c] += (float)sum_dy;
-        if (dgamma) dgamma[c] += (float)sum_dy_xhat;
-        if (!dx) continue;
-        /* The header's formula divided through by M:
-         *   dx += k * (dy - sum(dy)/M - (x - mean) * a)
-         * with k = gamma*invstd and a = invstd * sum(dy*xhat) / M
-         * (so (x - mean) * a == xhat * sum(dy*xhat) / M). */
-        const double g = gamma ? (double)gamma[c] : 1.0;
-        const float k = (float)(g * inv);
-        const float mean_dy = (float)(sum_dy / (double)M);
-        const float a = (float)(inv * sum_dy_xhat / (double)M);
-        const float mf = mean[c];
+    for (int64_t c = 0; c < C; ++c)
+        backward_train_channel(act, dy, y, x, mean, invstd, gamma, N, C, HW, c,
+                               dx, dgamma, dbeta);
+}
+
+/* One channel of the backward with constant (running) statistics. */
+static AN_ALWAYS_INLINE void backward_eval_channel_as(
+    an_bn_activation act, const float *dy, const float *y, const float *x,
+    const float *running_mean, const float *running_var, const float *gamma,
+    float eps, int64_t N, int64_t C, int64_t HW, int64_t c, float *dx,
+    float *dgamma, float *dbeta)
+{
+    const float inv = inv_sqrt_eps(running_var[c], eps);
+    if (dgamma || dbeta) {
+        double sum_g = 0.0, sum_g_dev = 0.0;
+        const double m = dgamma ? (double)running_mean[c] : 0.0;
         for (int64_t n = 0; n < N; ++n) {
-            const float *restrict dys = dy + (n * C + c) * HW;
-            const float *restrict xs = x + (n * C + c) * HW;
-            float *restrict dxs = dx + (n * C + c) * HW;
+            const int64_t off = (n * C + c) * HW;
+            const float *ys = act == AN_BN_IDENTITY ? NULL : y + off;
+            /* without dgamma, x and the mean may be NULL: no dev sum */
+            sum_g_and_g_dev_f64(act, dy + off, ys, dgamma ? x + off : NULL,
+                                HW, m, &sum_g, &sum_g_dev);
+        }
+        if (dbeta) dbeta[c] = (float)sum_g;
+        if (dgamma) dgamma[c] = (float)(sum_g_dev * (double)inv);
+    }
+    if (dx) {
+        const float k = gamma ? gamma[c] * inv : inv;
+        for (int64_t n = 0; n < N; ++n) {
+            const int64_t off = (n * C + c) * HW;
+            const float *restrict dys = dy + off;
+            const float *restrict ys = act == AN_BN_IDENTITY ? NULL : y + off;
+            float *restrict dxs = dx + off;
             for (int64_t i = 0; i < HW; ++i)
-                dxs[i] += k * (dys[i] - mean_dy - (xs[i] - mf) * a);
+                dxs[i] = masked_grad(act, dys, ys, i) * k;
         }
     }
 }
 
-void an_batchnorm_backward_eval_f32(const float *dy, const float *x,
+static void backward_eval_channel(an_bn_activation act, const float *dy,
+                                  const float *y, const float *x,
+                                  const float *running_mean,
+                                  const float *running_var, const float *gamma,
+                                  float eps, int64_t N, int64_t C, int64_t HW,
+                                  int64_t c, float *dx, float *dgamma,
+                                  float *dbeta)
+{
+    switch (act) {
+    case AN_BN_RELU:
+        backward_eval_channel_as(AN_BN_RELU, dy, y, x, running_mean,
+                                 running_var, gamma, eps, N, C, HW, c, dx,
+                                 dgamma, dbeta);
+        break;
+    case AN_BN_RELU6:
+        backward_eval_channel_as(AN_BN_RELU6, dy, y, x, running_mean,
+                                 running_var, gamma, eps, N, C, HW, c, dx,
+                                 dgamma, dbeta);
+        break;
+    default:
+        backward_eval_channel_as(AN_BN_IDENTITY, dy, y, x, running_mean,
+                                 running_var, gamma, eps, N, C, HW, c, dx,
+                                 dgamma, dbeta);
+        break;
+    }
+}
+
+void an_batchnorm_backward_eval_f32(const float *dy, const float *y,
+                                    an_bn_activation act, const float *x,
                                     const float *running_mean,
                                     const float *running_var,
                                     const float *gamma, float eps, int64_t N,
@@ -205,29 +455,7 @@ void an_batchnorm_backward_eval_f32(const float *dy, const float *x,
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
 #endif
-    for (int64_t c = 0; c < C; ++c) {
-        const float inv = inv_sqrt_eps(running_var[c], eps);
-        if (dgamma || dbeta) {
-            double sum_dy = 0.0, sum_dy_dev = 0.0;
-            const double m = dgamma ? (double)running_mean[c] : 0.0;
-            for (int64_t n = 0; n < N; ++n) {
-                const float *dys = dy + (n * C + c) * HW;
-                if (dgamma)
-                    sum_g_and_g_dev_f64(dys, x + (n * C + c) * HW, HW, m,
-                                        &sum_dy, &sum_dy_dev);
-                else
-                    sum_dy += sum_f64(dys, HW);
-            }
-            if (dbeta) dbeta[c] += (float)sum_dy;
-            if (dgamma) dgamma[c] += (float)(sum_dy_dev * (double)inv);
-        }
-        if (dx) {
-            const float k = gamma ? gamma[c] * inv : inv;
-            for (int64_t n = 0; n < N; ++n) {
-                const float *restrict dys = dy + (n * C + c) * HW;
-                float *restrict dxs = dx + (n * C + c) * HW;
-                for (int64_t i = 0; i < HW; ++i) dxs[i] += dys[i] * k;
-            }
-        }
-    }
+    for (int64_t c = 0; c < C; ++c)
+        backward_eval_channel(act, dy, y, x, running_mean, running_var, gamma,
+                              eps, N, C, HW, c, dx, dgamma, dbeta);
 }

@@ -1,10 +1,15 @@
-/* Batch normalisation kernels (per channel over N, H, W), float32.
+/* Batch normalisation kernels (per channel over N, H, W), float32, with an
+ * optional ReLU / ReLU6 fused into the pass that writes the output.
  *
  * Layout: x viewed as [N, C, HW] with HW = H*W (HW = 1 for BatchNorm1d on
  * [N, C]). M = N*HW elements per channel. Pure kernels: no allocation, cannot
  * fail; parallel over channels, results bit-identical for any thread count;
  * channel sums are accumulated in double. The running-statistics update
  * (momentum, unbiased variance) is the caller's job.
+ *
+ * Every output is overwritten, never accumulated into: the op allocates its
+ * gradients uninitialised, which saves a memset pass and turns dx's
+ * read-modify-write into a plain store.
  */
 #ifndef APPEALNET_KERNELS_BATCHNORM_H
 #define APPEALNET_KERNELS_BATCHNORM_H
@@ -15,33 +20,56 @@
 extern "C" {
 #endif
 
+/* The activation applied to the normalised value v before it is stored:
+ *   RELU:  v <= 0 ? 0 : v                      (NaN passes)
+ *   RELU6: v <= 0 ? 0 : (v >= 6 ? 6 : v)       (NaN passes)
+ * exactly the formulas of the standalone relu/relu6 ops, so the fused
+ * result is bit-identical to normalising and then activating. */
+typedef enum {
+    AN_BN_IDENTITY = 0,
+    AN_BN_RELU = 1,
+    AN_BN_RELU6 = 2
+} an_bn_activation;
+
 /* x: [N, C, HW] -> mean: [C], var_biased: [C] (sum((x-mean)^2) / M),
  * two passes in double. Both overwritten. */
 void an_batchnorm_stats_f32(const float *x, int64_t N, int64_t C, int64_t HW,
                             float *mean, float *var_biased);
 
-/* y = (x - mean) * invstd * gamma + beta, invstd = 1 / sqrt(var_biased + eps).
- * gamma NULL means 1, beta NULL means 0. y: [N, C, HW] overwritten;
- * invstd_out: [C] overwritten (nullable), kept for the backward. */
+/* y = act((x - mean) * scale + beta), scale = gamma * invstd,
+ * invstd = 1 / sqrt(var_biased + eps). gamma NULL means 1, beta NULL means 0.
+ * y: [N, C, HW] overwritten; invstd_out: [C] overwritten (nullable), kept
+ * for the backward. */
 void an_batchnorm_forward_train_f32(const float *x, const float *mean,
                                     const float *var_biased,
                                     const float *gamma, const float *beta,
-                                    float eps, int64_t N, int64_t C,
-                                    int64_t HW, float *y, float *invstd_out);
+                                    float eps, an_bn_activation act,
+                                    int64_t N, int64_t C, int64_t HW,
+                                    float *y, float *invstd_out);
 
 /* Same normalisation with the running statistics (inference). */
 void an_batchnorm_forward_eval_f32(const float *x, const float *running_mean,
                                    const float *running_var,
                                    const float *gamma, const float *beta,
-                                   float eps, int64_t N, int64_t C, int64_t HW,
-                                   float *y);
+                                   float eps, an_bn_activation act, int64_t N,
+                                   int64_t C, int64_t HW, float *y);
+
+/* The backward kernels first mask dy by the activation, read from the
+ * forward's output y (as the standalone ops' backward does):
+ *   IDENTITY: g = dy                              (y not read, may be NULL)
+ *   RELU:     g = y <= 0 ? 0 : dy                 (NaN y passes)
+ *   RELU6:    g = 0 < y < 6 ? dy : 0              (strict: y in (0, 6) iff
+ *                                                  the pre-activation was)
+ * and then run batch norm's backward on g. */
 
 /* Backward through batch statistics. With xhat = (x - mean) * invstd:
- *   dbeta  += sum(dy)                 dgamma += sum(dy * xhat)
- *   dx     += gamma*invstd/M * (M*dy - sum(dy) - xhat*sum(dy*xhat))
- * dy, x, dx: [N, C, HW]; mean, invstd, gamma (NULL => 1): [C].
- * dx, dgamma, dbeta are nullable and accumulated into. */
-void an_batchnorm_backward_train_f32(const float *dy, const float *x,
+ *   dbeta  = sum(g)                 dgamma = sum(g * xhat)
+ *   dx     = gamma*invstd/M * (M*g - sum(g) - xhat*sum(g*xhat))
+ * dy, y, x, dx: [N, C, HW]; mean, invstd, gamma (NULL => 1): [C].
+ * dx, dgamma, dbeta are nullable and overwritten (dgamma, dbeta are 0 for
+ * an empty batch). */
+void an_batchnorm_backward_train_f32(const float *dy, const float *y,
+                                     an_bn_activation act, const float *x,
                                      const float *mean, const float *invstd,
                                      const float *gamma, int64_t N, int64_t C,
                                      int64_t HW, float *dx, float *dgamma,
@@ -49,11 +77,12 @@ void an_batchnorm_backward_train_f32(const float *dy, const float *x,
 
 /* Backward with the running statistics as constants (eval mode /
  * frozen BN): invstd_r = 1 / sqrt(running_var + eps),
- *   dx += dy * gamma * invstd_r
- *   dgamma += sum(dy * (x - running_mean) * invstd_r),  dbeta += sum(dy).
+ *   dx = g * gamma * invstd_r
+ *   dgamma = sum(g * (x - running_mean) * invstd_r),  dbeta = sum(g).
  * x and running_mean are only read when dgamma is non-NULL (may be NULL
- * otherwise). dx, dgamma, dbeta are nullable and accumulated into. */
-void an_batchnorm_backward_eval_f32(const float *dy, const float *x,
+ * otherwise). dx, dgamma, dbeta are nullable and overwritten. */
+void an_batchnorm_backward_eval_f32(const float *dy, const float *y,
+                                    an_bn_activation act, const float *x,
                                     const float *running_mean,
                                     const float *running_var,
                                     const float *gamma, float eps, int64_t N,

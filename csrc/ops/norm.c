@@ -2,7 +2,14 @@
 
    Training normalises with the batch statistics and updates the running
    statistics in place (momentum, unbiased variance); eval normalises with
-   the running statistics, which the backward then treats as constants. */
+   the running statistics, which the backward then treats as constants.
+
+   An optional ReLU / ReLU6 is fused in (an_batch_norm_act): the pass that
+   normalises also activates, and one backward node masks the incoming
+   gradient with the saved output inside batch norm's own passes, so the
+   pre-activation tensor and its gradient never exist.  Gradients are
+   written into uninitialised tensors (the kernels overwrite), not added to
+   zeroed ones. */
 #include "../core/internal.h"
 #include "../kernels/batchnorm.h"
 #include <stdlib.h>
@@ -73,38 +80,65 @@ static an_status update_running_stats(an_tensor *running_mean, an_tensor *runnin
     return st;
 }
 
+/* The op's grad_fn names, by an_activation. */
+static const char *const NODE_NAMES[] = {"NativeBatchNormBackward", "NativeBatchNormReluBackward",
+                                         "NativeBatchNormRelu6Backward"};
+
 /* inputs: x, weight, bias.  saved[0] = x (contiguous), saved[1] = weight,
    saved[2] = mean [C], saved[3] = invstd [C] (training) or the running
-   variance [C] (eval, with eps in reals[0]). */
+   variance [C] (eval, with eps in reals[0]), saved[4] = the output (a
+   detached alias, for the activation's mask; NULL without activation).
+   ints: training, N, C, HW, kernel activation. */
 static an_status batch_norm_backward(an_node *node, an_tensor *grad, an_tensor **grad_inputs)
 {
     an_tensor *x = node->saved[0], *w = node->saved[1];
-    an_tensor *mean = node->saved[2], *stat = node->saved[3];
+    an_tensor *mean = node->saved[2], *stat = node->saved[3], *y = node->saved[4];
     int training = (int)node->ints[0];
     bn_geometry g = {node->ints[1], node->ints[2], node->ints[3]};
+    an_bn_activation act = (an_bn_activation)node->ints[4];
     an_tensor *gc = an_contiguous(grad), *dx = NULL, *dw = NULL, *db = NULL;
     an_status st = gc ? AN_OK : an_last_status();
     int64_t cshape[1] = {g.C};
-    if (!st && an_node_input_needs_grad(node, 0) && !(dx = an_zeros(x->ndim, x->shape)))
+    if (!st && an_node_input_needs_grad(node, 0) && !(dx = an_empty(x->ndim, x->shape)))
         st = an_last_status();
-    if (!st && an_node_input_needs_grad(node, 1) && !(dw = an_zeros(1, cshape)))
+    if (!st && an_node_input_needs_grad(node, 1) && !(dw = an_empty(1, cshape)))
         st = an_last_status();
-    if (!st && an_node_input_needs_grad(node, 2) && !(db = an_zeros(1, cshape)))
+    if (!st && an_node_input_needs_grad(node, 2) && !(db = an_empty(1, cshape)))
         st = an_last_status();
     if (!st && (dx || dw || db)) {
-        const float *gamma = w ? an_data_ptr(w) : NULL;
+        const float *gamma = w ? an_data_ptr(w) : NULL, *py = y ? an_data_ptr(y) : NULL;
         float *pdx = dx ? an_data_ptr(dx) : NULL, *pdw = dw ? an_data_ptr(dw) : NULL;
         float *pdb = db ? an_data_ptr(db) : NULL;
         if (training)
-            an_batchnorm_backward_train_f32(an_data_ptr(gc), an_data_ptr(x), an_data_ptr(mean),
-                                            an_data_ptr(stat), gamma, g.N, g.C, g.HW, pdx, pdw, pdb);
+            an_batchnorm_backward_train_f32(an_data_ptr(gc), py, act, an_data_ptr(x),
+                                            an_data_ptr(mean), an_data_ptr(stat), gamma, g.N, g.C,
+                                            g.HW, pdx, pdw, pdb);
         else
-            an_batchnorm_backward_eval_f32(an_data_ptr(gc), an_data_ptr(x), an_data_ptr(mean),
-                                           an_data_ptr(stat), gamma, (float)node->reals[0], g.N, g.C,
-                                           g.HW, pdx, pdw, pdb);
+            an_batchnorm_backward_eval_f32(an_data_ptr(gc), py, act, an_data_ptr(x),
+                                           an_data_ptr(mean), an_data_ptr(stat), gamma,
+                                           (float)node->reals[0], g.N, g.C, g.HW, pdx, pdw, pdb);
     }
     an_release(gc);
     return an_finish_backward3(st, grad_inputs, dx, dw, db);
+}
+
+/* The kernels' activation for a public one; an error for a value outside the enum
+   (a C caller may pass any int). */
+static an_status kernel_activation(an_activation act, an_bn_activation *out)
+{
+    switch (act) {
+    case AN_ACTIVATION_NONE:
+        *out = AN_BN_IDENTITY;
+        return AN_OK;
+    case AN_ACTIVATION_RELU:
+        *out = AN_BN_RELU;
+        return AN_OK;
+    case AN_ACTIVATION_RELU6:
+        *out = AN_BN_RELU6;
+        return AN_OK;
+    }
+    return an_set_error(AN_ERR_VALUE, "batch_norm: unknown activation %d (expected none, relu or relu6)",
+                        (int)act);
 }
 
 static an_status batch_norm_check(const an_tensor *x, const an_tensor *running_mean,
@@ -147,8 +181,18 @@ static an_status batch_norm_check(const an_tensor *x, const an_tensor *running_m
 an_tensor *an_batch_norm(an_tensor *x, an_tensor *running_mean, an_tensor *running_var,
                          an_tensor *weight, an_tensor *bias, int training, double momentum, double eps)
 {
+    return an_batch_norm_act(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                             AN_ACTIVATION_NONE);
+}
+
+an_tensor *an_batch_norm_act(an_tensor *x, an_tensor *running_mean, an_tensor *running_var,
+                             an_tensor *weight, an_tensor *bias, int training, double momentum,
+                             double eps, an_activation activation)
+{
     bn_geometry g = {0, 0, 0};
-    if (batch_norm_check(x, running_mean, running_var, weight, bias, training, momentum, eps, &g))
+    an_bn_activation act = AN_BN_IDENTITY;
+    if (kernel_activation(activation, &act) ||
+        batch_norm_check(x, running_mean, running_var, weight, bias, training, momentum, eps, &g))
         return NULL;
     int64_t cshape[1] = {g.C}, M = g.N * g.HW;
     an_tensor *xc = an_contiguous(x);
@@ -168,7 +212,7 @@ an_tensor *an_batch_norm(an_tensor *x, an_tensor *running_mean, an_tensor *runni
         } else {
             an_batchnorm_stats_f32(an_data_ptr(xc), g.N, g.C, g.HW, an_data_ptr(mean), var);
             an_batchnorm_forward_train_f32(an_data_ptr(xc), an_data_ptr(mean), var, gamma, beta, (float)eps,
-                                           g.N, g.C, g.HW, an_data_ptr(out), an_data_ptr(stat));
+                                           act, g.N, g.C, g.HW, an_data_ptr(out), an_data_ptr(stat));
             if (running_mean)
                 st = update_running_stats(running_mean, running_var, an_data_ptr(mean), var, g.C, M,
                                           momentum);
@@ -177,28 +221,34 @@ an_tensor *an_batch_norm(an_tensor *x, an_tensor *running_mean, an_tensor *runni
     } else if (!st && !training) {
         if (!(st = an_copy_(mean, running_mean)) && !(st = an_copy_(stat, running_var)))
             an_batchnorm_forward_eval_f32(an_data_ptr(xc), an_data_ptr(mean), an_data_ptr(stat), gamma,
-                                          beta, (float)eps, g.N, g.C, g.HW, an_data_ptr(out));
+                                          beta, (float)eps, act, g.N, g.C, g.HW, an_data_ptr(out));
     }
     /* (training on an empty batch: nothing to normalise, running stats untouched) */
     an_release(bc);
     an_tensor *inputs[3] = {x, weight, bias};
     if (!st && an_needs_grad(3, inputs)) {
-        an_node *node = an_record(out, "NativeBatchNormBackward", batch_norm_backward, 3, inputs);
+        an_node *node = an_record(out, NODE_NAMES[activation], batch_norm_backward, 3, inputs);
         an_tensor *sx = node ? an_detach(xc) : NULL;
         an_tensor *sw = sx && wc ? an_detach(wc) : NULL;
-        if (!sx || (wc && !sw)) {
+        /* detached alias: saving `out` itself would make a reference cycle */
+        an_tensor *sy = sx && act != AN_BN_IDENTITY ? an_detach(out) : NULL;
+        if (!sx || (wc && !sw) || (act != AN_BN_IDENTITY && !sy)) {
             st = an_last_status();
         } else {
             an_node_save(node, 0, sx);
             an_node_save(node, 1, sw);
             an_node_save(node, 2, mean);
             an_node_save(node, 3, stat);
+            if (sy)
+                an_node_save(node, 4, sy);
             node->ints[0] = training;
             node->ints[1] = g.N, node->ints[2] = g.C, node->ints[3] = g.HW;
+            node->ints[4] = act;
             node->reals[0] = eps;
         }
         an_release(sx);
         an_release(sw);
+        an_release(sy);
     }
     an_release(xc);
     an_release(wc);

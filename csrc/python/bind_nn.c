@@ -28,16 +28,29 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args)
 }
 
 /* batch_norm(x, running_mean | None, running_var | None, weight | None,
-              bias | None, training, momentum, eps) */
+              bias | None, training, momentum, eps, activation=None)
+   activation: None, "relu" or "relu6", fused into the output pass. */
 static PyObject *py_batch_norm(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *x_obj, *rm_obj, *rv_obj, *w_obj, *b_obj;
     int training;
     double momentum, eps;
-    if (!PyArg_ParseTuple(args, "OOOOOpdd:batch_norm", &x_obj, &rm_obj, &rv_obj, &w_obj, &b_obj,
-                          &training, &momentum, &eps))
+    const char *activation = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOpdd|z:batch_norm", &x_obj, &rm_obj, &rv_obj, &w_obj, &b_obj,
+                          &training, &momentum, &eps, &activation))
         return NULL;
+    an_activation act = AN_ACTIVATION_NONE;
+    if (activation && strcmp(activation, "relu") == 0) {
+        act = AN_ACTIVATION_RELU;
+    } else if (activation && strcmp(activation, "relu6") == 0) {
+        act = AN_ACTIVATION_RELU6;
+    } else if (activation) {
+        PyErr_Format(PyExc_ValueError,
+                     "batch_norm: unknown activation '%s' (expected None, 'relu' or 'relu6')",
+                     activation);
+        return NULL;
+    }
     int ok = 1;
     an_tensor *x = an_py_unwrap(x_obj, "batch_norm", "input");
     if (!x)
@@ -49,7 +62,7 @@ static PyObject *py_batch_norm(PyObject *self, PyObject *args)
     if (!ok)
         return NULL;
     an_tensor *out;
-    AN_NOGIL(out = an_batch_norm(x, rm, rv, w, b, training, momentum, eps));
+    AN_NOGIL(out = an_batch_norm_act(x, rm, rv, w, b, training, momentum, eps, act));
     return an_py_wrap(out);
 }
 
@@ -136,7 +149,7 @@ PyMethodDef an_py_nn_methods[] = {
     {"conv2d", py_conv2d, METH_VARARGS,
      "conv2d(x, weight, bias, stride, padding, dilation, groups): NCHW convolution"},
     {"batch_norm", py_batch_norm, METH_VARARGS,
-     "batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)"},
+     "batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, activation=None)"},
     {"max_pool2d", py_max_pool2d, METH_VARARGS,
      "max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)"},
     {"avg_pool2d", py_avg_pool2d, METH_VARARGS,

@@ -126,7 +126,7 @@ static void check_bits(const char *what, const char *cfg, const void *a,
     ++g_checks;
     if (memcmp(a, b, bytes) != 0) {
         ++g_failures;
-        printf("FAIL %-28s %s: 1-thread and 2-thread results differ\n", what,
+        printf("FAIL %-28s %s: results differ bitwise\n", what,
                cfg);
     }
 }
@@ -677,6 +677,8 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
              (double)offset);
     const int64_t n = N * C * HW, M = N * HW;
     const float eps = 1e-5f;
+    /* dx0, dg0, db0: what the outputs hold before a call (the kernels
+       overwrite them) */
     float *x = rand_buf(n), *dy = rand_buf(n), *dx0 = rand_buf(n);
     for (int64_t c = 0; c < C; ++c) /* per-channel shift and scale */
         for (int64_t b = 0; b < N; ++b)
@@ -725,14 +727,14 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
             for (int64_t i = 0; i < HW; ++i) {
                 const int64_t k = (b * C + c) * HW + i;
                 const double xh = (x[k] - mean[c]) * inv[c];
-                dx_ref[k] = dx0[k] + gm * inv[c] / (double)M *
-                                         ((double)M * dy[k] - sdy - xh * sdyx);
-                dxe_ref[k] = dx0[k] + dy[k] * gm * inv_r;
+                dx_ref[k] = gm * inv[c] / (double)M *
+                            ((double)M * dy[k] - sdy - xh * sdyx);
+                dxe_ref[k] = dy[k] * gm * inv_r;
             }
-        dg_ref[c] = dg0[c] + sdyx;
-        db_ref[c] = db0[c] + sdy;
-        dge_ref[c] = dg0[c] + sdyxe;
-        dbe_ref[c] = db0[c] + sdy;
+        dg_ref[c] = sdyx;
+        db_ref[c] = sdy;
+        dge_ref[c] = sdyxe;
+        dbe_ref[c] = sdy;
     }
 
     float *m1 = alloc_f(C), *v1 = alloc_f(C), *m2 = alloc_f(C), *v2 = alloc_f(C);
@@ -750,14 +752,17 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
         set_threads(t);
         an_batchnorm_stats_f32(x, N, C, HW, one ? m1 : m2, one ? v1 : v2);
         an_batchnorm_forward_train_f32(x, one ? m1 : m2, one ? v1 : v2, g, bt,
-                                       eps, N, C, HW, one ? y1 : y2,
-                                       one ? i1 : i2);
-        an_batchnorm_forward_eval_f32(x, rmean, rvar, g, bt, eps, N, C, HW,
+                                       eps, AN_BN_IDENTITY, N, C, HW,
+                                       one ? y1 : y2, one ? i1 : i2);
+        an_batchnorm_forward_eval_f32(x, rmean, rvar, g, bt, eps,
+                                      AN_BN_IDENTITY, N, C, HW,
                                       one ? ye1 : ye2);
-        an_batchnorm_backward_train_f32(dy, x, one ? m1 : m2, one ? i1 : i2, g,
-                                        N, C, HW, one ? dx1 : dx2,
-                                        one ? dg1 : dg2, one ? db1 : db2);
-        an_batchnorm_backward_eval_f32(dy, x, rmean, rvar, g, eps, N, C, HW,
+        an_batchnorm_backward_train_f32(dy, NULL, AN_BN_IDENTITY, x,
+                                        one ? m1 : m2, one ? i1 : i2, g, N, C,
+                                        HW, one ? dx1 : dx2, one ? dg1 : dg2,
+                                        one ? db1 : db2);
+        an_batchnorm_backward_eval_f32(dy, NULL, AN_BN_IDENTITY, x, rmean,
+                                       rvar, g, eps, N, C, HW,
                                        one ? dxe1 : dxe2, one ? dge1 : dge2,
                                        one ? dbe1 : dbe2);
     }
@@ -789,25 +794,26 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
     /* nullable outputs: each gradient alone must match the full call */
     float *dxa = copy_buf(dx0, n), *dga = copy_buf(dg0, C),
           *dba = copy_buf(db0, C);
-    an_batchnorm_backward_train_f32(dy, x, m1, i1, g, N, C, HW, dxa, NULL,
-                                    NULL);
-    an_batchnorm_backward_train_f32(dy, x, m1, i1, g, N, C, HW, NULL, dga,
-                                    NULL);
-    an_batchnorm_backward_train_f32(dy, x, m1, i1, g, N, C, HW, NULL, NULL,
-                                    dba);
+    an_batchnorm_backward_train_f32(dy, NULL, AN_BN_IDENTITY, x, m1, i1, g, N,
+                                    C, HW, dxa, NULL, NULL);
+    an_batchnorm_backward_train_f32(dy, NULL, AN_BN_IDENTITY, x, m1, i1, g, N,
+                                    C, HW, NULL, dga, NULL);
+    an_batchnorm_backward_train_f32(dy, NULL, AN_BN_IDENTITY, x, m1, i1, g, N,
+                                    C, HW, NULL, NULL, dba);
     check_bits("bn bwd dx alone", name, dxa, dx1, (size_t)n * sizeof(float));
     check_bits("bn bwd dgamma alone", name, dga, dg1,
                (size_t)C * sizeof(float));
     check_bits("bn bwd dbeta alone", name, dba, db1,
                (size_t)C * sizeof(float));
     float *dbb = copy_buf(db0, C), *dxb = copy_buf(dx0, n);
-    an_batchnorm_backward_eval_f32(dy, NULL, NULL, rvar, g, eps, N, C, HW, dxb,
-                                   NULL, dbb);
+    an_batchnorm_backward_eval_f32(dy, NULL, AN_BN_IDENTITY, NULL, NULL, rvar,
+                                   g, eps, N, C, HW, dxb, NULL, dbb);
     check_bits("bn bwd_eval dbeta w/o dgamma", name, dbb, dbe1,
                (size_t)C * sizeof(float));
     check_bits("bn bwd_eval dx w/o dgamma", name, dxb, dxe1,
                (size_t)n * sizeof(float));
-    an_batchnorm_forward_train_f32(x, m1, v1, g, bt, eps, N, C, HW, y2, NULL);
+    an_batchnorm_forward_train_f32(x, m1, v1, g, bt, eps, AN_BN_IDENTITY, N, C,
+                                   HW, y2, NULL);
     check_bits("bn forward (no invstd)", name, y1, y2,
                (size_t)n * sizeof(float));
 
@@ -819,6 +825,134 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
     free(dx1); free(dx2); free(dxe1); free(dxe2); free(dg1); free(dg2);
     free(db1); free(db2); free(dge1); free(dge2); free(dbe1); free(dbe2);
     free(dxa); free(dga); free(dba); free(dbb); free(dxb);
+}
+
+/* The fused activations, written out as the standalone relu / relu6 ops
+ * compute them. */
+static float act_ref(an_bn_activation act, float v)
+{
+    if (act == AN_BN_RELU) return v <= 0.0f ? 0.0f : v;
+    return v <= 0.0f ? 0.0f : (v >= 6.0f ? 6.0f : v);
+}
+
+/* The standalone ops' backward masks, from the saved output y. */
+static float mask_ref(an_bn_activation act, float y, float g)
+{
+    if (act == AN_BN_RELU) return y <= 0.0f ? 0.0f : g;
+    return (y > 0.0f && y < 6.0f) ? g : 0.0f;
+}
+
+/* Fused batch norm + activation against the unfused composition, bit for
+ * bit: forward = act(plain forward); backward = plain backward of dy masked
+ * by hand. For 1 and 2 threads. HW > 256 and not a multiple of 8 crosses the
+ * masked sums' chunks and leaves a tail. */
+static void test_batchnorm_act(int64_t N, int64_t C, int64_t HW, int affine)
+{
+    char name[96];
+    snprintf(name, sizeof name, "[N%lld C%lld HW%lld affine%d]", (long long)N,
+             (long long)C, (long long)HW, affine);
+    const int64_t n = N * C * HW;
+    const float eps = 1e-5f;
+    float *x = rand_buf(n), *dy = rand_buf(n);
+    float *gamma = rand_buf(C), *beta = rand_buf(C), *rmean = rand_buf(C);
+    float *rvar = alloc_f(C);
+    for (int64_t c = 0; c < C; ++c) {
+        gamma[c] *= 8.0f; /* normalised values beyond 6 for relu6 */
+        beta[c] *= 2.0f;
+        rvar[c] = 0.05f + (float)rand_unit();
+    }
+    dy[0] = 0.0f;
+    dy[n - 1] = -0.0f;
+    x[(C - 1) * HW] = NAN; /* a NaN channel: NaN must pass the activation */
+    const float *g = affine ? gamma : NULL, *bt = affine ? beta : NULL;
+    float *mean = alloc_f(C), *var = alloc_f(C), *inv = alloc_f(C);
+    float *y = alloc_f(n), *ye = alloc_f(n);
+    an_batchnorm_stats_f32(x, N, C, HW, mean, var);
+    an_batchnorm_forward_train_f32(x, mean, var, g, bt, eps, AN_BN_IDENTITY, N,
+                                   C, HW, y, inv);
+    an_batchnorm_forward_eval_f32(x, rmean, rvar, g, bt, eps, AN_BN_IDENTITY,
+                                  N, C, HW, ye);
+    /* [0]: fused, [1]: unfused; then [thread count - 1] */
+    float *yf[2], *yef[2], *dx[2][2], *dxe[2][2], *dg[2][2], *db[2][2];
+    float *dge[2][2], *dbe[2][2], *dbe_only[2][2];
+    float *gm = alloc_f(n), *gme = alloc_f(n), *want = alloc_f(n);
+    for (int a = AN_BN_RELU; a <= AN_BN_RELU6; ++a) {
+        const an_bn_activation act = (an_bn_activation)a;
+        for (int t = 0; t < 2; ++t) {
+            set_threads(t + 1);
+            yf[t] = alloc_f(n);
+            yef[t] = alloc_f(n);
+            for (int u = 0; u < 2; ++u) { /* garbage: the kernels overwrite */
+                dx[u][t] = rand_buf(n);
+                dxe[u][t] = rand_buf(n);
+                dg[u][t] = rand_buf(C);
+                db[u][t] = rand_buf(C);
+                dge[u][t] = rand_buf(C);
+                dbe[u][t] = rand_buf(C);
+                dbe_only[u][t] = rand_buf(C);
+            }
+            an_batchnorm_forward_train_f32(x, mean, var, g, bt, eps, act, N, C,
+                                           HW, yf[t], NULL);
+            an_batchnorm_forward_eval_f32(x, rmean, rvar, g, bt, eps, act, N,
+                                          C, HW, yef[t]);
+            for (int64_t k = 0; k < n; ++k) {
+                gm[k] = mask_ref(act, yf[t][k], dy[k]);
+                gme[k] = mask_ref(act, yef[t][k], dy[k]);
+            }
+            an_batchnorm_backward_train_f32(dy, yf[t], act, x, mean, inv, g,
+                                            N, C, HW, dx[0][t], dg[0][t],
+                                            db[0][t]);
+            an_batchnorm_backward_train_f32(gm, NULL, AN_BN_IDENTITY, x, mean,
+                                            inv, g, N, C, HW, dx[1][t],
+                                            dg[1][t], db[1][t]);
+            an_batchnorm_backward_eval_f32(dy, yef[t], act, x, rmean, rvar, g,
+                                           eps, N, C, HW, dxe[0][t], dge[0][t],
+                                           dbe[0][t]);
+            an_batchnorm_backward_eval_f32(gme, NULL, AN_BN_IDENTITY, x, rmean,
+                                           rvar, g, eps, N, C, HW, dxe[1][t],
+                                           dge[1][t], dbe[1][t]);
+            /* dbeta alone takes the sum-only path */
+            an_batchnorm_backward_eval_f32(dy, yef[t], act, NULL, NULL, rvar, g,
+                                           eps, N, C, HW, NULL, NULL,
+                                           dbe_only[0][t]);
+            an_batchnorm_backward_eval_f32(gme, NULL, AN_BN_IDENTITY, NULL,
+                                           NULL, rvar, g, eps, N, C, HW, NULL,
+                                           NULL, dbe_only[1][t]);
+        }
+        const size_t nb = (size_t)n * sizeof(float), cb = (size_t)C * sizeof(float);
+        for (int64_t k = 0; k < n; ++k) want[k] = act_ref(act, y[k]);
+        check_bits("bn+act forward_train", name, yf[0], want, nb);
+        for (int64_t k = 0; k < n; ++k) want[k] = act_ref(act, ye[k]);
+        check_bits("bn+act forward_eval", name, yef[0], want, nb);
+        check_true("bn+act NaN passes", name, isnan(yf[0][(C - 1) * HW]));
+        check_bits("bn+act bwd dx", name, dx[0][0], dx[1][0], nb);
+        check_bits("bn+act bwd dgamma", name, dg[0][0], dg[1][0], cb);
+        check_bits("bn+act bwd dbeta", name, db[0][0], db[1][0], cb);
+        check_bits("bn+act bwd_eval dx", name, dxe[0][0], dxe[1][0], nb);
+        check_bits("bn+act bwd_eval dgamma", name, dge[0][0], dge[1][0], cb);
+        check_bits("bn+act bwd_eval dbeta", name, dbe[0][0], dbe[1][0], cb);
+        check_bits("bn+act bwd_eval dbeta only", name, dbe_only[0][0],
+                   dbe_only[1][0], cb);
+        check_bits("bn+act fwd threads", name, yf[0], yf[1], nb);
+        check_bits("bn+act fwd_eval threads", name, yef[0], yef[1], nb);
+        check_bits("bn+act bwd dx threads", name, dx[0][0], dx[0][1], nb);
+        check_bits("bn+act bwd dgamma threads", name, dg[0][0], dg[0][1], cb);
+        check_bits("bn+act bwd_eval dx threads", name, dxe[0][0], dxe[0][1],
+                   nb);
+        for (int t = 0; t < 2; ++t) {
+            free(yf[t]);
+            free(yef[t]);
+            for (int u = 0; u < 2; ++u) {
+                free(dx[u][t]); free(dxe[u][t]); free(dg[u][t]);
+                free(db[u][t]); free(dge[u][t]); free(dbe[u][t]);
+                free(dbe_only[u][t]);
+            }
+        }
+    }
+    set_threads(2);
+    free(x); free(dy); free(gamma); free(beta); free(rmean); free(rvar);
+    free(mean); free(var); free(inv); free(y); free(ye); free(gm); free(gme);
+    free(want);
 }
 
 /* ------------------------------------------------------------------- main */
@@ -855,6 +989,9 @@ int main(void)
     test_batchnorm(4, 8, 1, 1, 0.0f); /* BatchNorm1d */
     test_batchnorm(2, 5, 35, 1, 100.0f); /* large mean: accuracy */
     test_batchnorm(8, 3, 1, 0, -50.0f);
+    test_batchnorm_act(4, 32, 300, 1); /* > parallel grain, chunks + tail */
+    test_batchnorm_act(3, 5, 49, 0);
+    test_batchnorm_act(16, 6, 1, 1); /* BatchNorm1d */
 
     printf("test_conv_kernels: %d checks, %d failures\n", g_checks,
            g_failures);

@@ -65,6 +65,11 @@ static void test_errors_are_reported_not_fatal(void)
     CHECK(an_empty(1, neg) == NULL && an_last_status() == AN_ERR_VALUE);
     CHECK(an_backward(a, NULL, 0) == AN_ERR_RUNTIME); /* no grad */
     an_clear_error();
+    /* an activation outside the enum (C callers may pass any int) */
+    CHECK(an_batch_norm_act(a, NULL, NULL, NULL, NULL, 1, 0.1, 1e-5, (an_activation)7) == NULL &&
+          an_last_status() == AN_ERR_VALUE);
+    CHECK(strstr(an_last_error(), "unknown activation 7") != NULL);
+    an_clear_error();
     an_release(a);
     an_release(b);
 }
