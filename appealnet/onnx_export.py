@@ -203,11 +203,18 @@ def _scalar(g, value):
     return g.constant(value, np.float32)
 
 
-def _convert_conv2d(g, out, x, weight, bias, stride, padding, dilation, groups):
+def _convert_conv2d(g, out, x, weight, bias, stride, padding, dilation, groups, activation=None):
     inputs = [g.name(x), g.name(weight)] + ([g.name(bias)] if bias is not None else [])
-    g.node("Conv", inputs, out, kernel_shape=list(weight.shape[2:]), strides=list(stride),
-           pads=[padding[0], padding[1], padding[0], padding[1]], dilations=list(dilation),
-           group=groups)
+    conv = g.node("Conv", inputs, out if activation is None else None,
+                  kernel_shape=list(weight.shape[2:]), strides=list(stride),
+                  pads=[padding[0], padding[1], padding[0], padding[1]], dilations=list(dilation),
+                  group=groups)
+    if activation == "relu":
+        g.node("Relu", [conv], out)
+    elif activation == "relu6":
+        g.node("Clip", [conv, _scalar(g, 0.0), _scalar(g, 6.0)], out)
+    elif activation is not None:
+        raise NotImplementedError(f"ONNX export: conv2d activation {activation!r} has no ONNX mapping")
 
 
 def _convert_batch_norm(g, out, x, mean, var, weight, bias, training, momentum, eps,

@@ -231,6 +231,13 @@ typedef enum { AN_ACTIVATION_NONE = 0, AN_ACTIVATION_RELU, AN_ACTIVATION_RELU6 }
 an_tensor *an_batch_norm_act(an_tensor *x, an_tensor *running_mean, an_tensor *running_var,
                              an_tensor *weight, an_tensor *bias, int training,
                              double momentum, double eps, an_activation act);
+/* an_conv2d with the activation applied to its output in the same call: for
+   inference (a convolution with batch norm folded in), so it refuses inputs
+   that require grad (AN_ERR_VALUE).  an_conv2d is this with
+   AN_ACTIVATION_NONE. */
+an_tensor *an_conv2d_act(an_tensor *x, an_tensor *weight, an_tensor *bias,
+                         const int64_t stride[2], const int64_t padding[2],
+                         const int64_t dilation[2], int64_t groups, an_activation act);
 an_tensor *an_max_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],
                          const int64_t padding[2], const int64_t dilation[2], int ceil_mode);
 an_tensor *an_avg_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],

@@ -51,3 +51,7 @@ def clip_grad_value_(parameters, clip_value):
 def parameters_to_vector(parameters):
     """All parameters flattened into one float32 numpy vector."""
     return np.concatenate([np.asarray(_C.detach(p)).reshape(-1) for p in parameters])
+
+
+# Inference fusion lives in its own module; it is part of nn.utils' API.
+from .fusion import FoldedBatchNorm, FusedConv2d, fuse_for_inference  # noqa: E402,F401

@@ -932,12 +932,43 @@ static an_status conv2d_check(const an_tensor *x, const an_tensor *w, const an_t
     return AN_OK;
 }
 
+/* y = act(y) in place (the output is still hot in cache). */
+static void apply_activation(an_tensor *out, an_activation act)
+{
+    float *y = an_data_ptr(out);
+    int64_t n = an_numel(out);
+    float top = act == AN_ACTIVATION_RELU6 ? 6.0f : 0.0f;
+#pragma omp parallel for schedule(static) if (n > AN_PARALLEL_GRAIN)
+    for (int64_t i = 0; i < n; i++) {
+        float v = y[i];
+        v = v <= 0.0f ? 0.0f : v; /* NaN passes, as in relu */
+        y[i] = act == AN_ACTIVATION_RELU6 && v >= top ? top : v;
+    }
+}
+
 an_tensor *an_conv2d(an_tensor *x, an_tensor *weight, an_tensor *bias, const int64_t stride[2],
                      const int64_t padding[2], const int64_t dilation[2], int64_t groups)
+{
+    return an_conv2d_act(x, weight, bias, stride, padding, dilation, groups, AN_ACTIVATION_NONE);
+}
+
+an_tensor *an_conv2d_act(an_tensor *x, an_tensor *weight, an_tensor *bias, const int64_t stride[2],
+                         const int64_t padding[2], const int64_t dilation[2], int64_t groups,
+                         an_activation act)
 {
     conv_geometry g;
     if (conv2d_check(x, weight, bias, stride, padding, dilation, groups, &g))
         return NULL;
+    if (act != AN_ACTIVATION_NONE && act != AN_ACTIVATION_RELU && act != AN_ACTIVATION_RELU6) {
+        an_set_error(AN_ERR_VALUE, "conv2d: unknown activation code %d", (int)act);
+        return NULL;
+    }
+    an_tensor *grad_check[3] = {x, weight, bias};
+    if (act != AN_ACTIVATION_NONE && an_needs_grad(3, grad_check)) {
+        an_set_error(AN_ERR_VALUE, "conv2d: a fused activation is for inference only, but an input "
+                                   "requires grad (apply relu after conv2d to train)");
+        return NULL;
+    }
     int which = choose_impl(&g);
     int64_t shape[4] = {g.N, g.Cout, g.OH, g.OW};
     an_tensor *xc = an_contiguous(x);
@@ -955,6 +986,8 @@ an_tensor *an_conv2d(an_tensor *x, an_tensor *weight, an_tensor *bias, const int
         } else {
             st = conv_impls[which].forward(&g, an_data_ptr(xc), an_data_ptr(wc), pb, an_data_ptr(out));
         }
+        if (!st && act != AN_ACTIVATION_NONE)
+            apply_activation(out, act);
     }
     an_release(bc);
     an_tensor *inputs[3] = {x, weight, bias};

@@ -2,15 +2,28 @@
    pooling, dropout.  Argument orders match appealnet/nn/functional.py. */
 #include "bindings.h"
 
-/* conv2d(x, weight, bias | None, stride, padding, dilation, groups) */
+/* conv2d(x, weight, bias | None, stride, padding, dilation, groups,
+          activation=None): activation None, "relu" or "relu6", applied in
+   the same call (inference only: refused when an input requires grad). */
 static PyObject *py_conv2d(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *x_obj, *w_obj, *b_obj, *stride_obj, *padding_obj, *dilation_obj;
     long long groups;
-    if (!PyArg_ParseTuple(args, "OOOOOOL:conv2d", &x_obj, &w_obj, &b_obj, &stride_obj, &padding_obj,
-                          &dilation_obj, &groups))
+    const char *activation = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOL|z:conv2d", &x_obj, &w_obj, &b_obj, &stride_obj, &padding_obj,
+                          &dilation_obj, &groups, &activation))
         return NULL;
+    an_activation act = AN_ACTIVATION_NONE;
+    if (activation && strcmp(activation, "relu") == 0) {
+        act = AN_ACTIVATION_RELU;
+    } else if (activation && strcmp(activation, "relu6") == 0) {
+        act = AN_ACTIVATION_RELU6;
+    } else if (activation) {
+        PyErr_Format(PyExc_ValueError,
+                     "conv2d: unknown activation '%s' (expected None, 'relu' or 'relu6')", activation);
+        return NULL;
+    }
     int64_t stride[2], padding[2], dilation[2];
     if (an_py_pair(stride_obj, "conv2d", "stride", stride) ||
         an_py_pair(padding_obj, "conv2d", "padding", padding) ||
@@ -23,7 +36,7 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args)
     if (!x || !w || !ok)
         return NULL;
     an_tensor *out;
-    AN_NOGIL(out = an_conv2d(x, w, b, stride, padding, dilation, (int64_t)groups));
+    AN_NOGIL(out = an_conv2d_act(x, w, b, stride, padding, dilation, (int64_t)groups, act));
     return an_py_wrap(out);
 }
 

@@ -1,0 +1,144 @@
+"""appealnet.nn.utils.fuse_for_inference: batch norm folded into the
+convolution before it (and the fused activation applied inside the conv's
+call).  The folded weights are checked against the formula in float64, every
+zoo model's fused copy against its original, and the misuse cases raise."""
+import numpy as np
+import pytest
+
+import appealnet as an
+import appealnet.models as models
+import appealnet.nn as nn
+from appealnet.nn import functional as F
+from appealnet.nn.utils import FoldedBatchNorm, FusedConv2d, fuse_for_inference
+
+
+def calibrated(model, shape, seed=0):
+    """Real running statistics (one train-mode pass with momentum 1) and
+    non-trivial affine parameters, so folding has something to fold."""
+    rng = np.random.default_rng(seed)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 1.0
+            with an.no_grad():
+                module.weight.copy_(an.tensor(rng.uniform(0.5, 1.5, module.num_features).astype(np.float32)))
+                module.bias.copy_(an.tensor(rng.normal(0, 0.2, module.num_features).astype(np.float32)))
+    with an.no_grad():
+        model.train()(an.tensor(rng.standard_normal((4,) + shape[1:]).astype(np.float32)))
+    return model.eval()
+
+
+def test_folded_weights_follow_the_formula():
+    rng = np.random.default_rng(0)
+    conv, bn = nn.Conv2d(3, 5, 3, padding=1, bias=True), nn.BatchNorm2d(5, eps=1e-3)
+    model = calibrated(nn.Sequential(conv, bn), (1, 3, 8, 8))
+    fused = fuse_for_inference(model, rng.standard_normal((1, 3, 8, 8)).astype(np.float32))
+    new_conv, folded = fused[0], fused[1]
+    assert isinstance(new_conv, FusedConv2d) and isinstance(folded, FoldedBatchNorm)
+    w = conv.weight.detach().numpy().astype(np.float64)
+    b = conv.bias.detach().numpy().astype(np.float64)
+    scale = bn.weight.detach().numpy() / np.sqrt(bn.running_var.numpy().astype(np.float64) + 1e-3)
+    np.testing.assert_allclose(new_conv.weight.detach().numpy(), w * scale[:, None, None, None], rtol=1e-6)
+    np.testing.assert_allclose(new_conv.bias.detach().numpy(),
+                               (b - bn.running_mean.numpy()) * scale + bn.bias.detach().numpy(),
+                               rtol=1e-5, atol=1e-6)
+    assert new_conv.activation is None
+    assert not any(p.requires_grad for p in fused.parameters())
+
+
+@pytest.mark.parametrize("name", ["resnet20", "resnet18", "mobilenet_v1", "mobilenet_v2",
+                                  "shufflenet_v1", "shufflenet_v2", "efficientnet_b0"])
+def test_every_zoo_model_fuses_and_matches(name):
+    an.manual_seed(0)
+    model = calibrated(models.create(name, num_classes=10), (1, 3, 32, 32))
+    before = {k: np.array(v, copy=True) for k, v in model.state_dict().items()}
+    x = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    ran = set()  # batch norms that forward uses (EfficientNet skips some at expansion 1)
+    handles = [m.register_forward_hook(lambda mod, args, out: ran.add(id(mod)))
+               for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with an.no_grad():
+        model(an.tensor(x[:1]))
+    for handle in handles:
+        handle.remove()
+    fused = fuse_for_inference(model, x[:1])
+    folded = sum(isinstance(m, FoldedBatchNorm) for m in fused.modules())
+    assert folded == len(ran) > 0  # every BN the zoo runs follows a convolution
+    with an.no_grad():
+        expected, got = model(an.tensor(x)).numpy(), fused(an.tensor(x)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(expected).max()))
+    # the original is untouched
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(value), before[key])
+    assert any(isinstance(m, FusedConv2d) and m.activation == "relu" for m in fused.modules()) \
+        or name == "efficientnet_b0"  # SiLU is not fused
+
+
+def test_fused_activation_matches_bn_then_relu():
+    rng = np.random.default_rng(1)
+    x = an.tensor(rng.standard_normal((2, 4, 9, 9)).astype(np.float32))
+    w = an.tensor(rng.standard_normal((6, 4, 3, 3)).astype(np.float32))
+    b = an.tensor(rng.standard_normal(6).astype(np.float32))
+    plain = F.conv2d(x, w, b, 1, 1)
+    for activation, reference in (("relu", F.relu(plain)), ("relu6", F.relu6(plain * 4.0))):
+        scale = 4.0 if activation == "relu6" else 1.0
+        got = an._C.conv2d(x, w * scale, b * scale, (1, 1), (1, 1), (1, 1), 1, activation)
+        np.testing.assert_allclose(got.numpy(), reference.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_fused_activation_refuses_training_and_unknown_names():
+    x = an.tensor(np.ones((1, 2, 5, 5), dtype=np.float32), requires_grad=True)
+    w = an.tensor(np.ones((3, 2, 3, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="inference only"):
+        an._C.conv2d(x, w, None, (1, 1), (1, 1), (1, 1), 1, "relu")
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        an._C.conv2d(x.detach(), w, None, (1, 1), (1, 1), (1, 1), 1, "gelu")
+
+
+class SharedOutput(nn.Module):
+    """The conv output feeds the batch norm AND a residual sum: folding the
+    batch norm would change the sum, so fusion must refuse."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) + y
+
+
+def test_a_conv_output_used_twice_is_reported():
+    model = calibrated(SharedOutput(), (1, 3, 8, 8))
+    with pytest.raises(RuntimeError, match="differs from the original"):
+        fuse_for_inference(model, np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32))
+
+
+def test_folded_batch_norm_checks_the_activation():
+    folded = FoldedBatchNorm(4, "relu")
+    x = an.tensor(np.ones((1, 4, 2, 2), dtype=np.float32))
+    assert folded(x, activation="relu") is x
+    with pytest.raises(RuntimeError, match="fused with activation 'relu' but called with activation None"):
+        folded(x)
+
+
+def test_training_mode_is_restored_and_bad_model_rejected():
+    model = calibrated(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), (1, 3, 6, 6)).train()
+    fuse_for_inference(model, np.zeros((1, 3, 6, 6), dtype=np.float32))
+    assert model.training
+    with pytest.raises(TypeError, match="expected an appealnet.nn.Module"):
+        fuse_for_inference(lambda x: x, np.zeros((1, 3, 6, 6), dtype=np.float32))
+
+
+def test_fused_model_exports_to_onnx(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    from appealnet.onnx_export import export_onnx
+    an.manual_seed(0)
+    model = calibrated(models.create("mobilenet_v2", num_classes=10), (1, 3, 32, 32))
+    fused = fuse_for_inference(model, np.zeros((1, 3, 32, 32), dtype=np.float32))
+    path = tmp_path / "fused.onnx"
+    export_onnx(fused, path, (1, 3, 32, 32))
+    x = np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {"input": x})[0]
+    with an.no_grad():
+        ours = fused(an.tensor(x)).numpy()
+    np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(ours).max()))
