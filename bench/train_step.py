@@ -11,8 +11,11 @@ models are tests/torch_reference_models.py, the same architectures with the
 same module names.  A training step is forward, cross-entropy, backward and
 an SGD (momentum 0.9, weight decay 5e-4) update on a fixed random batch;
 images/s = batch / median step time.  Inference: eval mode, no grad, images/s
-at --batch and batch-1 latency (median and 90th percentile of 100 calls).
-onnxruntime runs the ONNX graph exported by appealnet.export_onnx.
+at --batch and batch-1 latency (median and 90th percentile of 100 calls),
+for the model as built ("ours") and after nn.utils.fuse_for_inference
+("ours+fused": batch norm folded into the convolutions, as onnxruntime does
+when it loads a graph).  onnxruntime runs the ONNX graph exported by
+appealnet.export_onnx (unfused: it fuses itself).
 
 PyTorch is measured twice, plainly and with
 GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=...:top_pad=...
@@ -61,7 +64,11 @@ def _time_calls(fn, count):
     return times
 
 
-def child_ours(model_name, task, threads, batch, steps):
+def child_ours_fused(model_name, task, threads, batch, steps):
+    return child_ours(model_name, task, threads, batch, steps, fused=True)
+
+
+def child_ours(model_name, task, threads, batch, steps, fused=False):
     sys.path.insert(0, ROOT)
     import appealnet as an
     import appealnet.models as models
@@ -91,6 +98,9 @@ def child_ours(model_name, task, threads, batch, steps):
     else:
         model.eval()
         xt, x1 = an.tensor(x), an.tensor(x[:1])
+        if fused:  # batch norm folded into the convolutions, ReLU in their call
+            from appealnet.nn.utils import fuse_for_inference
+            model = fuse_for_inference(model, x1)
         with an.no_grad():
             _time_calls(lambda: model(xt), 1)
             result["batch_s"] = statistics.median(_time_calls(lambda: model(xt), steps))
@@ -169,6 +179,7 @@ def child_ort(model_name, task, threads, batch, steps):
 
 SIDES = {
     "ours": (child_ours, {}),
+    "ours+fused": (child_ours_fused, {}),
     "torch": (child_torch, {}),
     "torch+tunables": (child_torch, {"GLIBC_TUNABLES": TUNABLES}),
     "onnxruntime": (child_ort, {}),
@@ -228,7 +239,8 @@ def main():
           f"process after 2 warm-up steps; median of {args.rounds} interleaved rounds (wall clock)")
     tasks = ["train"] + ([] if args.no_infer else ["infer"])
     for task in tasks:
-        sides = ["ours", "torch", "torch+tunables"] + (["onnxruntime"] if task == "infer" else [])
+        sides = ["ours"] + (["ours+fused"] if task == "infer" else []) + ["torch", "torch+tunables"] \
+            + (["onnxruntime"] if task == "infer" else [])
         print(f"\n=== {task}")
         for model in args.models.split(","):
             raw = {s: [] for s in sides}
@@ -252,6 +264,13 @@ def main():
                 if task == "infer":
                     line += f"   batch-1 median {f['lat_median_ms']:6.2f} ms  p90 {f['lat_p90_ms']:6.2f} ms"
                 print(line)
+            fused = figures.get("ours+fused", {})
+            if task == "infer" and key in fused and key in figures[best_torch]:
+                print(f"{model:<14}ours+fused: {figures[best_torch][key] / fused[key]:.2f}x best torch images/s"
+                      + (f", {figures['onnxruntime'][key] / fused[key]:.2f}x onnxruntime images/s; latency "
+                         f"torch/ours+fused {figures[best_torch]['lat_median_ms'] / fused['lat_median_ms']:.2f}, "
+                         f"onnxruntime/ours+fused {figures['onnxruntime']['lat_median_ms'] / fused['lat_median_ms']:.2f}"
+                         if key in figures.get("onnxruntime", {}) else ""), flush=True)
             if key in ours and key in figures[best_torch]:
                 print(f"{model:<14}ratio vs {best_torch} (best torch): "
                       f"{figures[best_torch][key] / ours[key]:.2f}x images/s (>1: we are faster)"
