@@ -60,14 +60,18 @@ def test_stride1_conv_matches_torch(case):
     np.testing.assert_allclose(ab.grad.numpy(), tb.grad.numpy(), rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[5]], ids=["resnet", "bands", "groups"])
-def test_stride1_conv_is_identical_for_1_and_2_threads(case):
+@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[5], (37, 4, 6, (3, 3), (1, 1), (1, 1), 1, (6, 6))],
+                         ids=["resnet", "bands", "groups", "37-images"])
+def test_stride1_conv_is_identical_for_any_thread_count(case):
+    # the weight gradient is summed in up to 16 fixed parts, whatever the
+    # number of threads (8 here is more threads than parts of the 3-image
+    # cases and fewer than those of 37 images)
     n, cin, cout, k, p, d, g, _ = case
     x, w, b = _inputs(case, seed=3)
     results = []
     previous = an.get_num_threads()
     try:
-        for threads in (1, 2):
+        for threads in (1, 2, 8):
             an.set_num_threads(threads)
             ax, aw = an.tensor(x, requires_grad=True), an.tensor(w, requires_grad=True)
             y = F.conv2d(ax, aw, an.tensor(b), 1, p, d, g)
@@ -75,8 +79,9 @@ def test_stride1_conv_is_identical_for_1_and_2_threads(case):
             results.append((y.detach().numpy().copy(), ax.grad.numpy().copy(), aw.grad.numpy().copy()))
     finally:
         an.set_num_threads(previous)
-    for one, two in zip(*results):
-        np.testing.assert_array_equal(one, two)
+    for first, *others in zip(*results):
+        for other in others:
+            np.testing.assert_array_equal(first, other)
 
 
 def test_nan_reaches_only_the_windows_that_cover_it():

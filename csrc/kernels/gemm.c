@@ -493,7 +493,9 @@ static void choose_thread_grid(int threads, int64_t m_tiles, int64_t n_panels, i
 static int max_threads(void)
 {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    /* inside a caller's parallel region (a convolution's image units) the
+     * GEMM runs on the calling thread */
+    return omp_in_parallel() ? 1 : omp_get_max_threads();
 #else
     return 1;
 #endif
