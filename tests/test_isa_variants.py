@@ -1,7 +1,7 @@
 """Every ISA the CPU offers gives the same answers (APPEALNET_ISA forces one
 per child process): the direct kernels compiled per ISA (depthwise planes and
-weight gradients) and the elementwise code are bit-identical to the portable
-build; the GEMM-based convolutions, whose blocking follows the micro-kernel,
+weight gradients, batch norm) and the elementwise code are bit-identical to
+the portable build; the GEMM-based convolutions, whose blocking follows the micro-kernel,
 agree with float64 to float32 accuracy under each ISA.  (Forcing an ISA the
 CPU lacks is tested in tests/c/test_gemm.c: it falls back with a warning.)"""
 import json
@@ -44,6 +44,15 @@ for name, (n, c, h), ws, stride, pad, groups in layers:
     results[name + ".gy"] = gy
 r = np.random.default_rng(7).standard_normal(4099).astype(np.float32)
 results["relu"] = F.relu(an.tensor(r)).numpy()
+for shape in ((6, 5, 16, 16), (9, 7, 4, 4)):  # wide builds, and the portable one for small planes
+    rng = np.random.default_rng(shape[2])
+    x = an.tensor((rng.standard_normal(shape) * 3 + 1).astype(np.float32), requires_grad=True)
+    g = an.tensor(rng.uniform(0.5, 2, shape[1]).astype(np.float32), requires_grad=True)
+    b = an.tensor(rng.standard_normal(shape[1]).astype(np.float32), requires_grad=True)
+    y = F.batch_norm(x, None, None, g, b, True, activation="relu")
+    y.backward(an.tensor(rng.standard_normal(shape).astype(np.float32)))
+    for part, value in (("y", y.detach()), ("dx", x.grad), ("dg", g.grad), ("db", b.grad)):
+        results[f"bn{shape[2]}.{part}"] = value.numpy()
 np.savez(out, **results)
 """
 
@@ -97,4 +106,7 @@ def test_every_isa_agrees(tmp_path):
                     np.testing.assert_array_equal(arrays[f"{name}.{part}"], portable[f"{name}.{part}"],
                                                   err_msg=f"{isa} {name} {part} differs from generic")
         np.testing.assert_array_equal(arrays["relu"], portable["relu"])
+        for key in arrays:  # batch norm: explicit lanes, the same sums under every ISA
+            if key.startswith("bn"):
+                np.testing.assert_array_equal(arrays[key], portable[key], err_msg=f"{isa} {key}")
 

@@ -9,7 +9,8 @@
  * Build and run (from the repository root):
  *   gcc -std=c11 -O2 -fopenmp -Icsrc tests/c/test_conv_kernels.c \
  *       csrc/kernels/im2col.c csrc/kernels/depthwise.c csrc/kernels/pool.c \
- *       csrc/kernels/batchnorm.c csrc/cpu/cpu.c -lm -o /tmp/test_conv_kernels
+ *       csrc/kernels/batchnorm.c csrc/kernels/batchnorm_avx2.c \
+ *       csrc/kernels/batchnorm_avx512.c csrc/cpu/cpu.c -lm -o /tmp/test_conv_kernels
  *   /tmp/test_conv_kernels
  * Sanitizers: add -fsanitize=address,undefined -fno-omit-frame-pointer.
  * Also compiles without -fopenmp (the thread comparison is then trivial).
