@@ -106,3 +106,17 @@ def test_nan_reaches_only_the_windows_that_cover_it():
     hit[0, :, 0:2, 16:18] = True
     assert np.isnan(dx[hit]).all()
     assert np.isfinite(dx[~hit]).all()
+
+
+def test_nan_reaches_only_the_weight_taps_that_read_it():
+    # pixel (7, 0) of channel 1: with 3x3 padding 1, the kernel column 2 never
+    # reads column 0 (its output would be ow = -1), every other tap does
+    x = np.ones((2, 3, 20, 20), dtype=np.float32)
+    x[1, 1, 7, 0] = np.nan
+    w = an.tensor(np.ones((4, 3, 3, 3), dtype=np.float32), requires_grad=True)
+    F.conv2d(an.tensor(x), w, None, 1, 1).sum().backward()
+    dw = w.grad.numpy()
+    read = np.zeros_like(dw, dtype=bool)
+    read[:, 1, :, :2] = True
+    assert np.isnan(dw[read]).all()
+    assert np.isfinite(dw[~read]).all()

@@ -75,6 +75,28 @@ AN_TARGET_AVX512 void an_pack_transpose_avx512(const float *src, int64_t row_str
     }
 }
 
+/* Same, with row r read from its own pointer: rows[r][k]. */
+AN_TARGET_AVX512 void an_pack_transpose_rows_avx512(const float *const *rows, int64_t count,
+                                                    int64_t kc, int width, float *panel)
+{
+    int64_t r0 = 0;
+    for (; r0 + 16 <= count && r0 + 16 <= width; r0 += 16) {
+        int64_t k = 0;
+        for (; k + 16 <= kc; k += 16) {
+            __m512 block[16];
+            for (int i = 0; i < 16; ++i) block[i] = _mm512_loadu_ps(rows[r0 + i] + k);
+            transpose_16x16(block);
+            for (int i = 0; i < 16; ++i) _mm512_storeu_ps(panel + (k + i) * width + r0, block[i]);
+        }
+        for (; k < kc; ++k)
+            for (int64_t r = r0; r < r0 + 16; ++r) panel[k * width + r] = rows[r][k];
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+        for (int64_t r = r0; r < count; ++r) panel[k * width + r] = rows[r][k];
+        for (int64_t r = count > r0 ? count : r0; r < width; ++r) panel[k * width + r] = 0.0f;
+    }
+}
+
 /* 8 x 8 through ymm registers: rows[i] holds 8 k of row i; returns columns. */
 AN_TARGET_AVX2 static inline __attribute__((always_inline)) void transpose_8x8(__m256 r[8])
 {
