@@ -30,7 +30,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _record  # noqa: E402
 from _workers import Worker, serve  # noqa: E402
+
 
 # (name, C_in, C_out, kernel, stride, groups, H): padding is kernel // 2.
 LAYERS = {
@@ -214,6 +216,7 @@ def main():
                         help="cpu: process CPU time, steadier on a shared machine; "
                              "only meaningful with --threads 1")
     parser.add_argument("--worker", choices=("ours", "torch"), help=argparse.SUPPRESS)
+    _record.add_argument(parser)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, args.threads, args.batch, args.clock)
@@ -262,4 +265,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    _record.run(main, __file__)

@@ -34,7 +34,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _record  # noqa: E402
 from _workers import Worker, serve  # noqa: E402
+
 SLOWING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 # (M, N, K, trans_a, trans_b, note)
@@ -170,6 +172,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     parser.add_argument("--worker", choices=("ours", "numpy"), help=argparse.SUPPRESS)
+    _record.add_argument(parser)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker, int(args.threads), args.clock)
@@ -226,4 +229,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    _record.run(main, __file__)

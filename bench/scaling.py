@@ -12,6 +12,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_step  # noqa: E402  (the per-process children and their settings)
+import _record  # noqa: E402
 
 
 def main():
@@ -20,6 +21,7 @@ def main():
     parser.add_argument("--models", default="resnet20,mobilenet_v2")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=3)
+    _record.add_argument(parser)
     args = parser.parse_args()
     counts = [int(t) for t in args.threads.split(",")]
     sys.path.insert(0, train_step.ROOT)
@@ -43,4 +45,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    _record.run(main, __file__)

@@ -34,6 +34,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _record  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUNABLES = ("glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736:"
             "glibc.malloc.top_pad=268435456")
@@ -226,6 +229,7 @@ def main():
     parser.add_argument("--child")
     parser.add_argument("--model")
     parser.add_argument("--task")
+    _record.add_argument(parser)
     args = parser.parse_args()
     if args.child:
         fn = SIDES[args.child][0]
@@ -281,4 +285,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    _record.run(main, __file__)
