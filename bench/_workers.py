@@ -49,3 +49,18 @@ def serve(hello, handle):
         if line.strip():
             out.write(json.dumps(handle(json.loads(line))) + "\n")
             out.flush()
+
+
+# After a call, OpenBLAS's threads spin for up to ~0.1 s (2^28 cycles) and
+# PyTorch's OpenMP threads for milliseconds, in THEIR process: the worker
+# asked next would share the cores with them.  appealnet's threads spin
+# only briefly (GOMP_SPINCOUNT=10000), so without a pause the comparison was
+# biased against whichever side ran after a peer.
+SETTLE_SECONDS = 0.25
+
+
+def settle(threads):
+    """Lets the previous worker's idle threads stop spinning (threads > 1)."""
+    if threads > 1:
+        import time
+        time.sleep(SETTLE_SECONDS)

@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _record  # noqa: E402
-from _workers import Worker, serve  # noqa: E402
+from _workers import Worker, serve, settle  # noqa: E402
 
 
 # (name, C_in, C_out, kernel, stride, groups, H): padding is kernel // 2.
@@ -241,6 +241,7 @@ def main():
             for r in range(args.rounds):
                 order = [("ours", ours), ("torch", theirs)]
                 for side, w in (order if r % 2 == 0 else order[::-1]):
+                    settle(args.threads)
                     samples[side].append(w.call(req))
             of, ofb = (statistics.median(s[i] for s in samples["ours"]) for i in (0, 1))
             tf, tfb = (statistics.median(s[i] for s in samples["torch"]) for i in (0, 1))

@@ -35,7 +35,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _record  # noqa: E402
-from _workers import Worker, serve  # noqa: E402
+from _workers import Worker, serve, settle  # noqa: E402
 
 SLOWING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -204,7 +204,11 @@ def main():
         env["OPENBLAS_NUM_THREADS"] = str(threads)
         env["OMP_NUM_THREADS"] = str(threads)
         common = ["--threads", str(threads), "--clock", args.clock]
-        ours = Worker(__file__, ["--worker", "ours"] + common, env)
+        # Our worker checks each shape against numpy once; with OpenBLAS
+        # threads in its process, they spun after that call and halved our
+        # 2-thread figures (measured: 1024^2 at 130 instead of 275 GFLOP/s).
+        # OpenBLAS is not what we measure there: one thread for it.
+        ours = Worker(__file__, ["--worker", "ours"] + common, dict(env, OPENBLAS_NUM_THREADS="1"))
         theirs = Worker(__file__, ["--worker", "numpy"] + common, env)
         print(f"--- {threads} thread(s)")
         print(f"{'M x N x K':<17}{'op':<5}{'what':<36}{'ours GF/s':>10}{'numpy':>9}{'ratio':>7}"
@@ -214,6 +218,7 @@ def main():
             for r in range(args.rounds):
                 order = [("ours", ours), ("numpy", theirs)]
                 for side, w in (order if r % 2 == 0 else order[::-1]):
+                    settle(threads)
                     samples[side].append(w.call({"shape": index}))
             flops = 2.0 * M * N * K
             g_ours = flops / statistics.median(samples["ours"]) * 1e-9
