@@ -379,6 +379,16 @@ def _convert_channel_shuffle(g, out, x, groups):
     g.node("Reshape", [swapped, g.reshape_target(x.shape, x.shape)], out)
 
 
+def _convert_channel_shuffle_concat(g, out, tensors):
+    joined = g.node("Concat", [g.name(t) for t in tensors], axis=1)
+    batch, channels, height, width = tensors[0].shape
+    groups = len(tensors)
+    shape = (batch, channels * groups, height, width)
+    grouped = g.node("Reshape", [joined, g.reshape_target(shape, (batch, groups, channels, height, width))])
+    swapped = g.node("Transpose", [grouped], perm=[0, 2, 1, 3, 4])
+    g.node("Reshape", [swapped, g.reshape_target(shape, shape)], out)
+
+
 def _convert_concat(g, out, tensors, dim):
     g.node("Concat", [g.name(t) for t in tensors], out, axis=_dim(dim, out.ndim))
 
@@ -466,6 +476,7 @@ _CONVERTERS = {
     "view": _convert_reshape,
     "flatten": _convert_flatten,
     "channel_shuffle": _convert_channel_shuffle,
+    "channel_shuffle_concat": _convert_channel_shuffle_concat,
     "concat": _convert_concat,
     "slice": _convert_slice,
     "select": _convert_select,

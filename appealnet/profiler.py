@@ -123,8 +123,8 @@ _ALIAS_OPS = frozenset({"reshape", "view", "flatten", "permute", "transpose", "s
 # Ops counted (and, for memory, tracked).  Creation, RNG, optimizer and
 # thread-control functions of _C are not ops of a forward pass.
 _COMPUTE_OPS = frozenset({
-    "abs", "adaptive_avg_pool2d", "add", "avg_pool2d", "batch_norm", "channel_shuffle", "clamp",
-    "clone", "concat", "contiguous", "conv2d", "div", "dropout", "exp", "hardsigmoid",
+    "abs", "adaptive_avg_pool2d", "add", "avg_pool2d", "batch_norm", "channel_shuffle",
+    "channel_shuffle_concat", "clamp", "clone", "concat", "contiguous", "conv2d", "div", "dropout", "exp", "hardsigmoid",
     "hardswish", "index_select", "leaky_relu", "linear", "log", "log_sigmoid", "log_softmax",
     "matmul", "max_pool2d", "mean", "mul", "neg", "pad", "pow_scalar", "relu", "relu6",
     "sigmoid", "silu", "softmax", "sqrt", "sub", "sum", "tanh"})

@@ -201,6 +201,8 @@ an_tensor *an_slice(an_tensor *x, int dim, int64_t start, int64_t stop, int64_t 
 an_tensor *an_index_select(an_tensor *x, int dim, int64_t n, const int64_t *index); /* copy */
 an_tensor *an_concat(int n, an_tensor *const *xs, int dim);
 an_tensor *an_channel_shuffle(an_tensor *x, int groups);          /* NCHW */
+/* channel_shuffle(concat(xs, 1), n) of n same-shape NCHW tensors, one pass */
+an_tensor *an_channel_shuffle_concat(int n, an_tensor *const *xs);
 typedef enum { AN_PAD_CONSTANT = 0, AN_PAD_REFLECT, AN_PAD_REPLICATE } an_pad_mode;
 /* pads[2*i], pads[2*i+1] = (before, after) for the LAST n_pairs dims, last dim first (PyTorch order) */
 an_tensor *an_pad(an_tensor *x, int n_pairs, const int64_t *pads, an_pad_mode mode, float value);

@@ -721,3 +721,53 @@ def test_pad_same_for_thread_counts(mode, threads):
     np.testing.assert_array_equal(out, numpy_pad(a, pads, mode, 0.5))
     if mode == "constant":
         np.testing.assert_array_equal(g, cot[:, :, 1:31, 3:33])
+
+
+# ------------------------------------------------------ channel_shuffle_cat
+
+@pytest.mark.parametrize("n,shape", [(2, (3, 58, 4, 4)), (3, (2, 5, 3, 2)), (1, (2, 4, 2, 2))])
+def test_channel_shuffle_cat_equals_shuffle_of_cat(n, shape):
+    arrays = [randn(*shape) for _ in range(n)]
+    expected = shuffle_reference(np.concatenate(arrays, axis=1), n)
+    np.testing.assert_array_equal(F.channel_shuffle_cat([an.tensor(a) for a in arrays]).numpy(), expected)
+    # gradients: exact against the unfused composition, and by finite differences
+    leaves = [leaf(a) for a in arrays]
+    cot = randn(*expected.shape)
+    backward_with(F.channel_shuffle_cat(leaves), cot)
+    twins = [leaf(a) for a in arrays]
+    backward_with(F.channel_shuffle(F.cat(twins, dim=1), n), cot)
+    for x, twin in zip(leaves, twins):
+        np.testing.assert_array_equal(x.grad.numpy(), twin.grad.numpy())
+    check_op(lambda *xs: F.channel_shuffle_cat(list(xs)),
+             lambda *xs: shuffle_reference(np.concatenate(xs, axis=1), len(xs)),
+             [randn(1, 2, 2, 2) for _ in range(n)])
+
+
+def test_channel_shuffle_cat_strided_inputs_and_partial_grads():
+    a = randn(2, 8, 3, 3)
+    x = leaf(a)
+    passed, rest = x[:, :4], x[:, 4:]  # ShuffleNet v2's split: channel slices of one tensor
+    y = leaf(randn(2, 4, 3, 3))
+    out = F.channel_shuffle_cat([passed, y * 1.0])
+    assert out.grad_fn == "ChannelShuffleCatBackward"
+    np.testing.assert_array_equal(out.detach().numpy(),
+                                  shuffle_reference(np.concatenate([a[:, :4], y.detach().numpy()], 1), 2))
+    cot = randn(2, 8, 3, 3)
+    backward_with(out, cot)
+    expected = np.zeros_like(a)
+    expected[:, :4] = cot[:, 0::2]
+    np.testing.assert_array_equal(x.grad.numpy(), expected)
+    np.testing.assert_array_equal(y.grad.numpy(), cot[:, 1::2])
+    del rest
+
+
+def test_channel_shuffle_cat_errors():
+    with pytest.raises(ValueError, match=r"channel_shuffle_concat: inputs must have the same shape: tensor 0 has "
+                                         r"shape \[1, 4, 2, 2\] but tensor 1 has shape \[1, 3, 2, 2\]"):
+        F.channel_shuffle_cat([an.zeros(1, 4, 2, 2), an.zeros(1, 3, 2, 2)])
+    with pytest.raises(ValueError, match=r"concat: sizes of tensors must match"):
+        F.channel_shuffle_cat([an.zeros(1, 4, 2, 2), an.zeros(1, 4, 2, 3)])
+    with pytest.raises(ValueError, match=r"expected inputs of shape \[N, C, H, W\]"):
+        F.channel_shuffle_cat([an.zeros(3, 4), an.zeros(3, 4)])
+    with pytest.raises(ValueError, match="non-empty list"):
+        F.channel_shuffle_cat([])

@@ -103,7 +103,7 @@ class ShuffleV2Unit(nn.Module):
         out = self.bn1(self.conv1(transformed), activation="relu")
         out = self.bn2(self.conv2(out))
         out = self.bn3(self.conv3(out), activation="relu")
-        return F.channel_shuffle(cat([passed, out], dim=1), 2)
+        return F.channel_shuffle_cat([passed, out])
 
 
 class ShuffleV2DownUnit(nn.Module):
@@ -123,7 +123,7 @@ class ShuffleV2DownUnit(nn.Module):
         left = self.bn2(self.conv2(self.bn1(self.conv1(x))), activation="relu")
         right = self.bn3(self.conv3(x), activation="relu")
         right = self.bn5(self.conv5(self.bn4(self.conv4(right))), activation="relu")
-        return F.channel_shuffle(cat([left, right], dim=1), 2)
+        return F.channel_shuffle_cat([left, right])
 
 
 class ShuffleNetV2(ImageClassifier):

@@ -161,6 +161,14 @@ def channel_shuffle(x, groups):
     return _C.channel_shuffle(x, int(groups))
 
 
+def channel_shuffle_cat(tensors):
+    """``channel_shuffle(cat(tensors, dim=1), len(tensors))`` for tensors of one
+    shape [N, C, H, W], in one pass forward and one backward (the end of a
+    ShuffleNet v2 unit): output channel ``a * n + i`` is channel ``a`` of
+    ``tensors[i]``."""
+    return _C.channel_shuffle_concat(list(tensors))
+
+
 def cat(tensors, dim=0):
     return _C.concat(list(tensors), int(dim))
 

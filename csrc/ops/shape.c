@@ -793,3 +793,119 @@ an_tensor *an_channel_shuffle(an_tensor *x, int groups)
     }
     return out;
 }
+
+/* ------------------------------------------------ channel_shuffle_concat */
+
+/* channel_shuffle(concat(xs, dim 1), n) for n inputs of one shape [N, c, ...]
+   in one pass: output channel a*n + i is channel a of input i.  ShuffleNet
+   v2 ends every unit with that pair; apart, the concatenation and the
+   shuffle copied the unit's output twice forward and twice backward. */
+static void interleave_channels(int n, const float *const *parts, int64_t batch, int64_t channels,
+                                int64_t spatial, float *out)
+{
+    int64_t rows = batch * channels * n;
+#pragma omp parallel for schedule(static) if (rows * spatial > AN_PARALLEL_GRAIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t image = r / (channels * n), c = r % (channels * n), a = c / n, i = c % n;
+        memcpy(out + r * spatial, parts[i] + (image * channels + a) * spatial, (size_t)spatial * sizeof(float));
+    }
+}
+
+/* grad of input i, channel a = grad of output channel a*n + i */
+static an_status channel_shuffle_concat_backward(an_node *node, an_tensor *grad, an_tensor **grad_inputs)
+{
+    int n = (int)node->ints[0];
+    an_tensor *g = an_contiguous(grad);
+    if (!g)
+        return an_last_status();
+    int64_t shape[AN_MAX_DIMS];
+    memcpy(shape, grad->shape, sizeof shape);
+    shape[1] /= n;
+    int64_t batch = shape[0], channels = shape[1], spatial = product(2, grad->ndim, shape);
+    an_status st = AN_OK;
+    for (int i = 0; i < n && !st; i++) {
+        if (!an_node_input_needs_grad(node, i))
+            continue;
+        an_tensor *gi = an_empty(grad->ndim, shape);
+        if (!gi) {
+            st = an_last_status();
+            break;
+        }
+        const float *from = an_data_ptr(g);
+        float *to = an_data_ptr(gi);
+        int64_t rows = batch * channels;
+#pragma omp parallel for schedule(static) if (rows * spatial > AN_PARALLEL_GRAIN)
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t image = r / channels, a = r % channels;
+            memcpy(to + r * spatial, from + (image * channels * n + a * n + i) * spatial,
+                   (size_t)spatial * sizeof(float));
+        }
+        grad_inputs[i] = gi;
+    }
+    an_release(g);
+    if (st)
+        for (int i = 0; i < n; i++) {
+            an_release(grad_inputs[i]);
+            grad_inputs[i] = NULL;
+        }
+    return st;
+}
+
+an_tensor *an_channel_shuffle_concat(int n, an_tensor *const *xs)
+{
+    int d;
+    if (check_concat_inputs(n, xs, 1, &d))
+        return NULL;
+    char a[AN_SHAPE_BUF], b[AN_SHAPE_BUF];
+    if (xs[0]->ndim < 3) {
+        an_set_error(AN_ERR_VALUE, "channel_shuffle_concat: expected inputs of shape [N, C, H, W] "
+                                   "(at least 3-D), got %s",
+                     an_shape_str(xs[0]->ndim, xs[0]->shape, a, sizeof a));
+        return NULL;
+    }
+    for (int k = 1; k < n; k++)
+        if (xs[k]->shape[1] != xs[0]->shape[1]) {
+            an_set_error(AN_ERR_VALUE, "channel_shuffle_concat: inputs must have the same shape: tensor 0 "
+                                       "has shape %s but tensor %d has shape %s",
+                         an_shape_str(xs[0]->ndim, xs[0]->shape, a, sizeof a), k,
+                         an_shape_str(xs[k]->ndim, xs[k]->shape, b, sizeof b));
+            return NULL;
+        }
+    int64_t shape[AN_MAX_DIMS];
+    memcpy(shape, xs[0]->shape, sizeof shape);
+    shape[1] *= n;
+    an_tensor **parts = calloc((size_t)n, sizeof *parts);
+    const float **pointers = calloc((size_t)n, sizeof *pointers);
+    an_tensor *out = NULL;
+    if (!parts || !pointers) {
+        an_set_error(AN_ERR_MEMORY, "out of memory in channel_shuffle_concat");
+        goto done;
+    }
+    for (int k = 0; k < n; k++) {
+        if (!(parts[k] = an_contiguous(xs[k])))
+            goto done;
+        pointers[k] = an_data_ptr(parts[k]);
+    }
+    out = an_empty(xs[0]->ndim, shape);
+    if (!out)
+        goto done;
+    if (an_numel(out) > 0)
+        interleave_channels(n, pointers, shape[0], xs[0]->shape[1], product(2, xs[0]->ndim, shape),
+                            an_data_ptr(out));
+    if (an_needs_grad(n, xs)) {
+        an_node *node = an_record(out, "ChannelShuffleCatBackward", channel_shuffle_concat_backward, n, xs);
+        if (!node) {
+            an_release(out);
+            out = NULL;
+            goto done;
+        }
+        node->ints[0] = n;
+    }
+done:
+    if (parts)
+        for (int k = 0; k < n; k++)
+            an_release(parts[k]);
+    free(parts);
+    free(pointers);
+    return out;
+}

@@ -223,6 +223,44 @@ static PyObject *py_concat(PyObject *self, PyObject *args)
     return an_py_wrap(out);
 }
 
+/* channel_shuffle_concat([tensors]) */
+static PyObject *py_channel_shuffle_concat(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *olist;
+    if (!PyArg_ParseTuple(args, "O", &olist))
+        return NULL;
+    PyObject *seq = PySequence_Fast(olist, "channel_shuffle_concat: expected a list or tuple of tensors");
+    if (!seq)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n == 0 || n > INT32_MAX) {
+        Py_DECREF(seq);
+        PyErr_SetString(PyExc_ValueError, "channel_shuffle_concat: expected a non-empty list of tensors");
+        return NULL;
+    }
+    an_tensor **xs = PyMem_Malloc((size_t)n * sizeof *xs);
+    if (!xs) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char arg[48];
+        snprintf(arg, sizeof arg, "tensor %zd", i);
+        xs[i] = an_py_unwrap(PySequence_Fast_GET_ITEM(seq, i), "channel_shuffle_concat", arg);
+        if (!xs[i]) {
+            PyMem_Free(xs);
+            Py_DECREF(seq);
+            return NULL;
+        }
+    }
+    an_tensor *out;
+    AN_NOGIL(out = an_channel_shuffle_concat((int)n, xs));
+    PyMem_Free(xs);
+    Py_DECREF(seq);
+    return an_py_wrap(out);
+}
+
 /* channel_shuffle(x, groups) */
 static PyObject *py_channel_shuffle(PyObject *self, PyObject *args)
 {
@@ -285,6 +323,8 @@ PyMethodDef an_py_shape_methods[] = {
     {"index_select", py_index_select, METH_VARARGS, "index_select(x, dim, index): a copy"},
     {"concat", py_concat, METH_VARARGS, "concat(tensors, dim)"},
     {"channel_shuffle", py_channel_shuffle, METH_VARARGS, "channel_shuffle(x, groups) over NCHW"},
+    {"channel_shuffle_concat", py_channel_shuffle_concat, METH_VARARGS,
+     "channel_shuffle_concat(tensors): channel_shuffle(concat(tensors, 1), len(tensors)) in one pass"},
     {"pad", py_pad, METH_VARARGS, "pad(x, pads, mode, value): pads the last len(pads)//2 dims"},
     {NULL, NULL, 0, NULL},
 };
