@@ -108,11 +108,12 @@ def test_nan_reaches_only_the_windows_that_cover_it():
     assert np.isfinite(dx[~hit]).all()
 
 
-def test_nan_reaches_only_the_weight_taps_that_read_it():
-    # pixel (7, 0) of channel 1: with 3x3 padding 1, the kernel column 2 never
+@pytest.mark.parametrize("size", [20, 6], ids=["padded-image", "padded-tile"])
+def test_nan_reaches_only_the_weight_taps_that_read_it(size):
+    # pixel (3, 0) of channel 1: with 3x3 padding 1, the kernel column 2 never
     # reads column 0 (its output would be ow = -1), every other tap does
-    x = np.ones((2, 3, 20, 20), dtype=np.float32)
-    x[1, 1, 7, 0] = np.nan
+    x = np.ones((2, 3, size, size), dtype=np.float32)
+    x[1, 1, 3, 0] = np.nan
     w = an.tensor(np.ones((4, 3, 3, 3), dtype=np.float32), requires_grad=True)
     F.conv2d(an.tensor(x), w, None, 1, 1).sum().backward()
     dw = w.grad.numpy()

@@ -424,6 +424,71 @@ static an_status gemm_packed_or_fail(int64_t M, int64_t N, int64_t K, const floa
     return AN_OK;
 }
 
+/* A tile of whole small images with stride 1: the images are zero-padded
+   once into the (otherwise unused) column workspace, and the GEMM's B panels
+   are gathered from there by plain copies, one run of an output row per tap
+   and no bounds logic (pack_im2col_panel re-derived each run's valid range
+   per tap: on 8x8 planes its runs are 8 long, and packing cost as much as
+   the GEMM). */
+typedef struct implicit_plan_s implicit_plan;
+struct implicit_plan_s {
+    int64_t Hp, Wp, rows; /* padded plane; output rows per band */
+    int64_t pad_floats;   /* one padded image of a group, with read slack */
+    int64_t band_floats;  /* one band of GEMM output, og x rows*Wp */
+};
+
+static implicit_plan *plan_implicit_into(const conv_geometry *g, implicit_plan *pl);
+static void pad_image(const conv_geometry *g, const implicit_plan *pl, const float *x, int64_t cg,
+                      float *padded);
+static int64_t implicit_plan_pad_floats(const implicit_plan *pl);
+static int64_t implicit_plan_plane(const implicit_plan *pl);
+static int64_t implicit_plan_wp(const implicit_plan *pl);
+typedef struct {
+    const conv_geometry *g;
+    const float *padded;    /* image i at padded + i * image_floats */
+    int64_t image_floats, Wp;
+    const int64_t *offsets; /* tap -> offset in a padded image */
+} padded_tile_source;
+
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+static void pack_padded_panel(const void *source, int64_t k0, int64_t kc, int64_t j0,
+                              int64_t cols, int width, float *panel)
+{
+    const padded_tile_source *src = source;
+    const int64_t OW = src->g->OW, OHW = src->g->OH * OW;
+    for (int64_t j = 0; j < cols;) {
+        const int64_t col = j0 + j, image = col / OHW, rem = col % OHW;
+        const int64_t oh = rem / OW, ow0 = rem % OW;
+        const int64_t run = OW - ow0 < cols - j ? OW - ow0 : cols - j;
+        const float *base = src->padded + image * src->image_floats + oh * src->Wp + ow0;
+        for (int64_t k = 0; k < kc; k++) {
+            const float *restrict from = base + src->offsets[k0 + k];
+            float *restrict to = panel + k * width + j;
+            for (int64_t t = 0; t < run; t++)
+                to[t] = from[t];
+        }
+        j += run;
+    }
+    if (cols < width)
+        for (int64_t k = 0; k < kc; k++)
+            for (int64_t j = cols; j < width; j++)
+                panel[k * width + j] = 0.0f;
+}
+
+/* B of a weight gradient, op(B)(k, t): what tap t reads for output k of a
+   tile of padded images (see implicit_weight_grad). */
+typedef struct {
+    const conv_geometry *g;
+    int64_t Wp;
+    const float *padded;    /* padded image i of one group at padded + i * image_floats */
+    const int64_t *offsets; /* tap -> offset in a padded image */
+    int64_t image_floats;
+} taps_source;
+static void pack_taps_panel(const void *source, int64_t k0, int64_t kc, int64_t j0, int64_t cols,
+                            int width, float *panel);
+
 /* y of images [n0, n0+nb) (one tile of images, or one image band by band). */
 static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, const float *x,
                               const float *w, const float *bias, float *y, int64_t n0, int64_t nb,
@@ -445,6 +510,29 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
                 continue;
             }
             im2col_source src = {g, x + (n0 * g->C + grp * cg) * g->H * g->W, oh0, rows};
+            if (t->images > 1 && g->sh == 1 && g->sw == 1) {
+                implicit_plan pl;
+                plan_implicit_into(g, &pl);
+                int64_t image_floats = implicit_plan_pad_floats(&pl);
+                int64_t need = nb * image_floats + 2 * ckk;
+                if (need <= ckk * t->images * t->rows * g->OW) {
+                    int64_t *offsets = (int64_t *)(col + nb * image_floats);
+                    for (int64_t k = 0; k < ckk; k++) {
+                        int64_t c = k / (g->kh * g->kw), ki = k / g->kw % g->kh, kj = k % g->kw;
+                        offsets[k] = c * implicit_plan_plane(&pl) + ki * g->dh * implicit_plan_wp(&pl) + kj * g->dw;
+                    }
+                    for (int64_t i = 0; i < nb; i++)
+                        pad_image(g, &pl, x + ((n0 + i) * g->C + grp * cg) * g->H * g->W, cg,
+                                  col + i * image_floats);
+                    padded_tile_source psrc = {g, col, image_floats, implicit_plan_wp(&pl), offsets};
+                    if (an_gemm_f32_pack_b(0, og, cols, ckk, 1.0f, wg, ckk, pack_padded_panel, &psrc, 0.0f,
+                                           out, cols) != 0)
+                        st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
+                    if (!st)
+                        exchange_chunk(g, n0, nb, grp, out, y, bias, 1);
+                    continue;
+                }
+            }
             if (t->images == 1) { /* in place, onto the bias filled before */
                 st = gemm_packed_or_fail(og, cols, ckk, wg, &src, bias ? 1.0f : 0.0f,
                                          y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW, OHW);
@@ -490,6 +578,38 @@ static an_status im2col_gemm_forward(const conv_geometry *g, const float *x, con
     return st;
 }
 
+/* dW_g += dyc @ (taps of the tile) with the tile's images zero-padded into
+   the column workspace and the taps gathered from there into the GEMM's
+   panels (register transposes), as implicit_weight_grad does for large
+   planes: no im2col, no transposing pack of it.  Stride 1, tiles of whole
+   images whose padded copies fit the workspace; returns 0 (nothing done)
+   otherwise. */
+static int padded_tile_weight_grad(const conv_geometry *g, const conv_tiling *t, const float *x,
+                                   int64_t n0, int64_t nb, int64_t grp, const float *dyc,
+                                   int64_t ld_dy, float *dw_g, float *col, an_status *st)
+{
+    int64_t cg = g->C / g->groups, og = g->Cout / g->groups, ckk = cg * g->kh * g->kw;
+    if (t->images <= 1 || g->sh != 1 || g->sw != 1)
+        return 0;
+    implicit_plan pl;
+    plan_implicit_into(g, &pl);
+    int64_t image_floats = implicit_plan_pad_floats(&pl);
+    if (nb * image_floats + 2 * ckk > ckk * t->images * t->rows * g->OW)
+        return 0;
+    int64_t *offsets = (int64_t *)(col + nb * image_floats);
+    for (int64_t k = 0; k < ckk; k++) {
+        int64_t c = k / (g->kh * g->kw), ki = k / g->kw % g->kh, kj = k % g->kw;
+        offsets[k] = c * implicit_plan_plane(&pl) + ki * g->dh * implicit_plan_wp(&pl) + kj * g->dw;
+    }
+    for (int64_t i = 0; i < nb; i++)
+        pad_image(g, &pl, x + ((n0 + i) * g->C + grp * cg) * g->H * g->W, cg, col + i * image_floats);
+    taps_source src = {g, implicit_plan_wp(&pl), col, offsets, image_floats};
+    if (an_gemm_f32_pack_b(0, og, ckk, nb * g->OH * g->OW, 1.0f, dyc, ld_dy, pack_taps_panel, &src,
+                           1.0f, dw_g, ckk) != 0)
+        *st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
+    return 1;
+}
+
 /* Gradients of images [n0, n0+nb), with dyc = dy of a tile as [og, cols]:
      dw_g += dyc @ col^T          (tiles in order: a fixed sum order)
      col   = W_g^T @ dyc, folded back onto dx by col2im. */
@@ -524,7 +644,8 @@ static an_status backward_unit(const conv_geometry *g, const conv_tiling *t, con
                                       gr->dx + offset, OHW);
                 continue;
             }
-            if (dw) {
+            if (dw && !padded_tile_weight_grad(g, t, gr->x, n0, nb, grp, dyc, ld_dy,
+                                              dw + grp * og * ckk, col, &st)) {
                 im2col_tile(g, gr->x, n0, nb, oh0, rows, grp, col);
                 st = gemm_or_fail(0, 1, og, ckk, cols, dyc, ld_dy, col, cols, 1.0f,
                                   dw + grp * og * ckk, ckk);
@@ -661,12 +782,6 @@ static int implicit_accepts(const conv_geometry *g)
     return g->sh == 1 && g->sw == 1 && !pointwise_accepts(g) && g->OH * g->OW >= IMPLICIT_MIN_PLANE;
 }
 
-typedef struct {
-    int64_t Hp, Wp, rows; /* padded plane; output rows per band */
-    int64_t pad_floats;   /* one padded image of a group, with read slack */
-    int64_t band_floats;  /* one band of GEMM output, og x rows*Wp */
-} implicit_plan;
-
 static implicit_plan plan_implicit(const conv_geometry *g)
 {
     implicit_plan pl;
@@ -682,6 +797,16 @@ static implicit_plan plan_implicit(const conv_geometry *g)
     pl.band_floats = (og * pl.rows * pl.Wp + 15) / 16 * 16;
     return pl;
 }
+
+static implicit_plan *plan_implicit_into(const conv_geometry *g, implicit_plan *pl)
+{
+    *pl = plan_implicit(g);
+    return pl;
+}
+
+static int64_t implicit_plan_pad_floats(const implicit_plan *pl) { return pl->pad_floats; }
+static int64_t implicit_plan_plane(const implicit_plan *pl) { return pl->Hp * pl->Wp; }
+static int64_t implicit_plan_wp(const implicit_plan *pl) { return pl->Wp; }
 
 /* padded[c] = x[c] with ph rows and pw columns of zeros around it. */
 static void pad_image(const conv_geometry *g, const implicit_plan *pl, const float *x, int64_t cg,
@@ -784,12 +909,6 @@ static an_status implicit_forward(const conv_geometry *g, const float *x, const 
    im2col and the transposing pack of the column matrix it fed (9-10% of a
    ResNet-20 step).  Only valid outputs are read: no junk columns, so a NaN
    in the input reaches exactly the taps that read it. */
-typedef struct {
-    const conv_geometry *g;
-    int64_t Wp;
-    const float *padded;    /* padded image of one group */
-    const int64_t *offsets; /* tap -> offset in the padded image */
-} taps_source;
 
 static void pack_rows_transposed(const float *const *rows, int64_t count, int64_t kc, int width,
                                  float *panel)
@@ -814,13 +933,13 @@ static void pack_taps_panel(const void *source, int64_t k0, int64_t kc, int64_t 
                             int width, float *panel)
 {
     const taps_source *src = source;
-    const int64_t OW = src->g->OW;
+    const int64_t OW = src->g->OW, OHW = src->g->OH * OW;
     const float *rows[AN_GEMM_MAX_NR];
     for (int64_t k = 0; k < kc;) {
-        /* a run of outputs along one output row */
-        const int64_t out = k0 + k, oh = out / OW, ow = out % OW;
+        /* a run of outputs along one output row of one image */
+        const int64_t out = k0 + k, image = out / OHW, rem = out % OHW, oh = rem / OW, ow = rem % OW;
         const int64_t run = OW - ow < kc - k ? OW - ow : kc - k;
-        const float *base = src->padded + oh * src->Wp + ow;
+        const float *base = src->padded + image * src->image_floats + oh * src->Wp + ow;
         for (int64_t t = 0; t < cols; t++)
             rows[t] = base + src->offsets[j0 + t];
         pack_rows_transposed(rows, cols, run, width, panel + k * width);
@@ -863,7 +982,7 @@ static an_status implicit_weight_grad(const conv_geometry *g, const float *dy, c
         for (int64_t n = g->N * p / parts; n < g->N * (p + 1) / parts && !failed; n++)
             for (int64_t grp = 0; grp < g->groups && !failed; grp++) {
                 pad_image(g, &pl, x + (n * g->C + grp * cg) * HW, cg, padded);
-                taps_source src = {g, pl.Wp, padded, offsets};
+                taps_source src = {g, pl.Wp, padded, offsets, 0};
                 failed |= an_gemm_f32_pack_b(0, og, ckk, OHW, 1.0f, dy + (n * g->Cout + grp * og) * OHW,
                                              OHW, pack_taps_panel, &src, 1.0f, acc + grp * og * ckk,
                                              ckk) != 0;
