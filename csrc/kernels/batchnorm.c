@@ -20,76 +20,38 @@
 
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
 #define AN_BN_X86_VARIANTS 1
+#define AN_BN_FN(name) name##_avx2
+#include "batchnorm_fns.h"
+#undef AN_BN_FN
+#define AN_BN_FN(name) name##_avx512
+#include "batchnorm_fns.h"
+#undef AN_BN_FN
+#endif
+
 /* Planes below this many elements run the portable build: per row, the
  * wide builds' set-up cost more than their lanes saved (measured: BN+ReLU
  * forward and backward over 128 x 232 x 4 x 4 took 1.98 ms with AVX-512, 1.63
  * ms portable; over 16 x 16 and 32 x 32 planes AVX-512 was 24-30% faster). */
 #define BN_WIDE_MIN_PLANE 64
-void an_batchnorm_stats_f32_avx2(const float *x, int64_t N, int64_t C, int64_t HW,
-                            float *mean, float *var_biased);
-void an_batchnorm_stats_f32_avx512(const float *x, int64_t N, int64_t C, int64_t HW,
-                            float *mean, float *var_biased);
-void an_batchnorm_forward_train_f32_avx2(const float *x, const float *mean,
-                                    const float *var_biased,
-                                    const float *gamma, const float *beta,
-                                    float eps, an_bn_activation act,
-                                    int64_t N, int64_t C, int64_t HW,
-                                    float *y, float *invstd_out);
-void an_batchnorm_forward_train_f32_avx512(const float *x, const float *mean,
-                                    const float *var_biased,
-                                    const float *gamma, const float *beta,
-                                    float eps, an_bn_activation act,
-                                    int64_t N, int64_t C, int64_t HW,
-                                    float *y, float *invstd_out);
-void an_batchnorm_forward_eval_f32_avx2(const float *x, const float *running_mean,
-                                   const float *running_var,
-                                   const float *gamma, const float *beta,
-                                   float eps, an_bn_activation act, int64_t N,
-                                   int64_t C, int64_t HW, float *y);
-void an_batchnorm_forward_eval_f32_avx512(const float *x, const float *running_mean,
-                                   const float *running_var,
-                                   const float *gamma, const float *beta,
-                                   float eps, an_bn_activation act, int64_t N,
-                                   int64_t C, int64_t HW, float *y);
-void an_batchnorm_backward_train_f32_avx2(const float *dy, const float *y,
-                                     an_bn_activation act, const float *x,
-                                     const float *mean, const float *invstd,
-                                     const float *gamma, int64_t N, int64_t C,
-                                     int64_t HW, float *dx, float *dgamma,
-                                     float *dbeta);
-void an_batchnorm_backward_train_f32_avx512(const float *dy, const float *y,
-                                     an_bn_activation act, const float *x,
-                                     const float *mean, const float *invstd,
-                                     const float *gamma, int64_t N, int64_t C,
-                                     int64_t HW, float *dx, float *dgamma,
-                                     float *dbeta);
-void an_batchnorm_backward_eval_f32_avx2(const float *dy, const float *y,
-                                    an_bn_activation act, const float *x,
-                                    const float *running_mean,
-                                    const float *running_var,
-                                    const float *gamma, float eps, int64_t N,
-                                    int64_t C, int64_t HW, float *dx,
-                                    float *dgamma, float *dbeta);
-void an_batchnorm_backward_eval_f32_avx512(const float *dy, const float *y,
-                                    an_bn_activation act, const float *x,
-                                    const float *running_mean,
-                                    const float *running_var,
-                                    const float *gamma, float eps, int64_t N,
-                                    int64_t C, int64_t HW, float *dx,
-                                    float *dgamma, float *dbeta);
+
+/* Calls the build of `fn` for the ISA in use (and the plane size). */
+#ifdef AN_BN_X86_VARIANTS
+#define BN_DISPATCH(fn, ...)                                                                     \
+    do {                                                                                         \
+        switch (HW >= BN_WIDE_MIN_PLANE ? an_cpu_info_get()->isa : AN_ISA_GENERIC) {            \
+        case AN_ISA_AVX512: fn##_avx512(__VA_ARGS__); return;                                    \
+        case AN_ISA_AVX2: fn##_avx2(__VA_ARGS__); return;                                        \
+        default: fn##_generic(__VA_ARGS__); return;                                              \
+        }                                                                                        \
+    } while (0)
+#else
+#define BN_DISPATCH(fn, ...) fn##_generic(__VA_ARGS__)
 #endif
 
 void an_batchnorm_stats_f32(const float *x, int64_t N, int64_t C, int64_t HW,
                             float *mean, float *var_biased)
 {
-#ifdef AN_BN_X86_VARIANTS
-    switch (HW >= BN_WIDE_MIN_PLANE ? an_cpu_info_get()->isa : AN_ISA_GENERIC) {
-    case AN_ISA_AVX512: an_batchnorm_stats_f32_avx512(x, N, C, HW, mean, var_biased); return;
-    case AN_ISA_AVX2: an_batchnorm_stats_f32_avx2(x, N, C, HW, mean, var_biased); return;
-    default: break;
-    }
-#endif
-    an_batchnorm_stats_f32_generic(x, N, C, HW, mean, var_biased);
+    BN_DISPATCH(an_batchnorm_stats_f32, x, N, C, HW, mean, var_biased);
 }
 
 void an_batchnorm_forward_train_f32(const float *x, const float *mean,
@@ -99,14 +61,7 @@ void an_batchnorm_forward_train_f32(const float *x, const float *mean,
                                     int64_t N, int64_t C, int64_t HW,
                                     float *y, float *invstd_out)
 {
-#ifdef AN_BN_X86_VARIANTS
-    switch (HW >= BN_WIDE_MIN_PLANE ? an_cpu_info_get()->isa : AN_ISA_GENERIC) {
-    case AN_ISA_AVX512: an_batchnorm_forward_train_f32_avx512(x, mean, var_biased, gamma, beta, eps, act, N, C, HW, y, invstd_out); return;
-    case AN_ISA_AVX2: an_batchnorm_forward_train_f32_avx2(x, mean, var_biased, gamma, beta, eps, act, N, C, HW, y, invstd_out); return;
-    default: break;
-    }
-#endif
-    an_batchnorm_forward_train_f32_generic(x, mean, var_biased, gamma, beta, eps, act, N, C, HW, y, invstd_out);
+    BN_DISPATCH(an_batchnorm_forward_train_f32, x, mean, var_biased, gamma, beta, eps, act, N, C, HW, y, invstd_out);
 }
 
 void an_batchnorm_forward_eval_f32(const float *x, const float *running_mean,
@@ -115,14 +70,7 @@ void an_batchnorm_forward_eval_f32(const float *x, const float *running_mean,
                                    float eps, an_bn_activation act, int64_t N,
                                    int64_t C, int64_t HW, float *y)
 {
-#ifdef AN_BN_X86_VARIANTS
-    switch (HW >= BN_WIDE_MIN_PLANE ? an_cpu_info_get()->isa : AN_ISA_GENERIC) {
-    case AN_ISA_AVX512: an_batchnorm_forward_eval_f32_avx512(x, running_mean, running_var, gamma, beta, eps, act, N, C, HW, y); return;
-    case AN_ISA_AVX2: an_batchnorm_forward_eval_f32_avx2(x, running_mean, running_var, gamma, beta, eps, act, N, C, HW, y); return;
-    default: break;
-    }
-#endif
-    an_batchnorm_forward_eval_f32_generic(x, running_mean, running_var, gamma, beta, eps, act, N, C, HW, y);
+    BN_DISPATCH(an_batchnorm_forward_eval_f32, x, running_mean, running_var, gamma, beta, eps, act, N, C, HW, y);
 }
 
 void an_batchnorm_backward_train_f32(const float *dy, const float *y,
@@ -132,14 +80,7 @@ void an_batchnorm_backward_train_f32(const float *dy, const float *y,
                                      int64_t HW, float *dx, float *dgamma,
                                      float *dbeta)
 {
-#ifdef AN_BN_X86_VARIANTS
-    switch (HW >= BN_WIDE_MIN_PLANE ? an_cpu_info_get()->isa : AN_ISA_GENERIC) {
-    case AN_ISA_AVX512: an_batchnorm_backward_train_f32_avx512(dy, y, act, x, mean, invstd, gamma, N, C, HW, dx, dgamma, dbeta); return;
-    case AN_ISA_AVX2: an_batchnorm_backward_train_f32_avx2(dy, y, act, x, mean, invstd, gamma, N, C, HW, dx, dgamma, dbeta); return;
-    default: break;
-    }
-#endif
-    an_batchnorm_backward_train_f32_generic(dy, y, act, x, mean, invstd, gamma, N, C, HW, dx, dgamma, dbeta);
+    BN_DISPATCH(an_batchnorm_backward_train_f32, dy, y, act, x, mean, invstd, gamma, N, C, HW, dx, dgamma, dbeta);
 }
 
 void an_batchnorm_backward_eval_f32(const float *dy, const float *y,
@@ -150,12 +91,5 @@ void an_batchnorm_backward_eval_f32(const float *dy, const float *y,
                                     int64_t C, int64_t HW, float *dx,
                                     float *dgamma, float *dbeta)
 {
-#ifdef AN_BN_X86_VARIANTS
-    switch (HW >= BN_WIDE_MIN_PLANE ? an_cpu_info_get()->isa : AN_ISA_GENERIC) {
-    case AN_ISA_AVX512: an_batchnorm_backward_eval_f32_avx512(dy, y, act, x, running_mean, running_var, gamma, eps, N, C, HW, dx, dgamma, dbeta); return;
-    case AN_ISA_AVX2: an_batchnorm_backward_eval_f32_avx2(dy, y, act, x, running_mean, running_var, gamma, eps, N, C, HW, dx, dgamma, dbeta); return;
-    default: break;
-    }
-#endif
-    an_batchnorm_backward_eval_f32_generic(dy, y, act, x, running_mean, running_var, gamma, eps, N, C, HW, dx, dgamma, dbeta);
+    BN_DISPATCH(an_batchnorm_backward_eval_f32, dy, y, act, x, running_mean, running_var, gamma, eps, N, C, HW, dx, dgamma, dbeta);
 }

@@ -33,26 +33,16 @@ typedef enum {
 
 /* x: [N, C, HW] -> mean: [C], var_biased: [C] (sum((x-mean)^2) / M),
  * two passes in double. Both overwritten. */
-void an_batchnorm_stats_f32(const float *x, int64_t N, int64_t C, int64_t HW,
-                            float *mean, float *var_biased);
+/* -> AN_BN_FN(an_batchnorm_stats_f32), in batchnorm_fns.h */
 
 /* y = act((x - mean) * scale + beta), scale = gamma * invstd,
  * invstd = 1 / sqrt(var_biased + eps). gamma NULL means 1, beta NULL means 0.
  * y: [N, C, HW] overwritten; invstd_out: [C] overwritten (nullable), kept
  * for the backward. */
-void an_batchnorm_forward_train_f32(const float *x, const float *mean,
-                                    const float *var_biased,
-                                    const float *gamma, const float *beta,
-                                    float eps, an_bn_activation act,
-                                    int64_t N, int64_t C, int64_t HW,
-                                    float *y, float *invstd_out);
+/* -> AN_BN_FN(an_batchnorm_forward_train_f32), in batchnorm_fns.h */
 
 /* Same normalisation with the running statistics (inference). */
-void an_batchnorm_forward_eval_f32(const float *x, const float *running_mean,
-                                   const float *running_var,
-                                   const float *gamma, const float *beta,
-                                   float eps, an_bn_activation act, int64_t N,
-                                   int64_t C, int64_t HW, float *y);
+/* -> AN_BN_FN(an_batchnorm_forward_eval_f32), in batchnorm_fns.h */
 
 /* The backward kernels first mask dy by the activation, read from the
  * forward's output y (as the standalone ops' backward does):
@@ -68,12 +58,7 @@ void an_batchnorm_forward_eval_f32(const float *x, const float *running_mean,
  * dy, y, x, dx: [N, C, HW]; mean, invstd, gamma (NULL => 1): [C].
  * dx, dgamma, dbeta are nullable and overwritten (dgamma, dbeta are 0 for
  * an empty batch). */
-void an_batchnorm_backward_train_f32(const float *dy, const float *y,
-                                     an_bn_activation act, const float *x,
-                                     const float *mean, const float *invstd,
-                                     const float *gamma, int64_t N, int64_t C,
-                                     int64_t HW, float *dx, float *dgamma,
-                                     float *dbeta);
+/* -> AN_BN_FN(an_batchnorm_backward_train_f32), in batchnorm_fns.h */
 
 /* Backward with the running statistics as constants (eval mode /
  * frozen BN): invstd_r = 1 / sqrt(running_var + eps),
@@ -81,13 +66,11 @@ void an_batchnorm_backward_train_f32(const float *dy, const float *y,
  *   dgamma = sum(g * (x - running_mean) * invstd_r),  dbeta = sum(g).
  * x and running_mean are only read when dgamma is non-NULL (may be NULL
  * otherwise). dx, dgamma, dbeta are nullable and overwritten. */
-void an_batchnorm_backward_eval_f32(const float *dy, const float *y,
-                                    an_bn_activation act, const float *x,
-                                    const float *running_mean,
-                                    const float *running_var,
-                                    const float *gamma, float eps, int64_t N,
-                                    int64_t C, int64_t HW, float *dx,
-                                    float *dgamma, float *dbeta);
+/* -> AN_BN_FN(an_batchnorm_backward_eval_f32), in batchnorm_fns.h */
+
+#define AN_BN_FN(name) name
+#include "batchnorm_fns.h"
+#undef AN_BN_FN
 
 #ifdef __cplusplus
 }

@@ -91,6 +91,23 @@ static void forward_plane_generic(const float *restrict xp,
     }
 }
 
+/* acc + the 9 taps of a 3x3 window whose rows start at x0[i], x1[i],
+ * x2[i], in row-major tap order (the order every path sums in). */
+static AN_ALWAYS_INLINE float taps3x3(float acc, const float *restrict x0, const float *restrict x1,
+                                      const float *restrict x2, int64_t i, const float *restrict w)
+{
+    acc += w[0] * x0[i];
+    acc += w[1] * x0[i + 1];
+    acc += w[2] * x0[i + 2];
+    acc += w[3] * x1[i];
+    acc += w[4] * x1[i + 1];
+    acc += w[5] * x1[i + 2];
+    acc += w[6] * x2[i];
+    acc += w[7] * x2[i + 1];
+    acc += w[8] * x2[i + 2];
+    return acc;
+}
+
 /* Planes whose zero-framed copy has at most this many floats (66 x 66, i.e.
  * up to 64 x 64; 17 KB of stack) are convolved from that copy. */
 #define SMALL_PADDED_PLANE 4356
@@ -105,9 +122,6 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
     int64_t W, const int64_t s, int64_t OH, int64_t OW, const int accumulate,
     float *restrict yp)
 {
-    const float w00 = wk[0], w01 = wk[1], w02 = wk[2];
-    const float w10 = wk[3], w11 = wk[4], w12 = wk[5];
-    const float w20 = wk[6], w21 = wk[7], w22 = wk[8];
     if ((H + 2) * (W + 2) <= SMALL_PADDED_PLANE) {
         /* Planes up to 64 x 64 are copied into a zero frame, and every
          * output runs the same branch-free 9 taps (a tap on the frame adds
@@ -140,16 +154,7 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
             const float *restrict x2 = padded + 2 * Wp;
             float *restrict out = flat;
             for (int64_t k = 0; k < n; ++k) {
-                float acc = out[k];
-                acc += w00 * x0[k];
-                acc += w01 * x0[k + 1];
-                acc += w02 * x0[k + 2];
-                acc += w10 * x1[k];
-                acc += w11 * x1[k + 1];
-                acc += w12 * x1[k + 2];
-                acc += w20 * x2[k];
-                acc += w21 * x2[k + 1];
-                acc += w22 * x2[k + 2];
+                float acc = taps3x3(out[k], x0, x1, x2, k, wk);
                 out[k] = acc;
             }
             for (int64_t oh = 0; oh < OH; ++oh)
@@ -163,16 +168,7 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
             const float *restrict x2 = x1 + Wp;
             for (int64_t ow = 0; ow < OW; ++ow) {
                 const int64_t iw = ow * s;
-                float acc = accumulate ? yrow[ow] : b;
-                acc += w00 * x0[iw];
-                acc += w01 * x0[iw + 1];
-                acc += w02 * x0[iw + 2];
-                acc += w10 * x1[iw];
-                acc += w11 * x1[iw + 1];
-                acc += w12 * x1[iw + 2];
-                acc += w20 * x2[iw];
-                acc += w21 * x2[iw + 1];
-                acc += w22 * x2[iw + 2];
+                float acc = taps3x3(accumulate ? yrow[ow] : b, x0, x1, x2, iw, wk);
                 yrow[ow] = acc;
             }
         }
@@ -200,16 +196,7 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
         const float *restrict x2 = x1 + W;
         for (int64_t ow = c_lo; ow < c_hi; ++ow) {
             const int64_t iw = ow * s - 1;
-            float acc = accumulate ? yrow[ow] : b;
-            acc += w00 * x0[iw];
-            acc += w01 * x0[iw + 1];
-            acc += w02 * x0[iw + 2];
-            acc += w10 * x1[iw];
-            acc += w11 * x1[iw + 1];
-            acc += w12 * x1[iw + 2];
-            acc += w20 * x2[iw];
-            acc += w21 * x2[iw + 1];
-            acc += w22 * x2[iw + 2];
+            float acc = taps3x3(accumulate ? yrow[ow] : b, x0, x1, x2, iw, wk);
             yrow[ow] = acc;
         }
         for (int64_t ow = c_hi; ow < OW; ++ow)
@@ -248,24 +235,29 @@ typedef void (*plane3x3_fn)(const float *xp, const float *wk, float b, int64_t H
             conv_plane_3x3_p1(xp, wk, b, H, W, 2, OH, OW, 0, yp);                                \
     }
 
-AN_DEFINE_PLANE3X3(generic, )
 #if defined(__x86_64__) && defined(__GNUC__)
 #define AN_HAVE_X86_VARIANTS 1
-AN_DEFINE_PLANE3X3(avx2, __attribute__((target("avx2,fma"))))
-AN_DEFINE_PLANE3X3(avx512, __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma"))))
+#define AN_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define AN_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+/* generic, AVX2 and AVX-512 builds of one wrapper */
+#define AN_FOR_EACH_ISA(define) define(generic, ) define(avx2, AN_TARGET_AVX2) define(avx512, AN_TARGET_AVX512)
+#else
+#define AN_FOR_EACH_ISA(define) define(generic, )
 #endif
 
-static plane3x3_fn choose_plane3x3(void)
-{
+AN_FOR_EACH_ISA(AN_DEFINE_PLANE3X3)
+
+/* The build of `prefix` for the ISA in use. */
 #ifdef AN_HAVE_X86_VARIANTS
-    switch (an_cpu_info_get()->isa) {
-    case AN_ISA_AVX512: return plane3x3_avx512;
-    case AN_ISA_AVX2: return plane3x3_avx2;
-    default: break;
-    }
+#define AN_BY_ISA(prefix)                                                                        \
+    (an_cpu_info_get()->isa == AN_ISA_AVX512 ? prefix##avx512                                    \
+     : an_cpu_info_get()->isa == AN_ISA_AVX2 ? prefix##avx2                                      \
+                                             : prefix##generic)
+#else
+#define AN_BY_ISA(prefix) prefix##generic
 #endif
-    return plane3x3_generic;
-}
+
+static plane3x3_fn choose_plane3x3(void) { return AN_BY_ISA(plane3x3_); }
 
 static int is_3x3_p1_d1(int64_t kh, int64_t kw, int64_t ph, int64_t pw,
                         int64_t dh, int64_t dw)
@@ -616,23 +608,9 @@ typedef void (*weight_grad_fn)(const float *dy, const float *x, int64_t N, int64
                              dw, OH, OW, co, tap_sum);                                           \
     }
 
-AN_DEFINE_WEIGHT_GRAD(generic, )
-#ifdef AN_HAVE_X86_VARIANTS
-AN_DEFINE_WEIGHT_GRAD(avx2, __attribute__((target("avx2,fma"))))
-AN_DEFINE_WEIGHT_GRAD(avx512, __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma"))))
-#endif
+AN_FOR_EACH_ISA(AN_DEFINE_WEIGHT_GRAD)
 
-static weight_grad_fn choose_weight_grad(void)
-{
-#ifdef AN_HAVE_X86_VARIANTS
-    switch (an_cpu_info_get()->isa) {
-    case AN_ISA_AVX512: return weight_grad_avx512;
-    case AN_ISA_AVX2: return weight_grad_avx2;
-    default: break;
-    }
-#endif
-    return weight_grad_generic;
-}
+static weight_grad_fn choose_weight_grad(void) { return AN_BY_ISA(weight_grad_); }
 
 /* dweight[co] tap by tap, for kernels too large for the lanes above. */
 static void weight_grad_by_tap(const float *dy, const float *x, int64_t N, int64_t C,

@@ -661,15 +661,39 @@ static void scale_c(int64_t M, int64_t N, float beta, float *C, int64_t ldc)
     }
 }
 
+/* Empty C, or C = beta * C (K == 0 or alpha == 0): done without A or B. */
+static int trivial_product(int64_t M, int64_t N, int64_t K, float alpha, float beta, float *C,
+                           int64_t ldc)
+{
+    if (M <= 0 || N <= 0) return 1;
+    if (K > 0 && alpha != 0.0f) return 0;
+    scale_c(M, N, beta, C, ldc);
+    return 1;
+}
+
+/* The fields every entry point sets: sizes, scalars, op(A), C, kernel. */
+static void problem_init(gemm_problem *p, int trans_a, int64_t M, int64_t N, int64_t K, float alpha,
+                         const float *A, int64_t lda, float beta, float *C, int64_t ldc)
+{
+    memset(p, 0, sizeof *p);
+    p->M = M;
+    p->N = N;
+    p->K = K;
+    p->alpha = alpha;
+    p->beta = beta;
+    p->A = A;
+    p->a_row = trans_a ? 1 : lda;
+    p->a_col = trans_a ? lda : 1;
+    p->C = C;
+    p->ldc = ldc;
+    p->uk = select_ukernel(M);
+}
+
 int an_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                 float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
                 float beta, float *C, int64_t ldc)
 {
-    if (M <= 0 || N <= 0) return 0;
-    if (K <= 0 || alpha == 0.0f) {
-        scale_c(M, N, beta, C, ldc);
-        return 0;
-    }
+    if (trivial_product(M, N, K, alpha, beta, C, ldc)) return 0;
     /* op(A)(i, k) and op(B)(k, j) as (row, column) strides. */
     const int64_t a_row = trans_a ? 1 : lda, a_col = trans_a ? lda : 1;
     const int64_t b_row = trans_b ? 1 : ldb, b_col = trans_b ? ldb : 1;
@@ -687,21 +711,10 @@ int an_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
     }
 
     gemm_problem p;
-    memset(&p, 0, sizeof p);
-    p.M = M;
-    p.N = N;
-    p.K = K;
-    p.alpha = alpha;
-    p.beta = beta;
-    p.A = A;
-    p.a_row = a_row;
-    p.a_col = a_col;
+    problem_init(&p, trans_a, M, N, K, alpha, A, lda, beta, C, ldc);
     p.B = B;
     p.b_row = b_row;
     p.b_col = b_col;
-    p.C = C;
-    p.ldc = ldc;
-    p.uk = select_ukernel(M);
     return gemm_blocked(&p);
 }
 
@@ -709,26 +722,11 @@ int an_gemm_f32_pack_b(int trans_a, int64_t M, int64_t N, int64_t K, float alpha
                        const float *A, int64_t lda, an_gemm_pack_b_fn pack_b,
                        const void *source, float beta, float *C, int64_t ldc)
 {
-    if (M <= 0 || N <= 0) return 0;
-    if (K <= 0 || alpha == 0.0f) {
-        scale_c(M, N, beta, C, ldc);
-        return 0;
-    }
+    if (trivial_product(M, N, K, alpha, beta, C, ldc)) return 0;
     gemm_problem p;
-    memset(&p, 0, sizeof p);
-    p.M = M;
-    p.N = N;
-    p.K = K;
-    p.alpha = alpha;
-    p.beta = beta;
-    p.A = A;
-    p.a_row = trans_a ? 1 : lda;
-    p.a_col = trans_a ? lda : 1;
+    problem_init(&p, trans_a, M, N, K, alpha, A, lda, beta, C, ldc);
     p.pack_b = pack_b;
     p.pack_b_source = source;
-    p.C = C;
-    p.ldc = ldc;
-    p.uk = select_ukernel(M);
     return gemm_blocked(&p);
 }
 
@@ -736,25 +734,10 @@ int an_gemm_f32_rows_b(int trans_a, int64_t M, int64_t N, int64_t K, float alpha
                        const float *A, int64_t lda, const float *b, const int64_t *b_offsets,
                        float beta, float *C, int64_t ldc)
 {
-    if (M <= 0 || N <= 0) return 0;
-    if (K <= 0 || alpha == 0.0f) {
-        scale_c(M, N, beta, C, ldc);
-        return 0;
-    }
+    if (trivial_product(M, N, K, alpha, beta, C, ldc)) return 0;
     gemm_problem p;
-    memset(&p, 0, sizeof p);
-    p.M = M;
-    p.N = N;
-    p.K = K;
-    p.alpha = alpha;
-    p.beta = beta;
-    p.A = A;
-    p.a_row = trans_a ? 1 : lda;
-    p.a_col = trans_a ? lda : 1;
+    problem_init(&p, trans_a, M, N, K, alpha, A, lda, beta, C, ldc);
     p.B = b;
     p.b_offsets = b_offsets;
-    p.C = C;
-    p.ldc = ldc;
-    p.uk = select_ukernel(M);
     return gemm_blocked(&p);
 }

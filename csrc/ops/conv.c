@@ -430,6 +430,18 @@ static an_status gemm_packed_or_fail(int64_t M, int64_t N, int64_t K, const floa
    and no bounds logic (pack_im2col_panel re-derived each run's valid range
    per tap: on 8x8 planes its runs are 8 long, and packing cost as much as
    the GEMM). */
+/* offsets[k] = where tap k = (c, ki, kj) starts in a zero-padded image of
+   planes `plane` floats and rows `Wp` floats: every stride-1 path that reads
+   the padded image addresses it through this table. */
+static void tap_offsets(const conv_geometry *g, int64_t plane, int64_t Wp, int64_t *offsets)
+{
+    int64_t ckk = g->C / g->groups * g->kh * g->kw;
+    for (int64_t k = 0; k < ckk; k++) {
+        int64_t c = k / (g->kh * g->kw), ki = k / g->kw % g->kh, kj = k % g->kw;
+        offsets[k] = c * plane + ki * g->dh * Wp + kj * g->dw;
+    }
+}
+
 typedef struct implicit_plan_s implicit_plan;
 struct implicit_plan_s {
     int64_t Hp, Wp, rows; /* padded plane; output rows per band */
@@ -517,10 +529,7 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
                 int64_t need = nb * image_floats + 2 * ckk;
                 if (need <= ckk * t->images * t->rows * g->OW) {
                     int64_t *offsets = (int64_t *)(col + nb * image_floats);
-                    for (int64_t k = 0; k < ckk; k++) {
-                        int64_t c = k / (g->kh * g->kw), ki = k / g->kw % g->kh, kj = k % g->kw;
-                        offsets[k] = c * implicit_plan_plane(&pl) + ki * g->dh * implicit_plan_wp(&pl) + kj * g->dw;
-                    }
+                    tap_offsets(g, implicit_plan_plane(&pl), implicit_plan_wp(&pl), offsets);
                     for (int64_t i = 0; i < nb; i++)
                         pad_image(g, &pl, x + ((n0 + i) * g->C + grp * cg) * g->H * g->W, cg,
                                   col + i * image_floats);
@@ -597,10 +606,7 @@ static int padded_tile_weight_grad(const conv_geometry *g, const conv_tiling *t,
     if (nb * image_floats + 2 * ckk > ckk * t->images * t->rows * g->OW)
         return 0;
     int64_t *offsets = (int64_t *)(col + nb * image_floats);
-    for (int64_t k = 0; k < ckk; k++) {
-        int64_t c = k / (g->kh * g->kw), ki = k / g->kw % g->kh, kj = k % g->kw;
-        offsets[k] = c * implicit_plan_plane(&pl) + ki * g->dh * implicit_plan_wp(&pl) + kj * g->dw;
-    }
+    tap_offsets(g, implicit_plan_plane(&pl), implicit_plan_wp(&pl), offsets);
     for (int64_t i = 0; i < nb; i++)
         pad_image(g, &pl, x + ((n0 + i) * g->C + grp * cg) * g->H * g->W, cg, col + i * image_floats);
     taps_source src = {g, implicit_plan_wp(&pl), col, offsets, image_floats};
@@ -672,6 +678,19 @@ static an_status backward_unit(const conv_geometry *g, const conv_tiling *t, con
 #define CONV_DW_PARTS 16
 #define CONV_DW_PARTIAL_FLOATS (1 << 20)     /* 4 MB per partial */
 #define CONV_DW_ALL_PARTIALS_FLOATS (1 << 22) /* 16 MB for all of them */
+
+/* dw[i] += the parts' partial sums, in part order (a fixed order). */
+static void add_partials(float *dw, const float *partials, int64_t parts, int64_t partial_floats,
+                         int64_t wsize)
+{
+#pragma omp parallel for schedule(static) if (wsize * parts > AN_PARALLEL_GRAIN)
+    for (int64_t i = 0; i < wsize; i++) {
+        float total = dw[i];
+        for (int64_t p = 0; p < parts; p++)
+            total += partials[p * partial_floats + i];
+        dw[i] = total;
+    }
+}
 
 static an_status tiled_backward(const conv_geometry *g, const conv_grads *gr);
 static int flipped_data_grad_applies(const conv_geometry *g);
@@ -748,15 +767,8 @@ static an_status tiled_backward(const conv_geometry *g, const conv_grads *gr)
         }
         if (failed)
             st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
-        if (!st && partial_floats) {
-#pragma omp parallel for schedule(static) if (wsize * parts > AN_PARALLEL_GRAIN)
-            for (int64_t i = 0; i < wsize; i++) {
-                float acc = gr->dw[i];
-                for (int64_t p = 0; p < parts; p++)
-                    acc += partials[p * partial_floats + i];
-                gr->dw[i] = acc;
-            }
-        }
+        if (!st && partial_floats)
+            add_partials(gr->dw, partials, parts, partial_floats, wsize);
     }
     an_free(work);
     return st;
@@ -880,10 +892,7 @@ static an_status implicit_forward(const conv_geometry *g, const float *x, const 
         return an_last_status();
     /* B row k = tap (c, ki, kj) starts at this offset of the padded image */
     int64_t *offsets = (int64_t *)(work + per_thread * threads);
-    for (int64_t k = 0; k < ckk; k++) {
-        int64_t c = k / (g->kh * g->kw), ki = k / g->kw % g->kh, kj = k % g->kw;
-        offsets[k] = c * pl.Hp * pl.Wp + ki * g->dh * pl.Wp + kj * g->dw;
-    }
+    tap_offsets(g, pl.Hp * pl.Wp, pl.Wp, offsets);
     an_status st = AN_OK;
     if (threads == 1) {
         for (int64_t n = 0; n < g->N && !st; n++)
@@ -968,10 +977,7 @@ static an_status implicit_weight_grad(const conv_geometry *g, const float *dy, c
         return an_last_status();
     float *partials = work + per_thread * threads;
     int64_t *offsets = (int64_t *)(partials + partial_floats * parts);
-    for (int64_t k = 0; k < ckk; k++) {
-        int64_t c = k / (g->kh * g->kw), ki = k / g->kw % g->kh, kj = k % g->kw;
-        offsets[k] = c * pl.Hp * pl.Wp + ki * g->dh * pl.Wp + kj * g->dw;
-    }
+    tap_offsets(g, pl.Hp * pl.Wp, pl.Wp, offsets);
     if (partial_floats)
         memset(partials, 0, sizeof(float) * (size_t)(partial_floats * parts));
     int failed = 0;
@@ -990,15 +996,8 @@ static an_status implicit_weight_grad(const conv_geometry *g, const float *dy, c
     }
     an_status st = failed ? an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace")
                           : AN_OK;
-    if (!st && partial_floats) {
-#pragma omp parallel for schedule(static) if (wsize * parts > AN_PARALLEL_GRAIN)
-        for (int64_t i = 0; i < wsize; i++) {
-            float total = dw[i];
-            for (int64_t p = 0; p < parts; p++)
-                total += partials[p * partial_floats + i];
-            dw[i] = total;
-        }
-    }
+    if (!st && partial_floats)
+        add_partials(dw, partials, parts, partial_floats, wsize);
     an_free(work);
     return st;
 }

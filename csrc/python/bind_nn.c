@@ -2,6 +2,25 @@
    pooling, dropout.  Argument orders match appealnet/nn/functional.py. */
 #include "bindings.h"
 
+/* None, "relu" or "relu6" -> *act; anything else is a ValueError (returns -1). */
+static int parse_activation(const char *activation, const char *op, an_activation *act)
+{
+    *act = AN_ACTIVATION_NONE;
+    if (!activation)
+        return 0;
+    if (strcmp(activation, "relu") == 0) {
+        *act = AN_ACTIVATION_RELU;
+        return 0;
+    }
+    if (strcmp(activation, "relu6") == 0) {
+        *act = AN_ACTIVATION_RELU6;
+        return 0;
+    }
+    PyErr_Format(PyExc_ValueError, "%s: unknown activation '%s' (expected None, 'relu' or 'relu6')", op,
+                 activation);
+    return -1;
+}
+
 /* conv2d(x, weight, bias | None, stride, padding, dilation, groups,
           activation=None): activation None, "relu" or "relu6", applied in
    the same call (inference only: refused when an input requires grad). */
@@ -14,16 +33,9 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOOL|z:conv2d", &x_obj, &w_obj, &b_obj, &stride_obj, &padding_obj,
                           &dilation_obj, &groups, &activation))
         return NULL;
-    an_activation act = AN_ACTIVATION_NONE;
-    if (activation && strcmp(activation, "relu") == 0) {
-        act = AN_ACTIVATION_RELU;
-    } else if (activation && strcmp(activation, "relu6") == 0) {
-        act = AN_ACTIVATION_RELU6;
-    } else if (activation) {
-        PyErr_Format(PyExc_ValueError,
-                     "conv2d: unknown activation '%s' (expected None, 'relu' or 'relu6')", activation);
+    an_activation act;
+    if (parse_activation(activation, "conv2d", &act))
         return NULL;
-    }
     int64_t stride[2], padding[2], dilation[2];
     if (an_py_pair(stride_obj, "conv2d", "stride", stride) ||
         an_py_pair(padding_obj, "conv2d", "padding", padding) ||
@@ -53,17 +65,9 @@ static PyObject *py_batch_norm(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOOOpdd|z:batch_norm", &x_obj, &rm_obj, &rv_obj, &w_obj, &b_obj,
                           &training, &momentum, &eps, &activation))
         return NULL;
-    an_activation act = AN_ACTIVATION_NONE;
-    if (activation && strcmp(activation, "relu") == 0) {
-        act = AN_ACTIVATION_RELU;
-    } else if (activation && strcmp(activation, "relu6") == 0) {
-        act = AN_ACTIVATION_RELU6;
-    } else if (activation) {
-        PyErr_Format(PyExc_ValueError,
-                     "batch_norm: unknown activation '%s' (expected None, 'relu' or 'relu6')",
-                     activation);
+    an_activation act;
+    if (parse_activation(activation, "batch_norm", &act))
         return NULL;
-    }
     int ok = 1;
     an_tensor *x = an_py_unwrap(x_obj, "batch_norm", "input");
     if (!x)

@@ -183,38 +183,53 @@ static PyObject *py_index_select(PyObject *self, PyObject *args)
     return an_py_wrap(out);
 }
 
+/* The tensors of a non-empty list or tuple, borrowed: *seq (a new
+   reference the caller releases after the call) keeps them alive.  NULL
+   with an exception set on bad input. */
+static an_tensor **unwrap_tensor_list(PyObject *olist, const char *op, PyObject **seq, Py_ssize_t *n)
+{
+    char message[96];
+    snprintf(message, sizeof message, "%s: expected a list or tuple of tensors", op);
+    *seq = PySequence_Fast(olist, message);
+    if (!*seq)
+        return NULL;
+    *n = PySequence_Fast_GET_SIZE(*seq);
+    if (*n == 0 || *n > INT32_MAX) {
+        Py_DECREF(*seq);
+        PyErr_Format(PyExc_ValueError, "%s: expected a non-empty list of tensors", op);
+        return NULL;
+    }
+    an_tensor **xs = PyMem_Malloc((size_t)*n * sizeof *xs);
+    if (!xs) {
+        Py_DECREF(*seq);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        char arg[48];
+        snprintf(arg, sizeof arg, "tensor %zd", i);
+        xs[i] = an_py_unwrap(PySequence_Fast_GET_ITEM(*seq, i), op, arg);
+        if (!xs[i]) {
+            PyMem_Free(xs);
+            Py_DECREF(*seq);
+            return NULL;
+        }
+    }
+    return xs;
+}
+
 /* concat(tensors, dim) */
 static PyObject *py_concat(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *olist;
+    PyObject *olist, *seq;
     int dim;
     if (!PyArg_ParseTuple(args, "Oi", &olist, &dim))
         return NULL;
-    PyObject *seq = PySequence_Fast(olist, "concat: expected a list or tuple of tensors");
-    if (!seq)
+    Py_ssize_t n;
+    an_tensor **xs = unwrap_tensor_list(olist, "concat", &seq, &n);
+    if (!xs)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n == 0 || n > INT32_MAX) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "concat: expected a non-empty list of tensors");
-        return NULL;
-    }
-    an_tensor **xs = PyMem_Malloc((size_t)n * sizeof *xs);
-    if (!xs) {
-        Py_DECREF(seq);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        char arg[48];
-        snprintf(arg, sizeof arg, "tensor %zd", i);
-        xs[i] = an_py_unwrap(PySequence_Fast_GET_ITEM(seq, i), "concat", arg);
-        if (!xs[i]) {
-            PyMem_Free(xs);
-            Py_DECREF(seq);
-            return NULL;
-        }
-    }
     an_tensor *out;
     /* seq keeps every tensor alive while the GIL is released */
     AN_NOGIL(out = an_concat((int)n, xs, dim));
@@ -227,34 +242,15 @@ static PyObject *py_concat(PyObject *self, PyObject *args)
 static PyObject *py_channel_shuffle_concat(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *olist;
+    PyObject *olist, *seq;
     if (!PyArg_ParseTuple(args, "O", &olist))
         return NULL;
-    PyObject *seq = PySequence_Fast(olist, "channel_shuffle_concat: expected a list or tuple of tensors");
-    if (!seq)
+    Py_ssize_t n;
+    an_tensor **xs = unwrap_tensor_list(olist, "channel_shuffle_concat", &seq, &n);
+    if (!xs)
         return NULL;
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    if (n == 0 || n > INT32_MAX) {
-        Py_DECREF(seq);
-        PyErr_SetString(PyExc_ValueError, "channel_shuffle_concat: expected a non-empty list of tensors");
-        return NULL;
-    }
-    an_tensor **xs = PyMem_Malloc((size_t)n * sizeof *xs);
-    if (!xs) {
-        Py_DECREF(seq);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        char arg[48];
-        snprintf(arg, sizeof arg, "tensor %zd", i);
-        xs[i] = an_py_unwrap(PySequence_Fast_GET_ITEM(seq, i), "channel_shuffle_concat", arg);
-        if (!xs[i]) {
-            PyMem_Free(xs);
-            Py_DECREF(seq);
-            return NULL;
-        }
-    }
     an_tensor *out;
+    /* seq keeps every tensor alive while the GIL is released */
     AN_NOGIL(out = an_channel_shuffle_concat((int)n, xs));
     PyMem_Free(xs);
     Py_DECREF(seq);
