@@ -73,14 +73,14 @@ void an_batchnorm_forward_eval_f32(const float *x, const float *running_mean,
     BN_DISPATCH(an_batchnorm_forward_eval_f32, x, running_mean, running_var, gamma, beta, eps, act, N, C, HW, y);
 }
 
-void an_batchnorm_backward_train_f32(const float *dy, const float *y,
-                                     an_bn_activation act, const float *x,
-                                     const float *mean, const float *invstd,
-                                     const float *gamma, int64_t N, int64_t C,
+void an_batchnorm_backward_train_f32(const float *dy, an_bn_activation act,
+                                     const float *x, const float *mean,
+                                     const float *invstd, const float *gamma,
+                                     const float *beta, int64_t N, int64_t C,
                                      int64_t HW, float *dx, float *dgamma,
                                      float *dbeta)
 {
-    BN_DISPATCH(an_batchnorm_backward_train_f32, dy, y, act, x, mean, invstd, gamma, N, C, HW, dx, dgamma, dbeta);
+    BN_DISPATCH(an_batchnorm_backward_train_f32, dy, act, x, mean, invstd, gamma, beta, N, C, HW, dx, dgamma, dbeta);
 }
 
 void an_batchnorm_backward_eval_f32(const float *dy, const float *y,

@@ -50,7 +50,11 @@ typedef enum {
  *   RELU:     g = y <= 0 ? 0 : dy                 (NaN y passes)
  *   RELU6:    g = 0 < y < 6 ? dy : 0              (strict: y in (0, 6) iff
  *                                                  the pre-activation was)
- * and then run batch norm's backward on g. */
+ * and then run batch norm's backward on g.  The training backward does not
+ * take y: it recomputes the pre-activation v = (x - mean) * gamma*invstd +
+ * beta exactly as the forward did (same float operations) and masks on v
+ * (v <= 0 for RELU, 0 < v < 6 for RELU6: the same masks), reading one
+ * tensor fewer in each of its passes. */
 
 /* Backward through batch statistics. With xhat = (x - mean) * invstd:
  *   dbeta  = sum(g)                 dgamma = sum(g * xhat)

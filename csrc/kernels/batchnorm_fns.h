@@ -19,10 +19,10 @@ void AN_BN_FN(an_batchnorm_forward_eval_f32)(const float *x, const float *runnin
                                    float eps, an_bn_activation act, int64_t N,
                                    int64_t C, int64_t HW, float *y);
 
-void AN_BN_FN(an_batchnorm_backward_train_f32)(const float *dy, const float *y,
-                                     an_bn_activation act, const float *x,
-                                     const float *mean, const float *invstd,
-                                     const float *gamma, int64_t N, int64_t C,
+void AN_BN_FN(an_batchnorm_backward_train_f32)(const float *dy, an_bn_activation act,
+                                     const float *x, const float *mean,
+                                     const float *invstd, const float *gamma,
+                                     const float *beta, int64_t N, int64_t C,
                                      int64_t HW, float *dx, float *dgamma,
                                      float *dbeta);
 

@@ -157,16 +157,40 @@ static inline void add_to_lanes(const float *restrict g,
         add_g_to_lanes(g, n, pg);
 }
 
+/* The same mask with the activation's input recomputed from x as the
+ * forward computed it, (x - m) * scale + shift: the same float operations
+ * in the same order (no contraction under -std=c11), so the same value and
+ * the same mask, without reading y: the training backward reads two
+ * tensors instead of three in each of its two passes. */
+static AN_ALWAYS_INLINE float masked_grad_x(an_bn_activation act, const float *restrict dy,
+                                            const float *restrict x, int64_t i, float m,
+                                            float scale, float shift)
+{
+    const float g = dy[i];
+    const float v = (x[i] - m) * scale + shift;
+    switch (act) {
+    case AN_BN_RELU:
+        return v <= 0.0f ? 0.0f : g;
+    case AN_BN_RELU6:
+        return (v > 0.0f) & (v < 6.0f) ? g : 0.0f;
+    default:
+        return g;
+    }
+}
+
 /* sum(g) and, when a is non-NULL, sum(g * (a - m)) in double over one row,
- * g = masked_grad(dy, y): eight lanes summed in order, then the tail. The
- * sums are added to *sum_g and *sum_g_dev. */
+ * g = masked_grad(dy, y), or masked_grad_x(dy, a) when from_x (a = x then):
+ * eight lanes summed in order, then the tail. The sums are added to *sum_g
+ * and *sum_g_dev. */
 static AN_ALWAYS_INLINE void sum_g_and_g_dev_f64(an_bn_activation act,
                                                  const float *restrict dy,
                                                  const float *restrict y,
                                                  const float *restrict a,
                                                  int64_t n, double m,
                                                  double *sum_g,
-                                                 double *sum_g_dev)
+                                                 double *sum_g_dev,
+                                                 const int from_x, float mf,
+                                                 float scale, float shift)
 {
     double pg[LANES] = {0}, pgd[LANES] = {0};
     const int64_t body = n - n % LANES;
@@ -178,7 +202,8 @@ static AN_ALWAYS_INLINE void sum_g_and_g_dev_f64(an_bn_activation act,
             const int64_t len =
                 body - k0 < MASK_CHUNK ? body - k0 : MASK_CHUNK;
             for (int64_t j = 0; j < len; ++j)
-                g[j] = masked_grad(act, dy + k0, y + k0, j);
+                g[j] = from_x ? masked_grad_x(act, dy + k0, a + k0, j, mf, scale, shift)
+                              : masked_grad(act, dy + k0, y + k0, j);
             add_to_lanes(g, a ? a + k0 : NULL, len, m, pg, pgd);
         }
     }
@@ -188,7 +213,8 @@ static AN_ALWAYS_INLINE void sum_g_and_g_dev_f64(an_bn_activation act,
         sd += pgd[l];
     }
     for (int64_t k = body; k < n; ++k) {
-        const double gv = (double)masked_grad(act, dy, y, k);
+        const double gv = (double)(from_x ? masked_grad_x(act, dy, a, k, mf, scale, shift)
+                                          : masked_grad(act, dy, y, k));
         s += gv;
         if (a) sd += gv * ((double)a[k] - m);
     }
@@ -305,19 +331,22 @@ void BN_VARIANT(an_batchnorm_forward_eval_f32)(const float *x, const float *runn
 /* One channel of the backward through batch statistics (M = N*HW > 0):
  * a reduction pass over (dy, y, x), then a pass that writes dx. */
 static AN_ALWAYS_INLINE void backward_train_channel_as(
-    an_bn_activation act, const float *dy, const float *y, const float *x,
-    const float *mean, const float *invstd, const float *gamma, int64_t N,
+    an_bn_activation act, const float *dy, const float *x, const float *mean,
+    const float *invstd, const float *gamma, const float *beta, int64_t N,
     int64_t C, int64_t HW, int64_t c, float *dx, float *dgamma, float *dbeta)
 {
     const int64_t M = N * HW;
     const double m = (double)mean[c];
     const double inv = (double)invstd[c];
+    /* the forward's scale and shift, for the activation's mask */
+    const float scale = gamma ? gamma[c] * invstd[c] : invstd[c];
+    const float shift = beta ? beta[c] : 0.0f;
+    const float mf = mean[c];
     double sum_g = 0.0, sum_g_dev = 0.0;
     for (int64_t n = 0; n < N; ++n) {
         const int64_t off = (n * C + c) * HW;
-        sum_g_and_g_dev_f64(act, dy + off,
-                            act == AN_BN_IDENTITY ? NULL : y + off, x + off,
-                            HW, m, &sum_g, &sum_g_dev);
+        sum_g_and_g_dev_f64(act, dy + off, NULL, x + off, HW, m, &sum_g, &sum_g_dev, 1, mf,
+                            scale, shift);
     }
     const double sum_g_xhat = sum_g_dev * inv;
     if (dbeta) dbeta[c] = (float)sum_g;
@@ -331,46 +360,44 @@ static AN_ALWAYS_INLINE void backward_train_channel_as(
     const float k = (float)(gm * inv);
     const float mean_g = (float)(sum_g / (double)M);
     const float a = (float)(inv * sum_g_xhat / (double)M);
-    const float mf = mean[c];
     for (int64_t n = 0; n < N; ++n) {
         const int64_t off = (n * C + c) * HW;
         const float *restrict dys = dy + off;
-        const float *restrict ys = act == AN_BN_IDENTITY ? NULL : y + off;
         const float *restrict xs = x + off;
         float *restrict dxs = dx + off;
         for (int64_t i = 0; i < HW; ++i)
-            dxs[i] = k * (masked_grad(act, dys, ys, i) - mean_g -
+            dxs[i] = k * (masked_grad_x(act, dys, xs, i, mf, scale, shift) - mean_g -
                           (xs[i] - mf) * a);
     }
 }
 
 static void backward_train_channel(an_bn_activation act, const float *dy,
-                                   const float *y, const float *x,
-                                   const float *mean, const float *invstd,
-                                   const float *gamma, int64_t N, int64_t C,
+                                   const float *x, const float *mean,
+                                   const float *invstd, const float *gamma,
+                                   const float *beta, int64_t N, int64_t C,
                                    int64_t HW, int64_t c, float *dx,
                                    float *dgamma, float *dbeta)
 {
     switch (act) {
     case AN_BN_RELU:
-        backward_train_channel_as(AN_BN_RELU, dy, y, x, mean, invstd, gamma, N,
+        backward_train_channel_as(AN_BN_RELU, dy, x, mean, invstd, gamma, beta, N,
                                   C, HW, c, dx, dgamma, dbeta);
         break;
     case AN_BN_RELU6:
-        backward_train_channel_as(AN_BN_RELU6, dy, y, x, mean, invstd, gamma,
+        backward_train_channel_as(AN_BN_RELU6, dy, x, mean, invstd, gamma, beta,
                                   N, C, HW, c, dx, dgamma, dbeta);
         break;
     default:
-        backward_train_channel_as(AN_BN_IDENTITY, dy, y, x, mean, invstd,
-                                  gamma, N, C, HW, c, dx, dgamma, dbeta);
+        backward_train_channel_as(AN_BN_IDENTITY, dy, x, mean, invstd,
+                                  gamma, beta, N, C, HW, c, dx, dgamma, dbeta);
         break;
     }
 }
 
-void BN_VARIANT(an_batchnorm_backward_train_f32)(const float *dy, const float *y,
-                                     an_bn_activation act, const float *x,
-                                     const float *mean, const float *invstd,
-                                     const float *gamma, int64_t N, int64_t C,
+void BN_VARIANT(an_batchnorm_backward_train_f32)(const float *dy, an_bn_activation act,
+                                     const float *x, const float *mean,
+                                     const float *invstd, const float *gamma,
+                                     const float *beta, int64_t N, int64_t C,
                                      int64_t HW, float *dx, float *dgamma,
                                      float *dbeta)
 {
@@ -385,7 +412,7 @@ void BN_VARIANT(an_batchnorm_backward_train_f32)(const float *dy, const float *y
 #pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
 #endif
     for (int64_t c = 0; c < C; ++c)
-        backward_train_channel(act, dy, y, x, mean, invstd, gamma, N, C, HW, c,
+        backward_train_channel(act, dy, x, mean, invstd, gamma, beta, N, C, HW, c,
                                dx, dgamma, dbeta);
 }
 
@@ -405,7 +432,7 @@ static AN_ALWAYS_INLINE void backward_eval_channel_as(
             const float *ys = act == AN_BN_IDENTITY ? NULL : y + off;
             /* without dgamma, x and the mean may be NULL: no dev sum */
             sum_g_and_g_dev_f64(act, dy + off, ys, dgamma ? x + off : NULL,
-                                HW, m, &sum_g, &sum_g_dev);
+                                HW, m, &sum_g, &sum_g_dev, 0, 0.0f, 1.0f, 0.0f);
         }
         if (dbeta) dbeta[c] = (float)sum_g;
         if (dgamma) dgamma[c] = (float)(sum_g_dev * (double)inv);

@@ -86,13 +86,15 @@ static const char *const NODE_NAMES[] = {"NativeBatchNormBackward", "NativeBatch
 
 /* inputs: x, weight, bias.  saved[0] = x (contiguous), saved[1] = weight,
    saved[2] = mean [C], saved[3] = invstd [C] (training) or the running
-   variance [C] (eval, with eps in reals[0]), saved[4] = the output (a
-   detached alias, for the activation's mask; NULL without activation).
+   variance [C] (eval, with eps in reals[0]); with an activation, saved[4] =
+   the output (eval: a detached alias, for the mask) or saved[5] = the bias
+   (training: the mask is recomputed from x, NULL bias means 0).
    ints: training, N, C, HW, kernel activation. */
 static an_status batch_norm_backward(an_node *node, an_tensor *grad, an_tensor **grad_inputs)
 {
     an_tensor *x = node->saved[0], *w = node->saved[1];
     an_tensor *mean = node->saved[2], *stat = node->saved[3], *y = node->saved[4];
+    an_tensor *b = node->saved[5];
     int training = (int)node->ints[0];
     bn_geometry g = {node->ints[1], node->ints[2], node->ints[3]};
     an_bn_activation act = (an_bn_activation)node->ints[4];
@@ -107,12 +109,13 @@ static an_status batch_norm_backward(an_node *node, an_tensor *grad, an_tensor *
         st = an_last_status();
     if (!st && (dx || dw || db)) {
         const float *gamma = w ? an_data_ptr(w) : NULL, *py = y ? an_data_ptr(y) : NULL;
+        const float *beta = b ? an_data_ptr(b) : NULL;
         float *pdx = dx ? an_data_ptr(dx) : NULL, *pdw = dw ? an_data_ptr(dw) : NULL;
         float *pdb = db ? an_data_ptr(db) : NULL;
         if (training)
-            an_batchnorm_backward_train_f32(an_data_ptr(gc), py, act, an_data_ptr(x),
-                                            an_data_ptr(mean), an_data_ptr(stat), gamma, g.N, g.C,
-                                            g.HW, pdx, pdw, pdb);
+            an_batchnorm_backward_train_f32(an_data_ptr(gc), act, an_data_ptr(x), an_data_ptr(mean),
+                                            an_data_ptr(stat), gamma, beta, g.N, g.C, g.HW, pdx, pdw,
+                                            pdb);
         else
             an_batchnorm_backward_eval_f32(an_data_ptr(gc), py, act, an_data_ptr(x),
                                            an_data_ptr(mean), an_data_ptr(stat), gamma,
@@ -224,15 +227,18 @@ an_tensor *an_batch_norm_act(an_tensor *x, an_tensor *running_mean, an_tensor *r
                                           beta, (float)eps, act, g.N, g.C, g.HW, an_data_ptr(out));
     }
     /* (training on an empty batch: nothing to normalise, running stats untouched) */
-    an_release(bc);
     an_tensor *inputs[3] = {x, weight, bias};
     if (!st && an_needs_grad(3, inputs)) {
         an_node *node = an_record(out, NODE_NAMES[activation], batch_norm_backward, 3, inputs);
         an_tensor *sx = node ? an_detach(xc) : NULL;
         an_tensor *sw = sx && wc ? an_detach(wc) : NULL;
-        /* detached alias: saving `out` itself would make a reference cycle */
-        an_tensor *sy = sx && act != AN_BN_IDENTITY ? an_detach(out) : NULL;
-        if (!sx || (wc && !sw) || (act != AN_BN_IDENTITY && !sy)) {
+        /* The activation's mask: in training the backward recomputes the
+           pre-activation from x and needs beta; in eval it reads the output
+           (a detached alias: saving `out` itself would make a reference cycle). */
+        int keep_y = act != AN_BN_IDENTITY && !training, keep_b = act != AN_BN_IDENTITY && training && bc;
+        an_tensor *sy = sx && keep_y ? an_detach(out) : NULL;
+        an_tensor *sb = sx && keep_b ? an_detach(bc) : NULL;
+        if (!sx || (wc && !sw) || (keep_y && !sy) || (keep_b && !sb)) {
             st = an_last_status();
         } else {
             an_node_save(node, 0, sx);
@@ -241,6 +247,8 @@ an_tensor *an_batch_norm_act(an_tensor *x, an_tensor *running_mean, an_tensor *r
             an_node_save(node, 3, stat);
             if (sy)
                 an_node_save(node, 4, sy);
+            if (sb)
+                an_node_save(node, 5, sb);
             node->ints[0] = training;
             node->ints[1] = g.N, node->ints[2] = g.C, node->ints[3] = g.HW;
             node->ints[4] = act;
@@ -249,7 +257,9 @@ an_tensor *an_batch_norm_act(an_tensor *x, an_tensor *running_mean, an_tensor *r
         an_release(sx);
         an_release(sw);
         an_release(sy);
+        an_release(sb);
     }
+    an_release(bc);
     an_release(xc);
     an_release(wc);
     an_release(mean);

@@ -758,8 +758,8 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
         an_batchnorm_forward_eval_f32(x, rmean, rvar, g, bt, eps,
                                       AN_BN_IDENTITY, N, C, HW,
                                       one ? ye1 : ye2);
-        an_batchnorm_backward_train_f32(dy, NULL, AN_BN_IDENTITY, x,
-                                        one ? m1 : m2, one ? i1 : i2, g, N, C,
+        an_batchnorm_backward_train_f32(dy, AN_BN_IDENTITY, x,
+                                        one ? m1 : m2, one ? i1 : i2, g, NULL, N, C,
                                         HW, one ? dx1 : dx2, one ? dg1 : dg2,
                                         one ? db1 : db2);
         an_batchnorm_backward_eval_f32(dy, NULL, AN_BN_IDENTITY, x, rmean,
@@ -795,11 +795,11 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
     /* nullable outputs: each gradient alone must match the full call */
     float *dxa = copy_buf(dx0, n), *dga = copy_buf(dg0, C),
           *dba = copy_buf(db0, C);
-    an_batchnorm_backward_train_f32(dy, NULL, AN_BN_IDENTITY, x, m1, i1, g, N,
+    an_batchnorm_backward_train_f32(dy, AN_BN_IDENTITY, x, m1, i1, g, NULL, N,
                                     C, HW, dxa, NULL, NULL);
-    an_batchnorm_backward_train_f32(dy, NULL, AN_BN_IDENTITY, x, m1, i1, g, N,
+    an_batchnorm_backward_train_f32(dy, AN_BN_IDENTITY, x, m1, i1, g, NULL, N,
                                     C, HW, NULL, dga, NULL);
-    an_batchnorm_backward_train_f32(dy, NULL, AN_BN_IDENTITY, x, m1, i1, g, N,
+    an_batchnorm_backward_train_f32(dy, AN_BN_IDENTITY, x, m1, i1, g, NULL, N,
                                     C, HW, NULL, NULL, dba);
     check_bits("bn bwd dx alone", name, dxa, dx1, (size_t)n * sizeof(float));
     check_bits("bn bwd dgamma alone", name, dga, dg1,
@@ -900,11 +900,13 @@ static void test_batchnorm_act(int64_t N, int64_t C, int64_t HW, int affine)
                 gm[k] = mask_ref(act, yf[t][k], dy[k]);
                 gme[k] = mask_ref(act, yef[t][k], dy[k]);
             }
-            an_batchnorm_backward_train_f32(dy, yf[t], act, x, mean, inv, g,
+            /* the fused backward recomputes the mask from x, g and bt; the
+               reference masks with the forward's output */
+            an_batchnorm_backward_train_f32(dy, act, x, mean, inv, g, bt,
                                             N, C, HW, dx[0][t], dg[0][t],
                                             db[0][t]);
-            an_batchnorm_backward_train_f32(gm, NULL, AN_BN_IDENTITY, x, mean,
-                                            inv, g, N, C, HW, dx[1][t],
+            an_batchnorm_backward_train_f32(gm, AN_BN_IDENTITY, x, mean,
+                                            inv, g, NULL, N, C, HW, dx[1][t],
                                             dg[1][t], db[1][t]);
             an_batchnorm_backward_eval_f32(dy, yef[t], act, x, rmean, rvar, g,
                                            eps, N, C, HW, dxe[0][t], dge[0][t],
