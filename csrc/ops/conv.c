@@ -442,19 +442,36 @@ static void tap_offsets(const conv_geometry *g, int64_t plane, int64_t Wp, int64
     }
 }
 
-typedef struct implicit_plan_s implicit_plan;
-struct implicit_plan_s {
+/* How the stride-1 paths lay out a zero-padded image (see implicit_gemm). */
+typedef struct {
     int64_t Hp, Wp, rows; /* padded plane; output rows per band */
     int64_t pad_floats;   /* one padded image of a group, with read slack */
     int64_t band_floats;  /* one band of GEMM output, og x rows*Wp */
-};
+} implicit_plan;
 
-static implicit_plan *plan_implicit_into(const conv_geometry *g, implicit_plan *pl);
+static implicit_plan plan_implicit(const conv_geometry *g);
 static void pad_image(const conv_geometry *g, const implicit_plan *pl, const float *x, int64_t cg,
                       float *padded);
-static int64_t implicit_plan_pad_floats(const implicit_plan *pl);
-static int64_t implicit_plan_plane(const implicit_plan *pl);
-static int64_t implicit_plan_wp(const implicit_plan *pl);
+
+/* A tile of nb whole images (stride 1), group grp, zero-padded into the
+   column workspace `col`, image i at col + i * pl->pad_floats, with the tap
+   offsets table after them.  Returns the table, or NULL when this path does
+   not apply (strided, one image per tile, or the copies do not fit). */
+static const int64_t *pad_tile(const conv_geometry *g, const conv_tiling *t, const float *x,
+                               int64_t n0, int64_t nb, int64_t grp, float *col, implicit_plan *pl)
+{
+    int64_t cg = g->C / g->groups, ckk = cg * g->kh * g->kw;
+    if (t->images <= 1 || g->sh != 1 || g->sw != 1)
+        return NULL;
+    *pl = plan_implicit(g);
+    if (nb * pl->pad_floats + 2 * ckk > ckk * t->images * t->rows * g->OW)
+        return NULL;
+    int64_t *offsets = (int64_t *)(col + nb * pl->pad_floats);
+    tap_offsets(g, pl->Hp * pl->Wp, pl->Wp, offsets);
+    for (int64_t i = 0; i < nb; i++)
+        pad_image(g, pl, x + ((n0 + i) * g->C + grp * cg) * g->H * g->W, cg, col + i * pl->pad_floats);
+    return offsets;
+}
 typedef struct {
     const conv_geometry *g;
     const float *padded;    /* image i at padded + i * image_floats */
@@ -522,25 +539,16 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
                 continue;
             }
             im2col_source src = {g, x + (n0 * g->C + grp * cg) * g->H * g->W, oh0, rows};
-            if (t->images > 1 && g->sh == 1 && g->sw == 1) {
-                implicit_plan pl;
-                plan_implicit_into(g, &pl);
-                int64_t image_floats = implicit_plan_pad_floats(&pl);
-                int64_t need = nb * image_floats + 2 * ckk;
-                if (need <= ckk * t->images * t->rows * g->OW) {
-                    int64_t *offsets = (int64_t *)(col + nb * image_floats);
-                    tap_offsets(g, implicit_plan_plane(&pl), implicit_plan_wp(&pl), offsets);
-                    for (int64_t i = 0; i < nb; i++)
-                        pad_image(g, &pl, x + ((n0 + i) * g->C + grp * cg) * g->H * g->W, cg,
-                                  col + i * image_floats);
-                    padded_tile_source psrc = {g, col, image_floats, implicit_plan_wp(&pl), offsets};
-                    if (an_gemm_f32_pack_b(0, og, cols, ckk, 1.0f, wg, ckk, pack_padded_panel, &psrc, 0.0f,
-                                           out, cols) != 0)
-                        st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
-                    if (!st)
-                        exchange_chunk(g, n0, nb, grp, out, y, bias, 1);
-                    continue;
-                }
+            implicit_plan pl;
+            const int64_t *offsets = pad_tile(g, t, x, n0, nb, grp, col, &pl);
+            if (offsets) {
+                padded_tile_source psrc = {g, col, pl.pad_floats, pl.Wp, offsets};
+                if (an_gemm_f32_pack_b(0, og, cols, ckk, 1.0f, wg, ckk, pack_padded_panel, &psrc, 0.0f,
+                                       out, cols) != 0)
+                    st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
+                if (!st)
+                    exchange_chunk(g, n0, nb, grp, out, y, bias, 1);
+                continue;
             }
             if (t->images == 1) { /* in place, onto the bias filled before */
                 st = gemm_packed_or_fail(og, cols, ckk, wg, &src, bias ? 1.0f : 0.0f,
@@ -597,19 +605,12 @@ static int padded_tile_weight_grad(const conv_geometry *g, const conv_tiling *t,
                                    int64_t n0, int64_t nb, int64_t grp, const float *dyc,
                                    int64_t ld_dy, float *dw_g, float *col, an_status *st)
 {
-    int64_t cg = g->C / g->groups, og = g->Cout / g->groups, ckk = cg * g->kh * g->kw;
-    if (t->images <= 1 || g->sh != 1 || g->sw != 1)
-        return 0;
+    int64_t og = g->Cout / g->groups, ckk = g->C / g->groups * g->kh * g->kw;
     implicit_plan pl;
-    plan_implicit_into(g, &pl);
-    int64_t image_floats = implicit_plan_pad_floats(&pl);
-    if (nb * image_floats + 2 * ckk > ckk * t->images * t->rows * g->OW)
+    const int64_t *offsets = pad_tile(g, t, x, n0, nb, grp, col, &pl);
+    if (!offsets)
         return 0;
-    int64_t *offsets = (int64_t *)(col + nb * image_floats);
-    tap_offsets(g, implicit_plan_plane(&pl), implicit_plan_wp(&pl), offsets);
-    for (int64_t i = 0; i < nb; i++)
-        pad_image(g, &pl, x + ((n0 + i) * g->C + grp * cg) * g->H * g->W, cg, col + i * image_floats);
-    taps_source src = {g, implicit_plan_wp(&pl), col, offsets, image_floats};
+    taps_source src = {g, pl.Wp, col, offsets, pl.pad_floats};
     if (an_gemm_f32_pack_b(0, og, ckk, nb * g->OH * g->OW, 1.0f, dyc, ld_dy, pack_taps_panel, &src,
                            1.0f, dw_g, ckk) != 0)
         *st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
@@ -809,16 +810,6 @@ static implicit_plan plan_implicit(const conv_geometry *g)
     pl.band_floats = (og * pl.rows * pl.Wp + 15) / 16 * 16;
     return pl;
 }
-
-static implicit_plan *plan_implicit_into(const conv_geometry *g, implicit_plan *pl)
-{
-    *pl = plan_implicit(g);
-    return pl;
-}
-
-static int64_t implicit_plan_pad_floats(const implicit_plan *pl) { return pl->pad_floats; }
-static int64_t implicit_plan_plane(const implicit_plan *pl) { return pl->Hp * pl->Wp; }
-static int64_t implicit_plan_wp(const implicit_plan *pl) { return pl->Wp; }
 
 /* padded[c] = x[c] with ph rows and pw columns of zeros around it. */
 static void pad_image(const conv_geometry *g, const implicit_plan *pl, const float *x, int64_t cg,
