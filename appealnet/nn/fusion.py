@@ -112,9 +112,10 @@ def _fold(conv, bn, activation):
     gamma = bn.weight.detach().numpy().astype(np.float64) if bn.weight is not None else np.ones(out_channels)
     beta = bn.bias.detach().numpy().astype(np.float64) if bn.bias is not None else np.zeros(out_channels)
     scale = gamma / np.sqrt(var + bn.eps)
+    # conv belongs to the model's private deep copy and is replaced: its
+    # settings (stride, padding, hooks, ...) move over as they are
     fused = FusedConv2d.__new__(FusedConv2d)
-    fused.__dict__.update(copy.deepcopy({k: v for k, v in conv.__dict__.items()
-                                         if k not in ("_parameters",)}))
+    fused.__dict__.update(conv.__dict__)
     fused.__dict__["_parameters"] = type(conv._parameters)()
     fused.weight = Parameter(tensor((weight * scale[:, None, None, None]).astype(np.float32)))
     fused.bias = Parameter(tensor(((bias - mean) * scale + beta).astype(np.float32)))
