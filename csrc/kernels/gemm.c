@@ -646,6 +646,55 @@ static void gemv(const gemv_problem *p)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Narrow products (few columns)                                            */
+/* ------------------------------------------------------------------------ */
+
+/* Columns up to which a row-major product skips packing: each A element
+ * then serves at most two column chunks of 32, so the packed copy of A
+ * would be written and read once for one or two uses.  (A 1x1 convolution
+ * on a 4x4 plane at batch 1 has N = 16; packing A, the weights, was half of
+ * its time.) */
+#define AN_GEMM_NARROW_MAX_N 64
+
+static int narrow_applies(const gemm_problem *p)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    return an_cpu_info_get()->isa == AN_ISA_AVX512 && p->alpha == 1.0f && p->a_col == 1 &&
+           p->b_col == 1 && !p->pack_b && !p->b_offsets && p->N <= AN_GEMM_NARROW_MAX_N;
+#else
+    (void)p;
+    return 0;
+#endif
+}
+
+#if defined(__x86_64__) || defined(_M_X64)
+/* Rows split across threads in blocks of 14; every element is summed the
+ * same way whichever block holds it, so this is bit-identical to
+ * gemm_blocked on the same problem, for any thread count. */
+static void gemm_narrow(const gemm_problem *p)
+{
+    const int64_t KC = choose_blocking(p->uk, p->M, p->N, p->K).kc;
+    const int64_t blocks = (p->M + 13) / 14;
+    int threads = max_threads();
+    if ((double)p->M * (double)p->N * (double)p->K < (double)AN_GEMM_MIN_PARALLEL_MACS) threads = 1;
+    if ((int64_t)threads > blocks) threads = (int)blocks;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+    {
+        int64_t b0 = 0, b1 = blocks;
+#ifdef _OPENMP
+        split_range(blocks, omp_get_num_threads(), omp_get_thread_num(), &b0, &b1);
+#endif
+        const int64_t row0 = b0 * 14, row1 = b1 * 14 < p->M ? b1 * 14 : p->M;
+        if (row0 < row1)
+            an_gemm_narrow_avx512(row1 - row0, p->N, p->K, KC, p->A + row0 * p->a_row, p->a_row,
+                                  p->B, p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc);
+    }
+}
+#endif
+
+/* ------------------------------------------------------------------------ */
 /* Entry point                                                              */
 /* ------------------------------------------------------------------------ */
 
@@ -715,6 +764,12 @@ int an_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
     p.B = B;
     p.b_row = b_row;
     p.b_col = b_col;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (narrow_applies(&p)) {
+        gemm_narrow(&p);
+        return 0;
+    }
+#endif
     return gemm_blocked(&p);
 }
 

@@ -107,6 +107,17 @@ extern const an_gemm_ukernel an_gemm_ukernel_avx512;      /* 14 x 32, the defaul
 extern const an_gemm_ukernel an_gemm_ukernel_avx512_8x32; /* chosen per call by M */
 #endif
 
+#if defined(__x86_64__) || defined(_M_X64)
+/* C[rows, N] = A[rows, K] B[K, N] + beta * C, alpha == 1, A and B row-major
+ * and read in place (no packing), the K sum taken in blocks of KC exactly as
+ * the blocked driver takes it: bit-identical to it.  For narrow products
+ * (N up to a few tens of columns), where packing A costs more than the
+ * product.  AVX-512 only; the driver calls it. */
+void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
+                           int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                           int64_t ldc);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

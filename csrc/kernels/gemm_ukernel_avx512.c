@@ -106,6 +106,113 @@ static void gemm_ukernel_avx512_8x32_rows(int64_t kc, const float *packed_a, con
     gemm_ukernel_avx512_body(8, kc, packed_a, b, b_offsets, c, ldc, alpha, beta);
 }
 
+/* ---- Narrow products: N <= 32 columns, A and B read in place ----------- */
+
+/* A block of `mr` rows (a compile-time constant after inlining) of
+ *   C = A[0:mr, 0:K] B[0:K, 0:n] (+ C),  n <= 32 (nv = 1 or 2 vectors),
+ * summed one KC block at a time exactly as the packed path sums it: each
+ * element's block sum starts at zero, takes one FMA per k in increasing k,
+ * and is added to C (or stored, for the first block when beta == 0).  So
+ * the result is bit-identical to the blocked GEMM's with alpha == 1, while
+ * neither A nor B is packed: with one or two column vectors per row every A
+ * element is used once per block, and packing A (a full read and write of
+ * the weights) cost as much as the product on a 4x4-plane 1x1 convolution. */
+AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
+narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float *A, int64_t lda,
+                 const float *B, int64_t ldb, int n, float beta, float *C, int64_t ldc)
+{
+    const __mmask16 mask0 = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
+    const __mmask16 mask1 = n >= 32 ? (__mmask16)0xFFFF
+                            : n > 16 ? (__mmask16)((1u << (n - 16)) - 1u) : (__mmask16)0;
+    for (int64_t pc = 0; pc < K; pc += KC) {
+        const int64_t kc = K - pc < KC ? K - pc : KC;
+        __m512 acc[14][2];
+#pragma GCC unroll 16
+        for (int i = 0; i < mr; ++i) {
+            acc[i][0] = _mm512_setzero_ps();
+            acc[i][1] = _mm512_setzero_ps();
+        }
+        const float *a = A + pc;
+        const float *b = B + pc * ldb;
+        for (int64_t k = 0; k < kc; ++k) {
+            const __m512 b0 = _mm512_maskz_loadu_ps(mask0, b);
+            const __m512 b1 = nv == 2 ? _mm512_maskz_loadu_ps(mask1, b + 16) : b0;
+#pragma GCC unroll 16
+            for (int i = 0; i < mr; ++i) {
+                const __m512 ai = _mm512_set1_ps(a[i * lda + k]);
+                acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+                if (nv == 2) acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+            }
+            b += ldb;
+        }
+        const float block_beta = pc == 0 ? beta : 1.0f;
+        if (block_beta == 0.0f) {
+#pragma GCC unroll 16
+            for (int i = 0; i < mr; ++i) {
+                _mm512_mask_storeu_ps(C + i * ldc, mask0, acc[i][0]);
+                if (nv == 2) _mm512_mask_storeu_ps(C + i * ldc + 16, mask1, acc[i][1]);
+            }
+        } else {
+            const __m512 vbeta = _mm512_set1_ps(block_beta);
+#pragma GCC unroll 16
+            for (int i = 0; i < mr; ++i) {
+                float *row = C + i * ldc;
+                __m512 c0 = _mm512_mul_ps(vbeta, _mm512_maskz_loadu_ps(mask0, row));
+                _mm512_mask_storeu_ps(row, mask0, _mm512_add_ps(acc[i][0], c0));
+                if (nv == 2) {
+                    __m512 c1 = _mm512_mul_ps(vbeta, _mm512_maskz_loadu_ps(mask1, row + 16));
+                    _mm512_mask_storeu_ps(row + 16, mask1, _mm512_add_ps(acc[i][1], c1));
+                }
+            }
+        }
+    }
+}
+
+#define AN_NARROW_ROWS(MR, NV)                                                                   \
+    AN_TARGET_AVX512 static void narrow_rows_##MR##_##NV(int64_t K, int64_t KC, const float *A,  \
+                                                         int64_t lda, const float *B, int64_t ldb, \
+                                                         int n, float beta, float *C, int64_t ldc) \
+    {                                                                                            \
+        narrow_rows_body(MR, NV, K, KC, A, lda, B, ldb, n, beta, C, ldc);                        \
+    }
+AN_NARROW_ROWS(14, 1)
+AN_NARROW_ROWS(14, 2)
+AN_NARROW_ROWS(8, 1)
+AN_NARROW_ROWS(8, 2)
+AN_NARROW_ROWS(4, 1)
+AN_NARROW_ROWS(4, 2)
+AN_NARROW_ROWS(2, 1)
+AN_NARROW_ROWS(2, 2)
+AN_NARROW_ROWS(1, 1)
+AN_NARROW_ROWS(1, 2)
+
+typedef void (*narrow_rows_fn)(int64_t, int64_t, const float *, int64_t, const float *, int64_t,
+                               int, float, float *, int64_t);
+
+void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
+                           int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                           int64_t ldc)
+{
+    static const int heights[] = {14, 8, 4, 2, 1};
+    static const narrow_rows_fn by_height[][2] = {
+        {narrow_rows_14_1, narrow_rows_14_2}, {narrow_rows_8_1, narrow_rows_8_2},
+        {narrow_rows_4_1, narrow_rows_4_2},   {narrow_rows_2_1, narrow_rows_2_2},
+        {narrow_rows_1_1, narrow_rows_1_2}};
+    /* Rows in blocks of 14 (then 8, 4, 2, 1), columns in chunks of 32
+     * inside a block: the block's A slice is read again from L1 for each
+     * chunk. */
+    int64_t i = 0;
+    for (int h = 0; h < 5; ++h) {
+        for (; rows - i >= heights[h]; i += heights[h]) {
+            for (int64_t j = 0; j < N; j += 32) {
+                const int n = N - j < 32 ? (int)(N - j) : 32;
+                by_height[h][n > 16](K, KC, A + i * lda, lda, B + j, ldb, n, beta, C + i * ldc + j,
+                                     ldc);
+            }
+        }
+    }
+}
+
 const an_gemm_ukernel an_gemm_ukernel_avx512 = {
     "avx512_14x32", 14, AVX512_NR, gemm_ukernel_avx512_14x32, gemm_ukernel_avx512_14x32_rows};
 const an_gemm_ukernel an_gemm_ukernel_avx512_8x32 = {

@@ -333,6 +333,83 @@ static void test_b_sources(const char *isa)
     }
 }
 
+/* Narrow products (alpha 1, row-major A and B, N up to 64) skip packing on
+ * AVX-512: they must equal the packed path (forced through pack_b) bit for
+ * bit, for every row fringe (14-row blocks, then 8, 4, 2, 1), column
+ * fringe (masks on 16-column vectors, 32-column chunks) and K spanning
+ * several KC blocks, with padded strides whose guard columns must not be
+ * written, on 1 and 2 threads. */
+typedef struct {
+    const float *B;
+    int64_t ldb;
+} strided_source;
+
+static void pack_strided_panel(const void *source, int64_t k0, int64_t kc, int64_t j0, int64_t cols,
+                               int width, float *panel)
+{
+    const strided_source *src = source;
+    for (int64_t k = 0; k < kc; ++k)
+        for (int j = 0; j < width; ++j)
+            panel[k * width + j] = j < cols ? src->B[(k0 + k) * src->ldb + j0 + j] : 0.0f;
+}
+
+static void test_narrow(const char *isa)
+{
+    static const int64_t ms[] = {2, 13, 14, 15, 23, 29, 31};
+    static const int64_t ns[] = {2, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65};
+    static const int64_t ks[] = {1, 5, 383, 900};
+    for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; ++mi)
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ++ni)
+            for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ++ki) {
+                const int64_t M = ms[mi], N = ns[ni], K = ks[ki];
+                const int64_t lda = K + 3, ldb = N + 5, ldc = N + 2;
+                float *A = malloc(sizeof(float) * (size_t)(M * lda));
+                float *B = malloc(sizeof(float) * (size_t)(K * ldb));
+                float *expect = malloc(sizeof(float) * (size_t)(M * ldc));
+                float *got = malloc(sizeof(float) * (size_t)(M * ldc));
+                float *initial = malloc(sizeof(float) * (size_t)(M * ldc));
+                if (!A || !B || !expect || !got || !initial) {
+                    printf("FAIL: out of memory in test_narrow\n");
+                    ++g_failures;
+                    free(A), free(B), free(expect), free(got), free(initial);
+                    return;
+                }
+                for (int64_t i = 0; i < M * lda; ++i) A[i] = random_unit();
+                for (int64_t i = 0; i < K * ldb; ++i) B[i] = random_unit();
+                strided_source src = {B, ldb};
+                const float beta = (mi + ni + ki) % 2 ? 0.3f : 0.0f; /* not a power of two: beta * c rounds */
+                for (int threads = 1; threads <= 2; ++threads) {
+                    set_threads(threads);
+                    /* random C: beta * c must round (a multiple of 0.5 would not) */
+                    for (int64_t i = 0; i < M * ldc; ++i) expect[i] = got[i] = initial[i] = random_unit();
+                    int rc = an_gemm_f32(0, 0, M, N, K, 1.0f, A, lda, B, ldb, beta, got, ldc);
+                    rc |= an_gemm_f32_pack_b(0, M, N, K, 1.0f, A, lda, pack_strided_panel, &src, beta,
+                                             expect, ldc);
+                    ++g_cases;
+                    test_case t = {0, 0, M, N, K, 1.0f, beta, ldc - N};
+                    if (rc != 0 || memcmp(expect, got, sizeof(float) * (size_t)(M * ldc)) != 0)
+                        fail(&t, isa, threads, "narrow product differs from the packed path");
+                    /* and from float64 */
+                    for (int64_t i = 0; i < M && rc == 0; ++i)
+                        for (int64_t j = 0; j < N; ++j) {
+                            double ref = beta * (double)initial[i * ldc + j];
+                            double mag = fabs(ref);
+                            for (int64_t k = 0; k < K; ++k) {
+                                ref += (double)A[i * lda + k] * B[k * ldb + j];
+                                mag += fabs((double)A[i * lda + k] * B[k * ldb + j]);
+                            }
+                            if (fabs(got[i * ldc + j] - ref) > 1e-5 * (mag + 1.0)) {
+                                fail(&t, isa, threads, "narrow product differs from float64");
+                                i = M;
+                                break;
+                            }
+                        }
+                }
+                set_threads(1);
+                free(A), free(B), free(expect), free(got), free(initial);
+            }
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; ++i) {
@@ -360,6 +437,7 @@ int main(int argc, char **argv)
         test_isa(isa);
         if (level == AN_ISA_AVX512) test_avx512_row_kernels(isa);
         test_b_sources(isa);
+        test_narrow(isa);
         printf("%-8s kernel %-14s %6ld cases, %ld failure(s)\n", isa, an_gemm_kernel_name(), g_cases,
                g_failures);
         total_failures += g_failures;
