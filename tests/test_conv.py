@@ -95,6 +95,13 @@ TORCH_CASES = [
     ("shufflenet grouped 1x1 g3", (2, 240, 8, 8), (60, 80, 1, 1), 1, 0, 1, 3),
     ("efficientnet 5x5 depthwise", (2, 40, 14, 14), (40, 1, 5, 5), 1, 2, 1, 40),
     ("efficientnet 5x5 depthwise s2", (1, 24, 15, 15), (24, 1, 5, 5), 2, 2, 1, 24),
+    # depthwise on planes up to 16x16 runs 16 channels at a time, channels-last
+    ("depthwise 4x4, 40 channels (16-channel blocks + 8)", (3, 40, 4, 4), (40, 1, 3, 3), 1, 1, 1, 40),
+    ("depthwise 2x2, 5x5 kernel, 17 channels", (2, 17, 2, 2), (17, 1, 5, 5), 1, 2, 1, 17),
+    ("depthwise 16x16, 20 channels", (2, 20, 16, 16), (20, 1, 3, 3), 1, 1, 1, 20),
+    ("depthwise 8x8 dilation 2", (2, 24, 8, 8), (24, 1, 3, 3), 1, 2, 2, 24),
+    ("depthwise 7x7 s2, 19 channels", (2, 19, 7, 7), (19, 1, 3, 3), 2, 1, 1, 19),
+    ("depthwise 8x8 unpadded", (1, 16, 8, 8), (16, 1, 3, 3), 1, 0, 1, 16),
     ("dilation 2", (2, 8, 12, 12), (8, 8, 3, 3), 1, 2, 2, 1),
     ("odd sizes 7x5", (3, 4, 7, 5), (3, 4, 3, 3), (2, 1), (1, 2), 1, 1),
 ]
@@ -216,6 +223,7 @@ def test_conv2d_bias_and_type_errors():
     ((2, 32, 24, 24), (48, 32, 3, 3), 1, 1, 1),      # im2col + GEMM
     ((2, 64, 20, 20), (64, 64, 1, 1), 1, 0, 1),      # pointwise
     ((2, 64, 24, 24), (64, 1, 3, 3), 2, 1, 64),      # depthwise
+    ((3, 40, 8, 8), (40, 1, 3, 3), 1, 1, 40),        # depthwise, channels-last blocks
     ((2, 24, 16, 16), (24, 8, 3, 3), 1, 1, 3),       # grouped general
 ])
 def test_conv2d_thread_count_does_not_change_results(xs, ws, stride, padding, groups):
