@@ -245,6 +245,10 @@ def _unary(op_type, **attributes):
     return convert
 
 
+def _convert_add_relu(g, out, a, b):
+    g.node("Relu", [g.node("Add", [g.name(a), g.name(b)])], out)
+
+
 def _convert_relu6(g, out, x):
     g.node("Clip", [g.name(x), _scalar(g, 0.0), _scalar(g, 6.0)], out)
 
@@ -462,6 +466,7 @@ _CONVERTERS = {
     "pow_scalar": _convert_pow,
     "clamp": _convert_clamp,
     "add": _binary("Add"),
+    "add_relu": _convert_add_relu,
     "sub": _binary("Sub"),
     "mul": _binary("Mul"),
     "div": _binary("Div"),

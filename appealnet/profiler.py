@@ -123,7 +123,7 @@ _ALIAS_OPS = frozenset({"reshape", "view", "flatten", "permute", "transpose", "s
 # Ops counted (and, for memory, tracked).  Creation, RNG, optimizer and
 # thread-control functions of _C are not ops of a forward pass.
 _COMPUTE_OPS = frozenset({
-    "abs", "adaptive_avg_pool2d", "add", "avg_pool2d", "batch_norm", "channel_shuffle",
+    "abs", "adaptive_avg_pool2d", "add", "add_relu", "avg_pool2d", "batch_norm", "channel_shuffle",
     "channel_shuffle_concat", "clamp", "clone", "concat", "contiguous", "conv2d", "div", "dropout", "exp", "hardsigmoid",
     "hardswish", "index_select", "leaky_relu", "linear", "log", "log_sigmoid", "log_softmax",
     "matmul", "max_pool2d", "mean", "mul", "neg", "pad", "pow_scalar", "relu", "relu6",
@@ -131,7 +131,7 @@ _COMPUTE_OPS = frozenset({
 _SAVES_INPUTS = frozenset({"conv2d", "linear", "matmul", "batch_norm", "max_pool2d", "silu",
                            "hardswish", "hardsigmoid", "leaky_relu", "log", "log_sigmoid", "abs",
                            "clamp", "pow_scalar"})
-_SAVES_OUTPUT = frozenset({"relu", "relu6", "sigmoid", "tanh", "exp", "softmax", "log_softmax",
+_SAVES_OUTPUT = frozenset({"add_relu", "relu", "relu6", "sigmoid", "tanh", "exp", "softmax", "log_softmax",
                            "sqrt"})
 _SAVES_BOTH_OPERANDS = frozenset({"mul", "div"})
 

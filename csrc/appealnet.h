@@ -162,6 +162,10 @@ an_tensor *an_add(an_tensor *a, an_tensor *b);
 an_tensor *an_sub(an_tensor *a, an_tensor *b);
 an_tensor *an_mul(an_tensor *a, an_tensor *b);
 an_tensor *an_div(an_tensor *a, an_tensor *b);
+/* relu(a + b) in one pass (a residual join), bit-identical to
+   an_relu(an_add(a, b)); both inputs get the same masked gradient.  Shapes
+   that differ broadcast through an_add and an_relu. */
+an_tensor *an_add_relu(an_tensor *a, an_tensor *b);
 an_tensor *an_neg(an_tensor *x);
 an_tensor *an_exp(an_tensor *x);
 an_tensor *an_log(an_tensor *x);

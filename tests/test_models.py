@@ -99,10 +99,10 @@ def _train_step_with_shared_relu_kinks(torch, ours, reference, x, y):
     (units where the two patterns differ sit at 0, so forward values agree).
     The zoo fuses most ReLUs into their batch norm (activation="relu"); those
     are recorded from the fused output, which is > 0 exactly where its input
-    to the ReLU was."""
+    to the ReLU was; so are the residual joins (F.add_relu)."""
     masks = []
     appealnet_relu, torch_relu = F.relu, torch.nn.functional.relu
-    appealnet_batch_norm = F.batch_norm
+    appealnet_batch_norm, appealnet_add_relu = F.batch_norm, F.add_relu
 
     def recording_relu(t, inplace=False):
         masks.append(t.detach().numpy() > 0)
@@ -114,6 +114,11 @@ def _train_step_with_shared_relu_kinks(torch, ours, reference, x, y):
             masks.append(out.detach().numpy() > 0)
         return out
 
+    def recording_add_relu(a, b):
+        out = appealnet_add_relu(a, b)
+        masks.append(out.detach().numpy() > 0)
+        return out
+
     def replaying_relu(t, inplace=False):
         mask = masks[len(replayed)]
         replayed.append(mask)
@@ -123,11 +128,11 @@ def _train_step_with_shared_relu_kinks(torch, ours, reference, x, y):
     replayed = []
     ours.train()
     reference.train()
-    F.relu, F.batch_norm = recording_relu, recording_batch_norm
+    F.relu, F.batch_norm, F.add_relu = recording_relu, recording_batch_norm, recording_add_relu
     try:
         loss = F.cross_entropy(ours(an.tensor(x)), y)
     finally:
-        F.relu, F.batch_norm = appealnet_relu, appealnet_batch_norm
+        F.relu, F.batch_norm, F.add_relu = appealnet_relu, appealnet_batch_norm, appealnet_add_relu
     torch.nn.functional.relu = replaying_relu
     try:
         ref_logits = reference(torch.tensor(x, dtype=torch.float64))

@@ -305,9 +305,10 @@ class TestPaperFigures:
         prof = profile(resnet101, IMAGE, "paper")
         assert prof.macs == sum(row.macs for row in prof.layers)
         assert prof.params == sum(row.params for row in prof.layers) == 42512970
-        # the residual block's F.relu and add have rows named after the block
+        # the residual block's join (F.add_relu: relu(out + shortcut) in one
+        # op) has a row named after the block
         kinds = {row.kind for row in prof.layers if row.name == "layer1.0"}
-        assert kinds == {"F.relu", "F.add"}
+        assert kinds == {"F.add_relu"}
 
 
 # -------------------------------------------------------- two-head models

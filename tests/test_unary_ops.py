@@ -282,3 +282,64 @@ def test_scalar_arguments_must_be_numbers():
         _C.pow_scalar(x, "two")
     with pytest.raises(TypeError):
         _C.clamp(x, 0.0)
+
+
+# ------------------------------------------------------------ add_relu
+class TestAddRelu:
+    """relu(a + b) in one op (the residual join of ResNet and ShuffleNet v1)."""
+
+    def test_bit_identical_to_relu_of_add(self):
+        rng = np.random.default_rng(3)
+        a = rng.standard_normal((3, 5, 7, 9)).astype(np.float32)
+        b = rng.standard_normal((3, 5, 7, 9)).astype(np.float32)
+        a.flat[:4] = [np.nan, 0.0, -0.0, 1.0]
+        b.flat[:4] = [1.0, -0.0, 0.0, -1.0]  # sums NaN, 0, 0, 0
+        got = F.add_relu(an.tensor(a), an.tensor(b)).numpy()
+        expected = F.relu(an.tensor(a) + an.tensor(b)).numpy()
+        np.testing.assert_array_equal(got, expected)
+        assert np.isnan(got.flat[0]) and not np.signbit(got.flat[1:4]).any()
+
+    def test_gradients_by_finite_differences(self):
+        rng = np.random.default_rng(4)
+        a, b = rng.standard_normal((2, 3, 4, 4)), rng.standard_normal((2, 3, 4, 4))
+        b += np.where(np.abs(a + b) < 0.05, 0.2, 0.0)  # away from the kink
+        check_op(F.add_relu, lambda x, y: np.maximum(x + y, 0), [a, b])
+
+    def test_gradients_against_torch(self):
+        torch = torch_or_skip()
+        rng = np.random.default_rng(5)
+        a = rng.standard_normal((4, 8, 6, 6)).astype(np.float32)
+        b = rng.standard_normal((4, 8, 6, 6)).astype(np.float32)
+        g = rng.standard_normal((4, 8, 6, 6)).astype(np.float32)
+        ta, tb = an.tensor(a, requires_grad=True), an.tensor(b, requires_grad=True)
+        out = F.add_relu(ta, tb)
+        out.backward(an.tensor(g))
+        qa, qb = torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)
+        torch.relu(qa + qb).backward(torch.tensor(g))
+        np.testing.assert_array_equal(out.detach().numpy(), torch.relu(qa + qb).detach().numpy())
+        np.testing.assert_array_equal(ta.grad.numpy(), qa.grad.numpy())
+        np.testing.assert_array_equal(tb.grad.numpy(), qb.grad.numpy())
+        assert "AddRelu" in str(out.grad_fn)
+
+    def test_one_input_without_grad_and_non_contiguous_input(self):
+        rng = np.random.default_rng(6)
+        a = an.tensor(rng.standard_normal((5, 4)).astype(np.float32), requires_grad=True)
+        base = rng.standard_normal((4, 5)).astype(np.float32)
+        b = an.tensor(base).transpose(0, 1)  # a strided view
+        out = F.add_relu(a, b)
+        np.testing.assert_array_equal(out.detach().numpy(),
+                                      np.maximum(a.detach().numpy() + base.T, 0))
+        out.sum().backward()
+        np.testing.assert_array_equal(a.grad.numpy(), (a.detach().numpy() + base.T > 0).astype(np.float32))
+
+    def test_broadcasting_falls_back_to_add_then_relu(self):
+        rng = np.random.default_rng(7)
+        a = rng.standard_normal((2, 3, 4)) + 0.3
+        b = rng.standard_normal((3, 1))
+        check_op(F.add_relu, lambda x, y: np.maximum(x + y, 0), [a, b])
+
+    def test_bad_input(self):
+        with pytest.raises(TypeError, match="add_relu"):
+            F.add_relu(an.zeros((2, 2)), None)
+        with pytest.raises(ValueError, match="add_relu|broadcast"):
+            F.add_relu(an.zeros((2, 3)), an.zeros((2, 4)))

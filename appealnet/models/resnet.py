@@ -37,7 +37,7 @@ class BasicBlock(nn.Module):
     def forward(self, x):
         out = self.bn1(self.conv1(x), activation="relu")
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.add_relu(out, self.shortcut(x))
 
 
 class Bottleneck(nn.Module):
@@ -59,7 +59,7 @@ class Bottleneck(nn.Module):
         out = self.bn1(self.conv1(x), activation="relu")
         out = self.bn2(self.conv2(out), activation="relu")
         out = self.bn3(self.conv3(out))
-        return F.relu(out + self.shortcut(x))
+        return F.add_relu(out, self.shortcut(x))
 
 
 class ResNet(ImageClassifier):
@@ -126,7 +126,7 @@ class CifarBasicBlock(nn.Module):
     def forward(self, x):
         out = self.bn1(self.conv1(x), activation="relu")
         out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.add_relu(out, self.shortcut(x))
 
 
 class CifarResNet(ImageClassifier):

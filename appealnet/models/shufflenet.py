@@ -53,7 +53,7 @@ class ShuffleBottleneck(nn.Module):
         out = self.bn3(self.conv3(out))
         if self.stride == 2:
             return F.relu(cat([out, self.shortcut(x)], dim=1))
-        return F.relu(out + self.shortcut(x))
+        return F.add_relu(out, self.shortcut(x))
 
 
 class ShuffleNetV1(ImageClassifier):

@@ -34,6 +34,12 @@ def relu(x, inplace=False):
     return _C.relu(x)
 
 
+def add_relu(a, b):
+    """``relu(a + b)`` in one pass forward and one backward (the join of a
+    residual block); bit-identical to ``relu(a + b)``."""
+    return _C.add_relu(a, b)
+
+
 def relu6(x, inplace=False):
     return _C.relu6(x)
 

@@ -1,4 +1,5 @@
-/* arithmetic.c — add, sub, mul, div with numpy broadcasting, and neg. */
+/* arithmetic.c — add, sub, mul, div with numpy broadcasting, neg, and the
+   residual join relu(a + b) in one pass. */
 #include "../core/internal.h"
 #include <stdlib.h>
 #include <string.h>
@@ -218,5 +219,101 @@ an_tensor *an_neg(an_tensor *x)
         }
     }
     an_release(c);
+    return out;
+}
+
+/* ------------------------------------------------------------ add_relu */
+
+/* relu(a + b) of same-shaped tensors, the end of a residual block: one pass
+   instead of an add and a relu over the activation, and in backward one
+   masked gradient that both inputs receive (the add's backward passed the
+   gradient through, the relu's masked it in a pass of its own).  The value
+   is computed as relu computes it on the sum, so it is bit-identical to
+   relu(add(a, b)). */
+static an_status add_relu_backward(an_node *node, an_tensor *grad, an_tensor **grad_inputs)
+{
+    an_tensor *y = node->saved[0];
+    an_tensor *g = an_contiguous(grad);
+    if (!g)
+        return an_last_status();
+    an_tensor *masked = an_empty_like(y);
+    if (!masked) {
+        an_release(g);
+        return an_last_status();
+    }
+    const float *py = an_data_ptr(y), *pg = an_data_ptr(g);
+    float *pm = an_data_ptr(masked);
+    int64_t n = an_numel(masked);
+#pragma omp parallel for schedule(static) if (n > AN_PARALLEL_GRAIN)
+    for (int64_t i = 0; i < n; i++) {
+        float gv = pg[i]; /* loaded unconditionally: the select vectorises */
+        pm[i] = py[i] <= 0.0f ? 0.0f : gv;
+    }
+    an_release(g);
+    /* one tensor for both inputs: gradients are never modified in place */
+    if (an_node_input_needs_grad(node, 0)) {
+        grad_inputs[0] = masked;
+        an_retain(masked);
+    }
+    if (an_node_input_needs_grad(node, 1)) {
+        grad_inputs[1] = masked;
+        an_retain(masked);
+    }
+    an_release(masked);
+    return AN_OK;
+}
+
+static int same_shape(const an_tensor *a, const an_tensor *b)
+{
+    if (a->ndim != b->ndim)
+        return 0;
+    for (int d = 0; d < a->ndim; d++)
+        if (a->shape[d] != b->shape[d])
+            return 0;
+    return 1;
+}
+
+an_tensor *an_add_relu(an_tensor *a, an_tensor *b)
+{
+    if (an_check_not_null(a, "add_relu", "input") || an_check_not_null(b, "add_relu", "other"))
+        return NULL;
+    if (!same_shape(a, b)) { /* broadcasting: the two ops, with their own grads */
+        an_tensor *sum = an_add(a, b);
+        an_tensor *out = sum ? an_relu(sum) : NULL;
+        an_release(sum);
+        return out;
+    }
+    an_tensor *ca = an_contiguous(a);
+    an_tensor *cb = ca ? an_contiguous(b) : NULL;
+    an_tensor *out = cb ? an_empty_like(a) : NULL;
+    if (!out) {
+        an_release(ca);
+        an_release(cb);
+        return NULL;
+    }
+    const float *pa = an_data_ptr(ca), *pb = an_data_ptr(cb);
+    float *po = an_data_ptr(out);
+    int64_t n = an_numel(out);
+#pragma omp parallel for schedule(static) if (n > AN_PARALLEL_GRAIN)
+    for (int64_t i = 0; i < n; i++) {
+        float sum = pa[i] + pb[i];
+        po[i] = sum <= 0.0f ? 0.0f : sum; /* NaN passes through, as in relu */
+    }
+    an_release(ca);
+    an_release(cb);
+    an_tensor *inputs[2] = {a, b};
+    if (an_needs_grad(2, inputs)) {
+        an_node *node = an_record(out, "AddReluBackward", add_relu_backward, 2, inputs);
+        /* detached alias: saving `out` itself would make a reference cycle */
+        an_tensor *keep = node ? an_detach(out) : NULL;
+        if (!keep) {
+            if (!an_last_status())
+                an_set_error(AN_ERR_MEMORY, "out of memory recording add_relu");
+            an_release(out);
+            return NULL;
+        }
+        an_node_save(node, 0, keep);
+        an_release(keep);
+    }
     return out;
 }

@@ -11,6 +11,7 @@ BINARY(add)
 BINARY(sub)
 BINARY(mul)
 BINARY(div)
+BINARY(add_relu)
 UNARY(neg)
 UNARY(exp)
 UNARY(log)
@@ -96,6 +97,7 @@ PyMethodDef an_py_elementwise_methods[] = {
     {"sub", py_sub, METH_VARARGS, "sub(a, b) with broadcasting"},
     {"mul", py_mul, METH_VARARGS, "mul(a, b) with broadcasting"},
     {"div", py_div, METH_VARARGS, "div(a, b) with broadcasting"},
+    {"add_relu", py_add_relu, METH_VARARGS, "add_relu(a, b): relu(a + b) in one pass"},
     {"neg", py_neg, METH_O, "neg(x)"},
     {"exp", py_exp, METH_O, "exp(x)"},
     {"log", py_log, METH_O, "log(x); -inf at 0"},
