@@ -121,3 +121,66 @@ def test_nan_reaches_only_the_weight_taps_that_read_it(size):
     read[:, 1, :, :2] = True
     assert np.isnan(dw[read]).all()
     assert np.isfinite(dw[~read]).all()
+
+
+# Strided layers with 256+ outputs read the stride phases of the padded image
+# in place (implicit_gemm_strided); their backward stays with im2col tiles.
+# (N, C_in, C_out, (kh, kw), (sh, sw), (ph, pw), (dh, dw), groups, (H, W))
+STRIDED_CASES = [
+    (2, 16, 32, (3, 3), (2, 2), (1, 1), (1, 1), 1, (32, 32)),   # ResNet-20 downsampling
+    (2, 3, 16, (7, 7), (2, 2), (3, 3), (1, 1), 1, (32, 32)),    # ResNet stem: 4 taps per phase
+    (2, 6, 10, (5, 5), (2, 2), (2, 2), (1, 1), 2, (33, 35)),    # odd sizes: uneven phases, groups
+    (2, 8, 12, (1, 1), (2, 2), (0, 0), (1, 1), 1, (32, 32)),    # 1x1 downsample: one phase read
+    (2, 4, 5, (3, 3), (2, 1), (1, 1), (1, 1), 1, (40, 17)),     # stride in one axis only
+    (1, 4, 6, (3, 3), (2, 2), (2, 2), (2, 2), 1, (34, 34)),     # dilation 2: taps in one phase
+    (1, 3, 4, (3, 3), (3, 3), (0, 1), (1, 1), 1, (50, 49)),     # stride 3, padding in one axis
+]
+
+
+@pytest.mark.parametrize("case", STRIDED_CASES, ids=[str(c) for c in STRIDED_CASES])
+def test_strided_conv_matches_torch(case):
+    torch = torch_or_skip()
+    torch.set_num_threads(1)
+    n, cin, cout, (kh, kw), s, p, d, g, (h, w) = case
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((cout, cin // g, kh, kw)) / np.sqrt(cin // g * kh * kw)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    ax, aw, ab = (an.tensor(v, requires_grad=True) for v in (x, wt, b))
+    y = F.conv2d(ax, aw, ab, s, p, d, g)
+    assert y.shape[2] * y.shape[3] >= 256  # the strided implicit path
+    gy = rng.standard_normal(y.shape).astype(np.float32)
+    y.backward(an.tensor(gy))
+    tx, tw, tb = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (x, wt, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, s, p, d, g)
+    ty.backward(torch.tensor(gy, dtype=torch.float64))
+    assert y.shape == tuple(ty.shape)
+    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-4, atol=1e-5 * np.sqrt(cin * kh * kw))
+    np.testing.assert_allclose(ax.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-4 * np.sqrt(cout))
+    np.testing.assert_allclose(aw.grad.numpy(), tw.grad.numpy(), rtol=1e-4,
+                               atol=1e-4 * np.sqrt(n * y.shape[2] * y.shape[3]))
+
+
+def test_strided_conv_identical_for_any_thread_count_and_nan_stays_in_its_windows():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((5, 16, 32, 32)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    outs = []
+    previous = an.get_num_threads()
+    try:
+        for threads in (1, 2, 8):
+            an.set_num_threads(threads)
+            outs.append(F.conv2d(an.tensor(x), an.tensor(w), None, 2, 1).numpy())
+    finally:
+        an.set_num_threads(previous)
+    for other in outs[1:]:
+        np.testing.assert_array_equal(outs[0], other)
+    # a NaN at the last column of an odd row: with stride 2 it is read only by
+    # output column 15 (taps kj = 1 and 2 of windows starting at 29 and 31)
+    x = np.ones((1, 2, 32, 32), dtype=np.float32)
+    x[0, 1, 9, 31] = np.nan
+    y = F.conv2d(an.tensor(x), an.tensor(np.ones((3, 2, 3, 3), np.float32)), None, 2, 1).numpy()
+    covered = np.zeros_like(y, dtype=bool)
+    covered[0, :, 4:6, 15] = True  # rows 8..10 and 10..12 hold input row 9
+    assert np.isnan(y[covered]).all()
+    assert np.isfinite(y[~covered]).all()
