@@ -329,7 +329,7 @@ class TestTwoHead:
         prof = profile(models.TwoHead("resnet8", num_classes=10), IMAGE)
         functional = [(row.name, row.kind) for row in prof.layers if row.kind.startswith("F.")]
         # the stem's relu is fused into its batch norm: no row of its own
-        assert functional[0] == ("backbone.layer1.0", "F.add")
+        assert functional[0] == ("backbone.layer1.0", "F.add_relu")
         assert [row.ops for row in prof.layers if row.name == "backbone.bn1"] == \
             [["batch_norm", "relu"]]
         assert functional[-2:] == [("backbone", "F.mean"), ("predictor", "F.reshape")]

@@ -823,21 +823,33 @@ static implicit_plan plan_implicit(const conv_geometry *g)
 }
 
 /* padded[c] = x[c] with ph rows and pw columns of zeros around it. */
+/* Rows are written whole by inline loops: memcpy and two memset calls per
+   row of 8 to 32 floats were 5 million library calls per ResNet-20 step. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
 static void pad_image(const conv_geometry *g, const implicit_plan *pl, const float *x, int64_t cg,
                       float *padded)
 {
-    int64_t HW = g->H * g->W, plane = pl->Hp * pl->Wp;
+    const int64_t H = g->H, W = g->W, ph = g->ph, pw = g->pw, Hp = pl->Hp, Wp = pl->Wp;
+    const int64_t HW = H * W, plane = Hp * Wp;
     for (int64_t c = 0; c < cg; c++) {
-        float *to = padded + c * plane;
-        const float *from = x + c * HW;
-        memset(to, 0, sizeof(float) * (size_t)(g->ph * pl->Wp));
-        for (int64_t h = 0; h < g->H; h++) {
-            float *row = to + (g->ph + h) * pl->Wp;
-            memset(row, 0, sizeof(float) * (size_t)g->pw);
-            memcpy(row + g->pw, from + h * g->W, sizeof(float) * (size_t)g->W);
-            memset(row + g->pw + g->W, 0, sizeof(float) * (size_t)g->pw);
+        float *restrict to = padded + c * plane;
+        const float *restrict from = x + c * HW;
+        for (int64_t i = 0; i < ph * Wp; i++)
+            to[i] = 0.0f;
+        for (int64_t h = 0; h < H; h++) {
+            float *restrict row = to + (ph + h) * Wp;
+            const float *restrict src = from + h * W;
+            for (int64_t i = 0; i < pw; i++)
+                row[i] = 0.0f;
+            for (int64_t i = 0; i < W; i++)
+                row[pw + i] = src[i];
+            for (int64_t i = pw + W; i < Wp; i++)
+                row[i] = 0.0f;
         }
-        memset(to + (g->ph + g->H) * pl->Wp, 0, sizeof(float) * (size_t)(g->ph * pl->Wp));
+        for (int64_t i = (ph + H) * Wp; i < plane; i++)
+            to[i] = 0.0f;
     }
     memset(padded + cg * plane, 0, sizeof(float) * (size_t)(pl->pad_floats - cg * plane));
 }
