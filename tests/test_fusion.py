@@ -84,6 +84,39 @@ def test_fused_activation_matches_bn_then_relu():
         np.testing.assert_allclose(got.numpy(), reference.numpy(), rtol=1e-5, atol=1e-5)
 
 
+# Every forward path applies the fused activation as it writes its output
+# (name, x shape, w shape, stride, padding, groups)
+ACTIVATION_PATHS = [
+    ("implicit 32x32", (2, 8, 32, 32), (12, 8, 3, 3), 1, 1, 1),
+    ("implicit strided", (2, 8, 32, 32), (12, 8, 3, 3), 2, 1, 1),
+    ("padded small-image tiles", (5, 8, 8, 8), (12, 8, 3, 3), 1, 1, 1),
+    ("strided small planes (im2col tiles)", (5, 8, 12, 12), (12, 8, 3, 3), 2, 1, 1),
+    ("implicit, padding past the kernel", (1, 4, 20, 20), (6, 4, 3, 3), 1, 4, 1),
+    ("pointwise in place", (2, 16, 10, 10), (24, 16, 1, 1), 1, 0, 1),
+    ("pointwise small planes", (6, 16, 4, 4), (24, 16, 1, 1), 1, 0, 1),
+    ("pointwise narrow (batch 1)", (1, 40, 4, 4), (60, 40, 1, 1), 1, 0, 1),
+    ("grouped", (2, 12, 9, 9), (12, 4, 3, 3), 1, 1, 3),
+    ("depthwise small planes", (2, 20, 8, 8), (20, 1, 3, 3), 1, 1, 20),
+    ("depthwise large planes", (2, 6, 30, 30), (6, 1, 3, 3), 1, 1, 6),
+]
+
+
+@pytest.mark.parametrize("case", ACTIVATION_PATHS, ids=[c[0] for c in ACTIVATION_PATHS])
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_fused_activation_is_bit_identical_on_every_conv_path(case, activation):
+    _, xs, ws, stride, padding, groups = case
+    rng = np.random.default_rng(2)
+    x = an.tensor((rng.standard_normal(xs) * 3).astype(np.float32))
+    w = an.tensor(rng.standard_normal(ws).astype(np.float32))
+    for bias in (None, an.tensor(rng.standard_normal(ws[0]).astype(np.float32))):
+        args = ((stride, stride), (padding, padding), (1, 1), groups)
+        plain = an._C.conv2d(x, w, bias, *args, None)
+        expected = (F.relu if activation == "relu" else F.relu6)(plain).numpy()
+        got = an._C.conv2d(x, w, bias, *args, activation).numpy()
+        np.testing.assert_array_equal(got, expected)
+        assert (got == 0).any() and (activation == "relu" or (got == 6).any())
+
+
 def test_fused_activation_refuses_training_and_unknown_names():
     x = an.tensor(np.ones((1, 2, 5, 5), dtype=np.float32), requires_grad=True)
     w = an.tensor(np.ones((3, 2, 3, 3), dtype=np.float32))

@@ -35,7 +35,29 @@ typedef struct {
     int64_t Cout, kh, kw;      /* weight [Cout, C/groups, kh, kw] */
     int64_t sh, sw, ph, pw, dh, dw, groups;
     int64_t OH, OW;
+    /* inference only: the activation the forward applies to y as it writes
+       it (the implicit band copy, the multi-image exchange), or in a pass
+       over each unit's output right after its GEMM while it is in cache */
+    an_activation act;
 } conv_geometry;
+
+/* relu / relu6 as an_relu and an_relu6 compute them (NaN passes). */
+static inline float activate(float v, an_activation act)
+{
+    v = v <= 0.0f ? 0.0f : v;
+    return act == AN_ACTIVATION_RELU6 && v >= 6.0f ? 6.0f : v;
+}
+
+/* y[0..n) = activate(y) in place; nothing for AN_ACTIVATION_NONE. */
+static void activate_run(float *y, int64_t n, an_activation act)
+{
+    if (act == AN_ACTIVATION_RELU)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = y[i] <= 0.0f ? 0.0f : y[i];
+    else if (act == AN_ACTIVATION_RELU6)
+        for (int64_t i = 0; i < n; i++)
+            y[i] = activate(y[i], AN_ACTIVATION_RELU6);
+}
 
 /* Raw pointers of a backward pass; a NULL gradient is not wanted. */
 typedef struct {
@@ -87,6 +109,12 @@ static an_status depthwise_forward(const conv_geometry *g, const float *x, const
 {
     an_depthwise_conv2d_forward_f32(x, w, bias, g->N, g->C, g->H, g->W, g->Cout / g->C, g->kh, g->kw,
                                     g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->OH, g->OW, y);
+    if (g->act != AN_ACTIVATION_NONE) {
+        int64_t n = g->N * g->Cout * g->OH * g->OW;
+#pragma omp parallel for schedule(static) if (n > AN_PARALLEL_GRAIN)
+        for (int64_t start = 0; start < n; start += 4096)
+            activate_run(y + start, n - start < 4096 ? n - start : 4096, g->act);
+    }
     return AN_OK;
 }
 
@@ -363,8 +391,10 @@ static void exchange_chunk(const conv_geometry *g, int64_t n0, int64_t nb, int64
             float b = bias[co];
             for (int64_t k = 0; k < OHW; k++)
                 t[k] = c[k] + b;
+            activate_run(t, OHW, g->act);
         } else {
             memcpy(t, c, (size_t)OHW * sizeof(float));
+            activate_run(t, OHW, g->act);
         }
     }
 }
@@ -533,10 +563,12 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
         for (int64_t grp = 0; grp < g->groups && !st; grp++) {
             const float *wg = w + grp * og * ckk;
             if (t->images == 1 && pointwise_accepts(g)) { /* x band read in place */
+                float *yb = y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW;
                 st = gemm_or_fail(0, 0, og, cols, ckk, wg, ckk,
                                   x + (n0 * g->C + grp * cg) * OHW + oh0 * g->OW, OHW,
-                                  bias ? 1.0f : 0.0f,
-                                  y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW, OHW);
+                                  bias ? 1.0f : 0.0f, yb, OHW);
+                for (int64_t o = 0; o < og && !st; o++)
+                    activate_run(yb + o * OHW, cols, g->act);
                 continue;
             }
             im2col_source src = {g, x + (n0 * g->C + grp * cg) * g->H * g->W, oh0, rows};
@@ -552,8 +584,10 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
                 continue;
             }
             if (t->images == 1) { /* in place, onto the bias filled before */
-                st = gemm_packed_or_fail(og, cols, ckk, wg, &src, bias ? 1.0f : 0.0f,
-                                         y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW, OHW);
+                float *yb = y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW;
+                st = gemm_packed_or_fail(og, cols, ckk, wg, &src, bias ? 1.0f : 0.0f, yb, OHW);
+                for (int64_t o = 0; o < og && !st; o++)
+                    activate_run(yb + o * OHW, cols, g->act);
             } else {
                 st = gemm_packed_or_fail(og, cols, ckk, wg, &src, 0.0f, out, cols);
                 if (!st)
@@ -947,6 +981,7 @@ static an_status implicit_image(const conv_geometry *g, const implicit_plan *pl,
                could change g->OW, which kept this copy scalar with a reload
                per element */
             const int64_t OW = g->OW, Wq = pl->Wq;
+            const an_activation act = g->act;
             for (int64_t o = 0; o < og; o++) {
                 int64_t co = grp * og + o;
                 float *to = y + (n * g->Cout + co) * OHW + oh0 * OW;
@@ -961,6 +996,7 @@ static an_status implicit_image(const conv_geometry *g, const implicit_plan *pl,
                         for (int64_t ow = 0; ow < OW; ow++)
                             dst[ow] = from[ow];
                     }
+                    activate_run(dst, OW, act);
                 }
             }
         }
@@ -1175,6 +1211,7 @@ static void geometry_from_node(const an_node *node, const an_tensor *x, const an
 {
     g->N = x->shape[0], g->C = x->shape[1], g->H = x->shape[2], g->W = x->shape[3];
     g->Cout = w->shape[0], g->kh = w->shape[2], g->kw = w->shape[3];
+    g->act = AN_ACTIVATION_NONE;
     g->sh = node->ints[0], g->sw = node->ints[1];
     g->ph = node->ints[2], g->pw = node->ints[3];
     g->dh = node->ints[4], g->dw = node->ints[5];
@@ -1267,6 +1304,7 @@ static an_status conv2d_check(const an_tensor *x, const an_tensor *w, const an_t
     g->Cout = w->shape[0], g->kh = w->shape[2], g->kw = w->shape[3];
     g->sh = stride[0], g->sw = stride[1], g->ph = padding[0], g->pw = padding[1];
     g->dh = dilation[0], g->dw = dilation[1], g->groups = groups;
+    g->act = AN_ACTIVATION_NONE;
     int64_t ekh = g->dh * (g->kh - 1) + 1, ekw = g->dw * (g->kw - 1) + 1;
     int64_t padded_h = g->H + 2 * g->ph, padded_w = g->W + 2 * g->pw;
     if (ekh > padded_h || ekw > padded_w)
@@ -1330,11 +1368,12 @@ an_tensor *an_conv2d_act(an_tensor *x, an_tensor *weight, an_tensor *bias, const
                 fill_bias(&g, pb, an_data_ptr(out));
             else
                 an_fill_(out, 0.0f);
+            if (act != AN_ACTIVATION_NONE)
+                apply_activation(out, act);
         } else {
+            g.act = act; /* each forward applies it as it writes y */
             st = conv_impls[which].forward(&g, an_data_ptr(xc), an_data_ptr(wc), pb, an_data_ptr(out));
         }
-        if (!st && act != AN_ACTIVATION_NONE)
-            apply_activation(out, act);
     }
     an_release(bc);
     an_tensor *inputs[3] = {x, weight, bias};
