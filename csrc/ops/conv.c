@@ -48,6 +48,30 @@ static inline float activate(float v, an_activation act)
     return act == AN_ACTIVATION_RELU6 && v >= 6.0f ? 6.0f : v;
 }
 
+static void activate_run(float *y, int64_t n, an_activation act);
+
+/* y = act(y + bias[o]) over `planes` runs of n floats, `stride` apart (bias
+   may be NULL): the output of one in-place GEMM, finished in one pass while
+   it is in cache (threaded like the GEMM when called outside a team).
+   Filling y with the bias before a GEMM with beta = 1 and activating after
+   it took two more passes over the output. */
+static void finish_planes(float *y, int64_t planes, int64_t stride, int64_t n, const float *bias,
+                          an_activation act)
+{
+    if (!bias && act == AN_ACTIVATION_NONE)
+        return;
+#pragma omp parallel for schedule(static) if (planes * n > AN_PARALLEL_GRAIN)
+    for (int64_t o = 0; o < planes; o++) {
+        float *run = y + o * stride;
+        if (bias) {
+            const float b = bias[o];
+            for (int64_t i = 0; i < n; i++)
+                run[i] += b;
+        }
+        activate_run(run, n, act);
+    }
+}
+
 /* y[0..n) = activate(y) in place; nothing for AN_ACTIVATION_NONE. */
 static void activate_run(float *y, int64_t n, an_activation act)
 {
@@ -565,10 +589,10 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
             if (t->images == 1 && pointwise_accepts(g)) { /* x band read in place */
                 float *yb = y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW;
                 st = gemm_or_fail(0, 0, og, cols, ckk, wg, ckk,
-                                  x + (n0 * g->C + grp * cg) * OHW + oh0 * g->OW, OHW,
-                                  bias ? 1.0f : 0.0f, yb, OHW);
-                for (int64_t o = 0; o < og && !st; o++)
-                    activate_run(yb + o * OHW, cols, g->act);
+                                  x + (n0 * g->C + grp * cg) * OHW + oh0 * g->OW, OHW, 0.0f, yb,
+                                  OHW);
+                if (!st)
+                    finish_planes(yb, og, OHW, cols, bias ? bias + grp * og : NULL, g->act);
                 continue;
             }
             im2col_source src = {g, x + (n0 * g->C + grp * cg) * g->H * g->W, oh0, rows};
@@ -583,11 +607,11 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
                     exchange_chunk(g, n0, nb, grp, out, y, bias, 1);
                 continue;
             }
-            if (t->images == 1) { /* in place, onto the bias filled before */
+            if (t->images == 1) { /* in place; bias and activation after */
                 float *yb = y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW;
-                st = gemm_packed_or_fail(og, cols, ckk, wg, &src, bias ? 1.0f : 0.0f, yb, OHW);
-                for (int64_t o = 0; o < og && !st; o++)
-                    activate_run(yb + o * OHW, cols, g->act);
+                st = gemm_packed_or_fail(og, cols, ckk, wg, &src, 0.0f, yb, OHW);
+                if (!st)
+                    finish_planes(yb, og, OHW, cols, bias ? bias + grp * og : NULL, g->act);
             } else {
                 st = gemm_packed_or_fail(og, cols, ckk, wg, &src, 0.0f, out, cols);
                 if (!st)
@@ -608,8 +632,6 @@ static an_status im2col_gemm_forward(const conv_geometry *g, const float *x, con
     float *work = an_alloc(sizeof(float) * (size_t)(per_thread * threads));
     if (!work)
         return an_last_status();
-    if (bias && t.images == 1)
-        fill_bias(g, bias, y);
     an_status st = AN_OK;
     if (threads == 1) {
         for (int64_t n0 = 0; n0 < g->N && !st; n0 += t.images)
