@@ -390,6 +390,82 @@ static AN_ALWAYS_INLINE void cl_block(const cl_geometry *g, const float *x, int6
     cl_transpose(out, CL_LANES, OHW, channels, (int)OHW, y);
 }
 
+/* Weight gradient of one block of `channels` planes over all N images:
+ * per image, dy and the framed x are transposed channels-last and every tap
+ * gathers its 16 lanes with one multiply and add per output position; the
+ * per-image sums are added up in double, image after image (a fixed order
+ * per channel, whatever the threads). */
+static AN_ALWAYS_INLINE void cl_wgrad_taps(const cl_geometry *g, const int KH, const int KW,
+                                           const int S, const float *restrict frame,
+                                           const float *restrict dyt, cl_vec *restrict acc)
+{
+    const int64_t kh = KH ? KH : g->kh, kw = KW ? KW : g->kw;
+    const int64_t sh = S ? S : g->sh, sw = S ? S : g->sw;
+    const int64_t dh = KH ? 1 : g->dh, dw = KH ? 1 : g->dw;
+    const int64_t Wf = g->W + 2 * g->pw, OH = g->OH, OW = g->OW;
+    for (int64_t t = 0; t < kh * kw; ++t) acc[t] = (cl_vec){0};
+    for (int64_t oh = 0; oh < OH; ++oh) {
+        for (int64_t ow = 0; ow < OW; ++ow) {
+            const cl_vec d = *(const cl_vec *)(dyt + (oh * OW + ow) * CL_LANES);
+            for (int64_t i = 0; i < kh; ++i) {
+                const float *row = frame + ((oh * sh + i * dh) * Wf + ow * sw) * CL_LANES;
+                for (int64_t j = 0; j < kw; ++j)
+                    acc[i * kw + j] = acc[i * kw + j] + d * *(const cl_vec *)(row + j * dw * CL_LANES);
+            }
+        }
+    }
+}
+
+static AN_ALWAYS_INLINE void cl_wgrad_block(const cl_geometry *g, const float *x, const float *dy,
+                                            int64_t N, int64_t C, int64_t channels, float *dweight,
+                                            float *restrict frame, float *restrict out)
+{
+    const int64_t Wf = g->W + 2 * g->pw, taps = g->kh * g->kw, HW = g->H * g->W,
+                  OHW = g->OH * g->OW;
+    double total[CL_MAX_TAPS * CL_LANES];
+    for (int64_t i = 0; i < taps * CL_LANES; ++i) total[i] = 0.0;
+    const int s = g->sh == g->sw && g->sh <= 2 ? (int)g->sh : 0;
+    const int unit = g->dh == 1 && g->dw == 1;
+    for (int64_t n = 0; n < N; ++n) {
+        const float *xn = x + n * C * HW, *dyn = dy + n * C * OHW;
+        cl_vec acc[CL_MAX_TAPS];
+        if (g->ph == 0 && g->pw == 0) {
+            cl_transpose(xn, HW, channels, HW, CL_LANES, frame);
+        } else {
+            cl_transpose(xn, HW, channels, HW, CL_LANES, out);
+            for (int64_t h = 0; h < g->H; ++h)
+                memcpy(frame + ((h + g->ph) * Wf + g->pw) * CL_LANES, out + h * g->W * CL_LANES,
+                       sizeof(float) * (size_t)(g->W * CL_LANES));
+        }
+        cl_transpose(dyn, OHW, channels, OHW, CL_LANES, out);
+        if (unit && g->kh == 3 && g->kw == 3 && s == 1)
+            cl_wgrad_taps(g, 3, 3, 1, frame, out, acc);
+        else if (unit && g->kh == 3 && g->kw == 3 && s == 2)
+            cl_wgrad_taps(g, 3, 3, 2, frame, out, acc);
+        else if (unit && g->kh == 5 && g->kw == 5 && s == 1)
+            cl_wgrad_taps(g, 5, 5, 1, frame, out, acc);
+        else if (unit && g->kh == 5 && g->kw == 5 && s == 2)
+            cl_wgrad_taps(g, 5, 5, 2, frame, out, acc);
+        else
+            cl_wgrad_taps(g, 0, 0, 0, frame, out, acc);
+        for (int64_t t = 0; t < taps; ++t)
+            for (int c = 0; c < CL_LANES; ++c) total[t * CL_LANES + c] += (double)acc[t][c];
+    }
+    for (int64_t c = 0; c < channels; ++c)
+        for (int64_t t = 0; t < taps; ++t) dweight[c * taps + t] += (float)total[t * CL_LANES + c];
+}
+
+typedef void (*cl_wgrad_fn)(const cl_geometry *g, const float *x, const float *dy, int64_t N,
+                            int64_t C, int64_t channels, float *dweight, float *frame, float *out);
+
+#define AN_DEFINE_CL_WGRAD(suffix, attribute)                                                    \
+    attribute static void cl_wgrad_##suffix(const cl_geometry *g, const float *x, const float *dy, \
+                                            int64_t N, int64_t C, int64_t channels,               \
+                                            float *dweight, float *frame, float *out)            \
+    {                                                                                            \
+        cl_wgrad_block(g, x, dy, N, C, channels, dweight, frame, out);                           \
+    }
+
 typedef void (*cl_block_fn)(const cl_geometry *g, const float *x, int64_t x_plane, const float *w,
                             int rotate, const float *bias, int accumulate, int64_t channels, float *y,
                             float *frame, float *out);
@@ -415,6 +491,38 @@ static int cl_fits(const cl_geometry *g, int64_t multiplier)
 {
     return multiplier == 1 && g->H * g->W <= CL_MAX_PLANE && g->kh * g->kw <= CL_MAX_TAPS &&
            (g->H + 2 * g->ph) * (g->W + 2 * g->pw) <= CL_MAX_FRAME && g->OH * g->OW <= CL_MAX_OUT;
+}
+
+AN_FOR_EACH_ISA(AN_DEFINE_CL_WGRAD)
+
+static cl_wgrad_fn choose_cl_wgrad(void) { return AN_BY_ISA(cl_wgrad_); }
+
+/* dweight += the weight gradient, one block of 16 channels per unit (all
+ * images inside it): independent units, so any thread split gives the same
+ * result. */
+static void cl_run_wgrad(const cl_geometry *g, const float *x, const float *dy, int64_t N,
+                         int64_t C, float *dweight)
+{
+    const cl_wgrad_fn block = choose_cl_wgrad();
+    const int64_t blocks = (C + CL_LANES - 1) / CL_LANES, taps = g->kh * g->kw;
+    const int64_t HW = g->H * g->W, OHW = g->OH * g->OW;
+    const int64_t frame_floats = (g->H + 2 * g->ph) * (g->W + 2 * g->pw) * CL_LANES;
+#ifdef _OPENMP
+#pragma omp parallel if (N * C * (HW > OHW ? HW : OHW) * taps > KERNEL_PARALLEL_GRAIN)
+#endif
+    {
+        _Alignas(64) float frame[CL_MAX_FRAME * CL_LANES];
+        _Alignas(64) float out[CL_MAX_OUT * CL_LANES];
+        for (int64_t i = 0; i < frame_floats; ++i) frame[i] = 0.0f;
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t c0 = b * CL_LANES;
+            const int64_t channels = C - c0 < CL_LANES ? C - c0 : CL_LANES;
+            block(g, x + c0 * HW, dy + c0 * OHW, N, C, channels, dweight + c0 * taps, frame, out);
+        }
+    }
 }
 
 /* Every image and block of 16 channels of x [N, C, H, W] -> y [N, C, OH, OW]
@@ -856,6 +964,13 @@ void an_depthwise_conv2d_backward_weight_f32(
     float *dbias)
 {
     const int64_t Cout = C * multiplier;
+#ifdef AN_HAVE_CHANNELS_LAST
+    const cl_geometry cg = {H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW};
+    if (!dbias && cl_fits(&cg, multiplier)) {
+        cl_run_wgrad(&cg, x, dy, N, C, dweight);
+        return;
+    }
+#endif
     const weight_grad_fn weight_grad = choose_weight_grad();
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (N * C * H * W > KERNEL_PARALLEL_GRAIN)
