@@ -956,6 +956,14 @@ static void weight_grad_by_tap(const float *dy, const float *x, int64_t N, int64
  * dbias [C*M] (+=, optional). Parallel over output channels; the batch and
  * the spatial positions are summed in a fixed order, so the result does not
  * depend on the thread count. */
+/* The bias gradient of output channel co: per-image sums added in double. */
+static float bias_grad_of(const float *dy, int64_t N, int64_t Cout, int64_t OHW, int64_t co)
+{
+    double acc = 0.0;
+    for (int64_t n = 0; n < N; ++n) acc += sum_floats(dy + (n * Cout + co) * OHW, OHW);
+    return (float)acc;
+}
+
 void an_depthwise_conv2d_backward_weight_f32(
     const float *dy, const float *x,
     int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
@@ -966,8 +974,14 @@ void an_depthwise_conv2d_backward_weight_f32(
     const int64_t Cout = C * multiplier;
 #ifdef AN_HAVE_CHANNELS_LAST
     const cl_geometry cg = {H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW};
-    if (!dbias && cl_fits(&cg, multiplier)) {
+    if (cl_fits(&cg, multiplier)) {
         cl_run_wgrad(&cg, x, dy, N, C, dweight);
+        if (dbias) {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (N * C * OH * OW > KERNEL_PARALLEL_GRAIN)
+#endif
+            for (int64_t co = 0; co < Cout; ++co) dbias[co] += bias_grad_of(dy, N, Cout, OH * OW, co);
+        }
         return;
     }
 #endif
@@ -985,11 +999,6 @@ void an_depthwise_conv2d_backward_weight_f32(
             weight_grad_by_tap(dy, x, N, C, Cout, H, W, multiplier, kh, kw, sh, sw, ph, pw, dh,
                                dw, OH, OW, co, dweight);
         }
-        if (dbias) {
-            double acc = 0.0;
-            for (int64_t n = 0; n < N; ++n)
-                acc += sum_floats(dy + (n * Cout + co) * OH * OW, OH * OW);
-            dbias[co] += (float)acc;
-        }
+        if (dbias) dbias[co] += bias_grad_of(dy, N, Cout, OH * OW, co);
     }
 }
