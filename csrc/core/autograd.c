@@ -136,6 +136,16 @@ an_status an_set_grad(an_tensor *t, an_tensor *grad)
     return AN_OK;
 }
 
+static an_status check_grad_shape(const an_tensor *acc, const an_tensor *src)
+{
+    if (an_same_shape(acc, src))
+        return AN_OK;
+    char a[AN_SHAPE_BUF], b[AN_SHAPE_BUF];
+    return an_set_error(AN_ERR_RUNTIME, "gradient shape %s does not match %s",
+                        an_shape_str(src->ndim, src->shape, a, sizeof a),
+                        an_shape_str(acc->ndim, acc->shape, b, sizeof b));
+}
+
 an_status an_accumulate(an_tensor **acc, an_tensor *src)
 {
     if (!*acc) {
@@ -155,12 +165,9 @@ an_status an_accumulate(an_tensor **acc, an_tensor *src)
         *acc = copy;
         return AN_OK;
     }
-    if (!an_same_shape(*acc, src)) {
-        char a[AN_SHAPE_BUF], b[AN_SHAPE_BUF];
-        return an_set_error(AN_ERR_RUNTIME, "gradient shape %s does not match %s",
-                            an_shape_str(src->ndim, src->shape, a, sizeof a),
-                            an_shape_str((*acc)->ndim, (*acc)->shape, b, sizeof b));
-    }
+    an_status shape_status = check_grad_shape(*acc, src);
+    if (shape_status)
+        return shape_status;
     an_tensor *c = an_contiguous(src);
     if (!c)
         return an_last_status();
@@ -205,29 +212,16 @@ static an_status accumulate_pending(an_tensor **acc, an_tensor *src)
     an_tensor *dst = *acc;
     if (!dst || !shared_tensor(dst))
         return an_accumulate(acc, src);
-    if (!an_same_shape(dst, src)) {
-        char a[AN_SHAPE_BUF], b[AN_SHAPE_BUF];
-        return an_set_error(AN_ERR_RUNTIME, "gradient shape %s does not match %s",
-                            an_shape_str(src->ndim, src->shape, a, sizeof a),
-                            an_shape_str(dst->ndim, dst->shape, b, sizeof b));
-    }
-    an_tensor *cd = an_contiguous(dst);
-    an_tensor *cs = cd ? an_contiguous(src) : NULL;
-    an_tensor *sum = cs ? an_empty_like(dst) : NULL;
-    if (!sum) {
-        an_release(cd);
-        an_release(cs);
-        return an_last_status();
-    }
-    const float *a = an_data_ptr(cd), *b = an_data_ptr(cs);
-    float *d = an_data_ptr(sum);
-    int64_t n = an_numel(sum);
+    an_status st = check_grad_shape(dst, src);
+    if (st)
+        return st;
     /* the same float sums, in the same order, as the in-place path */
-#pragma omp parallel for schedule(static) if (n > AN_PARALLEL_GRAIN)
-    for (int64_t i = 0; i < n; i++)
-        d[i] = a[i] + b[i];
-    an_release(cd);
-    an_release(cs);
+    int prev = an_is_grad_enabled();
+    an_set_grad_enabled(0);
+    an_tensor *sum = an_add(dst, src);
+    an_set_grad_enabled(prev);
+    if (!sum)
+        return an_last_status();
     an_release(dst);
     *acc = sum;
     return AN_OK;

@@ -298,17 +298,8 @@ typedef struct {
 static void cl_transpose(const float *src, int64_t row_stride, int64_t rows, int64_t kc, int width,
                          float *panel)
 {
-#if defined(__x86_64__)
-    const an_isa isa = an_cpu_info_get()->isa;
-    if (isa == AN_ISA_AVX512 && width >= 16 && rows >= 16) {
-        an_pack_transpose_avx512(src, row_stride, rows, kc, width, panel);
+    if (an_pack_transpose_simd(src, row_stride, rows, kc, width, panel))
         return;
-    }
-    if (isa >= AN_ISA_AVX2 && width >= 8 && rows >= 8) {
-        an_pack_transpose_avx2(src, row_stride, rows, kc, width, panel);
-        return;
-    }
-#endif
     for (int64_t k = 0; k < kc; ++k) {
         int64_t r = 0;
         for (; r < rows; ++r) panel[k * width + r] = src[r * row_stride + k];
@@ -497,18 +488,17 @@ AN_FOR_EACH_ISA(AN_DEFINE_CL_WGRAD)
 
 static cl_wgrad_fn choose_cl_wgrad(void) { return AN_BY_ISA(cl_wgrad_); }
 
-/* dweight += the weight gradient, one block of 16 channels per unit (all
- * images inside it): independent units, so any thread split gives the same
- * result. */
-static void cl_run_wgrad(const cl_geometry *g, const float *x, const float *dy, int64_t N,
-                         int64_t C, float *dweight)
+/* Runs unit(ctx, u, frame, out) for u < units on the team, each thread with
+ * its own zero-framed block and output block.  Units are independent, so
+ * any split across threads gives the same result. */
+typedef void (*cl_unit_fn)(const void *ctx, int64_t u, float *frame, float *out);
+
+static void cl_for_units(const cl_geometry *g, int64_t units, int64_t work, cl_unit_fn unit,
+                         const void *ctx)
 {
-    const cl_wgrad_fn block = choose_cl_wgrad();
-    const int64_t blocks = (C + CL_LANES - 1) / CL_LANES, taps = g->kh * g->kw;
-    const int64_t HW = g->H * g->W, OHW = g->OH * g->OW;
     const int64_t frame_floats = (g->H + 2 * g->ph) * (g->W + 2 * g->pw) * CL_LANES;
 #ifdef _OPENMP
-#pragma omp parallel if (N * C * (HW > OHW ? HW : OHW) * taps > KERNEL_PARALLEL_GRAIN)
+#pragma omp parallel if (work > KERNEL_PARALLEL_GRAIN)
 #endif
     {
         _Alignas(64) float frame[CL_MAX_FRAME * CL_LANES];
@@ -517,41 +507,69 @@ static void cl_run_wgrad(const cl_geometry *g, const float *x, const float *dy, 
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (int64_t b = 0; b < blocks; ++b) {
-            const int64_t c0 = b * CL_LANES;
-            const int64_t channels = C - c0 < CL_LANES ? C - c0 : CL_LANES;
-            block(g, x + c0 * HW, dy + c0 * OHW, N, C, channels, dweight + c0 * taps, frame, out);
-        }
+        for (int64_t u = 0; u < units; ++u) unit(ctx, u, frame, out);
     }
 }
 
+typedef struct {
+    const cl_geometry *g;
+    cl_block_fn block;
+    const float *x, *w, *bias;
+    float *y;
+    int rotate, accumulate;
+    int64_t C, blocks;
+} cl_forward_job;
+
+/* unit u = (image, block of 16 channels) */
+static void cl_forward_unit(const void *ctx, int64_t u, float *frame, float *out)
+{
+    const cl_forward_job *j = ctx;
+    const int64_t HW = j->g->H * j->g->W, OHW = j->g->OH * j->g->OW, taps = j->g->kh * j->g->kw;
+    const int64_t n = u / j->blocks, c0 = u % j->blocks * CL_LANES;
+    const int64_t channels = j->C - c0 < CL_LANES ? j->C - c0 : CL_LANES;
+    j->block(j->g, j->x + (n * j->C + c0) * HW, HW, j->w + c0 * taps, j->rotate,
+             j->bias ? j->bias + c0 : NULL, j->accumulate, channels, j->y + (n * j->C + c0) * OHW,
+             frame, out);
+}
+
 /* Every image and block of 16 channels of x [N, C, H, W] -> y [N, C, OH, OW]
- * (overwritten, or accumulated onto).  Units are independent: any split
- * across threads gives the same result. */
+ * (overwritten, or accumulated onto). */
 static void cl_run(const cl_geometry *g, const float *x, const float *w, int rotate,
                    const float *bias, int accumulate, int64_t N, int64_t C, float *y)
 {
-    const cl_block_fn block = choose_cl_block();
-    const int64_t blocks = (C + CL_LANES - 1) / CL_LANES, units = N * blocks;
-    const int64_t taps = g->kh * g->kw, HW = g->H * g->W, OHW = g->OH * g->OW;
-    const int64_t frame_floats = (g->H + 2 * g->ph) * (g->W + 2 * g->pw) * CL_LANES;
-#ifdef _OPENMP
-#pragma omp parallel if (N * C * (HW > OHW ? HW : OHW) * taps > KERNEL_PARALLEL_GRAIN)
-#endif
-    {
-        _Alignas(64) float frame[CL_MAX_FRAME * CL_LANES];
-        _Alignas(64) float out[CL_MAX_OUT * CL_LANES];
-        for (int64_t i = 0; i < frame_floats; ++i) frame[i] = 0.0f;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int64_t u = 0; u < units; ++u) {
-            const int64_t n = u / blocks, c0 = u % blocks * CL_LANES;
-            const int64_t channels = C - c0 < CL_LANES ? C - c0 : CL_LANES;
-            block(g, x + (n * C + c0) * HW, HW, w + c0 * taps, rotate, bias ? bias + c0 : NULL,
-                  accumulate, channels, y + (n * C + c0) * OHW, frame, out);
-        }
-    }
+    const int64_t blocks = (C + CL_LANES - 1) / CL_LANES;
+    const int64_t HW = g->H * g->W, OHW = g->OH * g->OW;
+    const cl_forward_job job = {g, choose_cl_block(), x, w, bias, y, rotate, accumulate, C, blocks};
+    cl_for_units(g, N * blocks, N * C * (HW > OHW ? HW : OHW) * g->kh * g->kw, cl_forward_unit,
+                 &job);
+}
+
+typedef struct {
+    const cl_geometry *g;
+    cl_wgrad_fn block;
+    const float *x, *dy;
+    float *dweight;
+    int64_t N, C;
+} cl_wgrad_job;
+
+/* unit b = one block of 16 channels, all images inside it */
+static void cl_wgrad_unit(const void *ctx, int64_t b, float *frame, float *out)
+{
+    const cl_wgrad_job *j = ctx;
+    const int64_t HW = j->g->H * j->g->W, OHW = j->g->OH * j->g->OW, taps = j->g->kh * j->g->kw;
+    const int64_t c0 = b * CL_LANES, channels = j->C - c0 < CL_LANES ? j->C - c0 : CL_LANES;
+    j->block(j->g, j->x + c0 * HW, j->dy + c0 * OHW, j->N, j->C, channels, j->dweight + c0 * taps,
+             frame, out);
+}
+
+/* dweight += the weight gradient. */
+static void cl_run_wgrad(const cl_geometry *g, const float *x, const float *dy, int64_t N,
+                         int64_t C, float *dweight)
+{
+    const int64_t HW = g->H * g->W, OHW = g->OH * g->OW;
+    const cl_wgrad_job job = {g, choose_cl_wgrad(), x, dy, dweight, N, C};
+    cl_for_units(g, (C + CL_LANES - 1) / CL_LANES, N * C * (HW > OHW ? HW : OHW) * g->kh * g->kw,
+                 cl_wgrad_unit, &job);
 }
 #endif
 

@@ -289,6 +289,25 @@ AN_PACK_WIDTH(14)
 AN_PACK_WIDTH(16)
 AN_PACK_WIDTH(32)
 
+int an_pack_transpose_simd(const float *src, int64_t row_stride, int64_t rows, int64_t kc,
+                           int width, float *panel)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    const an_isa isa = an_cpu_info_get()->isa;
+    if (isa == AN_ISA_AVX512 && width >= 16 && rows >= 16) {
+        an_pack_transpose_avx512(src, row_stride, rows, kc, width, panel);
+        return 1;
+    }
+    if (isa >= AN_ISA_AVX2 && width >= 8 && rows >= 8) {
+        an_pack_transpose_avx2(src, row_stride, rows, kc, width, panel);
+        return 1;
+    }
+#else
+    (void)src, (void)row_stride, (void)rows, (void)kc, (void)width, (void)panel;
+#endif
+    return 0;
+}
+
 static void pack_panel(const float *src, int64_t row_stride, int64_t k_stride, int64_t rows,
                        int64_t kc, int width, float *panel)
 {
@@ -304,17 +323,8 @@ static void pack_panel(const float *src, int64_t row_stride, int64_t k_stride, i
     }
     /* Here k_stride == 1 (the caller passes a unit stride on one side): a
      * transpose, through SIMD registers where the CPU allows. */
-#if defined(__x86_64__) || defined(_M_X64)
-    const an_isa isa = an_cpu_info_get()->isa;
-    if (isa == AN_ISA_AVX512 && width >= 16 && rows >= 16) {
-        an_pack_transpose_avx512(src, row_stride, rows, kc, width, panel);
+    if (an_pack_transpose_simd(src, row_stride, rows, kc, width, panel))
         return;
-    }
-    if (isa >= AN_ISA_AVX2 && width >= 8 && rows >= 8) {
-        an_pack_transpose_avx2(src, row_stride, rows, kc, width, panel);
-        return;
-    }
-#endif
     switch (width) {
     case 6: pack_panel_transpose_6(src, row_stride, rows, kc, panel); return;
     case 8: pack_panel_transpose_8(src, row_stride, rows, kc, panel); return;

@@ -16,4 +16,10 @@ void an_pack_transpose_avx2(const float *src, int64_t row_stride, int64_t rows, 
                             int width, float *panel);
 #endif
 
+/* The transpose above through the widest SIMD packer the CPU and the shape
+ * allow; returns 0 (nothing written) when none applies, and the caller packs
+ * it element by element. */
+int an_pack_transpose_simd(const float *src, int64_t row_stride, int64_t rows, int64_t kc,
+                           int width, float *panel);
+
 #endif

@@ -339,20 +339,6 @@ static void test_b_sources(const char *isa)
  * fringe (masks on 16-column vectors, 32-column chunks) and K spanning
  * several KC blocks, with padded strides whose guard columns must not be
  * written, on 1 and 2 threads. */
-typedef struct {
-    const float *B;
-    int64_t ldb;
-} strided_source;
-
-static void pack_strided_panel(const void *source, int64_t k0, int64_t kc, int64_t j0, int64_t cols,
-                               int width, float *panel)
-{
-    const strided_source *src = source;
-    for (int64_t k = 0; k < kc; ++k)
-        for (int j = 0; j < width; ++j)
-            panel[k * width + j] = j < cols ? src->B[(k0 + k) * src->ldb + j0 + j] : 0.0f;
-}
-
 static void test_narrow(const char *isa)
 {
     static const int64_t ms[] = {2, 13, 14, 15, 23, 29, 31};
@@ -368,22 +354,24 @@ static void test_narrow(const char *isa)
                 float *expect = malloc(sizeof(float) * (size_t)(M * ldc));
                 float *got = malloc(sizeof(float) * (size_t)(M * ldc));
                 float *initial = malloc(sizeof(float) * (size_t)(M * ldc));
-                if (!A || !B || !expect || !got || !initial) {
+                int64_t *offsets = malloc(sizeof(int64_t) * (size_t)K);
+                if (!A || !B || !expect || !got || !initial || !offsets) {
                     printf("FAIL: out of memory in test_narrow\n");
                     ++g_failures;
-                    free(A), free(B), free(expect), free(got), free(initial);
+                    free(A), free(B), free(expect), free(got), free(initial), free(offsets);
                     return;
                 }
                 for (int64_t i = 0; i < M * lda; ++i) A[i] = random_unit();
                 for (int64_t i = 0; i < K * ldb; ++i) B[i] = random_unit();
-                strided_source src = {B, ldb};
+                for (int64_t k = 0; k < K; ++k) offsets[k] = k * ldb; /* B's rows, for the packer */
+                rows_source src = {B, offsets};
                 const float beta = (mi + ni + ki) % 2 ? 0.3f : 0.0f; /* not a power of two: beta * c rounds */
                 for (int threads = 1; threads <= 2; ++threads) {
                     set_threads(threads);
                     /* random C: beta * c must round (a multiple of 0.5 would not) */
                     for (int64_t i = 0; i < M * ldc; ++i) expect[i] = got[i] = initial[i] = random_unit();
                     int rc = an_gemm_f32(0, 0, M, N, K, 1.0f, A, lda, B, ldb, beta, got, ldc);
-                    rc |= an_gemm_f32_pack_b(0, M, N, K, 1.0f, A, lda, pack_strided_panel, &src, beta,
+                    rc |= an_gemm_f32_pack_b(0, M, N, K, 1.0f, A, lda, pack_rows_panel, &src, beta,
                                              expect, ldc);
                     ++g_cases;
                     test_case t = {0, 0, M, N, K, 1.0f, beta, ldc - N};
@@ -406,7 +394,7 @@ static void test_narrow(const char *isa)
                         }
                 }
                 set_threads(1);
-                free(A), free(B), free(expect), free(got), free(initial);
+                free(A), free(B), free(expect), free(got), free(initial), free(offsets);
             }
 }
 
