@@ -360,7 +360,36 @@ typedef struct gemm_problem {
     int packed_b_buffers;     /* 2 when threads may share B, else 1 */
     float *packed_a;          /* one MC x KC block per thread */
     int64_t packed_a_stride;  /* floats between two threads' A blocks */
+    const float *row_bias;    /* epilogue: C[i, :] += row_bias[i] (NULL: none) */
+    int act;                  /* then AN_GEMM_ACT_RELU / _RELU6 (0: none) */
 } gemm_problem;
+
+void an_bias_act_rows(float *c, int64_t rows, int64_t cols, int64_t ldc, const float *row_bias,
+                      int act)
+{
+    for (int64_t i = 0; i < rows; ++i) {
+        float *row = c + i * ldc;
+        if (row_bias) {
+            const float b = row_bias[i];
+            for (int64_t j = 0; j < cols; ++j) row[j] += b;
+        }
+        if (act == AN_GEMM_ACT_RELU) {
+            for (int64_t j = 0; j < cols; ++j) row[j] = row[j] <= 0.0f ? 0.0f : row[j];
+        } else if (act == AN_GEMM_ACT_RELU6) {
+            for (int64_t j = 0; j < cols; ++j) {
+                float v = row[j] <= 0.0f ? 0.0f : row[j];
+                row[j] = v >= 6.0f ? 6.0f : v;
+            }
+        }
+    }
+}
+
+/* The epilogue on a tile just written by its last K block, while it is in
+ * cache. */
+static void tile_epilogue(const gemm_problem *p, float *c, int64_t row0, int64_t rows, int64_t cols)
+{
+    an_bias_act_rows(c, rows, cols, p->ldc, p->row_bias ? p->row_bias + row0 : NULL, p->act);
+}
 
 /* Splits `count` items into `parts` near-equal contiguous ranges. */
 static void split_range(int64_t count, int parts, int index, int64_t *begin, int64_t *end)
@@ -472,6 +501,8 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                             uk->compute(kc, a_panel, b_panel, tile, nr, 1.0f, 0.0f);
                             store_fringe_tile(tile, nr, rows, cols, c, p->ldc, p->alpha, beta);
                         }
+                        if ((p->row_bias || p->act) && pc + kc >= p->K)
+                            tile_epilogue(p, c, i, rows, cols);
                     }
                 }
             }
@@ -697,9 +728,12 @@ static void gemm_narrow(const gemm_problem *p)
         split_range(blocks, omp_get_num_threads(), omp_get_thread_num(), &b0, &b1);
 #endif
         const int64_t row0 = b0 * 14, row1 = b1 * 14 < p->M ? b1 * 14 : p->M;
-        if (row0 < row1)
+        if (row0 < row1) {
             an_gemm_narrow_avx512(row1 - row0, p->N, p->K, KC, p->A + row0 * p->a_row, p->a_row,
                                   p->B, p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc);
+            if (p->row_bias || p->act)
+                tile_epilogue(p, p->C + row0 * p->ldc, row0, row1 - row0, p->N);
+        }
     }
 }
 #endif
@@ -748,6 +782,18 @@ static void problem_init(gemm_problem *p, int trans_a, int64_t M, int64_t N, int
     p->uk = select_ukernel(M);
 }
 
+/* A problem with B in memory: the narrow path where it applies, else blocked. */
+static int gemm_run(gemm_problem *p)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    if (narrow_applies(p)) {
+        gemm_narrow(p);
+        return 0;
+    }
+#endif
+    return gemm_blocked(p);
+}
+
 int an_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                 float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
                 float beta, float *C, int64_t ldc)
@@ -774,13 +820,27 @@ int an_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
     p.B = B;
     p.b_row = b_row;
     p.b_col = b_col;
-#if defined(__x86_64__) || defined(_M_X64)
-    if (narrow_applies(&p)) {
-        gemm_narrow(&p);
+    return gemm_run(&p);
+}
+
+int an_gemm_f32_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float *C, int64_t ldc,
+                         const float *row_bias, int act)
+{
+    if (M <= 0 || N <= 0) return 0;
+    gemm_problem p;
+    problem_init(&p, 0, M, N, K, 1.0f, A, lda, 0.0f, C, ldc);
+    p.B = B;
+    p.b_row = ldb;
+    p.b_col = 1;
+    p.row_bias = row_bias;
+    p.act = act;
+    if (K <= 0 || M == 1 || N == 1) { /* no tiles to finish: a plain product, then a pass */
+        if (an_gemm_f32(0, 0, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc) != 0) return -1;
+        tile_epilogue(&p, C, 0, M, N);
         return 0;
     }
-#endif
-    return gemm_blocked(&p);
+    return gemm_run(&p);
 }
 
 int an_gemm_f32_pack_b(int trans_a, int64_t M, int64_t N, int64_t K, float alpha,

@@ -54,6 +54,26 @@ int an_gemm_f32_rows_b(int trans_a, int64_t M, int64_t N, int64_t K, float alpha
                        const float *A, int64_t lda, const float *b, const int64_t *b_offsets,
                        float beta, float *C, int64_t ldc);
 
+/* C = act(A @ B + row_bias[i]) for C[M, N] (beta 0, alpha 1), A [M, K] and
+   B [K, N] row-major: the bias (NULL: none) and the activation
+   (AN_GEMM_ACT_NONE / _RELU / _RELU6) are applied to each tile right after
+   its last K block, while it is in cache, instead of in another pass over C.
+   Same result, bit for bit, as an_gemm_f32 followed by that pass.  Returns
+   0, or -1 if workspace allocation failed. */
+#define AN_GEMM_ACT_NONE 0
+#define AN_GEMM_ACT_RELU 1
+#define AN_GEMM_ACT_RELU6 2
+int an_gemm_f32_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float *C, int64_t ldc,
+                         const float *row_bias, int act);
+
+/* The epilogue alone: c[i, j] = act(c[i, j] + row_bias[i]) over rows x cols
+   (row stride ldc; row_bias NULL: no bias), NaN passing through as in relu.
+   The one place these float operations are written: the convolutions'
+   output passes use it too, so every path gives the same bits. */
+void an_bias_act_rows(float *c, int64_t rows, int64_t cols, int64_t ldc, const float *row_bias,
+                      int act);
+
 void an_gemm_release_workspace(void);
 
 /* Bytes of packing buffers currently cached, summed over all threads. */

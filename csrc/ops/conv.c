@@ -41,14 +41,31 @@ typedef struct {
     an_activation act;
 } conv_geometry;
 
-/* relu / relu6 as an_relu and an_relu6 compute them (NaN passes). */
-static inline float activate(float v, an_activation act)
+/* The GEMM's activation code for an_activation. */
+static int gemm_act(an_activation act)
 {
-    v = v <= 0.0f ? 0.0f : v;
-    return act == AN_ACTIVATION_RELU6 && v >= 6.0f ? 6.0f : v;
+    return act == AN_ACTIVATION_RELU    ? AN_GEMM_ACT_RELU
+           : act == AN_ACTIVATION_RELU6 ? AN_GEMM_ACT_RELU6
+                                        : AN_GEMM_ACT_NONE;
 }
 
-static void activate_run(float *y, int64_t n, an_activation act);
+/* y[0..n) = activate(y) in place (relu / relu6 as an_relu and an_relu6
+   compute them; nothing for AN_ACTIVATION_NONE). */
+static void activate_run(float *y, int64_t n, an_activation act)
+{
+    if (act != AN_ACTIVATION_NONE)
+        an_bias_act_rows(y, 1, n, n, NULL, gemm_act(act));
+}
+
+/* activate_run over a whole output, threaded in chunks. */
+static void activate_all(float *y, int64_t n, an_activation act)
+{
+    if (act == AN_ACTIVATION_NONE)
+        return;
+#pragma omp parallel for schedule(static) if (n > AN_PARALLEL_GRAIN)
+    for (int64_t start = 0; start < n; start += 4096)
+        activate_run(y + start, n - start < 4096 ? n - start : 4096, act);
+}
 
 /* y = act(y + bias[o]) over `planes` runs of n floats, `stride` apart (bias
    may be NULL): the output of one in-place GEMM, finished in one pass while
@@ -61,26 +78,8 @@ static void finish_planes(float *y, int64_t planes, int64_t stride, int64_t n, c
     if (!bias && act == AN_ACTIVATION_NONE)
         return;
 #pragma omp parallel for schedule(static) if (planes * n > AN_PARALLEL_GRAIN)
-    for (int64_t o = 0; o < planes; o++) {
-        float *run = y + o * stride;
-        if (bias) {
-            const float b = bias[o];
-            for (int64_t i = 0; i < n; i++)
-                run[i] += b;
-        }
-        activate_run(run, n, act);
-    }
-}
-
-/* y[0..n) = activate(y) in place; nothing for AN_ACTIVATION_NONE. */
-static void activate_run(float *y, int64_t n, an_activation act)
-{
-    if (act == AN_ACTIVATION_RELU)
-        for (int64_t i = 0; i < n; i++)
-            y[i] = y[i] <= 0.0f ? 0.0f : y[i];
-    else if (act == AN_ACTIVATION_RELU6)
-        for (int64_t i = 0; i < n; i++)
-            y[i] = activate(y[i], AN_ACTIVATION_RELU6);
+    for (int64_t o = 0; o < planes; o++)
+        an_bias_act_rows(y + o * stride, 1, n, n, bias ? bias + o : NULL, gemm_act(act));
 }
 
 /* Raw pointers of a backward pass; a NULL gradient is not wanted. */
@@ -133,12 +132,7 @@ static an_status depthwise_forward(const conv_geometry *g, const float *x, const
 {
     an_depthwise_conv2d_forward_f32(x, w, bias, g->N, g->C, g->H, g->W, g->Cout / g->C, g->kh, g->kw,
                                     g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->OH, g->OW, y);
-    if (g->act != AN_ACTIVATION_NONE) {
-        int64_t n = g->N * g->Cout * g->OH * g->OW;
-#pragma omp parallel for schedule(static) if (n > AN_PARALLEL_GRAIN)
-        for (int64_t start = 0; start < n; start += 4096)
-            activate_run(y + start, n - start < 4096 ? n - start : 4096, g->act);
-    }
+    activate_all(y, g->N * g->Cout * g->OH * g->OW, g->act);
     return AN_OK;
 }
 
@@ -588,11 +582,13 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
             const float *wg = w + grp * og * ckk;
             if (t->images == 1 && pointwise_accepts(g)) { /* x band read in place */
                 float *yb = y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW;
-                st = gemm_or_fail(0, 0, og, cols, ckk, wg, ckk,
-                                  x + (n0 * g->C + grp * cg) * OHW + oh0 * g->OW, OHW, 0.0f, yb,
-                                  OHW);
-                if (!st)
-                    finish_planes(yb, og, OHW, cols, bias ? bias + grp * og : NULL, g->act);
+                /* bias and activation applied to each tile as the GEMM
+                   finishes it (at batch 1 the pass over y cost a third of a
+                   1x1 layer with K = 16-32) */
+                if (an_gemm_f32_bias_act(og, cols, ckk, wg, ckk,
+                                         x + (n0 * g->C + grp * cg) * OHW + oh0 * g->OW, OHW, yb,
+                                         OHW, bias ? bias + grp * og : NULL, gemm_act(g->act)) != 0)
+                    st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
                 continue;
             }
             im2col_source src = {g, x + (n0 * g->C + grp * cg) * g->H * g->W, oh0, rows};
@@ -1342,15 +1338,7 @@ static an_status conv2d_check(const an_tensor *x, const an_tensor *w, const an_t
 /* y = act(y) in place (the output is still hot in cache). */
 static void apply_activation(an_tensor *out, an_activation act)
 {
-    float *y = an_data_ptr(out);
-    int64_t n = an_numel(out);
-    float top = act == AN_ACTIVATION_RELU6 ? 6.0f : 0.0f;
-#pragma omp parallel for schedule(static) if (n > AN_PARALLEL_GRAIN)
-    for (int64_t i = 0; i < n; i++) {
-        float v = y[i];
-        v = v <= 0.0f ? 0.0f : v; /* NaN passes, as in relu */
-        y[i] = act == AN_ACTIVATION_RELU6 && v >= top ? top : v;
-    }
+    activate_all(an_data_ptr(out), an_numel(out), act);
 }
 
 an_tensor *an_conv2d(an_tensor *x, an_tensor *weight, an_tensor *bias, const int64_t stride[2],

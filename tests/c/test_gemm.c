@@ -398,6 +398,55 @@ static void test_narrow(const char *isa)
             }
 }
 
+/* an_gemm_f32_bias_act finishes each tile with the bias and the activation:
+ * it must equal an_gemm_f32 followed by that pass, bit for bit, on the
+ * narrow path (N <= 64), the blocked one (K over several KC blocks, fringes),
+ * and the degenerate shapes (M or N of 1, K of 0), with 1 and 2 threads. */
+static void test_bias_act(const char *isa)
+{
+    static const int64_t shapes[][3] = {{2, 2, 1}, {29, 16, 40}, {15, 64, 300}, {70, 100, 700},
+                                        {1, 37, 20}, {33, 1, 20}, {9, 18, 0}, {64, 512, 576}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
+        const int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2], ldc = N + 3;
+        float *A = malloc(sizeof(float) * (size_t)(M * (K + 1)));
+        float *B = malloc(sizeof(float) * (size_t)((K + 1) * N));
+        float *bias = malloc(sizeof(float) * (size_t)M);
+        float *expect = malloc(sizeof(float) * (size_t)(M * ldc));
+        float *got = malloc(sizeof(float) * (size_t)(M * ldc));
+        if (!A || !B || !bias || !expect || !got) {
+            printf("FAIL: out of memory in test_bias_act\n");
+            ++g_failures;
+            free(A), free(B), free(bias), free(expect), free(got);
+            return;
+        }
+        for (int64_t i = 0; i < M * K; ++i) A[i] = random_unit();
+        for (int64_t i = 0; i < K * N; ++i) B[i] = random_unit();
+        for (int64_t i = 0; i < M; ++i) bias[i] = 3.0f * random_unit();
+        for (int act = AN_GEMM_ACT_NONE; act <= AN_GEMM_ACT_RELU6; ++act)
+            for (int with_bias = 0; with_bias < 2; ++with_bias)
+                for (int threads = 1; threads <= 2; ++threads) {
+                    set_threads(threads);
+                    for (int64_t i = 0; i < M * ldc; ++i) expect[i] = got[i] = k_guard;
+                    int rc = an_gemm_f32(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, expect, ldc);
+                    for (int64_t i = 0; i < M; ++i)
+                        for (int64_t j = 0; j < N; ++j) {
+                            float v = expect[i * ldc + j];
+                            if (with_bias) v += bias[i];
+                            if (act != AN_GEMM_ACT_NONE) v = v <= 0.0f ? 0.0f : v;
+                            if (act == AN_GEMM_ACT_RELU6) v = v >= 6.0f ? 6.0f : v;
+                            expect[i * ldc + j] = v;
+                        }
+                    rc |= an_gemm_f32_bias_act(M, N, K, A, K, B, N, got, ldc, with_bias ? bias : NULL, act);
+                    ++g_cases;
+                    test_case t = {0, 0, M, N, K, 1.0f, 0.0f, ldc - N};
+                    if (rc != 0 || memcmp(expect, got, sizeof(float) * (size_t)(M * ldc)) != 0)
+                        fail(&t, isa, threads, "bias/activation epilogue differs from a separate pass");
+                }
+        set_threads(1);
+        free(A), free(B), free(bias), free(expect), free(got);
+    }
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; ++i) {
@@ -426,6 +475,7 @@ int main(int argc, char **argv)
         if (level == AN_ISA_AVX512) test_avx512_row_kernels(isa);
         test_b_sources(isa);
         test_narrow(isa);
+        test_bias_act(isa);
         printf("%-8s kernel %-14s %6ld cases, %ld failure(s)\n", isa, an_gemm_kernel_name(), g_cases,
                g_failures);
         total_failures += g_failures;
