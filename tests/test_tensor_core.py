@@ -388,29 +388,24 @@ def test_grad_mode_context_managers_nest_and_restore():
 def test_a_gradient_shared_by_two_inputs_is_never_summed_into():
     # add_relu and add hand the same gradient tensor to both inputs; a
     # non-leaf input that then receives a second contribution must sum into
-    # a new tensor, leaving what the other input (here the leaf b) got intact
+    # a new tensor, leaving what the other input holds intact.  Both inputs
+    # get a second contribution here, in every order of the three terms: in
+    # one of them (h*3 and b*5 created before the join) summing in place
+    # into the shared gradient gave a.grad = mask + 8.
     from appealnet.nn import functional as F
     rng = np.random.default_rng(0)
     a_np = rng.standard_normal((3, 4)).astype(np.float32)
     b_np = rng.standard_normal((3, 4)).astype(np.float32)
     mask = (a_np + b_np > 0).astype(np.float32)
-    for second_first in (False, True):
-        for b_first in (False, True):
-            a = an.tensor(a_np, requires_grad=True)
-            b_leaf = an.tensor(b_np, requires_grad=True)
-            if b_first:  # b's node then runs after h's (reverse creation order)
-                b = b_leaf * 1.0
-                h = a * 1.0
-            else:
-                h = a * 1.0  # non-leaf: its gradient is pending inside backward
-                b = b_leaf * 1.0
-            if second_first:
-                out = (h * 3.0).sum() + F.add_relu(h, b).sum()
-            else:
-                out = F.add_relu(h, b).sum() + (h * 3.0).sum()
-            out.backward()
-            np.testing.assert_array_equal(b_leaf.grad.numpy(), mask)
-            np.testing.assert_array_equal(a.grad.numpy(), mask + 3.0)
+    for rotation in range(3):
+        a = an.tensor(a_np, requires_grad=True)
+        b_leaf = an.tensor(b_np, requires_grad=True)
+        h, b = a * 1.0, b_leaf * 1.0  # non-leaves: their gradients are pending inside backward
+        terms = [lambda: F.add_relu(h, b).sum(), lambda: (h * 3.0).sum(), lambda: (b * 5.0).sum()]
+        built = [terms[(i + rotation) % 3]() for i in range(3)]
+        (built[0] + built[1] + built[2]).backward()
+        np.testing.assert_array_equal(a.grad.numpy(), mask + 3.0)
+        np.testing.assert_array_equal(b_leaf.grad.numpy(), mask + 5.0)
         # and through a plain add, whose gradient passes through unchanged
         a2 = an.tensor(a_np, requires_grad=True)
         b2 = an.tensor(b_np, requires_grad=True)
