@@ -289,6 +289,25 @@ static inline float inv_sqrt_eps(float var, float eps)
     return (float)(1.0 / sqrt((double)var + (double)eps));
 }
 
+/* y = act(gamma * (x - mean) * inv_sqrt(var + eps) + beta) per channel:
+ * batch statistics in training, running ones in eval (invstd_out: the
+ * training forward keeps 1 / sqrt(var + eps) for its backward). */
+static void normalize_all(const float *x, const float *mean, const float *var, const float *gamma,
+                          const float *beta, float eps, an_bn_activation act, int64_t N,
+                          int64_t C, int64_t HW, float *y, float *invstd_out)
+{
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
+#endif
+    for (int64_t c = 0; c < C; ++c) {
+        const float inv = inv_sqrt_eps(var[c], eps);
+        const float scale = gamma ? gamma[c] * inv : inv;
+        const float shift = beta ? beta[c] : 0.0f;
+        normalize_channel(act, x, mean[c], scale, shift, N, C, HW, c, y);
+        if (invstd_out) invstd_out[c] = inv;
+    }
+}
+
 void BN_VARIANT(an_batchnorm_forward_train_f32)(const float *x, const float *mean,
                                     const float *var_biased,
                                     const float *gamma, const float *beta,
@@ -296,16 +315,7 @@ void BN_VARIANT(an_batchnorm_forward_train_f32)(const float *x, const float *mea
                                     int64_t N, int64_t C, int64_t HW,
                                     float *y, float *invstd_out)
 {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
-#endif
-    for (int64_t c = 0; c < C; ++c) {
-        const float inv = inv_sqrt_eps(var_biased[c], eps);
-        const float scale = gamma ? gamma[c] * inv : inv;
-        const float shift = beta ? beta[c] : 0.0f;
-        normalize_channel(act, x, mean[c], scale, shift, N, C, HW, c, y);
-        if (invstd_out) invstd_out[c] = inv;
-    }
+    normalize_all(x, mean, var_biased, gamma, beta, eps, act, N, C, HW, y, invstd_out);
 }
 
 void BN_VARIANT(an_batchnorm_forward_eval_f32)(const float *x, const float *running_mean,
@@ -314,16 +324,7 @@ void BN_VARIANT(an_batchnorm_forward_eval_f32)(const float *x, const float *runn
                                    float eps, an_bn_activation act, int64_t N,
                                    int64_t C, int64_t HW, float *y)
 {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
-#endif
-    for (int64_t c = 0; c < C; ++c) {
-        const float inv = inv_sqrt_eps(running_var[c], eps);
-        const float scale = gamma ? gamma[c] * inv : inv;
-        const float shift = beta ? beta[c] : 0.0f;
-        normalize_channel(act, x, running_mean[c], scale, shift, N, C, HW, c,
-                          y);
-    }
+    normalize_all(x, running_mean, running_var, gamma, beta, eps, act, N, C, HW, y, NULL);
 }
 
 /* ----------------------------------------------------------------- backward */

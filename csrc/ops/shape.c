@@ -671,6 +671,33 @@ static an_status check_concat_inputs(int n, an_tensor *const *xs, int dim, int *
     return AN_OK;
 }
 
+/* Contiguous versions of the n inputs of a joining op (concat,
+   channel_shuffle_concat) and their data pointers, prepared before any
+   compute; release_parts frees them (safe on a partial set). */
+static an_status contiguous_parts(int n, an_tensor *const *xs, const char *op, an_tensor ***parts,
+                                  const float ***pointers)
+{
+    *parts = calloc((size_t)n, sizeof **parts);
+    *pointers = calloc((size_t)n, sizeof **pointers);
+    if (!*parts || !*pointers)
+        return an_set_error(AN_ERR_MEMORY, "out of memory in %s", op);
+    for (int k = 0; k < n; k++) {
+        if (!((*parts)[k] = an_contiguous(xs[k])))
+            return an_last_status();
+        (*pointers)[k] = an_data_ptr((*parts)[k]);
+    }
+    return AN_OK;
+}
+
+static void release_parts(int n, an_tensor **parts, const float **pointers)
+{
+    if (parts)
+        for (int k = 0; k < n; k++)
+            an_release(parts[k]);
+    free(parts);
+    free(pointers);
+}
+
 an_tensor *an_concat(int n, an_tensor *const *xs, int dim)
 {
     int d;
@@ -682,21 +709,19 @@ an_tensor *an_concat(int n, an_tensor *const *xs, int dim)
     for (int k = 0; k < n; k++)
         shape[d] += xs[k]->shape[d];
     /* contiguous copies of the inputs and their row widths, prepared before any compute */
-    an_tensor **parts = calloc((size_t)n, sizeof *parts);
-    const float **pointers = calloc((size_t)n, sizeof *pointers);
+    an_tensor **parts = NULL;
+    const float **pointers = NULL;
     int64_t *widths = calloc((size_t)n, sizeof *widths);
     int64_t *sizes = malloc((size_t)n * sizeof *sizes);
     an_tensor *out = NULL;
-    if (!parts || !pointers || !widths || !sizes) {
+    if (!widths || !sizes) {
         an_set_error(AN_ERR_MEMORY, "out of memory in concat");
         goto done;
     }
-    int64_t outer = product(0, d, shape), inner = product(d + 1, xs[0]->ndim, shape);
+    if (contiguous_parts(n, xs, "concat", &parts, &pointers))
+        goto done;
+    int64_t inner = product(d + 1, xs[0]->ndim, shape), outer = product(0, d, shape);
     for (int k = 0; k < n; k++) {
-        parts[k] = an_contiguous(xs[k]);
-        if (!parts[k])
-            goto done;
-        pointers[k] = an_data_ptr(parts[k]);
         sizes[k] = xs[k]->shape[d];
         widths[k] = sizes[k] * inner;
     }
@@ -717,11 +742,7 @@ an_tensor *an_concat(int n, an_tensor *const *xs, int dim)
         sizes = NULL;
     }
 done:
-    if (parts)
-        for (int k = 0; k < n; k++)
-            an_release(parts[k]);
-    free(parts);
-    free(pointers);
+    release_parts(n, parts, pointers);
     free(widths);
     free(sizes);
     return out;
@@ -874,18 +895,11 @@ an_tensor *an_channel_shuffle_concat(int n, an_tensor *const *xs)
     int64_t shape[AN_MAX_DIMS];
     memcpy(shape, xs[0]->shape, sizeof shape);
     shape[1] *= n;
-    an_tensor **parts = calloc((size_t)n, sizeof *parts);
-    const float **pointers = calloc((size_t)n, sizeof *pointers);
+    an_tensor **parts = NULL;
+    const float **pointers = NULL;
     an_tensor *out = NULL;
-    if (!parts || !pointers) {
-        an_set_error(AN_ERR_MEMORY, "out of memory in channel_shuffle_concat");
+    if (contiguous_parts(n, xs, "channel_shuffle_concat", &parts, &pointers))
         goto done;
-    }
-    for (int k = 0; k < n; k++) {
-        if (!(parts[k] = an_contiguous(xs[k])))
-            goto done;
-        pointers[k] = an_data_ptr(parts[k]);
-    }
     out = an_empty(xs[0]->ndim, shape);
     if (!out)
         goto done;
@@ -902,10 +916,6 @@ an_tensor *an_channel_shuffle_concat(int n, an_tensor *const *xs)
         node->ints[0] = n;
     }
 done:
-    if (parts)
-        for (int k = 0; k < n; k++)
-            an_release(parts[k]);
-    free(parts);
-    free(pointers);
+    release_parts(n, parts, pointers);
     return out;
 }
