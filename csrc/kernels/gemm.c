@@ -364,24 +364,22 @@ typedef struct gemm_problem {
     int act;                  /* then AN_GEMM_ACT_RELU / _RELU6 (0: none) */
 } gemm_problem;
 
+#define BIAS_ACT_NAME bias_act_rows_generic
+#include "kernels/bias_act_impl.h"
+#undef BIAS_ACT_NAME
+
 void an_bias_act_rows(float *c, int64_t rows, int64_t cols, int64_t ldc, const float *row_bias,
                       int act)
 {
-    for (int64_t i = 0; i < rows; ++i) {
-        float *row = c + i * ldc;
-        if (row_bias) {
-            const float b = row_bias[i];
-            for (int64_t j = 0; j < cols; ++j) row[j] += b;
-        }
-        if (act == AN_GEMM_ACT_RELU) {
-            for (int64_t j = 0; j < cols; ++j) row[j] = row[j] <= 0.0f ? 0.0f : row[j];
-        } else if (act == AN_GEMM_ACT_RELU6) {
-            for (int64_t j = 0; j < cols; ++j) {
-                float v = row[j] <= 0.0f ? 0.0f : row[j];
-                row[j] = v >= 6.0f ? 6.0f : v;
-            }
-        }
+    if (!row_bias && act == AN_GEMM_ACT_NONE) return;
+#if defined(__x86_64__) || defined(_M_X64)
+    switch (an_cpu_info_get()->isa) {
+    case AN_ISA_AVX512: an_bias_act_rows_avx512(c, rows, cols, ldc, row_bias, act); return;
+    case AN_ISA_AVX2: an_bias_act_rows_avx2(c, rows, cols, ldc, row_bias, act); return;
+    default: break;
     }
+#endif
+    bias_act_rows_generic(c, rows, cols, ldc, row_bias, act);
 }
 
 /* The epilogue on a tile just written by its last K block, while it is in
@@ -454,6 +452,8 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
              * (nothing to pack when the micro-kernel reads B in place). */
             int64_t pack0 = 0, pack1 = 0;
             if (!p->b_offsets) split_range(n_panels, team, thread, &pack0, &pack1);
+            /* split over N alone, a thread reads only the panels it packed */
+            const int shared_b = threads_m > 1;
             for (int64_t jp = pack0; jp < pack1; ++jp) {
                 const int64_t j = jc + jp * nr;
                 const int64_t cols = p->N - j < nr ? p->N - j : nr;
@@ -464,7 +464,7 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                                nr, packed_b + jp * kc * nr);
             }
 #ifdef _OPENMP
-            if (team > 1 && !p->b_offsets) {
+            if (team > 1 && shared_b && !p->b_offsets) {
 #pragma omp barrier
             }
 #endif
@@ -486,6 +486,14 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                         const int64_t rows = p->M - i < mr ? p->M - i : mr;
                         const float *a_panel = packed_a + ip * kc * mr;
                         float *c = p->C + i * p->ldc + j;
+                        const int epilogue = (p->row_bias || p->act) && pc + kc >= p->K;
+                        if (epilogue && rows == mr && cols == nr && uk->compute_epilogue &&
+                            p->alpha == 1.0f) {
+                            uk->compute_epilogue(kc, a_panel, p->b_offsets ? p->B + j : b_panel,
+                                                 p->b_offsets ? p->b_offsets + pc : NULL, c, p->ldc,
+                                                 beta, p->row_bias ? p->row_bias + i : NULL, p->act);
+                            continue;
+                        }
                         if (p->b_offsets) {
                             const float *b = p->B + j;
                             const int64_t *offsets = p->b_offsets + pc;
@@ -501,7 +509,7 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                             uk->compute(kc, a_panel, b_panel, tile, nr, 1.0f, 0.0f);
                             store_fringe_tile(tile, nr, rows, cols, c, p->ldc, p->alpha, beta);
                         }
-                        if ((p->row_bias || p->act) && pc + kc >= p->K)
+                        if (epilogue)
                             tile_epilogue(p, c, i, rows, cols);
                     }
                 }
@@ -511,15 +519,19 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
 }
 
 /* Picks the threads_m x threads_n grid with the least work for the busiest
- * thread; ties go to splitting M, since then threads pack disjoint A rows
- * instead of repacking the same ones. */
-static void choose_thread_grid(int threads, int64_t m_tiles, int64_t n_panels, int *threads_m,
-                               int *threads_n)
+ * thread.  Ties go to splitting the dimension of the larger packed operand:
+ * splitting M makes every thread read the B panels the others packed (a
+ * core-to-core copy of B), splitting N makes every thread repack all of A.
+ * At batch 1 a 1x1 layer has M = 16-32 channels and N = 1024 pixels, and
+ * sharing its B made two threads slower than one. */
+static void choose_thread_grid(int threads, int64_t m_tiles, int64_t n_panels, int prefer_n,
+                               int *threads_m, int *threads_n)
 {
     int64_t best_cost = -1;
     *threads_m = threads;
     *threads_n = 1;
-    for (int tm = threads; tm >= 1; --tm) {
+    for (int i = 0; i < threads; ++i) {
+        int tm = prefer_n ? i + 1 : threads - i;
         if (threads % tm) continue;
         int tn = threads / tm;
         int64_t cost = ((m_tiles + tm - 1) / tm) * ((n_panels + tn - 1) / tn);
@@ -553,7 +565,7 @@ static int gemm_blocked(gemm_problem *p)
     if ((double)p->M * (double)p->N * (double)p->K < (double)AN_GEMM_MIN_PARALLEL_MACS) threads = 1;
     if ((int64_t)threads > m_tiles * n_panels) threads = (int)(m_tiles * n_panels);
     if (threads < 1) threads = 1;
-    choose_thread_grid(threads, m_tiles, n_panels, &p->threads_m, &p->threads_n);
+    choose_thread_grid(threads, m_tiles, n_panels, p->N > p->M, &p->threads_m, &p->threads_n);
 
     /* All memory is reserved here, before any thread starts. */
     const int64_t align_floats = AN_WORKSPACE_ALIGN / (int64_t)sizeof(float);
@@ -730,9 +742,8 @@ static void gemm_narrow(const gemm_problem *p)
         const int64_t row0 = b0 * 14, row1 = b1 * 14 < p->M ? b1 * 14 : p->M;
         if (row0 < row1) {
             an_gemm_narrow_avx512(row1 - row0, p->N, p->K, KC, p->A + row0 * p->a_row, p->a_row,
-                                  p->B, p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc);
-            if (p->row_bias || p->act)
-                tile_epilogue(p, p->C + row0 * p->ldc, row0, row1 - row0, p->N);
+                                  p->B, p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc,
+                                  p->row_bias ? p->row_bias + row0 : NULL, p->act);
         }
     }
 }

@@ -108,12 +108,22 @@ typedef void (*an_gemm_ukernel_rows_fn)(int64_t kc, const float *packed_a, const
                                         const int64_t *b_offsets, float *c, int64_t ldc,
                                         float alpha, float beta);
 
+/* compute / compute_rows followed by C[i, :] += row_bias[i] (row_bias NULL:
+   none) and the activation act (AN_GEMM_ACT_*), applied in registers before
+   the store: the same bits as an_bias_act_rows on the stored tile, without
+   reading the tile back (that second pass cost as much as the product itself
+   on a 1x1 layer with K = 24).  alpha is 1. */
+typedef void (*an_gemm_ukernel_epilogue_fn)(int64_t kc, const float *packed_a, const float *b,
+                                            const int64_t *b_offsets, float *c, int64_t ldc,
+                                            float beta, const float *row_bias, int act);
+
 typedef struct an_gemm_ukernel {
     const char *name;
     int mr;
     int nr;
     an_gemm_ukernel_fn compute;
     an_gemm_ukernel_rows_fn compute_rows;
+    an_gemm_ukernel_epilogue_fn compute_epilogue; /* NULL: the driver runs the pass */
 } an_gemm_ukernel;
 
 /* Largest tile any kernel uses: sizes the on-stack fringe tile buffer. */
@@ -132,10 +142,11 @@ extern const an_gemm_ukernel an_gemm_ukernel_avx512_8x32; /* chosen per call by 
  * and read in place (no packing), the K sum taken in blocks of KC exactly as
  * the blocked driver takes it: bit-identical to it.  For narrow products
  * (N up to a few tens of columns), where packing A costs more than the
- * product.  AVX-512 only; the driver calls it. */
+ * product.  row_bias (NULL: none) and act are applied as the last K block is
+ * stored, as an_bias_act_rows would.  AVX-512 only; the driver calls it. */
 void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
                            int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                           int64_t ldc);
+                           int64_t ldc, const float *row_bias, int act);
 #endif
 
 #ifdef __cplusplus

@@ -84,6 +84,6 @@ static void gemm_ukernel_avx2_6x16_rows(int64_t kc, const float *packed_a, const
 }
 
 const an_gemm_ukernel an_gemm_ukernel_avx2 = {
-    "avx2_6x16", AVX2_MR, AVX2_NR, gemm_ukernel_avx2_6x16, gemm_ukernel_avx2_6x16_rows};
+    "avx2_6x16", AVX2_MR, AVX2_NR, gemm_ukernel_avx2_6x16, gemm_ukernel_avx2_6x16_rows, NULL};
 
 #endif

@@ -17,7 +17,8 @@
  * instantiation below, so the accumulators stay in registers. */
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
 gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const float *packed_b,
-                         const int64_t *b_offsets, float *c, int64_t ldc, float alpha, float beta)
+                         const int64_t *b_offsets, float *c, int64_t ldc, float alpha, float beta,
+                         const int epilogue, const float *row_bias, int act)
 {
     __m512 acc[14][2];
 #pragma GCC unroll 16
@@ -53,6 +54,29 @@ gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const 
         a += mr;
         b += AVX512_NR;
     }
+    if (epilogue) { /* alpha is 1 */
+        const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+#pragma GCC unroll 16
+        for (int i = 0; i < mr; ++i) {
+            float *row = c + i * ldc;
+            __m512 v[2] = {acc[i][0], acc[i][1]};
+            for (int h = 0; h < 2; ++h) {
+                if (beta != 0.0f)
+                    v[h] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f), v[h],
+                                           _mm512_mul_ps(_mm512_set1_ps(beta),
+                                                         _mm512_loadu_ps(row + 16 * h)));
+                if (row_bias) v[h] = _mm512_add_ps(v[h], _mm512_set1_ps(row_bias[i]));
+                /* x <= 0 -> 0 and x >= 6 -> 6 as compares, so NaN passes
+                 * and -0 becomes +0, as in an_bias_act_rows */
+                if (act != AN_GEMM_ACT_NONE)
+                    v[h] = _mm512_mask_mov_ps(v[h], _mm512_cmp_ps_mask(v[h], zero, _CMP_LE_OQ), zero);
+                if (act == AN_GEMM_ACT_RELU6)
+                    v[h] = _mm512_mask_mov_ps(v[h], _mm512_cmp_ps_mask(v[h], six, _CMP_GE_OQ), six);
+                _mm512_storeu_ps(row + 16 * h, v[h]);
+            }
+        }
+        return;
+    }
     __m512 valpha = _mm512_set1_ps(alpha);
     if (beta == 0.0f) {
 #pragma GCC unroll 16
@@ -77,7 +101,7 @@ AN_TARGET_AVX512
 static void gemm_ukernel_avx512_14x32(int64_t kc, const float *packed_a, const float *packed_b,
                                       float *c, int64_t ldc, float alpha, float beta)
 {
-    gemm_ukernel_avx512_body(14, kc, packed_a, packed_b, NULL, c, ldc, alpha, beta);
+    gemm_ukernel_avx512_body(14, kc, packed_a, packed_b, NULL, c, ldc, alpha, beta, 0, NULL, 0);
 }
 
 /* 8 x 32: 16 accumulators.  Fewer FMAs per broadcast than 14 x 32, but no
@@ -87,7 +111,7 @@ AN_TARGET_AVX512
 static void gemm_ukernel_avx512_8x32(int64_t kc, const float *packed_a, const float *packed_b,
                                      float *c, int64_t ldc, float alpha, float beta)
 {
-    gemm_ukernel_avx512_body(8, kc, packed_a, packed_b, NULL, c, ldc, alpha, beta);
+    gemm_ukernel_avx512_body(8, kc, packed_a, packed_b, NULL, c, ldc, alpha, beta, 0, NULL, 0);
 }
 
 AN_TARGET_AVX512
@@ -95,7 +119,7 @@ static void gemm_ukernel_avx512_14x32_rows(int64_t kc, const float *packed_a, co
                                            const int64_t *b_offsets, float *c, int64_t ldc,
                                            float alpha, float beta)
 {
-    gemm_ukernel_avx512_body(14, kc, packed_a, b, b_offsets, c, ldc, alpha, beta);
+    gemm_ukernel_avx512_body(14, kc, packed_a, b, b_offsets, c, ldc, alpha, beta, 0, NULL, 0);
 }
 
 AN_TARGET_AVX512
@@ -103,8 +127,23 @@ static void gemm_ukernel_avx512_8x32_rows(int64_t kc, const float *packed_a, con
                                           const int64_t *b_offsets, float *c, int64_t ldc,
                                           float alpha, float beta)
 {
-    gemm_ukernel_avx512_body(8, kc, packed_a, b, b_offsets, c, ldc, alpha, beta);
+    gemm_ukernel_avx512_body(8, kc, packed_a, b, b_offsets, c, ldc, alpha, beta, 0, NULL, 0);
 }
+
+#define AN_AVX512_EPILOGUE(MR)                                                                   \
+    AN_TARGET_AVX512 static void gemm_ukernel_avx512_##MR##x32_epilogue(                          \
+        int64_t kc, const float *packed_a, const float *b, const int64_t *b_offsets, float *c,   \
+        int64_t ldc, float beta, const float *row_bias, int act)                                 \
+    {                                                                                            \
+        if (b_offsets)                                                                           \
+            gemm_ukernel_avx512_body(MR, kc, packed_a, b, b_offsets, c, ldc, 1.0f, beta, 1,      \
+                                     row_bias, act);                                             \
+        else                                                                                     \
+            gemm_ukernel_avx512_body(MR, kc, packed_a, b, NULL, c, ldc, 1.0f, beta, 1, row_bias, \
+                                     act);                                                       \
+    }
+AN_AVX512_EPILOGUE(14)
+AN_AVX512_EPILOGUE(8)
 
 /* ---- Narrow products: N <= 32 columns, A and B read in place ----------- */
 
@@ -119,8 +158,10 @@ static void gemm_ukernel_avx512_8x32_rows(int64_t kc, const float *packed_a, con
  * the weights) cost as much as the product on a 4x4-plane 1x1 convolution. */
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
 narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float *A, int64_t lda,
-                 const float *B, int64_t ldb, int n, float beta, float *C, int64_t ldc)
+                 const float *B, int64_t ldb, int n, float beta, float *C, int64_t ldc,
+                 const float *row_bias, int act)
 {
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
     const __mmask16 mask0 = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
     const __mmask16 mask1 = n >= 32 ? (__mmask16)0xFFFF
                             : n > 16 ? (__mmask16)((1u << (n - 16)) - 1u) : (__mmask16)0;
@@ -146,7 +187,27 @@ narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float 
             b += ldb;
         }
         const float block_beta = pc == 0 ? beta : 1.0f;
-        if (block_beta == 0.0f) {
+        if (pc + kc >= K && (row_bias || act != AN_GEMM_ACT_NONE)) {
+            /* last block: bias and activation in registers, the operations
+             * of an_bias_act_rows in its order */
+#pragma GCC unroll 16
+            for (int i = 0; i < mr; ++i) {
+                float *row = C + i * ldc;
+                for (int h = 0; h < nv; ++h) {
+                    const __mmask16 mask = h ? mask1 : mask0;
+                    __m512 v = acc[i][h];
+                    if (block_beta != 0.0f)
+                        v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(block_beta),
+                                                           _mm512_maskz_loadu_ps(mask, row + 16 * h)));
+                    if (row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(row_bias[i]));
+                    if (act != AN_GEMM_ACT_NONE)
+                        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ), zero);
+                    if (act == AN_GEMM_ACT_RELU6)
+                        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, six, _CMP_GE_OQ), six);
+                    _mm512_mask_storeu_ps(row + 16 * h, mask, v);
+                }
+            }
+        } else if (block_beta == 0.0f) {
 #pragma GCC unroll 16
             for (int i = 0; i < mr; ++i) {
                 _mm512_mask_storeu_ps(C + i * ldc, mask0, acc[i][0]);
@@ -171,9 +232,10 @@ narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float 
 #define AN_NARROW_ROWS(MR, NV)                                                                   \
     AN_TARGET_AVX512 static void narrow_rows_##MR##_##NV(int64_t K, int64_t KC, const float *A,  \
                                                          int64_t lda, const float *B, int64_t ldb, \
-                                                         int n, float beta, float *C, int64_t ldc) \
+                                                         int n, float beta, float *C, int64_t ldc, \
+                                                         const float *row_bias, int act)         \
     {                                                                                            \
-        narrow_rows_body(MR, NV, K, KC, A, lda, B, ldb, n, beta, C, ldc);                        \
+        narrow_rows_body(MR, NV, K, KC, A, lda, B, ldb, n, beta, C, ldc, row_bias, act);         \
     }
 AN_NARROW_ROWS(14, 1)
 AN_NARROW_ROWS(14, 2)
@@ -187,11 +249,11 @@ AN_NARROW_ROWS(1, 1)
 AN_NARROW_ROWS(1, 2)
 
 typedef void (*narrow_rows_fn)(int64_t, int64_t, const float *, int64_t, const float *, int64_t,
-                               int, float, float *, int64_t);
+                               int, float, float *, int64_t, const float *, int);
 
 void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
                            int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                           int64_t ldc)
+                           int64_t ldc, const float *row_bias, int act)
 {
     static const int heights[] = {14, 8, 4, 2, 1};
     static const narrow_rows_fn by_height[][2] = {
@@ -207,15 +269,17 @@ void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const
             for (int64_t j = 0; j < N; j += 32) {
                 const int n = N - j < 32 ? (int)(N - j) : 32;
                 by_height[h][n > 16](K, KC, A + i * lda, lda, B + j, ldb, n, beta, C + i * ldc + j,
-                                     ldc);
+                                     ldc, row_bias ? row_bias + i : NULL, act);
             }
         }
     }
 }
 
 const an_gemm_ukernel an_gemm_ukernel_avx512 = {
-    "avx512_14x32", 14, AVX512_NR, gemm_ukernel_avx512_14x32, gemm_ukernel_avx512_14x32_rows};
+    "avx512_14x32", 14, AVX512_NR, gemm_ukernel_avx512_14x32, gemm_ukernel_avx512_14x32_rows,
+    gemm_ukernel_avx512_14x32_epilogue};
 const an_gemm_ukernel an_gemm_ukernel_avx512_8x32 = {
-    "avx512_8x32", 8, AVX512_NR, gemm_ukernel_avx512_8x32, gemm_ukernel_avx512_8x32_rows};
+    "avx512_8x32", 8, AVX512_NR, gemm_ukernel_avx512_8x32, gemm_ukernel_avx512_8x32_rows,
+    gemm_ukernel_avx512_8x32_epilogue};
 
 #endif

@@ -405,7 +405,8 @@ static void test_narrow(const char *isa)
 static void test_bias_act(const char *isa)
 {
     static const int64_t shapes[][3] = {{2, 2, 1}, {29, 16, 40}, {15, 64, 300}, {70, 100, 700},
-                                        {1, 37, 20}, {33, 1, 20}, {9, 18, 0}, {64, 512, 576}};
+                                        {1, 37, 20}, {33, 1, 20}, {9, 18, 0}, {64, 512, 576},
+                                        {144, 1024, 24}, {16, 512, 32}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
         const int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2], ldc = N + 3;
         float *A = malloc(sizeof(float) * (size_t)(M * (K + 1)));
@@ -422,6 +423,9 @@ static void test_bias_act(const char *isa)
         for (int64_t i = 0; i < M * K; ++i) A[i] = random_unit();
         for (int64_t i = 0; i < K * N; ++i) B[i] = random_unit();
         for (int64_t i = 0; i < M; ++i) bias[i] = 3.0f * random_unit();
+        /* a NaN in row 1 must come out NaN through relu/relu6 (the register
+         * epilogue compares, it does not take a max) */
+        if (M > 1 && K > 0) A[K] = NAN;
         for (int act = AN_GEMM_ACT_NONE; act <= AN_GEMM_ACT_RELU6; ++act)
             for (int with_bias = 0; with_bias < 2; ++with_bias)
                 for (int threads = 1; threads <= 2; ++threads) {
