@@ -25,13 +25,13 @@ are supported (the defaults of ONNX 1.8 to 1.16); the IR version follows the ops
 """
 import math
 import os
-import threading
 
 import numpy as np
 
 from . import _C
 from . import _protobuf as pb
 from ._api import no_grad, tensor
+from ._tracing import ops_wrapped
 from .serialization import atomic_write
 
 __all__ = ["export_onnx", "SUPPORTED_OPSETS"]
@@ -43,18 +43,6 @@ _BATCH_DIM = "batch"
 # ONNX TensorProto.DataType and AttributeProto.AttributeType codes used here.
 _ONNX_FLOAT, _ONNX_INT64 = 1, 7
 _ATTR_FLOAT, _ATTR_INT, _ATTR_STRING, _ATTR_FLOATS, _ATTR_INTS = 1, 2, 3, 6, 7
-
-# Exports run one at a time: two traces patching _C at once could each take the
-# other's wrappers for the originals and leave them installed.
-_TRACE_LOCK = threading.Lock()
-
-# Functions of _C that neither compute on tensors nor create any: left unwrapped.
-_NOT_OPS = frozenset({
-    "TensorBase", "_make_subclass", "_set_tensor_class", "is_grad_enabled", "set_grad_enabled",
-    "get_num_threads", "set_num_threads", "cpu_description", "openmp_enabled", "manual_seed",
-    "initial_seed", "workspace_bytes", "release_workspace", "has_nonfinite", "MAX_DIMS",
-})
-
 
 def _ir_version(opset):
     """The IR version that the ONNX release introducing ``opset`` wrote."""
@@ -520,18 +508,9 @@ def _recording(op_name, function, graph):
 
 def _trace(model, example, graph):
     """Runs model(example) with every _C op recorded into ``graph``."""
-    with _TRACE_LOCK:
-        originals = {name: getattr(_C, name) for name in dir(_C)
-                     if not name.startswith("__") and name not in _NOT_OPS
-                     and callable(getattr(_C, name))}
-        try:
-            for name, function in originals.items():
-                setattr(_C, name, _recording(name, function, graph))
-            with no_grad():
-                return model(example)
-        finally:
-            for name, function in originals.items():
-                setattr(_C, name, function)
+    with ops_wrapped(lambda name, function: _recording(name, function, graph)):
+        with no_grad():
+            return model(example)
 
 
 def _parameter_names(model):

@@ -12,9 +12,11 @@ same module names.  A training step is forward, cross-entropy, backward and
 an SGD (momentum 0.9, weight decay 5e-4) update on a fixed random batch;
 images/s = batch / median step time.  Inference: eval mode, no grad, images/s
 at --batch and batch-1 latency (median and 90th percentile of 100 calls),
-for the model as built ("ours") and after nn.utils.fuse_for_inference
+for the model as built ("ours"), after nn.utils.fuse_for_inference
 ("ours+fused": batch norm folded into the convolutions, as onnxruntime does
-when it loads a graph).  onnxruntime runs the ONNX graph exported by
+when it loads a graph) and after nn.utils.compile_for_inference ("ours+plan":
+the fused model's forward pass replayed from its recorded C-core calls, as
+onnxruntime runs a graph without Python in the loop).  onnxruntime runs the ONNX graph exported by
 appealnet.export_onnx (unfused: it fuses itself).
 
 PyTorch is measured twice, plainly and with
@@ -90,7 +92,11 @@ def child_ours_fused(model_name, task, threads, batch, steps):
     return child_ours(model_name, task, threads, batch, steps, fused=True)
 
 
-def child_ours(model_name, task, threads, batch, steps, fused=False):
+def child_ours_plan(model_name, task, threads, batch, steps):
+    return child_ours(model_name, task, threads, batch, steps, plan=True)
+
+
+def child_ours(model_name, task, threads, batch, steps, fused=False, plan=False):
     sys.path.insert(0, ROOT)
     import appealnet as an
     import appealnet.models as models
@@ -124,6 +130,9 @@ def child_ours(model_name, task, threads, batch, steps, fused=False):
         if fused:  # batch norm folded into the convolutions, ReLU in their call
             from appealnet.nn.utils import fuse_for_inference
             model = fuse_for_inference(model, x1)
+        if plan:  # the same, its forward pass replayed from the recorded C calls
+            from appealnet.nn.utils import compile_for_inference
+            model = compile_for_inference(model, x1)
         with an.no_grad():
             _time_calls(lambda: model(xt), 1)
             result["batch_s"] = statistics.median(_time_calls(lambda: model(xt), steps))
@@ -205,6 +214,7 @@ def child_ort(model_name, task, threads, batch, steps):
 SIDES = {
     "ours": (child_ours, {}),
     "ours+fused": (child_ours_fused, {}),
+    "ours+plan": (child_ours_plan, {}),
     "torch": (child_torch, {}),
     "torch+tunables": (child_torch, {"GLIBC_TUNABLES": TUNABLES}),
     "onnxruntime": (child_ort, {}),
@@ -266,7 +276,8 @@ def main():
           f"process after 2 warm-up steps; median of {args.rounds} interleaved rounds (wall clock)")
     tasks = ([] if args.no_train else ["train"]) + ([] if args.no_infer else ["infer"])
     for task in tasks:
-        sides = ["ours"] + (["ours+fused"] if task == "infer" else []) + ["torch", "torch+tunables"] \
+        sides = ["ours"] + (["ours+fused", "ours+plan"] if task == "infer" else []) \
+            + ["torch", "torch+tunables"] \
             + (["onnxruntime"] if task == "infer" else [])
         print(f"\n=== {task}")
         for model in args.models.split(","):
@@ -291,13 +302,14 @@ def main():
                 if task == "infer":
                     line += f"   batch-1 median {f['lat_median_ms']:6.2f} ms  p90 {f['lat_p90_ms']:6.2f} ms"
                 print(line)
-            fused = figures.get("ours+fused", {})
-            if task == "infer" and key in fused and key in figures[best_torch]:
-                print(f"{model:<14}ours+fused: {figures[best_torch][key] / fused[key]:.2f}x best torch images/s"
-                      + (f", {figures['onnxruntime'][key] / fused[key]:.2f}x onnxruntime images/s; latency "
-                         f"torch/ours+fused {figures[best_torch]['lat_median_ms'] / fused['lat_median_ms']:.2f}, "
-                         f"onnxruntime/ours+fused {figures['onnxruntime']['lat_median_ms'] / fused['lat_median_ms']:.2f}"
-                         if key in figures.get("onnxruntime", {}) else ""), flush=True)
+            for variant in ("ours+fused", "ours+plan"):
+                fused = figures.get(variant, {})
+                if task == "infer" and key in fused and key in figures[best_torch]:
+                    print(f"{model:<14}{variant}: {figures[best_torch][key] / fused[key]:.2f}x best torch images/s"
+                          + (f", {figures['onnxruntime'][key] / fused[key]:.2f}x onnxruntime images/s; latency "
+                             f"torch/{variant} {figures[best_torch]['lat_median_ms'] / fused['lat_median_ms']:.2f}, "
+                             f"onnxruntime/{variant} {figures['onnxruntime']['lat_median_ms'] / fused['lat_median_ms']:.2f}"
+                             if key in figures.get("onnxruntime", {}) else ""), flush=True)
             if key in ours and key in figures[best_torch]:
                 print(f"{model:<14}ratio vs {best_torch} (best torch): "
                       f"{figures[best_torch][key] / ours[key]:.2f}x images/s (>1: we are faster)"

@@ -175,3 +175,16 @@ def test_fused_model_exports_to_onnx(tmp_path):
     with an.no_grad():
         ours = fused(an.tensor(x)).numpy()
     np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-4 * max(1.0, np.abs(ours).max()))
+
+
+def test_a_two_head_model_is_fused_and_checked_on_both_outputs():
+    """TwoHead returns (logits, q_logit): each output is compared (this used
+    to fail with 'tuple' object has no attribute 'numpy')."""
+    an.manual_seed(4)
+    model = calibrated(models.TwoHead("resnet20", num_classes=10), (1, 3, 32, 32))
+    x = an.tensor(np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    fused = fuse_for_inference(model, x)
+    assert any(isinstance(m, FusedConv2d) for m in fused.modules())
+    with an.no_grad():
+        for got, expected in zip(fused(x), model(x)):
+            np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)

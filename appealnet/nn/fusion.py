@@ -159,14 +159,20 @@ def fuse_for_inference(model, example_input, rtol=1e-4, atol=1e-5):
     model.eval()
     try:
         with no_grad():
-            expected = model(example_input).numpy()
-            got = fused(example_input).numpy()
+            expected = _output_arrays(model(example_input))
+            got = _output_arrays(fused(example_input))
     finally:
         model.train(was_training)
-    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-    if expected.shape != got.shape or not np.allclose(got, expected, rtol=rtol, atol=atol * max(scale, 1.0)):
-        worst = float(np.max(np.abs(got - expected))) if expected.shape == got.shape else float("nan")
-        raise RuntimeError(f"fuse_for_inference: the fused model differs from the original by "
-                           f"up to {worst:.3g} on the example input (a convolution output used by "
-                           f"more than its batch norm?)")
+    for e, g in zip(expected, got):  # each output of a model returning a tuple
+        scale = float(np.max(np.abs(e))) if e.size else 0.0
+        if e.shape != g.shape or not np.allclose(g, e, rtol=rtol, atol=atol * max(scale, 1.0)):
+            worst = float(np.max(np.abs(g - e))) if e.shape == g.shape else float("nan")
+            raise RuntimeError(f"fuse_for_inference: the fused model differs from the original by "
+                               f"up to {worst:.3g} on the example input (a convolution output used "
+                               f"by more than its batch norm?)")
     return fused
+
+
+def _output_arrays(output):
+    outputs = output if isinstance(output, (tuple, list)) else (output,)
+    return [o.numpy() for o in outputs]

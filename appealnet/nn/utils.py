@@ -55,3 +55,4 @@ def parameters_to_vector(parameters):
 
 # Inference fusion lives in its own module; it is part of nn.utils' API.
 from .fusion import FoldedBatchNorm, FusedConv2d, fuse_for_inference  # noqa: E402,F401
+from .plan import InferencePlan, compile_for_inference  # noqa: E402,F401

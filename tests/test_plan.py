@@ -1,0 +1,206 @@
+"""appealnet.nn.utils.compile_for_inference / InferencePlan: a forward pass
+recorded as a list of C-core calls and replayed.  The replay must give the
+fused model's output bit for bit on inputs it was not recorded with, keep one
+plan per input shape, drop activations as eagerly as the model does, and
+refuse what a replay cannot reproduce: reads of activation values back into
+Python, randomness, tensors from outside the trace."""
+import gc
+
+import numpy as np
+import pytest
+
+import appealnet as an
+import appealnet.models as models
+import appealnet.nn as nn
+from appealnet.nn import functional as F
+from appealnet.nn.utils import InferencePlan, compile_for_inference, fuse_for_inference
+
+from test_fusion import calibrated
+
+
+def images(shape, seed):
+    return an.tensor(np.random.default_rng(seed).standard_normal(shape).astype(np.float32))
+
+
+def same_bits(a, b):
+    a, b = np.asarray(a.numpy()), np.asarray(b.numpy())
+    return a.shape == b.shape and np.array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v2", "shufflenet_v2", "shufflenet_v1",
+                                  "efficientnet_b0"])
+def test_zoo_plans_reproduce_the_fused_model_bit_for_bit(name):
+    an.manual_seed(0)
+    model = calibrated(models.create(name, num_classes=10), (1, 3, 32, 32))
+    example = images((1, 3, 32, 32), 0)
+    plan = compile_for_inference(model, example)
+    fused = fuse_for_inference(model, example)
+    with an.no_grad():
+        for seed in (5, 6):
+            x = images((1, 3, 32, 32), seed)  # not the inputs the plan was checked on
+            assert same_bits(plan(x), fused(x))
+        # and it is the model's function: close to the unfused original
+        x = images((1, 3, 32, 32), 7)
+        np.testing.assert_allclose(plan(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_new_batch_size_records_its_own_plan_and_old_shapes_are_evicted():
+    an.manual_seed(1)
+    model = calibrated(models.create("resnet20", num_classes=10), (1, 3, 32, 32))
+    plan = compile_for_inference(model, images((1, 3, 32, 32), 0), max_shapes=2)
+    assert plan.shapes == [(1, 3, 32, 32)]
+    with an.no_grad():
+        for n in (3, 2):
+            x = images((n, 3, 32, 32), n)
+            assert same_bits(plan(x), plan.model(x))
+    assert plan.shapes == [(3, 3, 32, 32), (2, 3, 32, 32)]  # the oldest went
+    # a batch of 3 is the same computation per image as a batch of 1
+    x = images((3, 3, 32, 32), 9)
+    np.testing.assert_allclose(plan(x).numpy()[1:2], plan(x[1:2]).numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_ops_lists_the_recorded_core_calls():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    plan = compile_for_inference(model, np.ones((2, 4), np.float32), fuse=False)
+    assert plan.ops((2, 4)) == ["linear", "relu", "linear"]
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    with an.no_grad():
+        expected = model(an.tensor(x)).numpy()
+    np.testing.assert_array_equal(plan(x).numpy(), expected)  # numpy input accepted
+
+
+def test_tuple_outputs_of_a_two_head_model_keep_their_structure():
+    an.manual_seed(2)
+    model = models.TwoHead("resnet20", num_classes=10)
+    model = calibrated(model, (1, 3, 32, 32))
+    plan = compile_for_inference(model, images((2, 3, 32, 32), 0))
+    x = images((2, 3, 32, 32), 3)
+    got = plan(x)
+    with an.no_grad():
+        expected = plan.model(x)
+    assert isinstance(got, tuple) and len(got) == 2
+    assert same_bits(got[0], expected[0]) and same_bits(got[1], expected[1])
+
+
+def test_the_plan_runs_without_autograd_and_leaves_the_model_as_it_was():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU())
+    model.train()
+    plan = compile_for_inference(model, images((1, 3, 8, 8), 0), fuse=False)
+    assert model.training and all(m.training for m in model.modules())
+    x = images((1, 3, 8, 8), 1).requires_grad_(True)
+    out = plan(x)
+    assert not out.requires_grad and out.grad_fn is None
+
+
+def test_intermediate_activations_are_released_during_the_replay():
+    """Each recorded slot is dropped after its last reader, so a replay holds
+    a few activations at a time, not all of them (which at batch 128 would be
+    gigabytes); after it only the output is left."""
+    an.manual_seed(3)
+    model = calibrated(models.create("mobilenet_v2", num_classes=10), (1, 3, 32, 32))
+    x = images((4, 3, 32, 32), 0)
+    plan = compile_for_inference(model, x)
+    shape_plan = plan._plans[(4, 3, 32, 32)]
+    live, most = {0}, 1
+    for step in shape_plan.steps:
+        out, frees = step[5], step[6]
+        live.update([out] if isinstance(out, int) else out)
+        most = max(most, len(live))
+        live.difference_update(frees)
+    assert len(shape_plan.steps) > 70 and most <= 4
+    assert live == set(shape_plan.output_slots)
+
+    gc.collect()
+    before = an._C.allocator_stats()["live_bytes"]
+    out = plan(x)
+    gc.collect()
+    assert an._C.allocator_stats()["live_bytes"] - before <= out.numel() * 4 + 4096
+
+
+class WritesInPlace(nn.Module):
+    """copy_ and fill_ return None and write into their first argument."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+
+    def forward(self, x):
+        y = self.linear(x)
+        z = an.zeros(*y.shape)
+        z.copy_(y)
+        w = an.zeros(*y.shape)
+        w.fill_(0.5)
+        return z * w
+
+
+def test_in_place_writes_are_replayed():
+    model = WritesInPlace()
+    plan = compile_for_inference(model, np.ones((2, 3), np.float32), fuse=False)
+    assert plan.ops((2, 3)) == ["linear", "zeros", "copy_", "zeros", "fill_", "mul"]
+    x = np.random.default_rng(4).standard_normal((2, 3)).astype(np.float32)
+    with an.no_grad():
+        expected = model(an.tensor(x)).numpy()
+    np.testing.assert_array_equal(plan(x).numpy(), expected)
+
+
+class ReadsBack(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 3)
+
+    def forward(self, x):
+        y = self.linear(x)
+        return y * 2.0 if float(y.sum().item()) > 0 else y
+
+
+class Noisy(nn.Module):
+    def forward(self, x):
+        return x + an.randn(*x.shape)
+
+
+class HiddenConstant(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.__dict__["offset"] = an.tensor(np.ones(3, np.float32))  # not a buffer
+
+    def forward(self, x):
+        return x + self.offset
+
+
+class ReturnsParameter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(an.tensor(np.ones(3, np.float32)))
+
+    def forward(self, x):
+        return self.weight
+
+
+@pytest.mark.parametrize("model, message", [
+    (ReadsBack(), "reads an activation back into Python"),
+    (Noisy(), "calls 'normal_'"),
+    (HiddenConstant(), "register_buffer"),
+    (ReturnsParameter(), "was not computed by an op"),
+])
+def test_what_a_replay_cannot_reproduce_is_refused(model, message):
+    with pytest.raises(RuntimeError, match=message):
+        compile_for_inference(model, np.ones((2, 3), np.float32), fuse=False)
+    # the tracing patches are gone afterwards
+    assert type(an._C.add).__name__ == "builtin_function_or_method"
+    assert an.Tensor.numpy is an._C.TensorBase.numpy
+
+
+def test_bad_arguments_raise_clear_errors():
+    model = nn.Sequential(nn.Linear(3, 2))
+    with pytest.raises(TypeError, match="appealnet.nn.Module"):
+        compile_for_inference(lambda x: x, np.ones((1, 3), np.float32))
+    with pytest.raises(ValueError, match="non-empty"):
+        compile_for_inference(model, np.ones((0, 3), np.float32))
+    with pytest.raises(TypeError, match="array of numbers"):
+        compile_for_inference(model, "not an array")
+    with pytest.raises(ValueError, match="max_shapes"):
+        InferencePlan(model, max_shapes=0)
+    plan = compile_for_inference(model, np.ones((1, 3), np.float32))
+    with pytest.raises(ValueError, match="cannot be multiplied"):  # the model's own error
+        plan(np.ones((1, 5), np.float32))
+    assert plan.shapes == [(1, 3)]
