@@ -244,6 +244,15 @@ an_tensor *an_batch_norm_act(an_tensor *x, an_tensor *running_mean, an_tensor *r
 an_tensor *an_conv2d_act(an_tensor *x, an_tensor *weight, an_tensor *bias,
                          const int64_t stride[2], const int64_t padding[2],
                          const int64_t dilation[2], int64_t groups, an_activation act);
+/* act(conv2d(x) + bias + residual), residual of the output's shape (NULL:
+   none), in one call: a convolution and the residual join after it (the
+   last 1x1 of an inverted residual block, a ResNet block's second conv with
+   the ReLU after the join).  The same bits as an_conv2d followed by an_add
+   (or an_add_relu); inference only like an_conv2d_act. */
+an_tensor *an_conv2d_fused(an_tensor *x, an_tensor *weight, an_tensor *bias,
+                           const int64_t stride[2], const int64_t padding[2],
+                           const int64_t dilation[2], int64_t groups, an_tensor *residual,
+                           an_activation act);
 an_tensor *an_max_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],
                          const int64_t padding[2], const int64_t dilation[2], int ceil_mode);
 an_tensor *an_avg_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],

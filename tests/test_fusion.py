@@ -117,6 +117,58 @@ def test_fused_activation_is_bit_identical_on_every_conv_path(case, activation):
         assert (got == 0).any() and (activation == "relu" or (got == 6).any())
 
 
+RESIDUAL_PATHS = ACTIVATION_PATHS + [
+    # one image per GEMM: the residual is added in the micro-kernel's
+    # registers (full 14x32 / 8x32 tiles and fringes) or the narrow kernel's
+    ("pointwise in place, batch 1 (micro-kernel epilogue)", (1, 24, 32, 32), (144, 24, 1, 1), 1, 0, 1),
+    ("pointwise in place, batch 1, 8x8 (narrow kernel)", (1, 40, 8, 8), (60, 40, 1, 1), 1, 0, 1),
+    ("pointwise in place, K past one block", (1, 600, 16, 16), (20, 600, 1, 1), 1, 0, 1),
+]
+
+
+@pytest.mark.parametrize("case", RESIDUAL_PATHS, ids=[c[0] for c in RESIDUAL_PATHS])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6"])
+def test_fused_residual_is_bit_identical_to_conv_then_add(case, activation):
+    """conv2d(..., activation, residual) == act(conv2d(...) + residual), bit
+    for bit, on every path (the 1x1 in-place path adds it in the GEMM's
+    epilogue, the others in a pass after), on 1 and 2 threads."""
+    _, xs, ws, stride, padding, groups = case
+    rng = np.random.default_rng(3)
+    x = an.tensor((rng.standard_normal(xs) * 3).astype(np.float32))
+    w = an.tensor(rng.standard_normal(ws).astype(np.float32))
+    bias = an.tensor(rng.standard_normal(ws[0]).astype(np.float32))
+    args = ((stride, stride), (padding, padding), (1, 1), groups)
+    plain = an._C.conv2d(x, w, bias, *args, None)
+    residual = an.tensor((rng.standard_normal(plain.shape) * 3).astype(np.float32))
+    residual.numpy()[0, 0, 0, :2] = [np.nan, -np.inf]
+    joined = an._C.add(plain, residual)
+    expected = {None: joined, "relu": F.relu(joined), "relu6": F.relu6(joined)}[activation].numpy()
+    threads = an.get_num_threads()
+    try:
+        for n in (1, 2):
+            an.set_num_threads(n)
+            got = an._C.conv2d(x, w, bias, *args, activation, residual).numpy()
+            np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    finally:
+        an.set_num_threads(threads)
+    # a non-contiguous residual (a transposed view) gives the same
+    flipped = an.tensor(np.ascontiguousarray(residual.numpy().transpose(0, 1, 3, 2)))
+    got = an._C.conv2d(x, w, bias, *args, activation, flipped.transpose(2, 3)).numpy()
+    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_fused_residual_refuses_wrong_shapes_types_and_training():
+    x = an.tensor(np.ones((1, 2, 5, 5), dtype=np.float32))
+    w = an.tensor(np.ones((3, 2, 3, 3), dtype=np.float32))
+    args = ((1, 1), (1, 1), (1, 1), 1)
+    with pytest.raises(ValueError, match=r"residual must have the output's shape \[1, 3, 5, 5\], got \[1, 3, 5, 4\]"):
+        an._C.conv2d(x, w, None, *args, None, an.zeros(1, 3, 5, 4))
+    with pytest.raises(TypeError, match="residual"):
+        an._C.conv2d(x, w, None, *args, None, np.ones((1, 3, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="inference only"):
+        an._C.conv2d(x, w, None, *args, None, an.zeros(1, 3, 5, 5).requires_grad_(True))
+
+
 def test_fused_activation_refuses_training_and_unknown_names():
     x = an.tensor(np.ones((1, 2, 5, 5), dtype=np.float32), requires_grad=True)
     w = an.tensor(np.ones((3, 2, 3, 3), dtype=np.float32))

@@ -11,6 +11,12 @@ model (checked when it is built) in less time::
     plan = compile_for_inference(model, example_input)   # folds BN, records
     logits = plan(x)                                     # x of any batch size
 
+With ``fuse`` (the default) the recorded list is also simplified: a
+convolution whose output only feeds a residual join (``out + shortcut`` in
+MobileNetV2's blocks, ``F.add_relu(out, shortcut)`` in the ResNets) becomes
+one ``conv2d`` call that adds the shortcut, and applies the join's ReLU, as
+it writes its output: the same float operations in the same order.
+
 What is recorded is what one forward pass did on an input of one shape: the
 sequence of ops of the C core (``appealnet._C``) and their arguments.  Sizes
 computed in Python from the input's shape (a ``view(n, -1)``) are frozen into
@@ -48,6 +54,7 @@ class _Recorder:
         # tensor's id may be reused, so its entry goes with it (holding every
         # activation alive instead would double the recording's peak memory)
         self.slot_of = {id(example): 0}
+        self.shapes = {0: tuple(example.shape)}
         self.slots = 1
         self.steps = []  # (op name, function, template, fills, kwargs, output slots)
         self.error = None
@@ -103,6 +110,7 @@ class _Recorder:
             if not isinstance(o, _C.TensorBase):
                 return
             self.slot_of[id(o)] = self.slots
+            self.shapes[self.slots] = tuple(o.shape)
             weakref.finalize(o, self.forget, id(o), self.slots)
             out_slots.append(self.slots)
             self.slots += 1
@@ -112,6 +120,42 @@ class _Recorder:
         single = out is not None and not isinstance(out, (tuple, list))
         self.steps.append((name, function, template, fills, kwargs,
                            out_slots[0] if single else tuple(out_slots), type(out)))
+
+
+def _fuse_residual_joins(steps, shapes, output_slots):
+    """Each conv2d (no activation) whose output only feeds an add or add_relu
+    of a tensor of its shape becomes one conv2d with that tensor as its
+    residual, run where the join ran: the same float operations in the same
+    order (conv + bias, + residual, relu), without writing and re-reading the
+    convolution's output or a call for the join."""
+    readers = collections.Counter(slot for step in steps for slot in _slots_read(step[3]))
+    producer = {}
+    fused, dropped = {}, set()
+    for index, (name, function, template, fills, kwargs, out, out_type) in enumerate(steps):
+        if (name == "conv2d" and not kwargs and len(template) in (7, 8)
+                and all(position < 3 for position, _ in fills)
+                and (len(template) == 7 or template[7] is None)):
+            producer[out] = index
+            continue
+        if name not in ("add", "add_relu") or kwargs or len(template) != 2 or len(fills) != 2:
+            continue
+        if not all(spec[0] == "slot" for _, spec in fills):
+            continue
+        a, b = fills[0][1][1], fills[1][1][1]
+        for conv_out, other in ((a, b), (b, a)):
+            conv_index = producer.get(conv_out)
+            if (conv_index is None or conv_out == other or conv_index in dropped
+                    or readers[conv_out] != 1 or conv_out in output_slots
+                    or shapes.get(conv_out) != shapes.get(other)
+                    or any(steps[k][5] == () for k in range(conv_index + 1, index))):
+                continue  # an in-place op in between could change the conv's inputs
+            _, conv_fn, conv_template, conv_fills, _, _, _ = steps[conv_index]
+            new_template = list(conv_template[:7]) + ["relu" if name == "add_relu" else None, None]
+            new_fills = list(conv_fills) + [(8, ("slot", other))]
+            fused[index] = ("conv2d", conv_fn, new_template, new_fills, {}, out, out_type)
+            dropped.add(conv_index)
+            break
+    return [fused.get(i, step) for i, step in enumerate(steps) if i not in dropped]
 
 
 def _resolve(spec, slots):
@@ -138,7 +182,7 @@ def _same_bits(a, b):
 class _ShapePlan:
     """The steps recorded for one input shape."""
 
-    def __init__(self, recorder, output):
+    def __init__(self, recorder, output, fuse_joins):
         outputs = output if isinstance(output, (tuple, list)) else (output,)
         if not outputs or not all(isinstance(o, _C.TensorBase) for o in outputs):
             raise TypeError("compile_for_inference: the model must return a Tensor or a tuple "
@@ -150,10 +194,13 @@ class _ShapePlan:
         self.output_type = type(output) if isinstance(output, (tuple, list)) else None
         self.output_slots = [recorder.slot_of[id(o)] for o in outputs]
         self.slots = recorder.slots
+        steps = recorder.steps
+        if fuse_joins:
+            steps = _fuse_residual_joins(steps, recorder.shapes, set(self.output_slots))
         # each slot is dropped after the last step that reads it, so a
         # replay holds no more activations than the eager forward pass
         last_read = {}
-        for index, step in enumerate(recorder.steps):
+        for index, step in enumerate(steps):
             for slot in _slots_read(step[3]):
                 last_read[slot] = index
         keep = set(self.output_slots)
@@ -162,12 +209,12 @@ class _ShapePlan:
             if slot not in keep:
                 frees[index].append(slot)
         self.steps = []
-        for index, (name, function, template, fills, kwargs, out, _) in enumerate(recorder.steps):
+        for index, (name, function, template, fills, kwargs, out, _) in enumerate(steps):
             flat = all(spec[0] == "slot" for _, spec in fills)
             flat_fills = tuple((i, spec[1]) for i, spec in fills) if flat else None
             self.steps.append((function, tuple(template), flat_fills, tuple(fills), kwargs, out,
                                tuple(frees.get(index, ()))))
-        self.op_names = [step[0] for step in recorder.steps]
+        self.op_names = [step[0] for step in steps]
 
     def run(self, x):
         slots = [None] * self.slots
@@ -203,7 +250,7 @@ def _as_input(x, what):
     return tensor(array)
 
 
-def _record(model, example):
+def _record(model, example, fuse_joins):
     """(_ShapePlan, eager output) from one traced forward pass of ``model``."""
     recorder = _Recorder(model, example)
     read_back = {}
@@ -234,7 +281,7 @@ def _record(model, example):
                 delattr(Tensor, method_name)
     if recorder.error is not None:
         raise RuntimeError(f"compile_for_inference: {recorder.error}")
-    return _ShapePlan(recorder, output), output
+    return _ShapePlan(recorder, output, fuse_joins), output
 
 
 class InferencePlan:
@@ -244,9 +291,10 @@ class InferencePlan:
 
     ``model`` is the eval-mode module the plan records from (after
     ``compile_for_inference``, the copy with batch norms folded);
+    ``fuse_joins`` folds residual joins into the convolution before them;
     ``shapes`` lists the input shapes recorded so far."""
 
-    def __init__(self, model, max_shapes=8):
+    def __init__(self, model, max_shapes=8, fuse_joins=True):
         if not isinstance(model, Module):
             raise TypeError(f"InferencePlan: expected an appealnet.nn.Module, got "
                             f"{type(model).__name__}")
@@ -254,6 +302,7 @@ class InferencePlan:
             raise ValueError(f"InferencePlan: max_shapes must be a positive int, got {max_shapes!r}")
         self.model = model
         self.max_shapes = max_shapes
+        self.fuse_joins = bool(fuse_joins)
         self._plans = collections.OrderedDict()
 
     @property
@@ -274,7 +323,7 @@ class InferencePlan:
         modes = [(module, module.training) for module in self.model.modules()]
         try:
             self.model.eval()
-            plan, expected = _record(self.model, example)
+            plan, expected = _record(self.model, example, self.fuse_joins)
             self._verify(plan, example, expected)
             # a second input: an op that escaped the trace would keep the
             # first input's values and differ here
@@ -317,7 +366,8 @@ def compile_for_inference(model, example_input, fuse=True, max_shapes=8):
 
     With ``fuse`` (the default) batch norms are first folded into their
     convolutions by :func:`fuse_for_inference` (on a copy: ``model`` is not
-    changed); the plan then reproduces that fused model bit for bit.  The
+    changed) and residual joins into the convolutions before them; the plan
+    then reproduces that fused model bit for bit.  The
     plan for ``example_input``'s shape is recorded and checked now; other
     shapes are recorded on first use (at most ``max_shapes`` are kept)."""
     if not isinstance(model, Module):
@@ -330,6 +380,6 @@ def compile_for_inference(model, example_input, fuse=True, max_shapes=8):
     if fuse:
         from .fusion import fuse_for_inference
         model = fuse_for_inference(model, example)
-    plan = InferencePlan(model, max_shapes=max_shapes)
+    plan = InferencePlan(model, max_shapes=max_shapes, fuse_joins=fuse)
     plan._plan_for(tuple(example.shape), example)
     return plan

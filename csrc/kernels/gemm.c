@@ -361,32 +361,42 @@ typedef struct gemm_problem {
     float *packed_a;          /* one MC x KC block per thread */
     int64_t packed_a_stride;  /* floats between two threads' A blocks */
     const float *row_bias;    /* epilogue: C[i, :] += row_bias[i] (NULL: none) */
+    const float *residual;    /* then C[i, j] += residual[i * ldr + j] (NULL: none) */
+    int64_t ldr;
     int act;                  /* then AN_GEMM_ACT_RELU / _RELU6 (0: none) */
 } gemm_problem;
 
-#define BIAS_ACT_NAME bias_act_rows_generic
+#define EPILOGUE_NAME epilogue_rows_generic
 #include "kernels/bias_act_impl.h"
-#undef BIAS_ACT_NAME
+#undef EPILOGUE_NAME
+
+void an_epilogue_rows(float *c, int64_t rows, int64_t cols, int64_t ldc, const float *row_bias,
+                      const float *residual, int64_t ldr, int act)
+{
+    if (!row_bias && !residual && act == AN_GEMM_ACT_NONE) return;
+#if defined(__x86_64__) || defined(_M_X64)
+    switch (an_cpu_info_get()->isa) {
+    case AN_ISA_AVX512: an_epilogue_rows_avx512(c, rows, cols, ldc, row_bias, residual, ldr, act); return;
+    case AN_ISA_AVX2: an_epilogue_rows_avx2(c, rows, cols, ldc, row_bias, residual, ldr, act); return;
+    default: break;
+    }
+#endif
+    epilogue_rows_generic(c, rows, cols, ldc, row_bias, residual, ldr, act);
+}
 
 void an_bias_act_rows(float *c, int64_t rows, int64_t cols, int64_t ldc, const float *row_bias,
                       int act)
 {
-    if (!row_bias && act == AN_GEMM_ACT_NONE) return;
-#if defined(__x86_64__) || defined(_M_X64)
-    switch (an_cpu_info_get()->isa) {
-    case AN_ISA_AVX512: an_bias_act_rows_avx512(c, rows, cols, ldc, row_bias, act); return;
-    case AN_ISA_AVX2: an_bias_act_rows_avx2(c, rows, cols, ldc, row_bias, act); return;
-    default: break;
-    }
-#endif
-    bias_act_rows_generic(c, rows, cols, ldc, row_bias, act);
+    an_epilogue_rows(c, rows, cols, ldc, row_bias, NULL, 0, act);
 }
 
 /* The epilogue on a tile just written by its last K block, while it is in
  * cache. */
-static void tile_epilogue(const gemm_problem *p, float *c, int64_t row0, int64_t rows, int64_t cols)
+static void tile_epilogue(const gemm_problem *p, float *c, int64_t row0, int64_t col0,
+                          int64_t rows, int64_t cols)
 {
-    an_bias_act_rows(c, rows, cols, p->ldc, p->row_bias ? p->row_bias + row0 : NULL, p->act);
+    an_epilogue_rows(c, rows, cols, p->ldc, p->row_bias ? p->row_bias + row0 : NULL,
+                     p->residual ? p->residual + row0 * p->ldr + col0 : NULL, p->ldr, p->act);
 }
 
 /* Splits `count` items into `parts` near-equal contiguous ranges. */
@@ -452,16 +462,20 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
              * (nothing to pack when the micro-kernel reads B in place). */
             int64_t pack0 = 0, pack1 = 0;
             if (!p->b_offsets) split_range(n_panels, team, thread, &pack0, &pack1);
-            /* split over N alone, a thread reads only the panels it packed */
+            /* split over N alone, a thread reads only the panels it packed
+             * and needs no barrier; panel jp then has a slot of its own
+             * (KC x NR, whatever this block's kc), so a thread a block ahead
+             * writing its panels of the other buffer cannot reach those a
+             * slower thread still reads */
             const int shared_b = threads_m > 1;
             for (int64_t jp = pack0; jp < pack1; ++jp) {
                 const int64_t j = jc + jp * nr;
                 const int64_t cols = p->N - j < nr ? p->N - j : nr;
                 if (p->pack_b)
-                    p->pack_b(p->pack_b_source, pc, kc, j, cols, nr, packed_b + jp * kc * nr);
+                    p->pack_b(p->pack_b_source, pc, kc, j, cols, nr, packed_b + jp * KC * nr);
                 else
                     pack_panel(p->B + pc * p->b_row + j * p->b_col, p->b_col, p->b_row, cols, kc,
-                               nr, packed_b + jp * kc * nr);
+                               nr, packed_b + jp * KC * nr);
             }
 #ifdef _OPENMP
             if (team > 1 && shared_b && !p->b_offsets) {
@@ -480,18 +494,20 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                 for (int64_t jp = panel0; jp < panel1; ++jp) {
                     const int64_t j = jc + jp * nr;
                     const int64_t cols = p->N - j < nr ? p->N - j : nr;
-                    const float *b_panel = packed_b + jp * kc * nr;
+                    const float *b_panel = packed_b + jp * KC * nr;
                     for (int64_t ip = 0; ip < m_panels; ++ip) {
                         const int64_t i = ic + ip * mr;
                         const int64_t rows = p->M - i < mr ? p->M - i : mr;
                         const float *a_panel = packed_a + ip * kc * mr;
                         float *c = p->C + i * p->ldc + j;
-                        const int epilogue = (p->row_bias || p->act) && pc + kc >= p->K;
+                        const int epilogue = (p->row_bias || p->residual || p->act) && pc + kc >= p->K;
                         if (epilogue && rows == mr && cols == nr && uk->compute_epilogue &&
                             p->alpha == 1.0f) {
                             uk->compute_epilogue(kc, a_panel, p->b_offsets ? p->B + j : b_panel,
                                                  p->b_offsets ? p->b_offsets + pc : NULL, c, p->ldc,
-                                                 beta, p->row_bias ? p->row_bias + i : NULL, p->act);
+                                                 beta, p->row_bias ? p->row_bias + i : NULL,
+                                                 p->residual ? p->residual + i * p->ldr + j : NULL,
+                                                 p->ldr, p->act);
                             continue;
                         }
                         if (p->b_offsets) {
@@ -510,7 +526,7 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                             store_fringe_tile(tile, nr, rows, cols, c, p->ldc, p->alpha, beta);
                         }
                         if (epilogue)
-                            tile_epilogue(p, c, i, rows, cols);
+                            tile_epilogue(p, c, i, j, rows, cols);
                     }
                 }
             }
@@ -743,7 +759,8 @@ static void gemm_narrow(const gemm_problem *p)
         if (row0 < row1) {
             an_gemm_narrow_avx512(row1 - row0, p->N, p->K, KC, p->A + row0 * p->a_row, p->a_row,
                                   p->B, p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc,
-                                  p->row_bias ? p->row_bias + row0 : NULL, p->act);
+                                  p->row_bias ? p->row_bias + row0 : NULL,
+                                  p->residual ? p->residual + row0 * p->ldr : NULL, p->ldr, p->act);
         }
     }
 }
@@ -834,9 +851,9 @@ int an_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
     return gemm_run(&p);
 }
 
-int an_gemm_f32_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+int an_gemm_f32_epilogue(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                          const float *B, int64_t ldb, float *C, int64_t ldc,
-                         const float *row_bias, int act)
+                         const float *row_bias, const float *residual, int64_t ldr, int act)
 {
     if (M <= 0 || N <= 0) return 0;
     gemm_problem p;
@@ -845,13 +862,22 @@ int an_gemm_f32_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int64_
     p.b_row = ldb;
     p.b_col = 1;
     p.row_bias = row_bias;
+    p.residual = residual;
+    p.ldr = ldr;
     p.act = act;
     if (K <= 0 || M == 1 || N == 1) { /* no tiles to finish: a plain product, then a pass */
         if (an_gemm_f32(0, 0, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc) != 0) return -1;
-        tile_epilogue(&p, C, 0, M, N);
+        tile_epilogue(&p, C, 0, 0, M, N);
         return 0;
     }
     return gemm_run(&p);
+}
+
+int an_gemm_f32_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float *C, int64_t ldc,
+                         const float *row_bias, int act)
+{
+    return an_gemm_f32_epilogue(M, N, K, A, lda, B, ldb, C, ldc, row_bias, NULL, 0, act);
 }
 
 int an_gemm_f32_pack_b(int trans_a, int64_t M, int64_t N, int64_t K, float alpha,

@@ -67,10 +67,20 @@ int an_gemm_f32_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int64_
                          const float *B, int64_t ldb, float *C, int64_t ldc,
                          const float *row_bias, int act);
 
-/* The epilogue alone: c[i, j] = act(c[i, j] + row_bias[i]) over rows x cols
-   (row stride ldc; row_bias NULL: no bias), NaN passing through as in relu.
-   The one place these float operations are written: the convolutions'
-   output passes use it too, so every path gives the same bits. */
+/* The same with a residual added after the bias and before the activation:
+   C = act(A @ B + row_bias[i] + residual[i * ldr + j]) (residual NULL:
+   none), as a convolution followed by a residual join computes it. */
+int an_gemm_f32_epilogue(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                         const float *B, int64_t ldb, float *C, int64_t ldc,
+                         const float *row_bias, const float *residual, int64_t ldr, int act);
+
+/* The epilogue alone: c[i, j] = act((c[i, j] + row_bias[i]) + residual[i *
+   ldr + j]) over rows x cols (row stride ldc; row_bias / residual NULL:
+   none), NaN passing through as in relu.  The one place these float
+   operations are written: the convolutions' output passes use it too, so
+   every path gives the same bits.  an_bias_act_rows has no residual. */
+void an_epilogue_rows(float *c, int64_t rows, int64_t cols, int64_t ldc, const float *row_bias,
+                      const float *residual, int64_t ldr, int act);
 void an_bias_act_rows(float *c, int64_t rows, int64_t cols, int64_t ldc, const float *row_bias,
                       int act);
 
@@ -108,14 +118,16 @@ typedef void (*an_gemm_ukernel_rows_fn)(int64_t kc, const float *packed_a, const
                                         const int64_t *b_offsets, float *c, int64_t ldc,
                                         float alpha, float beta);
 
-/* compute / compute_rows followed by C[i, :] += row_bias[i] (row_bias NULL:
-   none) and the activation act (AN_GEMM_ACT_*), applied in registers before
-   the store: the same bits as an_bias_act_rows on the stored tile, without
-   reading the tile back (that second pass cost as much as the product itself
-   on a 1x1 layer with K = 24).  alpha is 1. */
+/* compute / compute_rows followed by C[i, :] += row_bias[i], C[i, j] +=
+   residual[i * ldr + j] (either NULL: none) and the activation act
+   (AN_GEMM_ACT_*), applied in registers before the store: the same bits as
+   an_epilogue_rows on the stored tile, without reading the tile back (that
+   second pass cost as much as the product itself on a 1x1 layer with K =
+   24).  alpha is 1. */
 typedef void (*an_gemm_ukernel_epilogue_fn)(int64_t kc, const float *packed_a, const float *b,
                                             const int64_t *b_offsets, float *c, int64_t ldc,
-                                            float beta, const float *row_bias, int act);
+                                            float beta, const float *row_bias,
+                                            const float *residual, int64_t ldr, int act);
 
 typedef struct an_gemm_ukernel {
     const char *name;
@@ -142,11 +154,12 @@ extern const an_gemm_ukernel an_gemm_ukernel_avx512_8x32; /* chosen per call by 
  * and read in place (no packing), the K sum taken in blocks of KC exactly as
  * the blocked driver takes it: bit-identical to it.  For narrow products
  * (N up to a few tens of columns), where packing A costs more than the
- * product.  row_bias (NULL: none) and act are applied as the last K block is
- * stored, as an_bias_act_rows would.  AVX-512 only; the driver calls it. */
+ * product.  row_bias, residual (NULL: none) and act are applied as the last K block is
+ * stored, as an_epilogue_rows would.  AVX-512 only; the driver calls it. */
 void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
                            int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                           int64_t ldc, const float *row_bias, int act);
+                           int64_t ldc, const float *row_bias, const float *residual,
+                           int64_t ldr, int act);
 #endif
 
 #ifdef __cplusplus

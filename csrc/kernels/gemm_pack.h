@@ -14,11 +14,11 @@ void an_pack_transpose_rows_avx512(const float *const *rows, int64_t count, int6
                                    float *panel);
 void an_pack_transpose_avx2(const float *src, int64_t row_stride, int64_t rows, int64_t kc,
                             int width, float *panel);
-/* an_bias_act_rows built for each ISA (bias_act_impl.h). */
-void an_bias_act_rows_avx512(float *c, int64_t rows, int64_t cols, int64_t ldc,
-                             const float *row_bias, int act);
-void an_bias_act_rows_avx2(float *c, int64_t rows, int64_t cols, int64_t ldc,
-                           const float *row_bias, int act);
+/* an_epilogue_rows built for each ISA (bias_act_impl.h). */
+void an_epilogue_rows_avx512(float *c, int64_t rows, int64_t cols, int64_t ldc,
+                             const float *row_bias, const float *residual, int64_t ldr, int act);
+void an_epilogue_rows_avx2(float *c, int64_t rows, int64_t cols, int64_t ldc,
+                           const float *row_bias, const float *residual, int64_t ldr, int act);
 #endif
 
 /* The transpose above through the widest SIMD packer the CPU and the shape

@@ -146,20 +146,20 @@ AN_TARGET_AVX2 void an_pack_transpose_avx2(const float *src, int64_t row_stride,
     }
 }
 
-/* an_bias_act_rows for each ISA: the portable loops of bias_act_impl.h,
+/* an_epilogue_rows for each ISA: the portable loops of bias_act_impl.h,
  * vectorised by the compiler for the target. */
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,fma")
-#define BIAS_ACT_NAME an_bias_act_rows_avx512
+#define EPILOGUE_NAME an_epilogue_rows_avx512
 #include "kernels/bias_act_impl.h"
-#undef BIAS_ACT_NAME
+#undef EPILOGUE_NAME
 #pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
-#define BIAS_ACT_NAME an_bias_act_rows_avx2
+#define EPILOGUE_NAME an_epilogue_rows_avx2
 #include "kernels/bias_act_impl.h"
-#undef BIAS_ACT_NAME
+#undef EPILOGUE_NAME
 #pragma GCC pop_options
 
 #endif

@@ -18,7 +18,8 @@
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
 gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const float *packed_b,
                          const int64_t *b_offsets, float *c, int64_t ldc, float alpha, float beta,
-                         const int epilogue, const float *row_bias, int act)
+                         const int epilogue, const float *row_bias, const float *residual,
+                         int64_t ldr, int act)
 {
     __m512 acc[14][2];
 #pragma GCC unroll 16
@@ -66,6 +67,7 @@ gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const 
                                            _mm512_mul_ps(_mm512_set1_ps(beta),
                                                          _mm512_loadu_ps(row + 16 * h)));
                 if (row_bias) v[h] = _mm512_add_ps(v[h], _mm512_set1_ps(row_bias[i]));
+                if (residual) v[h] = _mm512_add_ps(v[h], _mm512_loadu_ps(residual + i * ldr + 16 * h));
                 /* x <= 0 -> 0 and x >= 6 -> 6 as compares, so NaN passes
                  * and -0 becomes +0, as in an_bias_act_rows */
                 if (act != AN_GEMM_ACT_NONE)
@@ -101,7 +103,7 @@ AN_TARGET_AVX512
 static void gemm_ukernel_avx512_14x32(int64_t kc, const float *packed_a, const float *packed_b,
                                       float *c, int64_t ldc, float alpha, float beta)
 {
-    gemm_ukernel_avx512_body(14, kc, packed_a, packed_b, NULL, c, ldc, alpha, beta, 0, NULL, 0);
+    gemm_ukernel_avx512_body(14, kc, packed_a, packed_b, NULL, c, ldc, alpha, beta, 0, NULL, NULL, 0, 0);
 }
 
 /* 8 x 32: 16 accumulators.  Fewer FMAs per broadcast than 14 x 32, but no
@@ -111,7 +113,7 @@ AN_TARGET_AVX512
 static void gemm_ukernel_avx512_8x32(int64_t kc, const float *packed_a, const float *packed_b,
                                      float *c, int64_t ldc, float alpha, float beta)
 {
-    gemm_ukernel_avx512_body(8, kc, packed_a, packed_b, NULL, c, ldc, alpha, beta, 0, NULL, 0);
+    gemm_ukernel_avx512_body(8, kc, packed_a, packed_b, NULL, c, ldc, alpha, beta, 0, NULL, NULL, 0, 0);
 }
 
 AN_TARGET_AVX512
@@ -119,7 +121,7 @@ static void gemm_ukernel_avx512_14x32_rows(int64_t kc, const float *packed_a, co
                                            const int64_t *b_offsets, float *c, int64_t ldc,
                                            float alpha, float beta)
 {
-    gemm_ukernel_avx512_body(14, kc, packed_a, b, b_offsets, c, ldc, alpha, beta, 0, NULL, 0);
+    gemm_ukernel_avx512_body(14, kc, packed_a, b, b_offsets, c, ldc, alpha, beta, 0, NULL, NULL, 0, 0);
 }
 
 AN_TARGET_AVX512
@@ -127,20 +129,21 @@ static void gemm_ukernel_avx512_8x32_rows(int64_t kc, const float *packed_a, con
                                           const int64_t *b_offsets, float *c, int64_t ldc,
                                           float alpha, float beta)
 {
-    gemm_ukernel_avx512_body(8, kc, packed_a, b, b_offsets, c, ldc, alpha, beta, 0, NULL, 0);
+    gemm_ukernel_avx512_body(8, kc, packed_a, b, b_offsets, c, ldc, alpha, beta, 0, NULL, NULL, 0, 0);
 }
 
 #define AN_AVX512_EPILOGUE(MR)                                                                   \
     AN_TARGET_AVX512 static void gemm_ukernel_avx512_##MR##x32_epilogue(                          \
         int64_t kc, const float *packed_a, const float *b, const int64_t *b_offsets, float *c,   \
-        int64_t ldc, float beta, const float *row_bias, int act)                                 \
+        int64_t ldc, float beta, const float *row_bias, const float *residual, int64_t ldr,      \
+        int act)                                                                                 \
     {                                                                                            \
         if (b_offsets)                                                                           \
             gemm_ukernel_avx512_body(MR, kc, packed_a, b, b_offsets, c, ldc, 1.0f, beta, 1,      \
-                                     row_bias, act);                                             \
+                                     row_bias, residual, ldr, act);                              \
         else                                                                                     \
             gemm_ukernel_avx512_body(MR, kc, packed_a, b, NULL, c, ldc, 1.0f, beta, 1, row_bias, \
-                                     act);                                                       \
+                                     residual, ldr, act);                                        \
     }
 AN_AVX512_EPILOGUE(14)
 AN_AVX512_EPILOGUE(8)
@@ -159,7 +162,7 @@ AN_AVX512_EPILOGUE(8)
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
 narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float *A, int64_t lda,
                  const float *B, int64_t ldb, int n, float beta, float *C, int64_t ldc,
-                 const float *row_bias, int act)
+                 const float *row_bias, const float *residual, int64_t ldr, int act)
 {
     const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
     const __mmask16 mask0 = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
@@ -187,7 +190,7 @@ narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float 
             b += ldb;
         }
         const float block_beta = pc == 0 ? beta : 1.0f;
-        if (pc + kc >= K && (row_bias || act != AN_GEMM_ACT_NONE)) {
+        if (pc + kc >= K && (row_bias || residual || act != AN_GEMM_ACT_NONE)) {
             /* last block: bias and activation in registers, the operations
              * of an_bias_act_rows in its order */
 #pragma GCC unroll 16
@@ -200,6 +203,8 @@ narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float 
                         v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(block_beta),
                                                            _mm512_maskz_loadu_ps(mask, row + 16 * h)));
                     if (row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(row_bias[i]));
+                    if (residual)
+                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, residual + i * ldr + 16 * h));
                     if (act != AN_GEMM_ACT_NONE)
                         v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ), zero);
                     if (act == AN_GEMM_ACT_RELU6)
@@ -233,9 +238,12 @@ narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float 
     AN_TARGET_AVX512 static void narrow_rows_##MR##_##NV(int64_t K, int64_t KC, const float *A,  \
                                                          int64_t lda, const float *B, int64_t ldb, \
                                                          int n, float beta, float *C, int64_t ldc, \
-                                                         const float *row_bias, int act)         \
+                                                         const float *row_bias,                  \
+                                                         const float *residual, int64_t ldr,     \
+                                                         int act)                                \
     {                                                                                            \
-        narrow_rows_body(MR, NV, K, KC, A, lda, B, ldb, n, beta, C, ldc, row_bias, act);         \
+        narrow_rows_body(MR, NV, K, KC, A, lda, B, ldb, n, beta, C, ldc, row_bias, residual, ldr, \
+                         act);                                                                   \
     }
 AN_NARROW_ROWS(14, 1)
 AN_NARROW_ROWS(14, 2)
@@ -249,11 +257,13 @@ AN_NARROW_ROWS(1, 1)
 AN_NARROW_ROWS(1, 2)
 
 typedef void (*narrow_rows_fn)(int64_t, int64_t, const float *, int64_t, const float *, int64_t,
-                               int, float, float *, int64_t, const float *, int);
+                               int, float, float *, int64_t, const float *, const float *,
+                               int64_t, int);
 
 void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
                            int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                           int64_t ldc, const float *row_bias, int act)
+                           int64_t ldc, const float *row_bias, const float *residual,
+                           int64_t ldr, int act)
 {
     static const int heights[] = {14, 8, 4, 2, 1};
     static const narrow_rows_fn by_height[][2] = {
@@ -269,7 +279,8 @@ void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const
             for (int64_t j = 0; j < N; j += 32) {
                 const int n = N - j < 32 ? (int)(N - j) : 32;
                 by_height[h][n > 16](K, KC, A + i * lda, lda, B + j, ldb, n, beta, C + i * ldc + j,
-                                     ldc, row_bias ? row_bias + i : NULL, act);
+                                     ldc, row_bias ? row_bias + i : NULL,
+                                     residual ? residual + i * ldr + j : NULL, ldr, act);
             }
         }
     }

@@ -39,6 +39,10 @@ typedef struct {
        it (the implicit band copy, the multi-image exchange), or in a pass
        over each unit's output right after its GEMM while it is in cache */
     an_activation act;
+    /* inference only: y[n, co, :, :] += residual (same layout as y) after the
+       bias and before act; set only where the path adds it as it writes y
+       (the in-place 1x1 GEMM), the others get a pass afterwards */
+    const float *residual;
 } conv_geometry;
 
 /* The GEMM's activation code for an_activation. */
@@ -585,9 +589,13 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
                 /* bias and activation applied to each tile as the GEMM
                    finishes it (at batch 1 the pass over y cost a third of a
                    1x1 layer with K = 16-32) */
-                if (an_gemm_f32_bias_act(og, cols, ckk, wg, ckk,
+                const float *res = g->residual
+                                       ? g->residual + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW
+                                       : NULL;
+                if (an_gemm_f32_epilogue(og, cols, ckk, wg, ckk,
                                          x + (n0 * g->C + grp * cg) * OHW + oh0 * g->OW, OHW, yb,
-                                         OHW, bias ? bias + grp * og : NULL, gemm_act(g->act)) != 0)
+                                         OHW, bias ? bias + grp * og : NULL, res, OHW,
+                                         gemm_act(g->act)) != 0)
                     st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
                 continue;
             }
@@ -1230,6 +1238,7 @@ static void geometry_from_node(const an_node *node, const an_tensor *x, const an
     g->N = x->shape[0], g->C = x->shape[1], g->H = x->shape[2], g->W = x->shape[3];
     g->Cout = w->shape[0], g->kh = w->shape[2], g->kw = w->shape[3];
     g->act = AN_ACTIVATION_NONE;
+    g->residual = NULL;
     g->sh = node->ints[0], g->sw = node->ints[1];
     g->ph = node->ints[2], g->pw = node->ints[3];
     g->dh = node->ints[4], g->dw = node->ints[5];
@@ -1287,8 +1296,10 @@ static an_status conv2d_check(const an_tensor *x, const an_tensor *w, const an_t
         return an_set_error(AN_ERR_VALUE,
                             "conv2d: expected weight of shape [C_out, C_in/groups, kh, kw], got %s",
                             an_shape_str(w->ndim, w->shape, sw, sizeof sw));
-    an_shape_str(x->ndim, x->shape, sx, sizeof sx);
-    an_shape_str(w->ndim, w->shape, sw, sizeof sw);
+    /* shapes are formatted only for a message: snprintf on every call was a
+       quarter of a small convolution's time */
+#define X_SHAPE an_shape_str(x->ndim, x->shape, sx, sizeof sx)
+#define W_SHAPE an_shape_str(w->ndim, w->shape, sw, sizeof sw)
     if (stride[0] < 1 || stride[1] < 1)
         return an_set_error(AN_ERR_VALUE, "conv2d: stride must be >= 1, got (%lld, %lld)",
                             (long long)stride[0], (long long)stride[1]);
@@ -1301,28 +1312,31 @@ static an_status conv2d_check(const an_tensor *x, const an_tensor *w, const an_t
     if (groups < 1)
         return an_set_error(AN_ERR_VALUE, "conv2d: groups must be >= 1, got %lld", (long long)groups);
     if (w->shape[2] < 1 || w->shape[3] < 1)
-        return an_set_error(AN_ERR_VALUE, "conv2d: weight %s has an empty kernel", sw);
+        return an_set_error(AN_ERR_VALUE, "conv2d: weight %s has an empty kernel", W_SHAPE);
     if (x->shape[1] % groups)
         return an_set_error(AN_ERR_VALUE,
                             "conv2d: input channels %lld (input %s) are not divisible by groups=%lld",
-                            (long long)x->shape[1], sx, (long long)groups);
+                            (long long)x->shape[1], X_SHAPE, (long long)groups);
     if (w->shape[0] % groups)
         return an_set_error(AN_ERR_VALUE,
                             "conv2d: output channels %lld (weight %s) are not divisible by groups=%lld",
-                            (long long)w->shape[0], sw, (long long)groups);
+                            (long long)w->shape[0], W_SHAPE, (long long)groups);
     if (w->shape[1] * groups != x->shape[1])
         return an_set_error(AN_ERR_VALUE,
                             "conv2d: input %s has %lld channels, but weight %s with groups=%lld expects %lld",
-                            sx, (long long)x->shape[1], sw, (long long)groups,
+                            X_SHAPE, (long long)x->shape[1], W_SHAPE, (long long)groups,
                             (long long)(w->shape[1] * groups));
     if (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0]))
         return an_set_error(AN_ERR_VALUE, "conv2d: expected bias of shape [%lld] for weight %s, got %s",
-                            (long long)w->shape[0], sw, an_shape_str(bias->ndim, bias->shape, sb, sizeof sb));
+                            (long long)w->shape[0], W_SHAPE, an_shape_str(bias->ndim, bias->shape, sb, sizeof sb));
+#undef X_SHAPE
+#undef W_SHAPE
     g->N = x->shape[0], g->C = x->shape[1], g->H = x->shape[2], g->W = x->shape[3];
     g->Cout = w->shape[0], g->kh = w->shape[2], g->kw = w->shape[3];
     g->sh = stride[0], g->sw = stride[1], g->ph = padding[0], g->pw = padding[1];
     g->dh = dilation[0], g->dw = dilation[1], g->groups = groups;
     g->act = AN_ACTIVATION_NONE;
+    g->residual = NULL;
     int64_t ekh = g->dh * (g->kh - 1) + 1, ekw = g->dw * (g->kw - 1) + 1;
     int64_t padded_h = g->H + 2 * g->ph, padded_w = g->W + 2 * g->pw;
     if (ekh > padded_h || ekw > padded_w)
@@ -1351,17 +1365,51 @@ an_tensor *an_conv2d_act(an_tensor *x, an_tensor *weight, an_tensor *bias, const
                          const int64_t padding[2], const int64_t dilation[2], int64_t groups,
                          an_activation act)
 {
+    return an_conv2d_fused(x, weight, bias, stride, padding, dilation, groups, NULL, act);
+}
+
+/* The in-place 1x1 path (one image per GEMM) adds a residual in the GEMM's
+   epilogue; every other path gets it in a pass after the convolution. */
+static int residual_in_gemm(const conv_geometry *g, int which)
+{
+    return conv_impls[which].forward == im2col_gemm_forward && pointwise_accepts(g) &&
+           plan_tiles(g).images == 1;
+}
+
+/* y = act(y + residual) over n elements (y already holds conv + bias). */
+static void add_residual_all(float *y, const float *residual, int64_t n, an_activation act)
+{
+#pragma omp parallel for schedule(static) if (n > AN_PARALLEL_GRAIN)
+    for (int64_t start = 0; start < n; start += 4096) {
+        int64_t len = n - start < 4096 ? n - start : 4096;
+        an_epilogue_rows(y + start, 1, len, len, NULL, residual + start, len, gemm_act(act));
+    }
+}
+
+an_tensor *an_conv2d_fused(an_tensor *x, an_tensor *weight, an_tensor *bias,
+                           const int64_t stride[2], const int64_t padding[2],
+                           const int64_t dilation[2], int64_t groups, an_tensor *residual,
+                           an_activation act)
+{
     conv_geometry g;
+    char sr[AN_SHAPE_BUF];
     if (conv2d_check(x, weight, bias, stride, padding, dilation, groups, &g))
         return NULL;
     if (act != AN_ACTIVATION_NONE && act != AN_ACTIVATION_RELU && act != AN_ACTIVATION_RELU6) {
         an_set_error(AN_ERR_VALUE, "conv2d: unknown activation code %d", (int)act);
         return NULL;
     }
-    an_tensor *grad_check[3] = {x, weight, bias};
-    if (act != AN_ACTIVATION_NONE && an_needs_grad(3, grad_check)) {
-        an_set_error(AN_ERR_VALUE, "conv2d: a fused activation is for inference only, but an input "
-                                   "requires grad (apply relu after conv2d to train)");
+    if (residual && (residual->ndim != 4 || residual->shape[0] != g.N || residual->shape[1] != g.Cout ||
+                     residual->shape[2] != g.OH || residual->shape[3] != g.OW)) {
+        an_set_error(AN_ERR_VALUE, "conv2d: the residual must have the output's shape [%lld, %lld, %lld, %lld], got %s",
+                     (long long)g.N, (long long)g.Cout, (long long)g.OH, (long long)g.OW,
+                     an_shape_str(residual->ndim, residual->shape, sr, sizeof sr));
+        return NULL;
+    }
+    an_tensor *grad_check[4] = {x, weight, bias, residual};
+    if ((act != AN_ACTIVATION_NONE || residual) && an_needs_grad(4, grad_check)) {
+        an_set_error(AN_ERR_VALUE, "conv2d: a fused activation or residual is for inference only, but "
+                                   "an input requires grad (apply relu / add after conv2d to train)");
         return NULL;
     }
     int which = choose_impl(&g);
@@ -1369,23 +1417,33 @@ an_tensor *an_conv2d_act(an_tensor *x, an_tensor *weight, an_tensor *bias, const
     an_tensor *xc = an_contiguous(x);
     an_tensor *wc = xc ? an_contiguous(weight) : NULL;
     an_tensor *bc = wc && bias ? an_contiguous(bias) : NULL;
-    an_tensor *out = wc && (bc || !bias) ? an_empty(4, shape) : NULL;
+    an_tensor *rc = wc && (bc || !bias) && residual ? an_contiguous(residual) : NULL;
+    an_tensor *out = wc && (bc || !bias) && (rc || !residual) ? an_empty(4, shape) : NULL;
     an_status st = out ? AN_OK : an_last_status();
     if (!st && an_numel(out) > 0) {
         const float *pb = bc ? an_data_ptr(bc) : NULL;
+        const float *pr = rc ? an_data_ptr(rc) : NULL;
+        /* where the path cannot add the residual as it writes y, the
+           activation waits for the pass that adds it */
+        int in_gemm = pr && g.C > 0 && residual_in_gemm(&g, which);
+        an_activation path_act = pr && !in_gemm ? AN_ACTIVATION_NONE : act;
         if (g.C == 0) { /* an empty sum: just the bias */
             if (pb)
                 fill_bias(&g, pb, an_data_ptr(out));
             else
                 an_fill_(out, 0.0f);
-            if (act != AN_ACTIVATION_NONE)
-                apply_activation(out, act);
+            if (path_act != AN_ACTIVATION_NONE)
+                apply_activation(out, path_act);
         } else {
-            g.act = act; /* each forward applies it as it writes y */
+            g.act = path_act; /* each forward applies it as it writes y */
+            g.residual = in_gemm ? pr : NULL;
             st = conv_impls[which].forward(&g, an_data_ptr(xc), an_data_ptr(wc), pb, an_data_ptr(out));
         }
+        if (!st && pr && !in_gemm)
+            add_residual_all(an_data_ptr(out), pr, an_numel(out), act);
     }
     an_release(bc);
+    an_release(rc);
     an_tensor *inputs[3] = {x, weight, bias};
     if (!st && an_needs_grad(3, inputs)) {
         an_node *node = an_record(out, "ConvolutionBackward", conv2d_backward, 3, inputs);

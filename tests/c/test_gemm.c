@@ -414,12 +414,15 @@ static void test_bias_act(const char *isa)
         float *bias = malloc(sizeof(float) * (size_t)M);
         float *expect = malloc(sizeof(float) * (size_t)(M * ldc));
         float *got = malloc(sizeof(float) * (size_t)(M * ldc));
-        if (!A || !B || !bias || !expect || !got) {
+        const int64_t ldr = N + 5;
+        float *res = malloc(sizeof(float) * (size_t)(M * ldr));
+        if (!A || !B || !bias || !expect || !got || !res) {
             printf("FAIL: out of memory in test_bias_act\n");
             ++g_failures;
-            free(A), free(B), free(bias), free(expect), free(got);
+            free(A), free(B), free(bias), free(expect), free(got), free(res);
             return;
         }
+        for (int64_t i = 0; i < M * ldr; ++i) res[i] = 2.0f * random_unit();
         for (int64_t i = 0; i < M * K; ++i) A[i] = random_unit();
         for (int64_t i = 0; i < K * N; ++i) B[i] = random_unit();
         for (int64_t i = 0; i < M; ++i) bias[i] = 3.0f * random_unit();
@@ -427,27 +430,33 @@ static void test_bias_act(const char *isa)
          * epilogue compares, it does not take a max) */
         if (M > 1 && K > 0) A[K] = NAN;
         for (int act = AN_GEMM_ACT_NONE; act <= AN_GEMM_ACT_RELU6; ++act)
-            for (int with_bias = 0; with_bias < 2; ++with_bias)
+            for (int with_bias = 0; with_bias < 4; ++with_bias) /* bit 1: with a residual */
                 for (int threads = 1; threads <= 2; ++threads) {
+                    const int with_res = with_bias >> 1;
                     set_threads(threads);
                     for (int64_t i = 0; i < M * ldc; ++i) expect[i] = got[i] = k_guard;
                     int rc = an_gemm_f32(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, expect, ldc);
                     for (int64_t i = 0; i < M; ++i)
                         for (int64_t j = 0; j < N; ++j) {
                             float v = expect[i * ldc + j];
-                            if (with_bias) v += bias[i];
+                            if (with_bias & 1) v += bias[i];
+                            if (with_res) v += res[i * ldr + j];
                             if (act != AN_GEMM_ACT_NONE) v = v <= 0.0f ? 0.0f : v;
                             if (act == AN_GEMM_ACT_RELU6) v = v >= 6.0f ? 6.0f : v;
                             expect[i * ldc + j] = v;
                         }
-                    rc |= an_gemm_f32_bias_act(M, N, K, A, K, B, N, got, ldc, with_bias ? bias : NULL, act);
+                    if (with_res)
+                        rc |= an_gemm_f32_epilogue(M, N, K, A, K, B, N, got, ldc, (with_bias & 1) ? bias : NULL,
+                                                   res, ldr, act);
+                    else
+                        rc |= an_gemm_f32_bias_act(M, N, K, A, K, B, N, got, ldc, with_bias ? bias : NULL, act);
                     ++g_cases;
                     test_case t = {0, 0, M, N, K, 1.0f, 0.0f, ldc - N};
                     if (rc != 0 || memcmp(expect, got, sizeof(float) * (size_t)(M * ldc)) != 0)
                         fail(&t, isa, threads, "bias/activation epilogue differs from a separate pass");
                 }
         set_threads(1);
-        free(A), free(B), free(bias), free(expect), free(got);
+        free(A), free(B), free(bias), free(expect), free(got), free(res);
     }
 }
 
