@@ -102,6 +102,12 @@ TORCH_CASES = [
     ("depthwise 8x8 dilation 2", (2, 24, 8, 8), (24, 1, 3, 3), 1, 2, 2, 24),
     ("depthwise 7x7 s2, 19 channels", (2, 19, 7, 7), (19, 1, 3, 3), 2, 1, 1, 19),
     ("depthwise 8x8 unpadded", (1, 16, 8, 8), (16, 1, 3, 3), 1, 0, 1, 16),
+    # planes over 16x16 with rows a multiple of 16 wide run row by row; the
+    # data gradient (a stride-1 convolution of dy) takes that path too
+    ("depthwise 32x32 rows", (2, 5, 32, 32), (5, 1, 3, 3), 1, 1, 1, 5),
+    ("depthwise 17x32 rows", (1, 3, 17, 32), (3, 1, 3, 3), 1, 1, 1, 3),
+    ("depthwise 32x32 s2 (even/odd columns)", (2, 5, 32, 32), (5, 1, 3, 3), 2, 1, 1, 5),
+    ("depthwise 64x64 s2 (even/odd columns)", (1, 2, 64, 64), (2, 1, 3, 3), 2, 1, 1, 2),
     ("dilation 2", (2, 8, 12, 12), (8, 8, 3, 3), 1, 2, 2, 1),
     ("odd sizes 7x5", (3, 4, 7, 5), (3, 4, 3, 3), (2, 1), (1, 2), 1, 1),
 ]
@@ -163,6 +169,7 @@ def test_conv2d_empty_batch_and_zero_channels():
 
 @pytest.mark.parametrize("groups,ws", [(1, (2, 3, 3, 3)), (3, (3, 1, 3, 3)), (1, (2, 3, 1, 1))])
 def test_conv2d_nan_propagates_to_covering_windows(groups, ws):
+    # (6x6 planes; the depthwise fast paths for 32x32 planes are checked below)
     x = np.zeros((1, 3, 6, 6), np.float32)
     x[0, 0, 2, 2] = np.nan
     out = F.conv2d(an.tensor(x), an.tensor(np.ones(ws, np.float32)), None, 1, 0, 1, groups).numpy()
@@ -219,11 +226,28 @@ def test_conv2d_bias_and_type_errors():
         F.conv2d(an.zeros((1, 3, 8, 8)), np.zeros((2, 3, 3, 3), np.float32))
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_nan_on_32x32_planes_reaches_exactly_its_windows(stride):
+    """The row-by-row and even/odd-column paths: a NaN input taints the
+    outputs whose 3x3 window (padding 1) covers it, and no others."""
+    x = np.zeros((1, 2, 32, 32), np.float32)
+    x[0, 1, 9, 20] = np.nan
+    out = F.conv2d(an.tensor(x), an.tensor(np.ones((2, 1, 3, 3), np.float32)), None, stride, 1, 1, 2).numpy()
+    expected = np.zeros(out.shape, bool)
+    for oh in range(out.shape[2]):
+        for ow in range(out.shape[3]):
+            if abs(oh * stride - 9) <= 1 and abs(ow * stride - 20) <= 1:
+                expected[0, 1, oh, ow] = True
+    np.testing.assert_array_equal(np.isnan(out), expected)
+
+
 @pytest.mark.parametrize("xs,ws,stride,padding,groups", [
     ((2, 32, 24, 24), (48, 32, 3, 3), 1, 1, 1),      # im2col + GEMM
     ((2, 64, 20, 20), (64, 64, 1, 1), 1, 0, 1),      # pointwise
     ((2, 64, 24, 24), (64, 1, 3, 3), 2, 1, 64),      # depthwise
     ((3, 40, 8, 8), (40, 1, 3, 3), 1, 1, 40),        # depthwise, channels-last blocks
+    ((2, 20, 32, 32), (20, 1, 3, 3), 1, 1, 20),      # depthwise, row by row
+    ((2, 20, 32, 32), (20, 1, 3, 3), 2, 1, 20),      # depthwise stride 2, even/odd columns
     ((2, 24, 16, 16), (24, 8, 3, 3), 1, 1, 3),       # grouped general
 ])
 def test_conv2d_thread_count_does_not_change_results(xs, ws, stride, padding, groups):

@@ -98,6 +98,10 @@ ACTIVATION_PATHS = [
     ("grouped", (2, 12, 9, 9), (12, 4, 3, 3), 1, 1, 3),
     ("depthwise small planes", (2, 20, 8, 8), (20, 1, 3, 3), 1, 1, 20),
     ("depthwise large planes", (2, 6, 30, 30), (6, 1, 3, 3), 1, 1, 6),
+    ("depthwise 32x32 (row by row)", (1, 20, 32, 32), (20, 1, 3, 3), 1, 1, 20),
+    ("depthwise 48x48 stride 2", (1, 4, 48, 48), (4, 1, 3, 3), 2, 1, 4),
+    ("depthwise 32x32 stride 2 (even/odd columns)", (1, 20, 32, 32), (20, 1, 3, 3), 2, 1, 20),
+    ("depthwise 5x5 on 24x24 (generic planes)", (1, 4, 24, 24), (4, 1, 5, 5), 1, 2, 4),
 ]
 
 

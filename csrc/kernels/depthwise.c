@@ -10,6 +10,7 @@
 #include "depthwise.h"
 
 #include "cpu/cpu.h"
+#include "kernels/gemm.h"
 #include "kernels/gemm_pack.h"
 
 #include <stddef.h>
@@ -17,6 +18,11 @@
 
 /* Below this much work a parallel region (thread wake-up) costs more than it saves. */
 #define KERNEL_PARALLEL_GRAIN 32768
+
+/* activation codes of an_depthwise_conv2d_forward_act_f32 (the GEMM's) */
+#define DW_ACT_NONE AN_GEMM_ACT_NONE
+#define DW_ACT_RELU AN_GEMM_ACT_RELU
+#define DW_ACT_RELU6 AN_GEMM_ACT_RELU6
 
 #if defined(__GNUC__)
 #define AN_ALWAYS_INLINE inline __attribute__((always_inline))
@@ -119,10 +125,19 @@ static AN_ALWAYS_INLINE float taps3x3(float acc, const float *restrict x0, const
  * keeps the 9 weights in registers; the one-pixel frame goes through the
  * checked point function. When accumulate is set the existing yp value is the
  * initial accumulator instead of b (used by the input gradient). */
+static AN_ALWAYS_INLINE float activate_one(float v, int act)
+{
+    if (act != DW_ACT_NONE)
+        v = v <= 0.0f ? 0.0f : v; /* NaN passes, -0 becomes +0, as in relu */
+    if (act == DW_ACT_RELU6)
+        v = v >= 6.0f ? 6.0f : v;
+    return v;
+}
+
 static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
     const float *restrict xp, const float *restrict wk, float b, int64_t H,
     int64_t W, const int64_t s, int64_t OH, int64_t OW, const int accumulate,
-    float *restrict yp)
+    const int act, float *restrict yp)
 {
     if ((H + 2) * (W + 2) <= SMALL_PADDED_PLANE) {
         /* Planes up to 64 x 64 are copied into a zero frame, and every
@@ -134,6 +149,49 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
          * (oh, ow) and tap (i, j) read element (oh * Wp + ow) + i * Wp + j,
          * so all outputs form one flat run (with 2 junk columns per row,
          * dropped on the way out) that vectorises end to end. */
+        if (s == 2 && OW % 16 == 0 && W % 2 == 0 && !accumulate) {
+            /* Stride 2 with whole vectors of outputs per row: each framed
+             * row split into its even and odd columns, so the taps of a row
+             * of outputs are contiguous runs (even[ow], odd[ow],
+             * even[ow + 1]) instead of a gather: the same taps in the same
+             * order.  (A 32x32 plane's stride-2 layer ran at a third of the
+             * stride-1 layer's speed per output.) */
+            /* framed column 2k is x column 2k - 1, framed 2k + 1 is x 2k
+             * (W is even here: OW = W / 2) */
+            const int64_t We = W / 2 + 2, half = W / 2;
+            float even[SMALL_PADDED_PLANE / 2 + 70], odd[SMALL_PADDED_PLANE / 2 + 70];
+            for (int64_t k = 0; k < We; ++k) even[k] = odd[k] = even[(H + 1) * We + k] = odd[(H + 1) * We + k] = 0.0f;
+            for (int64_t h = 0; h < H; ++h) {
+                const float *restrict xr = xp + h * W;
+                float *restrict er = even + (h + 1) * We, *restrict orow = odd + (h + 1) * We;
+                er[0] = 0.0f;
+                for (int64_t k = 0; k < half; ++k) {
+                    orow[k] = xr[2 * k];
+                    er[k + 1] = xr[2 * k + 1];
+                }
+                orow[half] = orow[half + 1] = er[half + 1] = 0.0f;
+            }
+            for (int64_t oh = 0; oh < OH; ++oh) {
+                const float *restrict e0 = even + 2 * oh * We, *restrict o0 = odd + 2 * oh * We;
+                const float *restrict e1 = e0 + We, *restrict o1 = o0 + We;
+                const float *restrict e2 = e1 + We, *restrict o2 = o1 + We;
+                float *restrict yrow = yp + oh * OW;
+                for (int64_t ow = 0; ow < OW; ++ow) {
+                    float acc = b;
+                    acc += wk[0] * e0[ow];
+                    acc += wk[1] * o0[ow];
+                    acc += wk[2] * e0[ow + 1];
+                    acc += wk[3] * e1[ow];
+                    acc += wk[4] * o1[ow];
+                    acc += wk[5] * e1[ow + 1];
+                    acc += wk[6] * e2[ow];
+                    acc += wk[7] * o2[ow];
+                    acc += wk[8] * e2[ow + 1];
+                    yrow[ow] = activate_one(acc, act);
+                }
+            }
+            return;
+        }
         float padded[SMALL_PADDED_PLANE];
         const int64_t Wp = W + 2;
         for (int64_t k = 0; k < Wp; ++k) padded[k] = padded[(H + 1) * Wp + k] = 0.0f;
@@ -141,6 +199,22 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
             float *row = padded + (h + 1) * Wp;
             row[0] = row[W + 1] = 0.0f;
             for (int64_t k = 0; k < W; ++k) row[k + 1] = xp[h * W + k];
+        }
+        if (s == 1 && OW % 16 == 0) {
+            /* Rows a whole number of vectors wide (16 lanes, so also 8 and
+             * 4): each row of outputs is computed straight into y with the
+             * activation applied on the way, no junk columns to copy out
+             * (the flat run below cost a third more on 32x32 planes, plus a
+             * pass for the activation). */
+            for (int64_t oh = 0; oh < OH; ++oh) {
+                const float *restrict x0 = padded + oh * Wp;
+                const float *restrict x1 = x0 + Wp;
+                const float *restrict x2 = x1 + Wp;
+                float *restrict yrow = yp + oh * OW;
+                for (int64_t ow = 0; ow < OW; ++ow)
+                    yrow[ow] = activate_one(taps3x3(accumulate ? yrow[ow] : b, x0, x1, x2, ow, wk), act);
+            }
+            return;
         }
         if (s == 1) {
             float flat[SMALL_PADDED_PLANE];
@@ -160,7 +234,7 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
                 out[k] = acc;
             }
             for (int64_t oh = 0; oh < OH; ++oh)
-                for (int64_t ow = 0; ow < OW; ++ow) yp[oh * OW + ow] = flat[oh * Wp + ow];
+                for (int64_t ow = 0; ow < OW; ++ow) yp[oh * OW + ow] = activate_one(flat[oh * Wp + ow], act);
             return;
         }
         for (int64_t oh = 0; oh < OH; ++oh) {
@@ -171,7 +245,7 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
             for (int64_t ow = 0; ow < OW; ++ow) {
                 const int64_t iw = ow * s;
                 float acc = taps3x3(accumulate ? yrow[ow] : b, x0, x1, x2, iw, wk);
-                yrow[ow] = acc;
+                yrow[ow] = activate_one(acc, act);
             }
         }
         return;
@@ -205,6 +279,8 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
             yrow[ow] = conv_point_checked(xp, wk, accumulate ? yrow[ow] : b,
                                           H, W, 3, 3, 1, 1, ih0, ow * s - 1);
     }
+    if (act != DW_ACT_NONE)
+        for (int64_t i = 0; i < OH * OW; ++i) yp[i] = activate_one(yp[i], act);
 }
 
 /* The 3x3 plane compiled for each ISA (the same C, so the same results:
@@ -212,7 +288,7 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
  * FMAs).  Baseline x86-64 code ran it 4 lanes wide without FMA, at 14-20
  * GFLOP/s; the wrappers below fix stride and accumulation at compile time. */
 typedef void (*plane3x3_fn)(const float *xp, const float *wk, float b, int64_t H, int64_t W,
-                            int64_t s, int64_t OH, int64_t OW, int accumulate, float *yp);
+                            int64_t s, int64_t OH, int64_t OW, int accumulate, int act, float *yp);
 
 /* Copies of a 32-float row became memcpy calls, 28% of the 3x3 forward:
  * keep them as inline vector moves. */
@@ -225,16 +301,24 @@ typedef void (*plane3x3_fn)(const float *xp, const float *wk, float b, int64_t H
 #define AN_DEFINE_PLANE3X3(suffix, attribute)                                                    \
     attribute AN_INLINE_COPIES static void plane3x3_##suffix(const float *xp, const float *wk, float b,           \
                                             int64_t H, int64_t W, int64_t s, int64_t OH,          \
-                                            int64_t OW, int accumulate, float *yp)               \
+                                            int64_t OW, int accumulate, int act, float *yp)      \
     {                                                                                            \
         if (s == 1 && accumulate)                                                                \
-            conv_plane_3x3_p1(xp, wk, b, H, W, 1, OH, OW, 1, yp);                                \
+            conv_plane_3x3_p1(xp, wk, b, H, W, 1, OH, OW, 1, DW_ACT_NONE, yp);                   \
+        else if (s == 1 && act == DW_ACT_RELU)                                                   \
+            conv_plane_3x3_p1(xp, wk, b, H, W, 1, OH, OW, 0, DW_ACT_RELU, yp);                   \
+        else if (s == 1 && act == DW_ACT_RELU6)                                                  \
+            conv_plane_3x3_p1(xp, wk, b, H, W, 1, OH, OW, 0, DW_ACT_RELU6, yp);                  \
         else if (s == 1)                                                                         \
-            conv_plane_3x3_p1(xp, wk, b, H, W, 1, OH, OW, 0, yp);                                \
+            conv_plane_3x3_p1(xp, wk, b, H, W, 1, OH, OW, 0, DW_ACT_NONE, yp);                   \
         else if (accumulate)                                                                     \
-            conv_plane_3x3_p1(xp, wk, b, H, W, 2, OH, OW, 1, yp);                                \
+            conv_plane_3x3_p1(xp, wk, b, H, W, 2, OH, OW, 1, DW_ACT_NONE, yp);                   \
+        else if (act == DW_ACT_RELU)                                                             \
+            conv_plane_3x3_p1(xp, wk, b, H, W, 2, OH, OW, 0, DW_ACT_RELU, yp);                   \
+        else if (act == DW_ACT_RELU6)                                                            \
+            conv_plane_3x3_p1(xp, wk, b, H, W, 2, OH, OW, 0, DW_ACT_RELU6, yp);                  \
         else                                                                                     \
-            conv_plane_3x3_p1(xp, wk, b, H, W, 2, OH, OW, 0, yp);                                \
+            conv_plane_3x3_p1(xp, wk, b, H, W, 2, OH, OW, 0, DW_ACT_NONE, yp);                   \
     }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -518,7 +602,7 @@ typedef struct {
     cl_block_fn block;
     const float *x, *w, *bias;
     float *y;
-    int rotate, accumulate;
+    int rotate, accumulate, act;
     int64_t C, blocks;
 } cl_forward_job;
 
@@ -532,16 +616,19 @@ static void cl_forward_unit(const void *ctx, int64_t u, float *frame, float *out
     j->block(j->g, j->x + (n * j->C + c0) * HW, HW, j->w + c0 * taps, j->rotate,
              j->bias ? j->bias + c0 : NULL, j->accumulate, channels, j->y + (n * j->C + c0) * OHW,
              frame, out);
+    /* the block's planes are still in cache */
+    an_bias_act_rows(j->y + (n * j->C + c0) * OHW, channels, OHW, OHW, NULL, j->act);
 }
 
 /* Every image and block of 16 channels of x [N, C, H, W] -> y [N, C, OH, OW]
  * (overwritten, or accumulated onto). */
 static void cl_run(const cl_geometry *g, const float *x, const float *w, int rotate,
-                   const float *bias, int accumulate, int64_t N, int64_t C, float *y)
+                   const float *bias, int accumulate, int act, int64_t N, int64_t C, float *y)
 {
     const int64_t blocks = (C + CL_LANES - 1) / CL_LANES;
     const int64_t HW = g->H * g->W, OHW = g->OH * g->OW;
-    const cl_forward_job job = {g, choose_cl_block(), x, w, bias, y, rotate, accumulate, C, blocks};
+    const cl_forward_job job = {g,          choose_cl_block(), x, w, bias, y, rotate, accumulate,
+                                act,        C,                 blocks};
     cl_for_units(g, N * blocks, N * C * (HW > OHW ? HW : OHW) * g->kh * g->kw, cl_forward_unit,
                  &job);
 }
@@ -576,18 +663,18 @@ static void cl_run_wgrad(const cl_geometry *g, const float *x, const float *dy, 
 #endif
 
 /* x [N,C,H,W], w [C*M,1,kh,kw], bias [C*M] or NULL -> y [N,C*M,OH,OW] */
-void an_depthwise_conv2d_forward_f32(
+void an_depthwise_conv2d_forward_act_f32(
     const float *x, const float *w, const float *bias,
     int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
     int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-    int64_t dh, int64_t dw, int64_t OH, int64_t OW, float *y)
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, int act, float *y)
 {
     const int64_t Cout = C * multiplier;
     const int64_t planes = N * Cout;
 #ifdef AN_HAVE_CHANNELS_LAST
     const cl_geometry cg = {H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW};
     if (cl_fits(&cg, multiplier)) {
-        cl_run(&cg, x, w, 0, bias, 0, N, C, y);
+        cl_run(&cg, x, w, 0, bias, 0, act, N, C, y);
         return;
     }
 #endif
@@ -604,11 +691,23 @@ void an_depthwise_conv2d_forward_f32(
         const float b = bias ? bias[co] : 0.0f;
         float *yp = y + p * OH * OW;
         if (fast3x3)
-            plane3x3(xp, wk, b, H, W, sh, OH, OW, 0, yp);
-        else
+            plane3x3(xp, wk, b, H, W, sh, OH, OW, 0, act, yp);
+        else {
             forward_plane_generic(xp, wk, b, H, W, kh, kw, sh, sw, ph, pw, dh,
                                   dw, OH, OW, yp);
+            an_bias_act_rows(yp, 1, OH * OW, OH * OW, NULL, act); /* while hot */
+        }
     }
+}
+
+void an_depthwise_conv2d_forward_f32(
+    const float *x, const float *w, const float *bias,
+    int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
+    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, float *y)
+{
+    an_depthwise_conv2d_forward_act_f32(x, w, bias, N, C, H, W, multiplier, kh, kw, sh, sw, ph,
+                                        pw, dh, dw, OH, OW, DW_ACT_NONE, y);
 }
 
 /* Generic input gradient of one (input plane, output plane) pair:
@@ -731,7 +830,7 @@ void an_depthwise_conv2d_backward_input_f32(
         const cl_geometry cg = {OH, OW, kh, kw, 1, 1, dh * (kh - 1) - ph, dw * (kw - 1) - pw,
                                 dh, dw, H, W};
         if (cl_fits(&cg, multiplier)) {
-            cl_run(&cg, dy, w, 1, NULL, 1, N, C, dx);
+            cl_run(&cg, dy, w, 1, NULL, 1, DW_ACT_NONE, N, C, dx);
             return;
         }
     }
@@ -757,7 +856,7 @@ void an_depthwise_conv2d_backward_input_f32(
             if (flip3x3) {
                 float rot[9];
                 for (int t = 0; t < 9; ++t) rot[t] = wk[8 - t];
-                plane3x3(dyp, rot, 0.0f, OH, OW, 1, H, W, 1, dxp);
+                plane3x3(dyp, rot, 0.0f, OH, OW, 1, H, W, 1, DW_ACT_NONE, dxp);
             } else if (gather3x3s2) {
                 backward_input_plane_3x3_s2_p1(dyp, wk, H, W, OH, OW, dxp);
             } else {

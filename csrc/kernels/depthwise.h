@@ -25,6 +25,15 @@ void an_depthwise_conv2d_forward_f32(
     int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
     int64_t dh, int64_t dw, int64_t OH, int64_t OW, float *y);
 
+/* The same with an activation (AN_GEMM_ACT_NONE / _RELU / _RELU6 of
+   kernels/gemm.h) applied to each plane as it is written: the same bits as
+   the forward followed by an_bias_act_rows over y, without the extra pass. */
+void an_depthwise_conv2d_forward_act_f32(
+    const float *x, const float *w, const float *bias,
+    int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
+    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, int act, float *y);
+
 /* dy: [N, C*multiplier, OH, OW]; w: [C*multiplier, 1, kh, kw];
  * dx: [N, C, H, W] (accumulated into). */
 void an_depthwise_conv2d_backward_input_f32(
