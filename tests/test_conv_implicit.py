@@ -25,6 +25,8 @@ CASES = [
     (2, 3, 5, (3, 3), (0, 0), (1, 1), 1, (18, 18)),     # no padding: flipped padding 2
     (2, 3, 5, (3, 3), (3, 3), (1, 1), 1, (14, 14)),     # padding > (k-1)*d: dx by col2im
     (2, 3, 5, (3, 3), (1, 1), (1, 1), 1, (6, 6)),       # small plane: im2col tiles, flipped dx
+    (1, 3, 32, (3, 3), (1, 1), (1, 1), 1, (32, 32)),    # batch 1: 4+ bands, shared out by threads
+    (1, 4, 6, (3, 3), (1, 1), (1, 1), 2, (35, 17)),     # batch 1, groups, 35 rows in 4 bands
 ]
 
 
@@ -60,8 +62,9 @@ def test_stride1_conv_matches_torch(case):
     np.testing.assert_allclose(ab.grad.numpy(), tb.grad.numpy(), rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[5], (37, 4, 6, (3, 3), (1, 1), (1, 1), 1, (6, 6))],
-                         ids=["resnet", "bands", "groups", "37-images"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[5], (37, 4, 6, (3, 3), (1, 1), (1, 1), 1, (6, 6)),
+                                  CASES[-2], CASES[-1]],
+                         ids=["resnet", "bands", "groups", "37-images", "batch-1", "batch-1-groups"])
 def test_stride1_conv_is_identical_for_any_thread_count(case):
     # the weight gradient is summed in up to 16 fixed parts, whatever the
     # number of threads (8 here is more threads than parts of the 3-image

@@ -851,6 +851,7 @@ static an_status tiled_backward(const conv_geometry *g, const conv_grads *gr)
 #define IMPLICIT_MIN_PLANE 256
 #define IMPLICIT_STRIDED_MIN_PLANE 256
 #define IMPLICIT_BAND_COLUMNS 2048
+#define IMPLICIT_MIN_BANDS 4
 
 static int implicit_accepts(const conv_geometry *g)
 {
@@ -873,6 +874,11 @@ static implicit_plan plan_implicit(const conv_geometry *g)
     pl.Hq = (pl.Hp + g->sh - 1) / g->sh;
     pl.Wq = (pl.Wp + g->sw - 1) / g->sw;
     pl.rows = IMPLICIT_BAND_COLUMNS / pl.Wq;
+    /* a batch too small to share out by images is shared out by bands:
+       at least IMPLICIT_MIN_BANDS of them (a band's sums do not depend on
+       how many columns its GEMM has, so neither do the results) */
+    if (g->N < IMPLICIT_MIN_BANDS && pl.rows > (g->OH + IMPLICIT_MIN_BANDS - 1) / IMPLICIT_MIN_BANDS)
+        pl.rows = (g->OH + IMPLICIT_MIN_BANDS - 1) / IMPLICIT_MIN_BANDS;
     if (pl.rows < 1)
         pl.rows = 1;
     pl.rows = balanced_piece(g->OH, pl.rows);
@@ -985,46 +991,63 @@ static void phase_offsets(const conv_geometry *g, const implicit_plan *pl, int64
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #endif
+static an_status implicit_band(const conv_geometry *g, const implicit_plan *pl,
+                               const int64_t *offsets, const float *w, const float *bias, float *y,
+                               int64_t n, int64_t grp, int64_t oh0, const float *padded, float *band)
+{
+    int64_t cg = g->C / g->groups, og = g->Cout / g->groups, ckk = cg * g->kh * g->kw;
+    int64_t OHW = g->OH * g->OW;
+    (void)cg;
+    int64_t rows = g->OH - oh0 < pl->rows ? g->OH - oh0 : pl->rows;
+    int64_t ld = rows * pl->Wq, cols = (rows - 1) * pl->Wq + g->OW;
+    if (an_gemm_f32_rows_b(0, og, cols, ckk, 1.0f, w + grp * og * ckk, ckk, padded + oh0 * pl->Wq,
+                           offsets, 0.0f, band, ld) != 0)
+        return an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
+    /* sizes in locals: under -fno-strict-aliasing every float store could
+       change g->OW, which kept this copy scalar with a reload per element */
+    const int64_t OW = g->OW, Wq = pl->Wq;
+    const an_activation act = g->act;
+    for (int64_t o = 0; o < og; o++) {
+        int64_t co = grp * og + o;
+        float *to = y + (n * g->Cout + co) * OHW + oh0 * OW;
+        const float b = bias ? bias[co] : 0.0f;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *restrict from = band + o * ld + r * Wq;
+            float *restrict dst = to + r * OW;
+            if (bias) {
+                for (int64_t ow = 0; ow < OW; ow++)
+                    dst[ow] = from[ow] + b;
+            } else {
+                for (int64_t ow = 0; ow < OW; ow++)
+                    dst[ow] = from[ow];
+            }
+            activate_run(dst, OW, act);
+        }
+    }
+    return AN_OK;
+}
+
+static void implicit_pad(const conv_geometry *g, const implicit_plan *pl, const float *x, int64_t n,
+                         int64_t grp, float *padded)
+{
+    int64_t cg = g->C / g->groups;
+    if (g->sh == 1 && g->sw == 1)
+        pad_image(g, pl, x + (n * g->C + grp * cg) * g->H * g->W, cg, padded);
+    else
+        pad_phases(g, pl, x + (n * g->C + grp * cg) * g->H * g->W, cg, padded);
+}
+
 static an_status implicit_image(const conv_geometry *g, const implicit_plan *pl,
                                 const int64_t *offsets, const float *x, const float *w,
                                 const float *bias, float *y, int64_t n, float *work)
 {
-    int64_t cg = g->C / g->groups, og = g->Cout / g->groups, ckk = cg * g->kh * g->kw;
-    int64_t OHW = g->OH * g->OW;
     float *padded = work, *band = work + pl->pad_floats;
     for (int64_t grp = 0; grp < g->groups; grp++) {
-        if (g->sh == 1 && g->sw == 1)
-            pad_image(g, pl, x + (n * g->C + grp * cg) * g->H * g->W, cg, padded);
-        else
-            pad_phases(g, pl, x + (n * g->C + grp * cg) * g->H * g->W, cg, padded);
+        implicit_pad(g, pl, x, n, grp, padded);
         for (int64_t oh0 = 0; oh0 < g->OH; oh0 += pl->rows) {
-            int64_t rows = g->OH - oh0 < pl->rows ? g->OH - oh0 : pl->rows;
-            int64_t ld = rows * pl->Wq, cols = (rows - 1) * pl->Wq + g->OW;
-            if (an_gemm_f32_rows_b(0, og, cols, ckk, 1.0f, w + grp * og * ckk, ckk,
-                                   padded + oh0 * pl->Wq, offsets, 0.0f, band, ld) != 0)
-                return an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
-            /* sizes in locals: under -fno-strict-aliasing every float store
-               could change g->OW, which kept this copy scalar with a reload
-               per element */
-            const int64_t OW = g->OW, Wq = pl->Wq;
-            const an_activation act = g->act;
-            for (int64_t o = 0; o < og; o++) {
-                int64_t co = grp * og + o;
-                float *to = y + (n * g->Cout + co) * OHW + oh0 * OW;
-                const float b = bias ? bias[co] : 0.0f;
-                for (int64_t r = 0; r < rows; r++) {
-                    const float *restrict from = band + o * ld + r * Wq;
-                    float *restrict dst = to + r * OW;
-                    if (bias) {
-                        for (int64_t ow = 0; ow < OW; ow++)
-                            dst[ow] = from[ow] + b;
-                    } else {
-                        for (int64_t ow = 0; ow < OW; ow++)
-                            dst[ow] = from[ow];
-                    }
-                    activate_run(dst, OW, act);
-                }
-            }
+            an_status st = implicit_band(g, pl, offsets, w, bias, y, n, grp, oh0, padded, band);
+            if (st)
+                return st;
         }
     }
     return AN_OK;
@@ -1036,15 +1059,36 @@ static an_status implicit_forward(const conv_geometry *g, const float *x, const 
     implicit_plan pl = plan_implicit(g);
     int64_t cg = g->C / g->groups, ckk = cg * g->kh * g->kw;
     int threads = unit_threads(g->N);
+    const int64_t bands = (g->OH + pl.rows - 1) / pl.rows;
+    /* too few images for the team: the bands of each image are shared out
+       instead (the GEMM alone split 3 -> 32 channels on a 32x32 image
+       worse than one thread) */
+    const int by_bands = threads == 1 && team_size() > 1 && bands > 1;
+    const int band_threads = by_bands ? team_size() : 1;
     int64_t per_thread = pl.pad_floats + pl.band_floats;
-    float *work = an_alloc(sizeof(float) * (size_t)(per_thread * threads + ckk * 2));
+    size_t floats = by_bands ? (size_t)(pl.pad_floats + pl.band_floats * band_threads)
+                             : (size_t)(per_thread * threads);
+    float *work = an_alloc(sizeof(float) * (floats + (size_t)ckk * 2));
     if (!work)
         return an_last_status();
     /* B row k = tap (c, ki, kj) starts at this offset of the padded image */
-    int64_t *offsets = (int64_t *)(work + per_thread * threads);
+    int64_t *offsets = (int64_t *)(work + floats);
     phase_offsets(g, &pl, offsets);
     an_status st = AN_OK;
-    if (threads == 1) {
+    if (by_bands) {
+        float *padded = work, *band_work = work + pl.pad_floats;
+        for (int64_t n = 0; n < g->N && !st; n++)
+            for (int64_t grp = 0; grp < g->groups && !st; grp++) {
+                implicit_pad(g, &pl, x, n, grp, padded);
+                int failed = 0;
+#pragma omp parallel for schedule(static) num_threads(band_threads) reduction(| : failed)
+                for (int64_t b = 0; b < bands; b++)
+                    failed |= implicit_band(g, &pl, offsets, w, bias, y, n, grp, b * pl.rows, padded,
+                                            band_work + thread_index() * pl.band_floats) != AN_OK;
+                if (failed)
+                    st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
+            }
+    } else if (threads == 1) {
         for (int64_t n = 0; n < g->N && !st; n++)
             st = implicit_image(g, &pl, offsets, x, w, bias, y, n, work);
     } else {
