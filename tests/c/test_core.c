@@ -135,6 +135,45 @@ static void test_many_steps_release_everything(void)
     an_release(w);
 }
 
+/* an_conv2d_fused from C: act(conv + bias + residual) equals an_conv2d
+ * followed by an_add_relu, bit for bit, on the 1x1 path that adds the
+ * residual in the GEMM (batch 1, 32x32) and on a 3x3 path that adds it in
+ * a pass; a residual of the wrong shape is an error, not a crash. */
+static void test_conv_with_residual(void)
+{
+    const int64_t one[2] = {1, 1}, zero[2] = {0, 0};
+    const int64_t kernels[2] = {1, 3};
+    for (int which = 0; which < 2; which++) {
+        const int64_t k = kernels[which];
+        const int64_t xs[4] = {1, 24, 32, 32}, ws[4] = {40, 24, k, k}, bs[1] = {40}, ys[4] = {1, 40, 32, 32};
+        an_tensor *x = an_empty(4, xs), *w = an_empty(4, ws), *b = an_empty(1, bs), *r = an_empty(4, ys);
+        CHECK(x && w && b && r);
+        if (!x || !w || !b || !r)
+            return;
+        unsigned state = 12345u;
+        an_tensor *all[4] = {x, w, b, r};
+        for (int t = 0; t < 4; t++)
+            for (int64_t i = 0; i < an_numel(all[t]); i++) {
+                state = state * 1103515245u + 12345u;
+                an_data_ptr(all[t])[i] = (float)((state >> 8) & 0xffff) / 32768.0f - 1.0f;
+            }
+        const int64_t *pad = k == 1 ? zero : one;
+        an_tensor *plain = an_conv2d(x, w, b, one, pad, one, 1);
+        an_tensor *expect = plain ? an_add_relu(plain, r) : NULL;
+        an_tensor *got = an_conv2d_fused(x, w, b, one, pad, one, 1, r, AN_ACTIVATION_RELU);
+        CHECK(expect && got && an_numel(got) == an_numel(expect) &&
+              memcmp(an_data_ptr(got), an_data_ptr(expect), sizeof(float) * (size_t)an_numel(got)) == 0);
+        const int64_t bad_shape[4] = {1, 40, 32, 31};
+        an_tensor *bad = an_empty(4, bad_shape);
+        CHECK(an_conv2d_fused(x, w, b, one, pad, one, 1, bad, AN_ACTIVATION_NONE) == NULL &&
+              an_last_status() == AN_ERR_VALUE &&
+              strstr(an_last_error(), "residual must have the output's shape") != NULL);
+        an_clear_error();
+        an_tensor *rest[] = {x, w, b, r, plain, expect, got, bad};
+        for (size_t i = 0; i < sizeof rest / sizeof *rest; i++)
+            an_release(rest[i]);
+    }
+}
 
 int main(void)
 {
@@ -143,6 +182,7 @@ int main(void)
     test_autograd_arithmetic();
     test_no_grad_mode();
     test_many_steps_release_everything();
+    test_conv_with_residual();
     if (failures) {
         fprintf(stderr, "test_core: %d check(s) failed\n", failures);
         return 1;
