@@ -350,6 +350,8 @@ typedef struct gemm_problem {
     an_gemm_pack_b_fn pack_b; /* when set, packs B instead of reading it */
     const void *pack_b_source;
     const int64_t *b_offsets; /* when set, B(k, j) = B[b_offsets[k] + j], never packed */
+    const int64_t *b_rows;    /* when set, full panels of a row-major B are read in place
+                               * through b_rows[k] = k * b_row; the fringe panel is packed */
     float *C;
     int64_t ldc;
     const an_gemm_ukernel *uk;
@@ -471,6 +473,8 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
             for (int64_t jp = pack0; jp < pack1; ++jp) {
                 const int64_t j = jc + jp * nr;
                 const int64_t cols = p->N - j < nr ? p->N - j : nr;
+                if (p->b_rows && cols == nr)
+                    continue; /* read in place */
                 if (p->pack_b)
                     p->pack_b(p->pack_b_source, pc, kc, j, cols, nr, packed_b + jp * KC * nr);
                 else
@@ -495,6 +499,12 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                     const int64_t j = jc + jp * nr;
                     const int64_t cols = p->N - j < nr ? p->N - j : nr;
                     const float *b_panel = packed_b + jp * KC * nr;
+                    /* B read in place: given offsets, or the full panels of
+                     * a row-major B (b_rows) */
+                    const float *b_in_place = p->b_offsets ? p->B + j
+                                              : p->b_rows && cols == nr ? p->B + pc * p->b_row + j
+                                                                        : NULL;
+                    const int64_t *offsets = p->b_offsets ? p->b_offsets + pc : p->b_rows;
                     for (int64_t ip = 0; ip < m_panels; ++ip) {
                         const int64_t i = ic + ip * mr;
                         const int64_t rows = p->M - i < mr ? p->M - i : mr;
@@ -503,16 +513,15 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                         const int epilogue = (p->row_bias || p->residual || p->act) && pc + kc >= p->K;
                         if (epilogue && rows == mr && cols == nr && uk->compute_epilogue &&
                             p->alpha == 1.0f) {
-                            uk->compute_epilogue(kc, a_panel, p->b_offsets ? p->B + j : b_panel,
-                                                 p->b_offsets ? p->b_offsets + pc : NULL, c, p->ldc,
+                            uk->compute_epilogue(kc, a_panel, b_in_place ? b_in_place : b_panel,
+                                                 b_in_place ? offsets : NULL, c, p->ldc,
                                                  beta, p->row_bias ? p->row_bias + i : NULL,
                                                  p->residual ? p->residual + i * p->ldr + j : NULL,
                                                  p->ldr, p->act);
                             continue;
                         }
-                        if (p->b_offsets) {
-                            const float *b = p->B + j;
-                            const int64_t *offsets = p->b_offsets + pc;
+                        if (b_in_place) {
+                            const float *b = b_in_place;
                             if (rows == mr && cols == nr) {
                                 uk->compute_rows(kc, a_panel, b, offsets, c, p->ldc, p->alpha, beta);
                             } else {
@@ -590,12 +599,25 @@ static int gemm_blocked(gemm_problem *p)
     if (p->b_offsets) p->packed_b_stride = 0; /* B is read in place */
     const int64_t packed_b_floats = p->packed_b_stride * p->packed_b_buffers;
     p->packed_a_stride = round_up(p->blk.kc * p->blk.mc, align_floats);
-    const size_t bytes = ((size_t)packed_b_floats + (size_t)p->packed_a_stride * (size_t)threads) *
-                         sizeof(float);
+    /* A few rows of A (up to four micro-tiles: a 1x1 convolution with 16-56
+     * output channels) use each B panel a few times: packing B, a copy of
+     * all of it, then costs more than reading its rows where they are (the
+     * *_rows micro-kernels, the same sums).  Each thread reads only its own
+     * panels, so this needs a split over N alone. */
+    const int b_rows = !p->b_offsets && !p->pack_b && p->b_col == 1 && m_tiles <= 4 &&
+                       p->threads_m == 1 && p->N >= uk->nr;
+    const size_t rows_floats = b_rows ? (size_t)round_up(2 * p->blk.kc, align_floats) : 0;
+    const size_t bytes = ((size_t)packed_b_floats + (size_t)p->packed_a_stride * (size_t)threads +
+                          rows_floats) * sizeof(float);
     float *workspace = workspace_reserve(bytes);
     if (!workspace) return -1;
     p->packed_b = workspace;
     p->packed_a = workspace + packed_b_floats;
+    if (b_rows) {
+        int64_t *table = (int64_t *)(p->packed_a + p->packed_a_stride * threads);
+        for (int64_t k = 0; k < p->blk.kc; ++k) table[k] = k * p->b_row;
+        p->b_rows = table;
+    }
 
 #ifdef _OPENMP
     if (threads > 1) {
