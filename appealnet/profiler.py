@@ -112,6 +112,7 @@ import numpy as np
 
 from . import _C
 from ._api import no_grad
+from ._tracing import TRACE_LOCK
 from .nn.module import Module, Parameter
 
 CONVENTIONS = ("macs", "paper")
@@ -541,8 +542,9 @@ def _flatten_outputs(output):
     return []
 
 
-# The C ops are swapped on the shared _C module: one profile at a time.
-_TRACE_LOCK = threading.Lock()
+# The C ops are swapped on the shared _C module: one trace at a time, with
+# ONNX export and inference plans too (they swap the same functions).
+_TRACE_LOCK = TRACE_LOCK
 
 
 def profile(model, input_shape, convention="macs", batch_size=1, training_batch_size=128,
