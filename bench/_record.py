@@ -86,10 +86,7 @@ def recording(path, script):
     finally:
         sys.stdout = real
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    temporary = path + ".tmp"
-    with open(temporary, "w") as handle:
-        handle.write(buffer.getvalue())
-    os.replace(temporary, path)
+    _atomic_write(path, buffer.getvalue())
     print(f"(saved to {path})")
     if os.path.dirname(os.path.abspath(path)) == RESULTS:
         regenerate_readme()
