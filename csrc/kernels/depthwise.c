@@ -120,11 +120,7 @@ static AN_ALWAYS_INLINE float taps3x3(float acc, const float *restrict x0, const
  * up to 64 x 64; 17 KB of stack) are convolved from that copy. */
 #define SMALL_PADDED_PLANE 4356
 
-/* 3x3, padding 1, dilation 1, stride s (a compile-time 1 or 2 after
- * inlining): xp [H,W] -> yp [OH,OW]. The interior needs no bounds checks and
- * keeps the 9 weights in registers; the one-pixel frame goes through the
- * checked point function. When accumulate is set the existing yp value is the
- * initial accumulator instead of b (used by the input gradient). */
+/* The activation of one output, as an_epilogue_rows computes it. */
 static AN_ALWAYS_INLINE float activate_one(float v, int act)
 {
     if (act != DW_ACT_NONE)
@@ -134,6 +130,11 @@ static AN_ALWAYS_INLINE float activate_one(float v, int act)
     return v;
 }
 
+/* 3x3, padding 1, dilation 1, stride s (a compile-time 1 or 2 after
+ * inlining): xp [H,W] -> yp [OH,OW]. The interior needs no bounds checks and
+ * keeps the 9 weights in registers; the one-pixel frame goes through the
+ * checked point function. When accumulate is set the existing yp value is the
+ * initial accumulator instead of b (used by the input gradient). */
 static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
     const float *restrict xp, const float *restrict wk, float b, int64_t H,
     int64_t W, const int64_t s, int64_t OH, int64_t OW, const int accumulate,
@@ -298,27 +299,27 @@ typedef void (*plane3x3_fn)(const float *xp, const float *wk, float b, int64_t H
 #define AN_INLINE_COPIES
 #endif
 
+/* stride S with accumulation and the activation fixed at compile time */
+#define AN_PLANE3X3_CASES(S)                                                                     \
+    if (accumulate)                                                                              \
+        conv_plane_3x3_p1(xp, wk, b, H, W, S, OH, OW, 1, DW_ACT_NONE, yp);                       \
+    else if (act == DW_ACT_RELU)                                                                 \
+        conv_plane_3x3_p1(xp, wk, b, H, W, S, OH, OW, 0, DW_ACT_RELU, yp);                       \
+    else if (act == DW_ACT_RELU6)                                                                \
+        conv_plane_3x3_p1(xp, wk, b, H, W, S, OH, OW, 0, DW_ACT_RELU6, yp);                      \
+    else                                                                                         \
+        conv_plane_3x3_p1(xp, wk, b, H, W, S, OH, OW, 0, DW_ACT_NONE, yp);
+
 #define AN_DEFINE_PLANE3X3(suffix, attribute)                                                    \
     attribute AN_INLINE_COPIES static void plane3x3_##suffix(const float *xp, const float *wk, float b,           \
                                             int64_t H, int64_t W, int64_t s, int64_t OH,          \
                                             int64_t OW, int accumulate, int act, float *yp)      \
     {                                                                                            \
-        if (s == 1 && accumulate)                                                                \
-            conv_plane_3x3_p1(xp, wk, b, H, W, 1, OH, OW, 1, DW_ACT_NONE, yp);                   \
-        else if (s == 1 && act == DW_ACT_RELU)                                                   \
-            conv_plane_3x3_p1(xp, wk, b, H, W, 1, OH, OW, 0, DW_ACT_RELU, yp);                   \
-        else if (s == 1 && act == DW_ACT_RELU6)                                                  \
-            conv_plane_3x3_p1(xp, wk, b, H, W, 1, OH, OW, 0, DW_ACT_RELU6, yp);                  \
-        else if (s == 1)                                                                         \
-            conv_plane_3x3_p1(xp, wk, b, H, W, 1, OH, OW, 0, DW_ACT_NONE, yp);                   \
-        else if (accumulate)                                                                     \
-            conv_plane_3x3_p1(xp, wk, b, H, W, 2, OH, OW, 1, DW_ACT_NONE, yp);                   \
-        else if (act == DW_ACT_RELU)                                                             \
-            conv_plane_3x3_p1(xp, wk, b, H, W, 2, OH, OW, 0, DW_ACT_RELU, yp);                   \
-        else if (act == DW_ACT_RELU6)                                                            \
-            conv_plane_3x3_p1(xp, wk, b, H, W, 2, OH, OW, 0, DW_ACT_RELU6, yp);                  \
-        else                                                                                     \
-            conv_plane_3x3_p1(xp, wk, b, H, W, 2, OH, OW, 0, DW_ACT_NONE, yp);                   \
+        if (s == 1) {                                                                            \
+            AN_PLANE3X3_CASES(1)                                                                 \
+        } else {                                                                                 \
+            AN_PLANE3X3_CASES(2)                                                                 \
+        }                                                                                        \
     }
 
 #if defined(__x86_64__) && defined(__GNUC__)

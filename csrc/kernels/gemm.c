@@ -895,13 +895,6 @@ int an_gemm_f32_epilogue(int64_t M, int64_t N, int64_t K, const float *A, int64_
     return gemm_run(&p);
 }
 
-int an_gemm_f32_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
-                         const float *B, int64_t ldb, float *C, int64_t ldc,
-                         const float *row_bias, int act)
-{
-    return an_gemm_f32_epilogue(M, N, K, A, lda, B, ldb, C, ldc, row_bias, NULL, 0, act);
-}
-
 int an_gemm_f32_pack_b(int trans_a, int64_t M, int64_t N, int64_t K, float alpha,
                        const float *A, int64_t lda, an_gemm_pack_b_fn pack_b,
                        const void *source, float beta, float *C, int64_t ldc)

@@ -54,22 +54,17 @@ int an_gemm_f32_rows_b(int trans_a, int64_t M, int64_t N, int64_t K, float alpha
                        const float *A, int64_t lda, const float *b, const int64_t *b_offsets,
                        float beta, float *C, int64_t ldc);
 
-/* C = act(A @ B + row_bias[i]) for C[M, N] (beta 0, alpha 1), A [M, K] and
-   B [K, N] row-major: the bias (NULL: none) and the activation
-   (AN_GEMM_ACT_NONE / _RELU / _RELU6) are applied to each tile right after
-   its last K block, while it is in cache, instead of in another pass over C.
-   Same result, bit for bit, as an_gemm_f32 followed by that pass.  Returns
-   0, or -1 if workspace allocation failed. */
+/* C = act(A @ B + row_bias[i] + residual[i * ldr + j]) for C[M, N] (beta
+   0, alpha 1), A [M, K] and B [K, N] row-major: the bias and the residual
+   (either NULL: none; the residual as a convolution followed by a residual
+   join adds it) and the activation (AN_GEMM_ACT_NONE / _RELU / _RELU6) are
+   applied to each tile right after its last K block, while it is in cache,
+   instead of in another pass over C.  Same result, bit for bit, as
+   an_gemm_f32 followed by an_epilogue_rows.  Returns 0, or -1 if workspace
+   allocation failed. */
 #define AN_GEMM_ACT_NONE 0
 #define AN_GEMM_ACT_RELU 1
 #define AN_GEMM_ACT_RELU6 2
-int an_gemm_f32_bias_act(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
-                         const float *B, int64_t ldb, float *C, int64_t ldc,
-                         const float *row_bias, int act);
-
-/* The same with a residual added after the bias and before the activation:
-   C = act(A @ B + row_bias[i] + residual[i * ldr + j]) (residual NULL:
-   none), as a convolution followed by a residual join computes it. */
 int an_gemm_f32_epilogue(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                          const float *B, int64_t ldb, float *C, int64_t ldc,
                          const float *row_bias, const float *residual, int64_t ldr, int act);

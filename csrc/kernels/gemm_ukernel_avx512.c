@@ -13,6 +13,25 @@
 
 #define AN_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
 
+/* The epilogue of one vector of row i: + row_bias[i], + the residual (its
+ * lanes in `mask`), then the activation, in that order (the operations of
+ * an_epilogue_rows).  x <= 0 -> 0 and x >= 6 -> 6 are compares, not a max,
+ * so NaN passes and -0 becomes +0 as there. */
+AN_TARGET_AVX512 static inline __attribute__((always_inline)) __m512
+finish_vector(__m512 v, const float *row_bias, int i, const float *residual, __mmask16 mask,
+              int act)
+{
+    if (row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(row_bias[i]));
+    if (residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, residual));
+    if (act != AN_GEMM_ACT_NONE)
+        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LE_OQ),
+                               _mm512_setzero_ps());
+    if (act == AN_GEMM_ACT_RELU6)
+        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_set1_ps(6.0f), _CMP_GE_OQ),
+                               _mm512_set1_ps(6.0f));
+    return v;
+}
+
 /* One body for every row count; `mr` is a compile-time constant in each
  * instantiation below, so the accumulators stay in registers. */
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
@@ -55,26 +74,17 @@ gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const 
         a += mr;
         b += AVX512_NR;
     }
-    if (epilogue) { /* alpha is 1 */
-        const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+    if (epilogue) { /* alpha is 1: C + beta * C_old rounds once, as the FMA below */
 #pragma GCC unroll 16
         for (int i = 0; i < mr; ++i) {
             float *row = c + i * ldc;
-            __m512 v[2] = {acc[i][0], acc[i][1]};
             for (int h = 0; h < 2; ++h) {
+                __m512 v = acc[i][h];
                 if (beta != 0.0f)
-                    v[h] = _mm512_fmadd_ps(_mm512_set1_ps(1.0f), v[h],
-                                           _mm512_mul_ps(_mm512_set1_ps(beta),
-                                                         _mm512_loadu_ps(row + 16 * h)));
-                if (row_bias) v[h] = _mm512_add_ps(v[h], _mm512_set1_ps(row_bias[i]));
-                if (residual) v[h] = _mm512_add_ps(v[h], _mm512_loadu_ps(residual + i * ldr + 16 * h));
-                /* x <= 0 -> 0 and x >= 6 -> 6 as compares, so NaN passes
-                 * and -0 becomes +0, as in an_bias_act_rows */
-                if (act != AN_GEMM_ACT_NONE)
-                    v[h] = _mm512_mask_mov_ps(v[h], _mm512_cmp_ps_mask(v[h], zero, _CMP_LE_OQ), zero);
-                if (act == AN_GEMM_ACT_RELU6)
-                    v[h] = _mm512_mask_mov_ps(v[h], _mm512_cmp_ps_mask(v[h], six, _CMP_GE_OQ), six);
-                _mm512_storeu_ps(row + 16 * h, v[h]);
+                    v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(row + 16 * h)));
+                v = finish_vector(v, row_bias, i, residual ? residual + i * ldr + 16 * h : NULL,
+                                  (__mmask16)0xFFFF, act);
+                _mm512_storeu_ps(row + 16 * h, v);
             }
         }
         return;
@@ -164,7 +174,6 @@ narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float 
                  const float *B, int64_t ldb, int n, float beta, float *C, int64_t ldc,
                  const float *row_bias, const float *residual, int64_t ldr, int act)
 {
-    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
     const __mmask16 mask0 = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
     const __mmask16 mask1 = n >= 32 ? (__mmask16)0xFFFF
                             : n > 16 ? (__mmask16)((1u << (n - 16)) - 1u) : (__mmask16)0;
@@ -191,8 +200,7 @@ narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float 
         }
         const float block_beta = pc == 0 ? beta : 1.0f;
         if (pc + kc >= K && (row_bias || residual || act != AN_GEMM_ACT_NONE)) {
-            /* last block: bias and activation in registers, the operations
-             * of an_bias_act_rows in its order */
+            /* last block: bias, residual and activation in registers */
 #pragma GCC unroll 16
             for (int i = 0; i < mr; ++i) {
                 float *row = C + i * ldc;
@@ -202,13 +210,8 @@ narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float 
                     if (block_beta != 0.0f)
                         v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(block_beta),
                                                            _mm512_maskz_loadu_ps(mask, row + 16 * h)));
-                    if (row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(row_bias[i]));
-                    if (residual)
-                        v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, residual + i * ldr + 16 * h));
-                    if (act != AN_GEMM_ACT_NONE)
-                        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, zero, _CMP_LE_OQ), zero);
-                    if (act == AN_GEMM_ACT_RELU6)
-                        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, six, _CMP_GE_OQ), six);
+                    v = finish_vector(v, row_bias, i, residual ? residual + i * ldr + 16 * h : NULL,
+                                      mask, act);
                     _mm512_mask_storeu_ps(row + 16 * h, mask, v);
                 }
             }

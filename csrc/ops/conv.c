@@ -53,22 +53,39 @@ static int gemm_act(an_activation act)
                                         : AN_GEMM_ACT_NONE;
 }
 
-/* y[0..n) = activate(y) in place (relu / relu6 as an_relu and an_relu6
-   compute them; nothing for AN_ACTIVATION_NONE). */
-static void activate_run(float *y, int64_t n, an_activation act)
+/* y[0..n) = act(y + residual) in place (residual NULL: none; relu / relu6
+   as an_relu and an_relu6 compute them), threaded in chunks. */
+static void epilogue_all(float *y, const float *residual, int64_t n, an_activation act)
 {
-    if (act != AN_ACTIVATION_NONE)
-        an_bias_act_rows(y, 1, n, n, NULL, gemm_act(act));
-}
-
-/* activate_run over a whole output, threaded in chunks. */
-static void activate_all(float *y, int64_t n, an_activation act)
-{
-    if (act == AN_ACTIVATION_NONE)
+    if (!residual && act == AN_ACTIVATION_NONE)
         return;
 #pragma omp parallel for schedule(static) if (n > AN_PARALLEL_GRAIN)
-    for (int64_t start = 0; start < n; start += 4096)
-        activate_run(y + start, n - start < 4096 ? n - start : 4096, act);
+    for (int64_t start = 0; start < n; start += 4096) {
+        int64_t len = n - start < 4096 ? n - start : 4096;
+        an_epilogue_rows(y + start, 1, len, len, NULL, residual ? residual + start : NULL, len,
+                         gemm_act(act));
+    }
+}
+
+/* dst[0..n) = act(src + bias) (bias NULL: a copy): one output run leaving a
+   GEMM's workspace for y (the copy stays inline vector moves: a memcpy call
+   per row of 8-32 floats cost more than the move). */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+static void store_run(float *restrict dst, const float *restrict src, int64_t n, const float *bias,
+                      an_activation act)
+{
+    if (bias) {
+        const float b = *bias;
+        for (int64_t k = 0; k < n; k++)
+            dst[k] = src[k] + b;
+    } else {
+        for (int64_t k = 0; k < n; k++)
+            dst[k] = src[k];
+    }
+    if (act != AN_ACTIVATION_NONE)
+        an_bias_act_rows(dst, 1, n, n, NULL, gemm_act(act));
 }
 
 /* y = act(y + bias[o]) over `planes` runs of n floats, `stride` apart (bias
@@ -407,17 +424,10 @@ static void exchange_chunk(const conv_geometry *g, int64_t n0, int64_t nb, int64
         int64_t i = r / og, o = r % og, co = grp * og + o;
         float *t = y + ((n0 + i) * g->Cout + co) * OHW;
         float *c = chunk + o * ld + i * OHW;
-        if (!to_tensor) {
+        if (!to_tensor)
             memcpy(c, t, (size_t)OHW * sizeof(float));
-        } else if (bias) {
-            float b = bias[co];
-            for (int64_t k = 0; k < OHW; k++)
-                t[k] = c[k] + b;
-            activate_run(t, OHW, g->act);
-        } else {
-            memcpy(t, c, (size_t)OHW * sizeof(float));
-            activate_run(t, OHW, g->act);
-        }
+        else
+            store_run(t, c, OHW, bias ? bias + co : NULL, g->act);
     }
 }
 
@@ -995,9 +1005,8 @@ static an_status implicit_band(const conv_geometry *g, const implicit_plan *pl,
                                const int64_t *offsets, const float *w, const float *bias, float *y,
                                int64_t n, int64_t grp, int64_t oh0, const float *padded, float *band)
 {
-    int64_t cg = g->C / g->groups, og = g->Cout / g->groups, ckk = cg * g->kh * g->kw;
+    int64_t og = g->Cout / g->groups, ckk = g->C / g->groups * g->kh * g->kw;
     int64_t OHW = g->OH * g->OW;
-    (void)cg;
     int64_t rows = g->OH - oh0 < pl->rows ? g->OH - oh0 : pl->rows;
     int64_t ld = rows * pl->Wq, cols = (rows - 1) * pl->Wq + g->OW;
     if (an_gemm_f32_rows_b(0, og, cols, ckk, 1.0f, w + grp * og * ckk, ckk, padded + oh0 * pl->Wq,
@@ -1006,23 +1015,11 @@ static an_status implicit_band(const conv_geometry *g, const implicit_plan *pl,
     /* sizes in locals: under -fno-strict-aliasing every float store could
        change g->OW, which kept this copy scalar with a reload per element */
     const int64_t OW = g->OW, Wq = pl->Wq;
-    const an_activation act = g->act;
     for (int64_t o = 0; o < og; o++) {
         int64_t co = grp * og + o;
         float *to = y + (n * g->Cout + co) * OHW + oh0 * OW;
-        const float b = bias ? bias[co] : 0.0f;
-        for (int64_t r = 0; r < rows; r++) {
-            const float *restrict from = band + o * ld + r * Wq;
-            float *restrict dst = to + r * OW;
-            if (bias) {
-                for (int64_t ow = 0; ow < OW; ow++)
-                    dst[ow] = from[ow] + b;
-            } else {
-                for (int64_t ow = 0; ow < OW; ow++)
-                    dst[ow] = from[ow];
-            }
-            activate_run(dst, OW, act);
-        }
+        for (int64_t r = 0; r < rows; r++)
+            store_run(to + r * OW, band + o * ld + r * Wq, OW, bias ? bias + co : NULL, g->act);
     }
     return AN_OK;
 }
@@ -1393,12 +1390,6 @@ static an_status conv2d_check(const an_tensor *x, const an_tensor *w, const an_t
     return AN_OK;
 }
 
-/* y = act(y) in place (the output is still hot in cache). */
-static void apply_activation(an_tensor *out, an_activation act)
-{
-    activate_all(an_data_ptr(out), an_numel(out), act);
-}
-
 an_tensor *an_conv2d(an_tensor *x, an_tensor *weight, an_tensor *bias, const int64_t stride[2],
                      const int64_t padding[2], const int64_t dilation[2], int64_t groups)
 {
@@ -1418,16 +1409,6 @@ static int residual_in_gemm(const conv_geometry *g, int which)
 {
     return conv_impls[which].forward == im2col_gemm_forward && pointwise_accepts(g) &&
            plan_tiles(g).images == 1;
-}
-
-/* y = act(y + residual) over n elements (y already holds conv + bias). */
-static void add_residual_all(float *y, const float *residual, int64_t n, an_activation act)
-{
-#pragma omp parallel for schedule(static) if (n > AN_PARALLEL_GRAIN)
-    for (int64_t start = 0; start < n; start += 4096) {
-        int64_t len = n - start < 4096 ? n - start : 4096;
-        an_epilogue_rows(y + start, 1, len, len, NULL, residual + start, len, gemm_act(act));
-    }
 }
 
 an_tensor *an_conv2d_fused(an_tensor *x, an_tensor *weight, an_tensor *bias,
@@ -1476,15 +1457,14 @@ an_tensor *an_conv2d_fused(an_tensor *x, an_tensor *weight, an_tensor *bias,
                 fill_bias(&g, pb, an_data_ptr(out));
             else
                 an_fill_(out, 0.0f);
-            if (path_act != AN_ACTIVATION_NONE)
-                apply_activation(out, path_act);
+            epilogue_all(an_data_ptr(out), NULL, an_numel(out), path_act);
         } else {
             g.act = path_act; /* each forward applies it as it writes y */
             g.residual = in_gemm ? pr : NULL;
             st = conv_impls[which].forward(&g, an_data_ptr(xc), an_data_ptr(wc), pb, an_data_ptr(out));
         }
         if (!st && pr && !in_gemm)
-            add_residual_all(an_data_ptr(out), pr, an_numel(out), act);
+            epilogue_all(an_data_ptr(out), pr, an_numel(out), act);
     }
     an_release(bc);
     an_release(rc);

@@ -398,7 +398,7 @@ static void test_narrow(const char *isa)
             }
 }
 
-/* an_gemm_f32_bias_act finishes each tile with the bias and the activation:
+/* an_gemm_f32_epilogue finishes each tile with the bias and the activation:
  * it must equal an_gemm_f32 followed by that pass, bit for bit, on the
  * narrow path (N <= 64), the blocked one (K over several KC blocks, fringes),
  * and the degenerate shapes (M or N of 1, K of 0), with 1 and 2 threads. */
@@ -430,26 +430,23 @@ static void test_bias_act(const char *isa)
          * epilogue compares, it does not take a max) */
         if (M > 1 && K > 0) A[K] = NAN;
         for (int act = AN_GEMM_ACT_NONE; act <= AN_GEMM_ACT_RELU6; ++act)
-            for (int with_bias = 0; with_bias < 4; ++with_bias) /* bit 1: with a residual */
+            for (int variant = 0; variant < 4; ++variant) /* bit 0: a bias, bit 1: a residual */
                 for (int threads = 1; threads <= 2; ++threads) {
-                    const int with_res = with_bias >> 1;
+                    const int with_bias = variant & 1, with_res = variant >> 1;
                     set_threads(threads);
                     for (int64_t i = 0; i < M * ldc; ++i) expect[i] = got[i] = k_guard;
                     int rc = an_gemm_f32(0, 0, M, N, K, 1.0f, A, K, B, N, 0.0f, expect, ldc);
                     for (int64_t i = 0; i < M; ++i)
                         for (int64_t j = 0; j < N; ++j) {
                             float v = expect[i * ldc + j];
-                            if (with_bias & 1) v += bias[i];
+                            if (with_bias) v += bias[i];
                             if (with_res) v += res[i * ldr + j];
                             if (act != AN_GEMM_ACT_NONE) v = v <= 0.0f ? 0.0f : v;
                             if (act == AN_GEMM_ACT_RELU6) v = v >= 6.0f ? 6.0f : v;
                             expect[i * ldc + j] = v;
                         }
-                    if (with_res)
-                        rc |= an_gemm_f32_epilogue(M, N, K, A, K, B, N, got, ldc, (with_bias & 1) ? bias : NULL,
-                                                   res, ldr, act);
-                    else
-                        rc |= an_gemm_f32_bias_act(M, N, K, A, K, B, N, got, ldc, with_bias ? bias : NULL, act);
+                    rc |= an_gemm_f32_epilogue(M, N, K, A, K, B, N, got, ldc, with_bias ? bias : NULL,
+                                               with_res ? res : NULL, ldr, act);
                     ++g_cases;
                     test_case t = {0, 0, M, N, K, 1.0f, 0.0f, ldc - N};
                     if (rc != 0 || memcmp(expect, got, sizeof(float) * (size_t)(M * ldc)) != 0)
