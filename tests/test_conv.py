@@ -96,6 +96,7 @@ TORCH_CASES = [
     ("efficientnet 5x5 depthwise", (2, 40, 14, 14), (40, 1, 5, 5), 1, 2, 1, 40),
     ("efficientnet 5x5 depthwise s2", (1, 24, 15, 15), (24, 1, 5, 5), 2, 2, 1, 24),
     # depthwise on planes up to 16x16 runs 16 channels at a time, channels-last
+    # (except 3x3 stride 1 on rows a multiple of 16 wide: row by row, below)
     ("depthwise 4x4, 40 channels (16-channel blocks + 8)", (3, 40, 4, 4), (40, 1, 3, 3), 1, 1, 1, 40),
     ("depthwise 2x2, 5x5 kernel, 17 channels", (2, 17, 2, 2), (17, 1, 5, 5), 1, 2, 1, 17),
     ("depthwise 16x16, 20 channels", (2, 20, 16, 16), (20, 1, 3, 3), 1, 1, 1, 20),
@@ -106,8 +107,16 @@ TORCH_CASES = [
     # data gradient (a stride-1 convolution of dy) takes that path too
     ("depthwise 32x32 rows", (2, 5, 32, 32), (5, 1, 3, 3), 1, 1, 1, 5),
     ("depthwise 17x32 rows", (1, 3, 17, 32), (3, 1, 3, 3), 1, 1, 1, 3),
+    # rows in blocks of 4 read straight from x: one vector per row (both
+    # ends zero-filled in registers), three per row (an interior vector),
+    # and fewer rows than a block
+    ("depthwise 18x16 rows", (2, 3, 18, 16), (3, 1, 3, 3), 1, 1, 1, 3),
+    ("depthwise 6x48 rows", (1, 4, 6, 48), (4, 1, 3, 3), 1, 1, 1, 4),
+    ("depthwise 3x96 rows", (1, 2, 3, 96), (2, 1, 3, 3), 1, 1, 1, 2),
     ("depthwise 32x32 s2 (even/odd columns)", (2, 5, 32, 32), (5, 1, 3, 3), 2, 1, 1, 5),
     ("depthwise 64x64 s2 (even/odd columns)", (1, 2, 64, 64), (2, 1, 3, 3), 2, 1, 1, 2),
+    ("depthwise 33x32 s2 (last row's window off the bottom)", (1, 3, 33, 32), (3, 1, 3, 3), 2, 1, 1, 3),
+    ("depthwise 6x96 s2 (three vectors per row)", (1, 2, 6, 96), (2, 1, 3, 3), 2, 1, 1, 2),
     ("dilation 2", (2, 8, 12, 12), (8, 8, 3, 3), 1, 2, 2, 1),
     ("odd sizes 7x5", (3, 4, 7, 5), (3, 4, 3, 3), (2, 1), (1, 2), 1, 1),
 ]

@@ -130,6 +130,147 @@ static AN_ALWAYS_INLINE float activate_one(float v, int act)
     return v;
 }
 
+#if defined(__GNUC__)
+/* row_vec values are passed and returned only by always-inline helpers,
+ * so no call ever uses the ABI GCC warns about */
+#pragma GCC diagnostic ignored "-Wpsabi"
+#define AN_HAVE_ROW_VEC 1
+#define ROW_LANES 16
+/* loops over registers: unrolled so that acc[] and w[] stay in registers */
+#define AN_UNROLL _Pragma("GCC unroll 16")
+/* Output rows computed together by rows3x3_s1. */
+#define ROW_BLOCK 4
+typedef float row_vec __attribute__((vector_size(ROW_LANES * sizeof(float))));
+typedef int32_t row_mask __attribute__((vector_size(ROW_LANES * sizeof(float))));
+
+static AN_ALWAYS_INLINE row_vec row_load(const float *p)
+{
+    row_vec v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static AN_ALWAYS_INLINE void row_store(float *p, row_vec v) { __builtin_memcpy(p, &v, sizeof v); }
+
+/* activate_one on every lane: the same comparisons, so the same bits */
+static AN_ALWAYS_INLINE row_vec row_activate(row_vec v, int act)
+{
+    if (act != DW_ACT_NONE) {
+        const row_mask not_positive = v <= 0.0f;
+        v = (row_vec)((row_mask)v & ~not_positive);
+    }
+    if (act == DW_ACT_RELU6) {
+        const row_vec six = (row_vec){0} + 6.0f;
+        const row_mask big = v >= 6.0f;
+        v = (row_vec)(((row_mask)v & ~big) | ((row_mask)six & big));
+    }
+    return v;
+}
+
+/* Rows [oh0, oh0 + ROWS) of a 3x3, stride-1, padding-1 plane whose width W
+ * is a multiple of ROW_LANES, read straight from x: the sums taps3x3 forms
+ * on the zero-framed plane, in its order, with the frame's zeros made in
+ * registers (a vector shifted in from zero at the row ends, a zero row above
+ * and below) instead of a framed copy.  The copy's unaligned stores, read
+ * back at once, had cost as much as the arithmetic; and one row at a time
+ * left a 9-add dependency chain per vector exposed (about 1250 cycles per
+ * 32x32 plane).  Here the ROWS x W/16 sums are independent chains and each
+ * of the ROWS + 2 input rows is loaded once for all the output rows. */
+static AN_ALWAYS_INLINE void rows3x3_s1(const float *restrict xp, int64_t H, int64_t W,
+                                        int64_t oh0, const int ROWS,
+                                        const float *restrict wk, float b,
+                                        const int accumulate, const int act, float *restrict y)
+{
+    const row_vec zero = {0};
+    const row_mask from_left = {15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30};
+    const row_mask from_right = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    row_vec w[9];
+    AN_UNROLL
+    for (int t = 0; t < 9; ++t) w[t] = zero + wk[t];
+    for (int64_t ow = 0; ow < W; ow += ROW_LANES) {
+        row_vec acc[ROW_BLOCK];
+        AN_UNROLL
+        for (int r = 0; r < ROWS; ++r)
+            acc[r] = accumulate ? row_load(y + r * W + ow) : zero + b;
+        /* input row oh0 - 1 + i feeds output row oh0 + r through kernel row i - r */
+        AN_UNROLL
+        for (int i = 0; i < ROWS + 2; ++i) {
+            const int64_t ih = oh0 - 1 + i;
+            row_vec left = zero, mid = zero, right = zero;
+            if (ih >= 0 && ih < H) {
+                const float *in = xp + ih * W + ow;
+                mid = row_load(in);
+                left = ow == 0 ? __builtin_shuffle(zero, mid, from_left) : row_load(in - 1);
+                right = ow + ROW_LANES == W ? __builtin_shuffle(mid, zero, from_right)
+                                            : row_load(in + 1);
+            }
+            AN_UNROLL
+            for (int r = 0; r < ROWS; ++r) {
+                const int k = i - r;
+                if (k < 0 || k > 2)
+                    continue;
+                acc[r] += w[3 * k] * left;
+                acc[r] += w[3 * k + 1] * mid;
+                acc[r] += w[3 * k + 2] * right;
+            }
+        }
+        AN_UNROLL
+        for (int r = 0; r < ROWS; ++r) row_store(y + r * W + ow, row_activate(acc[r], act));
+    }
+}
+
+/* Rows [oh0, oh0 + ROWS) of a 3x3, stride-2, padding-1 plane with OW a
+ * multiple of ROW_LANES (W = 2 OW), read straight from x as rows3x3_s1
+ * does: each pair of input vectors is split into its even columns (the
+ * centre tap) and odd columns (the right tap), and the left tap is the odd
+ * columns shifted by one, the first taken from the vector before (or the
+ * frame's zero).  The even/odd-column copy this replaces ran a 144x32x32
+ * layer at a third of the stride-1 layer's speed per output. */
+static AN_ALWAYS_INLINE void rows3x3_s2(const float *restrict xp, int64_t H, int64_t W,
+                                        int64_t oh0, const int ROWS,
+                                        const float *restrict wk, float b, const int act,
+                                        float *restrict y)
+{
+    const int64_t OW = W / 2;
+    const row_vec zero = {0};
+    const row_mask from_left = {15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30};
+    const row_mask evens = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
+    const row_mask odds = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
+    row_vec w[9];
+    AN_UNROLL
+    for (int t = 0; t < 9; ++t) w[t] = zero + wk[t];
+    for (int64_t ow = 0; ow < OW; ow += ROW_LANES) {
+        row_vec acc[ROW_BLOCK];
+        AN_UNROLL
+        for (int r = 0; r < ROWS; ++r) acc[r] = zero + b;
+        /* input row 2 oh0 - 1 + i feeds output row oh0 + r through kernel row i - 2 r */
+        AN_UNROLL
+        for (int i = 0; i < 2 * ROWS + 1; ++i) {
+            const int64_t ih = 2 * oh0 - 1 + i;
+            row_vec left = zero, mid = zero, right = zero;
+            if (ih >= 0 && ih < H) {
+                const float *in = xp + ih * W + 2 * ow;
+                const row_vec lo = row_load(in), hi = row_load(in + ROW_LANES);
+                mid = __builtin_shuffle(lo, hi, evens);
+                right = __builtin_shuffle(lo, hi, odds);
+                left = __builtin_shuffle(ow == 0 ? zero : row_load(in - ROW_LANES), right, from_left);
+            }
+            AN_UNROLL
+            for (int r = 0; r < ROWS; ++r) {
+                const int k = i - 2 * r;
+                if (k < 0 || k > 2)
+                    continue;
+                acc[r] += w[3 * k] * left;
+                acc[r] += w[3 * k + 1] * mid;
+                acc[r] += w[3 * k + 2] * right;
+            }
+        }
+        AN_UNROLL
+        for (int r = 0; r < ROWS; ++r) row_store(y + r * OW + ow, row_activate(acc[r], act));
+    }
+}
+#endif
+
 /* 3x3, padding 1, dilation 1, stride s (a compile-time 1 or 2 after
  * inlining): xp [H,W] -> yp [OH,OW]. The interior needs no bounds checks and
  * keeps the 9 weights in registers; the one-pixel frame goes through the
@@ -141,6 +282,22 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
     const int act, float *restrict yp)
 {
     if ((H + 2) * (W + 2) <= SMALL_PADDED_PLANE) {
+#ifdef AN_HAVE_ROW_VEC
+        if (s == 1 && OW % ROW_LANES == 0) {
+            int64_t oh = 0;
+            for (; oh + ROW_BLOCK <= OH; oh += ROW_BLOCK)
+                rows3x3_s1(xp, H, W, oh, ROW_BLOCK, wk, b, accumulate, act, yp + oh * OW);
+            for (; oh < OH; ++oh) rows3x3_s1(xp, H, W, oh, 1, wk, b, accumulate, act, yp + oh * OW);
+            return;
+        }
+        if (s == 2 && OW % ROW_LANES == 0 && W == 2 * OW && !accumulate) {
+            int64_t oh = 0;
+            for (; oh + ROW_BLOCK <= OH; oh += ROW_BLOCK)
+                rows3x3_s2(xp, H, W, oh, ROW_BLOCK, wk, b, act, yp + oh * OW);
+            for (; oh < OH; ++oh) rows3x3_s2(xp, H, W, oh, 1, wk, b, act, yp + oh * OW);
+            return;
+        }
+#endif
         /* Planes up to 64 x 64 are copied into a zero frame, and every
          * output runs the same branch-free 9 taps (a tap on the frame adds
          * w * 0, which leaves a finite sum unchanged).  The border path ran
@@ -150,49 +307,6 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
          * (oh, ow) and tap (i, j) read element (oh * Wp + ow) + i * Wp + j,
          * so all outputs form one flat run (with 2 junk columns per row,
          * dropped on the way out) that vectorises end to end. */
-        if (s == 2 && OW % 16 == 0 && W % 2 == 0 && !accumulate) {
-            /* Stride 2 with whole vectors of outputs per row: each framed
-             * row split into its even and odd columns, so the taps of a row
-             * of outputs are contiguous runs (even[ow], odd[ow],
-             * even[ow + 1]) instead of a gather: the same taps in the same
-             * order.  (A 32x32 plane's stride-2 layer ran at a third of the
-             * stride-1 layer's speed per output.) */
-            /* framed column 2k is x column 2k - 1, framed 2k + 1 is x 2k
-             * (W is even here: OW = W / 2) */
-            const int64_t We = W / 2 + 2, half = W / 2;
-            float even[SMALL_PADDED_PLANE / 2 + 70], odd[SMALL_PADDED_PLANE / 2 + 70];
-            for (int64_t k = 0; k < We; ++k) even[k] = odd[k] = even[(H + 1) * We + k] = odd[(H + 1) * We + k] = 0.0f;
-            for (int64_t h = 0; h < H; ++h) {
-                const float *restrict xr = xp + h * W;
-                float *restrict er = even + (h + 1) * We, *restrict orow = odd + (h + 1) * We;
-                er[0] = 0.0f;
-                for (int64_t k = 0; k < half; ++k) {
-                    orow[k] = xr[2 * k];
-                    er[k + 1] = xr[2 * k + 1];
-                }
-                orow[half] = orow[half + 1] = er[half + 1] = 0.0f;
-            }
-            for (int64_t oh = 0; oh < OH; ++oh) {
-                const float *restrict e0 = even + 2 * oh * We, *restrict o0 = odd + 2 * oh * We;
-                const float *restrict e1 = e0 + We, *restrict o1 = o0 + We;
-                const float *restrict e2 = e1 + We, *restrict o2 = o1 + We;
-                float *restrict yrow = yp + oh * OW;
-                for (int64_t ow = 0; ow < OW; ++ow) {
-                    float acc = b;
-                    acc += wk[0] * e0[ow];
-                    acc += wk[1] * o0[ow];
-                    acc += wk[2] * e0[ow + 1];
-                    acc += wk[3] * e1[ow];
-                    acc += wk[4] * o1[ow];
-                    acc += wk[5] * e1[ow + 1];
-                    acc += wk[6] * e2[ow];
-                    acc += wk[7] * o2[ow];
-                    acc += wk[8] * e2[ow + 1];
-                    yrow[ow] = activate_one(acc, act);
-                }
-            }
-            return;
-        }
         float padded[SMALL_PADDED_PLANE];
         const int64_t Wp = W + 2;
         for (int64_t k = 0; k < Wp; ++k) padded[k] = padded[(H + 1) * Wp + k] = 0.0f;
@@ -200,22 +314,6 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
             float *row = padded + (h + 1) * Wp;
             row[0] = row[W + 1] = 0.0f;
             for (int64_t k = 0; k < W; ++k) row[k + 1] = xp[h * W + k];
-        }
-        if (s == 1 && OW % 16 == 0) {
-            /* Rows a whole number of vectors wide (16 lanes, so also 8 and
-             * 4): each row of outputs is computed straight into y with the
-             * activation applied on the way, no junk columns to copy out
-             * (the flat run below cost a third more on 32x32 planes, plus a
-             * pass for the activation). */
-            for (int64_t oh = 0; oh < OH; ++oh) {
-                const float *restrict x0 = padded + oh * Wp;
-                const float *restrict x1 = x0 + Wp;
-                const float *restrict x2 = x1 + Wp;
-                float *restrict yrow = yp + oh * OW;
-                for (int64_t ow = 0; ow < OW; ++ow)
-                    yrow[ow] = activate_one(taps3x3(accumulate ? yrow[ow] : b, x0, x1, x2, ow, wk), act);
-            }
-            return;
         }
         if (s == 1) {
             float flat[SMALL_PADDED_PLANE];
@@ -350,6 +448,23 @@ static int is_3x3_p1_d1(int64_t kh, int64_t kw, int64_t ph, int64_t pw,
                         int64_t dh, int64_t dw)
 {
     return kh == 3 && kw == 3 && ph == 1 && pw == 1 && dh == 1 && dw == 1;
+}
+
+/* Whether a plane takes rows3x3_s1: 3x3, stride 1, padding 1, rows a whole
+ * number of vectors wide, small enough for the framed paths (whose sums it
+ * reproduces).  It beats the channels-last blocks below on the planes both
+ * could take (192x16x16 forward 27 -> 13 us, 1 thread), so those leave such
+ * planes to it. */
+static int rows3x3_fits(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                        int64_t ph, int64_t pw, int64_t dh, int64_t dw)
+{
+#ifdef AN_HAVE_ROW_VEC
+    return is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == 1 && sw == 1 && W % ROW_LANES == 0 &&
+           (H + 2) * (W + 2) <= SMALL_PADDED_PLANE;
+#else
+    (void)H, (void)W, (void)kh, (void)kw, (void)sh, (void)sw, (void)ph, (void)pw, (void)dh, (void)dw;
+    return 0;
+#endif
 }
 
 /* ---- Small planes, channels-last -------------------------------------- *
@@ -674,7 +789,7 @@ void an_depthwise_conv2d_forward_act_f32(
     const int64_t planes = N * Cout;
 #ifdef AN_HAVE_CHANNELS_LAST
     const cl_geometry cg = {H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW};
-    if (cl_fits(&cg, multiplier)) {
+    if (cl_fits(&cg, multiplier) && !rows3x3_fits(H, W, kh, kw, sh, sw, ph, pw, dh, dw)) {
         cl_run(&cg, x, w, 0, bias, 0, act, N, C, y);
         return;
     }
@@ -830,7 +945,7 @@ void an_depthwise_conv2d_backward_input_f32(
     if (sh == 1 && sw == 1 && OH == H && OW == W && dh * (kh - 1) >= ph && dw * (kw - 1) >= pw) {
         const cl_geometry cg = {OH, OW, kh, kw, 1, 1, dh * (kh - 1) - ph, dw * (kw - 1) - pw,
                                 dh, dw, H, W};
-        if (cl_fits(&cg, multiplier)) {
+        if (cl_fits(&cg, multiplier) && !rows3x3_fits(H, W, kh, kw, sh, sw, ph, pw, dh, dw)) {
             cl_run(&cg, dy, w, 1, NULL, 1, DW_ACT_NONE, N, C, dx);
             return;
         }
