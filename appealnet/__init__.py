@@ -25,7 +25,7 @@ from . import _C  # noqa: E402
 from ._tensor import Tensor
 from ._api import (tensor, from_numpy, zeros, ones, full, empty, zeros_like, ones_like, randn, rand,
                    manual_seed, initial_seed, get_rng_state, set_rng_state, set_num_threads, get_num_threads, no_grad,
-                   enable_grad, set_grad_enabled, is_grad_enabled, cat, concat,
+                   set_conv_winograd, get_conv_winograd, enable_grad, set_grad_enabled, is_grad_enabled, cat, concat,
                    cpu_info)
 
 from . import nn, optim, losses, metrics, testing, models, data  # noqa: E402  (they import Tensor)
@@ -39,7 +39,7 @@ __version__ = _C.__version__
 __all__ = [
     "Tensor", "tensor", "from_numpy", "zeros", "ones", "full", "empty", "zeros_like", "ones_like",
     "randn", "rand", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state", "set_num_threads", "get_num_threads", "no_grad",
-    "enable_grad", "set_grad_enabled", "is_grad_enabled", "cat", "concat", "cpu_info", "nn", "optim", "losses", "metrics", "testing", "models", "data", "profile",
+    "set_conv_winograd", "get_conv_winograd", "enable_grad", "set_grad_enabled", "is_grad_enabled", "cat", "concat", "cpu_info", "nn", "optim", "losses", "metrics", "testing", "models", "data", "profile",
     "save", "load", "save_state_dict", "load_state_dict_file", "import_state_dict", "export_state_dict",
     "export_onnx",
 ]

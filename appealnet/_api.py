@@ -86,6 +86,21 @@ def get_num_threads():
     return _C.get_num_threads()
 
 
+def set_conv_winograd(enabled):
+    """Whether conv2d runs 3x3, stride-1, padding-1 layers with 32 or more
+    channels in and out through Winograd's F(2x2, 3x3) (on by default).
+
+    It does 2.25x fewer multiplies, in the forward pass and the input
+    gradient; the sums are rounded in another order, so results differ from
+    the direct lowering at float32 rounding level (about 1e-7 relative).
+    Turn it off to get the direct lowering's exact numbers.  Process-wide."""
+    _C.set_conv_winograd(bool(enabled))
+
+
+def get_conv_winograd():
+    return _C.get_conv_winograd()
+
+
 def is_grad_enabled():
     return _C.is_grad_enabled()
 

@@ -228,6 +228,12 @@ an_tensor *an_conv2d(an_tensor *x, an_tensor *weight, an_tensor *bias,
 an_tensor *an_batch_norm(an_tensor *x, an_tensor *running_mean, an_tensor *running_var,
                          an_tensor *weight, an_tensor *bias, int training,
                          double momentum, double eps);
+/* Whether 3x3 stride-1 convolutions with 32+ channels on each side use
+   Winograd's F(2x2, 3x3) (2.25x fewer multiplies; the sums are rounded in a
+   different order, so results differ from the direct lowering at float32
+   rounding level).  On by default; process-wide. */
+void an_set_conv_winograd(int enabled);
+int an_get_conv_winograd(void);
 /* An activation fused into the pass that writes an op's output. */
 typedef enum { AN_ACTIVATION_NONE = 0, AN_ACTIVATION_RELU, AN_ACTIVATION_RELU6 } an_activation;
 /* act(batch_norm(x, ...)) in one op: the same statistics, then one pass that

@@ -30,6 +30,16 @@ CASES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _direct_lowering():
+    """These are the direct lowerings' tests: 3x3 layers with 32+ channels
+    would otherwise take Winograd (tests/test_conv_winograd.py)."""
+    before = an.get_conv_winograd()
+    an.set_conv_winograd(False)
+    yield
+    an.set_conv_winograd(before)
+
+
 def _inputs(case, seed=0):
     n, cin, cout, (kh, kw), _, _, g, (h, w) = case
     rng = np.random.default_rng(seed)

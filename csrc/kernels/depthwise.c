@@ -12,6 +12,7 @@
 #include "cpu/cpu.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_pack.h"
+#include "kernels/isa_variants.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -24,11 +25,6 @@
 #define DW_ACT_RELU AN_GEMM_ACT_RELU
 #define DW_ACT_RELU6 AN_GEMM_ACT_RELU6
 
-#if defined(__GNUC__)
-#define AN_ALWAYS_INLINE inline __attribute__((always_inline))
-#else
-#define AN_ALWAYS_INLINE inline
-#endif
 
 /* Outputs o in [0, n_out) read input position o*stride + offset. Returns in
  * [*lo, *hi) the o whose position lies in [0, n_in); lo <= hi always. */
@@ -420,27 +416,7 @@ typedef void (*plane3x3_fn)(const float *xp, const float *wk, float b, int64_t H
         }                                                                                        \
     }
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define AN_HAVE_X86_VARIANTS 1
-#define AN_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#define AN_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
-/* generic, AVX2 and AVX-512 builds of one wrapper */
-#define AN_FOR_EACH_ISA(define) define(generic, ) define(avx2, AN_TARGET_AVX2) define(avx512, AN_TARGET_AVX512)
-#else
-#define AN_FOR_EACH_ISA(define) define(generic, )
-#endif
-
 AN_FOR_EACH_ISA(AN_DEFINE_PLANE3X3)
-
-/* The build of `prefix` for the ISA in use. */
-#ifdef AN_HAVE_X86_VARIANTS
-#define AN_BY_ISA(prefix)                                                                        \
-    (an_cpu_info_get()->isa == AN_ISA_AVX512 ? prefix##avx512                                    \
-     : an_cpu_info_get()->isa == AN_ISA_AVX2 ? prefix##avx2                                      \
-                                             : prefix##generic)
-#else
-#define AN_BY_ISA(prefix) prefix##generic
-#endif
 
 static plane3x3_fn choose_plane3x3(void) { return AN_BY_ISA(plane3x3_); }
 

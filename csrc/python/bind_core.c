@@ -271,6 +271,22 @@ static PyObject *py_set_num_threads(PyObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_set_conv_winograd(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    int enabled = PyObject_IsTrue(arg);
+    if (enabled < 0)
+        return NULL;
+    an_set_conv_winograd(enabled);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_conv_winograd(PyObject *self, PyObject *unused)
+{
+    (void)self, (void)unused;
+    return PyBool_FromLong(an_get_conv_winograd());
+}
+
 static PyObject *py_get_num_threads(PyObject *self, PyObject *unused)
 {
     (void)self;
@@ -458,6 +474,8 @@ PyMethodDef an_py_core_methods[] = {
     {"set_rng_state", py_set_rng_state, METH_VARARGS, "set_rng_state(seed, offset)"},
     {"set_num_threads", py_set_num_threads, METH_O, "Number of OpenMP threads for compute."},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "Number of OpenMP threads for compute."},
+    {"set_conv_winograd", py_set_conv_winograd, METH_O, "Use Winograd F(2x2,3x3) where it applies."},
+    {"get_conv_winograd", py_get_conv_winograd, METH_NOARGS, "Whether Winograd F(2x2,3x3) is used."},
     {"openmp_enabled", py_openmp_enabled, METH_NOARGS, "Whether the core was built with OpenMP."},
     {"set_grad_enabled", py_set_grad_enabled, METH_O, "Turns recording on/off for this thread."},
     {"is_grad_enabled", py_is_grad_enabled, METH_NOARGS, "Whether ops record autograd nodes."},

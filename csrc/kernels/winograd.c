@@ -1,0 +1,225 @@
+/* Winograd F(2x2, 3x3) transforms, see winograd.h.
+ *
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+ * G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+ * A^T = [1 1 1 0; 0 1 -1 -1]
+ * Sixteen channels at a time: their planes are transposed (SIMD, as the
+ * GEMM packs) into a zero-framed channels-last block, each tile is then 16
+ * loads, 32 adds and 16 stores of 16-lane vectors, and the outputs go back
+ * through the same transpose.  Transforming plane by plane instead (rows of
+ * 4 tiles on 8x8 planes) cost twice the GEMMs. */
+#include "winograd.h"
+
+#include "kernels/gemm.h"
+#include "kernels/gemm_pack.h"
+#include "kernels/isa_variants.h"
+
+#include <string.h>
+
+#define LANES 16
+
+void an_winograd_f2x3_weights(const float *w, int64_t K, int64_t C, float *U)
+{
+    const int64_t plane = C * K;
+    for (int64_t k = 0; k < K; ++k)
+        for (int64_t c = 0; c < C; ++c) {
+            const float *g = w + (k * C + c) * 9;
+            float t[4][3]; /* G g */
+            for (int j = 0; j < 3; ++j) {
+                t[0][j] = g[j];
+                t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+                t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+                t[3][j] = g[6 + j];
+            }
+            for (int i = 0; i < 4; ++i) { /* (G g) G^T */
+                float *u = U + (int64_t)(4 * i) * plane + c * K + k;
+                u[0] = t[i][0];
+                u[plane] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                u[2 * plane] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                u[3 * plane] = t[i][2];
+            }
+        }
+}
+
+/* The framed block (2 TY + 2) x (2 TX + 2) x 16, then a 16 x 16 bounce. */
+int64_t an_winograd_scratch_floats(int64_t H, int64_t W)
+{
+    return (2 * an_winograd_tiles(H) + 2) * (2 * an_winograd_tiles(W) + 2) * LANES +
+           LANES * LANES;
+}
+
+/* panel[k * 16 + r] = src[r * row_stride + k], r < rows (zeros up to 16), k < kc */
+static void transpose_block(const float *src, int64_t row_stride, int64_t rows, int64_t kc,
+                            float *panel)
+{
+    if (rows == LANES && an_pack_transpose_simd(src, row_stride, rows, kc, LANES, panel))
+        return;
+    for (int64_t k = 0; k < kc; ++k) {
+        int64_t r = 0;
+        for (; r < rows; ++r) panel[k * LANES + r] = src[r * row_stride + k];
+        for (; r < LANES; ++r) panel[k * LANES + r] = 0.0f;
+    }
+}
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic ignored "-Wpsabi" /* vectors cross only always-inline calls */
+typedef float wvec __attribute__((vector_size(LANES * sizeof(float))));
+typedef int32_t wmask __attribute__((vector_size(LANES * sizeof(float))));
+
+static AN_ALWAYS_INLINE wvec wload(const float *p)
+{
+    wvec v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static AN_ALWAYS_INLINE void wstore(float *p, wvec v, int64_t n)
+{
+    if (n == LANES)
+        __builtin_memcpy(p, &v, sizeof v);
+    else
+        for (int64_t i = 0; i < n; ++i) p[i] = v[i];
+}
+#else
+#error "the Winograd transforms need GCC-style vector extensions"
+#endif
+
+static AN_ALWAYS_INLINE int input_body(const float *x, int64_t nb, int64_t C, int64_t H, int64_t W,
+                                       float *frame, float *V)
+{
+    const int64_t TY = an_winograd_tiles(H), TX = an_winograd_tiles(W), tiles = TY * TX;
+    const int64_t Wf = 2 * TX + 2, Hf = 2 * TY + 2, T = nb * tiles;
+    wmask exponents = {0};
+    /* the frame's border (and the columns / rows past an odd edge) stay 0 */
+    memset(frame, 0, sizeof(float) * (size_t)(Hf * Wf * LANES));
+    for (int64_t n = 0; n < nb; ++n)
+        for (int64_t c0 = 0; c0 < C; c0 += LANES) {
+            const int64_t count = C - c0 < LANES ? C - c0 : LANES;
+            const float *xb = x + (n * C + c0) * H * W;
+            for (int64_t h = 0; h < H; ++h) {
+                float *row = frame + ((h + 1) * Wf + 1) * LANES;
+                transpose_block(xb + h * W, H * W, count, W, row);
+                for (int64_t q = 0; q < W; ++q)
+                    exponents |= ((wmask)wload(row + q * LANES) & 0x7f800000) == 0x7f800000;
+            }
+            for (int64_t ty = 0; ty < TY; ++ty)
+                for (int64_t tx = 0; tx < TX; ++tx) {
+                    const float *p = frame + (2 * ty * Wf + 2 * tx) * LANES;
+                    wvec e[4][4]; /* B^T d */
+                    for (int j = 0; j < 4; ++j) {
+                        const wvec d0 = wload(p + j * LANES), d1 = wload(p + (Wf + j) * LANES),
+                                   d2 = wload(p + (2 * Wf + j) * LANES),
+                                   d3 = wload(p + (3 * Wf + j) * LANES);
+                        e[0][j] = d0 - d2;
+                        e[1][j] = d1 + d2;
+                        e[2][j] = d2 - d1;
+                        e[3][j] = d1 - d3;
+                    }
+                    float *v = V + (n * tiles + ty * TX + tx) * C + c0;
+                    for (int i = 0; i < 4; ++i) { /* (B^T d) B */
+                        wstore(v + (4 * i) * T * C, e[i][0] - e[i][2], count);
+                        wstore(v + (4 * i + 1) * T * C, e[i][1] + e[i][2], count);
+                        wstore(v + (4 * i + 2) * T * C, e[i][2] - e[i][1], count);
+                        wstore(v + (4 * i + 3) * T * C, e[i][1] - e[i][3], count);
+                    }
+                }
+        }
+    int non_finite = 0;
+    for (int lane = 0; lane < LANES; ++lane) non_finite |= exponents[lane] != 0;
+    return non_finite;
+}
+
+static AN_ALWAYS_INLINE void output_body(const float *M, int64_t nb, int64_t K, int64_t H, int64_t W,
+                                         const float *bias, const int act, float *block, float *y)
+{
+    const int64_t TY = an_winograd_tiles(H), TX = an_winograd_tiles(W), tiles = TY * TX;
+    const int64_t T = nb * tiles, HW = H * W;
+    const wvec zero = {0}, six = zero + 6.0f;
+    float *bounce = block + (2 * TY + 2) * (2 * TX + 2) * LANES;
+    for (int64_t n = 0; n < nb; ++n)
+        for (int64_t k0 = 0; k0 < K; k0 += LANES) {
+            const int64_t count = K - k0 < LANES ? K - k0 : LANES;
+            wvec b = zero;
+            if (bias)
+                for (int64_t i = 0; i < count; ++i) b[i] = bias[k0 + i];
+            /* channels-last outputs, rows 2 TX wide */
+            for (int64_t ty = 0; ty < TY; ++ty)
+                for (int64_t tx = 0; tx < TX; ++tx) {
+                    const float *m = M + (n * tiles + ty * TX + tx) * K + k0;
+                    wvec s[2][4]; /* A^T m */
+                    for (int j = 0; j < 4; ++j) {
+                        const wvec m0 = wload(m + j * T * K), m1 = wload(m + (4 + j) * T * K),
+                                   m2 = wload(m + (8 + j) * T * K), m3 = wload(m + (12 + j) * T * K);
+                        s[0][j] = m0 + m1 + m2;
+                        s[1][j] = m1 - m2 - m3;
+                    }
+                    for (int a = 0; a < 2; ++a) { /* (A^T m) A + bias, then act */
+                        wvec out[2] = {s[a][0] + s[a][1] + s[a][2] + b, s[a][1] - s[a][2] - s[a][3] + b};
+                        for (int o = 0; o < 2; ++o) {
+                            wvec v = out[o];
+                            if (act != AN_GEMM_ACT_NONE) /* the compares of an_epilogue_rows */
+                                v = (wvec)((wmask)v & ~(wmask)(v <= 0.0f));
+                            if (act == AN_GEMM_ACT_RELU6) {
+                                const wmask big = v >= 6.0f;
+                                v = (wvec)(((wmask)v & ~big) | ((wmask)six & big));
+                            }
+                            __builtin_memcpy(block + ((2 * ty + a) * 2 * TX + 2 * tx + o) * LANES, &v,
+                                             sizeof v);
+                        }
+                    }
+                }
+            /* back to planes, 16 pixels at a time (the overhanging row and
+             * column of an odd edge are skipped) */
+            float *yb = y + (n * K + k0) * HW;
+            for (int64_t p0 = 0; p0 < HW; p0 += LANES) {
+                const int64_t pixels = HW - p0 < LANES ? HW - p0 : LANES;
+                float gathered[LANES * LANES];
+                const float *src = block;
+                if (W % 2 || H % 2) { /* odd plane: pick the valid pixels first */
+                    for (int64_t r = 0; r < pixels; ++r) {
+                        const int64_t p = p0 + r, oh = p / W, ow = p % W;
+                        memcpy(gathered + r * LANES, block + (oh * 2 * TX + ow) * LANES,
+                               sizeof(float) * LANES);
+                    }
+                    src = gathered;
+                } else {
+                    src = block + p0 * LANES;
+                }
+                transpose_block(src, LANES, pixels, count, bounce);
+                for (int64_t k = 0; k < count; ++k)
+                    memcpy(yb + k * HW + p0, bounce + k * LANES, sizeof(float) * (size_t)pixels);
+            }
+        }
+}
+
+#define AN_DEFINE_WINOGRAD(suffix, attribute)                                                    \
+    attribute static int input_##suffix(const float *x, int64_t nb, int64_t C, int64_t H,         \
+                                        int64_t W, float *frame, float *V)                       \
+    {                                                                                            \
+        return input_body(x, nb, C, H, W, frame, V);                                             \
+    }                                                                                            \
+    attribute static void output_##suffix(const float *M, int64_t nb, int64_t K, int64_t H,       \
+                                          int64_t W, const float *bias, int act, float *block,   \
+                                          float *y)                                              \
+    {                                                                                            \
+        if (act == AN_GEMM_ACT_RELU)                                                             \
+            output_body(M, nb, K, H, W, bias, AN_GEMM_ACT_RELU, block, y);                       \
+        else if (act == AN_GEMM_ACT_RELU6)                                                       \
+            output_body(M, nb, K, H, W, bias, AN_GEMM_ACT_RELU6, block, y);                      \
+        else                                                                                     \
+            output_body(M, nb, K, H, W, bias, AN_GEMM_ACT_NONE, block, y);                       \
+    }
+
+AN_FOR_EACH_ISA(AN_DEFINE_WINOGRAD)
+
+int an_winograd_f2x3_input(const float *x, int64_t nb, int64_t C, int64_t H, int64_t W,
+                           float *scratch, float *V)
+{
+    return AN_BY_ISA(input_)(x, nb, C, H, W, scratch, V);
+}
+
+void an_winograd_f2x3_output(const float *M, int64_t nb, int64_t K, int64_t H, int64_t W,
+                             const float *bias, int act, float *scratch, float *y)
+{
+    AN_BY_ISA(output_)(M, nb, K, H, W, bias, act, scratch, y);
+}

@@ -1,0 +1,37 @@
+/* winograd.h — Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray,
+ * "Fast Algorithms for Convolutional Neural Networks", 2016) for 3x3,
+ * stride-1, padding-1 convolutions (cross-correlation, as conv2d).
+ *
+ * Each 2x2 block of outputs ("tile") comes from the 4x4 input patch around
+ * it: V = B^T d B and U = G g G^T are 4x4, the 16 products
+ * M = sum over channels V * U are 16 independent GEMMs, and Y = A^T M A.
+ * That is 16 multiplies per tile and channel pair instead of 36 (2.25x
+ * fewer).  Layouts, channels last so that the transforms run 16 channels
+ * per vector: V [16][T][C], U [16][C][K], M [16][T][K] for T tiles numbered
+ * (image, tile row, tile column).  Pure functions. */
+#ifndef APPEALNET_KERNELS_WINOGRAD_H
+#define APPEALNET_KERNELS_WINOGRAD_H
+
+#include <stdint.h>
+
+/* Tiles along an extent (the last one may hang over the edge). */
+static inline int64_t an_winograd_tiles(int64_t extent) { return (extent + 1) / 2; }
+
+/* Floats of scratch the transforms of an H x W plane need. */
+int64_t an_winograd_scratch_floats(int64_t H, int64_t W);
+
+/* U[16][C][K] from w [K][C][3][3]. */
+void an_winograd_f2x3_weights(const float *w, int64_t K, int64_t C, float *U);
+
+/* V[16][T][C] (T = nb * tiles per image) from images x [nb][C][H][W].
+ * Returns 0 when every input is finite, else 1: the transform then forms
+ * inf - inf and 0 * inf terms that a direct sum never does. */
+int an_winograd_f2x3_input(const float *x, int64_t nb, int64_t C, int64_t H, int64_t W,
+                           float *scratch, float *V);
+
+/* y [nb][K][H][W] = act(A^T M A + bias[k]) from M[16][T][K]; act is an
+ * AN_GEMM_ACT_* code.  M is read up to 16 floats past its end. */
+void an_winograd_f2x3_output(const float *M, int64_t nb, int64_t K, int64_t H, int64_t W,
+                             const float *bias, int act, float *scratch, float *y);
+
+#endif
