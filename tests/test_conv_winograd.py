@@ -1,8 +1,8 @@
 """conv2d through Winograd's F(2x2, 3x3) (csrc/kernels/winograd.c, the
 "winograd" entry of csrc/ops/conv.c): 3x3, stride 1, padding 1, no groups,
-32+ channels in and out, planes up to 64x64.  The forward and the data
-gradient (a convolution of dy with the flipped kernel) take it; the weight
-gradient stays with the direct lowering.  Checked against torch in float64
+32+ channels in and out, planes up to 64x64.  The forward, the data
+gradient (a convolution of dy with the flipped kernel) and the weight
+gradient (through the same transforms) take it.  Checked against torch in float64
 on the zoo's layer shapes and on planes and channel counts around the 2x2
 tile and the 16-channel vectors; against the direct lowering; for 1 and 2
 threads; and with non-finite inputs and weights, which go to the direct
@@ -77,10 +77,8 @@ def test_is_on_by_default_and_differs_from_the_direct_lowering_only_in_rounding(
         direct = _run(x, wt, b, g)
     finally:
         an.set_conv_winograd(True)
-    # the weight and bias gradients do not go through Winograd
-    np.testing.assert_array_equal(fast[2], direct[2])
-    np.testing.assert_array_equal(fast[3], direct[3])
-    for a, d in zip(fast[:2], direct[:2]):
+    np.testing.assert_array_equal(fast[3], direct[3])  # the bias gradient: a plain sum
+    for a, d in zip(fast[:3], direct[:3]):
         assert not np.array_equal(a, d)  # it did run: another rounding
         np.testing.assert_allclose(a, d, rtol=1e-5, atol=1e-5 * np.abs(d).max())
 
@@ -140,19 +138,36 @@ def test_non_finite_gradient_and_weights_take_the_direct_lowering(winograd):
     hit[0, :, 0:3, 0:3] = True
     assert np.isnan(dx[hit]).all() and np.isfinite(dx[~hit]).all()
     finite_wt = wt.copy()
+    _, dx, dw, _ = _run(x, wt, b, g)
     wt[4, 2, 1, 1] = np.inf
     with an.no_grad():
         y = F.conv2d(an.tensor(x), an.tensor(wt), None, 1, 1).numpy()
     an.set_conv_winograd(False)
     try:
-        _, direct_dx, _, _ = _run(x, finite_wt, b, g)
+        _, direct_dx, direct_dw, _ = _run(x, finite_wt, b, g)
         with an.no_grad():
             direct = F.conv2d(an.tensor(x), an.tensor(wt), None, 1, 1).numpy()
     finally:
         an.set_conv_winograd(True)
-    # the same bits as the direct lowering: it is what ran
+    # the same bits as the direct lowering: it is what ran (dy has a NaN)
     np.testing.assert_array_equal(dx, direct_dx)
+    np.testing.assert_array_equal(dw, direct_dw)
     np.testing.assert_array_equal(y, direct)
+
+
+def test_non_finite_input_sends_the_weight_gradient_to_the_direct_lowering(winograd):
+    x, wt, b, g = _inputs((3, 32, 32, 8, 8), seed=11)
+    x[2, 7, 4, 4] = np.inf
+    fast = _run(x, wt, b, g)
+    an.set_conv_winograd(False)
+    try:
+        direct = _run(x, wt, b, g)
+    finally:
+        an.set_conv_winograd(True)
+    # the output and the weight gradient read x: the direct lowering ran
+    # (dx reads only dy and w, which are finite: Winograd)
+    for i in (0, 2, 3):
+        np.testing.assert_array_equal(fast[i], direct[i])
 
 
 def test_switch_takes_any_truth_value_and_reports_a_bool():

@@ -192,6 +192,67 @@ static AN_ALWAYS_INLINE void output_body(const float *M, int64_t nb, int64_t K, 
         }
 }
 
+static AN_ALWAYS_INLINE int output_grad_body(const float *dy, int64_t nb, int64_t K, int64_t H,
+                                             int64_t W, float *block, float *DY)
+{
+    const int64_t TY = an_winograd_tiles(H), TX = an_winograd_tiles(W), tiles = TY * TX;
+    const int64_t Wb = 2 * TX, T = nb * tiles;
+    wmask exponents = {0};
+    /* the overhanging row and column of an odd plane stay 0 */
+    memset(block, 0, sizeof(float) * (size_t)(2 * TY * Wb * LANES));
+    for (int64_t n = 0; n < nb; ++n)
+        for (int64_t k0 = 0; k0 < K; k0 += LANES) {
+            const int64_t count = K - k0 < LANES ? K - k0 : LANES;
+            const float *db = dy + (n * K + k0) * H * W;
+            for (int64_t h = 0; h < H; ++h) {
+                float *row = block + h * Wb * LANES;
+                transpose_block(db + h * W, H * W, count, W, row);
+                for (int64_t q = 0; q < W; ++q)
+                    exponents |= ((wmask)wload(row + q * LANES) & 0x7f800000) == 0x7f800000;
+            }
+            for (int64_t ty = 0; ty < TY; ++ty)
+                for (int64_t tx = 0; tx < TX; ++tx) {
+                    const float *p = block + (2 * ty * Wb + 2 * tx) * LANES;
+                    const wvec q00 = wload(p), q01 = wload(p + LANES), q10 = wload(p + Wb * LANES),
+                               q11 = wload(p + (Wb + 1) * LANES);
+                    /* A q: rows q0, q0 + q1, q0 - q1, -q1 */
+                    const wvec r[4][2] = {{q00, q01}, {q00 + q10, q01 + q11}, {q00 - q10, q01 - q11},
+                                          {-q10, -q11}};
+                    float *o = DY + (n * tiles + ty * TX + tx) * K + k0;
+                    for (int i = 0; i < 4; ++i) { /* (A q) A^T: a, a + b, a - b, -b */
+                        wstore(o + (4 * i) * T * K, r[i][0], count);
+                        wstore(o + (4 * i + 1) * T * K, r[i][0] + r[i][1], count);
+                        wstore(o + (4 * i + 2) * T * K, r[i][0] - r[i][1], count);
+                        wstore(o + (4 * i + 3) * T * K, -r[i][1], count);
+                    }
+                }
+        }
+    int non_finite = 0;
+    for (int lane = 0; lane < LANES; ++lane) non_finite |= exponents[lane] != 0;
+    return non_finite;
+}
+
+void an_winograd_f2x3_weight_grad(const float *Wt, int64_t K, int64_t C, float *dw)
+{
+    const int64_t plane = K * C;
+    for (int64_t k = 0; k < K; ++k)
+        for (int64_t c = 0; c < C; ++c) {
+            float m[4][4], t[3][4];
+            for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = Wt[xi * plane + k * C + c];
+            for (int j = 0; j < 4; ++j) { /* G^T m */
+                t[0][j] = m[0][j] + 0.5f * (m[1][j] + m[2][j]);
+                t[1][j] = 0.5f * (m[1][j] - m[2][j]);
+                t[2][j] = 0.5f * (m[1][j] + m[2][j]) + m[3][j];
+            }
+            float *g = dw + (k * C + c) * 9;
+            for (int i = 0; i < 3; ++i) { /* (G^T m) G */
+                g[3 * i] += t[i][0] + 0.5f * (t[i][1] + t[i][2]);
+                g[3 * i + 1] += 0.5f * (t[i][1] - t[i][2]);
+                g[3 * i + 2] += 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+            }
+        }
+}
+
 #define AN_DEFINE_WINOGRAD(suffix, attribute)                                                    \
     attribute static int input_##suffix(const float *x, int64_t nb, int64_t C, int64_t H,         \
                                         int64_t W, float *frame, float *V)                       \
@@ -208,6 +269,11 @@ static AN_ALWAYS_INLINE void output_body(const float *M, int64_t nb, int64_t K, 
             output_body(M, nb, K, H, W, bias, AN_GEMM_ACT_RELU6, block, y);                      \
         else                                                                                     \
             output_body(M, nb, K, H, W, bias, AN_GEMM_ACT_NONE, block, y);                       \
+    }                                                                                            \
+    attribute static int output_grad_##suffix(const float *dy, int64_t nb, int64_t K, int64_t H,  \
+                                              int64_t W, float *block, float *DY)                \
+    {                                                                                            \
+        return output_grad_body(dy, nb, K, H, W, block, DY);                                     \
     }
 
 AN_FOR_EACH_ISA(AN_DEFINE_WINOGRAD)
@@ -222,4 +288,10 @@ void an_winograd_f2x3_output(const float *M, int64_t nb, int64_t K, int64_t H, i
                              const float *bias, int act, float *scratch, float *y)
 {
     AN_BY_ISA(output_)(M, nb, K, H, W, bias, act, scratch, y);
+}
+
+int an_winograd_f2x3_output_grad(const float *dy, int64_t nb, int64_t K, int64_t H, int64_t W,
+                                 float *scratch, float *DY)
+{
+    return AN_BY_ISA(output_grad_)(dy, nb, K, H, W, scratch, DY);
 }

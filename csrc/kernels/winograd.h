@@ -34,4 +34,14 @@ int an_winograd_f2x3_input(const float *x, int64_t nb, int64_t C, int64_t H, int
 void an_winograd_f2x3_output(const float *M, int64_t nb, int64_t K, int64_t H, int64_t W,
                              const float *bias, int act, float *scratch, float *y);
 
+/* DY[16][T][K] = A dy_t A^T for each 2x2 tile of dy [nb][K][H][W] (the
+ * weight gradient's transform of the output gradient).  Returns 0 when
+ * every value is finite, else 1. */
+int an_winograd_f2x3_output_grad(const float *dy, int64_t nb, int64_t K, int64_t H, int64_t W,
+                                 float *scratch, float *DY);
+
+/* dw [K][C][3][3] += G^T W G from W[16][K][C] (the transformed weight
+ * gradient, summed over tiles). */
+void an_winograd_f2x3_weight_grad(const float *Wt, int64_t K, int64_t C, float *dw);
+
 #endif

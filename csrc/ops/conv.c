@@ -1321,11 +1321,99 @@ static an_status winograd_forward(const conv_geometry *g, const float *x, const 
     return AN_OK;
 }
 
+/* dW through the same transforms: dL/dU = sum over tiles of
+   (A dy_t A^T) * (B^T d_t B), 16 GEMMs over tiles (K-dimension T) per
+   chunk of images, then dW = G^T (dL/dU) G.  Chunks are summed in fixed
+   parts, in order, as tiled_backward does: the same bits for any thread
+   count.  Returns 1 (nothing written to dw) when x or dy holds a
+   non-finite value, for the direct lowering to take over. */
+static an_status winograd_weight_grad(const conv_geometry *g, const float *dy, const float *x,
+                                      float *dw, int *non_finite_out)
+{
+    const int64_t C = g->C, K = g->Cout, HW = g->H * g->W;
+    const int64_t tiles = an_winograd_tiles(g->H) * an_winograd_tiles(g->W);
+    *non_finite_out = 0;
+    if (g->N == 0 || HW == 0)
+        return AN_OK;
+    int64_t fit = WINOGRAD_CHUNK_FLOATS / (16 * (C + K) * tiles);
+    const int64_t nb = balanced_piece(g->N, fit < 1 ? 1 : fit);
+    const int64_t chunks = (g->N + nb - 1) / nb, rows = nb * tiles;
+    const int64_t transformed = 16 * K * C;
+    int64_t parts = chunks < CONV_DW_PARTS ? chunks : CONV_DW_PARTS;
+    if (parts * transformed > CONV_DW_ALL_PARTIALS_FLOATS)
+        parts = CONV_DW_ALL_PARTIALS_FLOATS / transformed;
+    if (parts < 1)
+        parts = 1;
+    int threads = parts >= 2 ? team_size() : 1;
+    if (threads > parts)
+        threads = (int)parts;
+    const int64_t scratch = (an_winograd_scratch_floats(g->H, g->W) + 15) / 16 * 16;
+    const int64_t per_thread = 16 * (C + K) * rows + scratch;
+    float *work = an_alloc(sizeof(float) * (size_t)(transformed * parts + per_thread * threads));
+    if (!work)
+        return an_last_status();
+    float *partials = work;
+    int non_finite = 0, failed = 0;
+#pragma omp parallel for schedule(static) num_threads(threads) reduction(| : non_finite, failed) if (threads > 1)
+    for (int64_t part = 0; part < parts; part++) {
+        float *V = work + transformed * parts + thread_index() * per_thread;
+        float *DY = V + 16 * C * rows, *sc = DY + 16 * K * rows;
+        float *Wt = partials + part * transformed;
+        for (int64_t chunk = chunks * part / parts; chunk < chunks * (part + 1) / parts; chunk++) {
+            if (non_finite || failed)
+                break;
+            const int64_t n0 = chunk * nb, count = g->N - n0 < nb ? g->N - n0 : nb, T = count * tiles;
+            if (an_winograd_f2x3_input(x + n0 * C * HW, count, C, g->H, g->W, sc, V) ||
+                an_winograd_f2x3_output_grad(dy + n0 * K * HW, count, K, g->H, g->W, sc, DY)) {
+                non_finite = 1;
+                break;
+            }
+            const float beta = chunk == chunks * part / parts ? 0.0f : 1.0f;
+            /* Wt_xi [K, C] (+)= DY_xi [T, K]^T @ V_xi [T, C] */
+            for (int xi = 0; xi < 16 && !failed; xi++)
+                failed |= an_gemm_f32(1, 0, K, C, T, 1.0f, DY + xi * T * K, K, V + xi * T * C, C, beta,
+                                      Wt + xi * K * C, C) != 0;
+        }
+    }
+    if (!non_finite && !failed) {
+        if (parts > 1) /* part 0 + part 1 + ..., in that order */
+            add_partials(partials, partials + transformed, parts - 1, transformed, transformed);
+        an_winograd_f2x3_weight_grad(partials, K, C, dw);
+    }
+    an_free(work);
+    *non_finite_out = non_finite;
+    if (failed)
+        return an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
+    return AN_OK;
+}
+
+/* dx through the flipped kernel (Winograd again), dW through
+   winograd_weight_grad, either through the direct lowering when its
+   inputs hold inf or NaN. */
+static an_status winograd_backward(const conv_geometry *g, const conv_grads *gr)
+{
+    conv_grads rest = *gr;
+    an_status st = AN_OK;
+    if (gr->dx) {
+        st = flipped_data_grad(g, gr->dy, gr->w, gr->dx);
+        rest.dx = NULL;
+    }
+    if (!st && gr->dw) {
+        int non_finite = 0;
+        st = winograd_weight_grad(g, gr->dy, gr->x, gr->dw, &non_finite);
+        if (!non_finite)
+            rest.dw = NULL;
+    }
+    if (!st && rest.dw)
+        st = im2col_gemm_backward(g, &rest);
+    return st;
+}
+
 /* Specialists first; the last entry accepts every shape. */
 static const conv_impl conv_impls[] = {
     {"depthwise", depthwise_accepts, depthwise_forward, depthwise_backward},
     {"pointwise", pointwise_accepts, im2col_gemm_forward, im2col_gemm_backward},
-    {"winograd", winograd_accepts, winograd_forward, im2col_gemm_backward},
+    {"winograd", winograd_accepts, winograd_forward, winograd_backward},
     {"implicit_gemm", implicit_accepts, implicit_forward, im2col_gemm_backward},
     {"implicit_gemm_strided", implicit_strided_accepts, implicit_forward, im2col_gemm_backward},
     {"im2col_gemm", im2col_gemm_accepts, im2col_gemm_forward, im2col_gemm_backward},
