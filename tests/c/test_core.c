@@ -175,6 +175,89 @@ static void test_conv_with_residual(void)
     }
 }
 
+/* Winograd F(2x2, 3x3) from C: forward, data and weight gradients of a 3x3
+ * layer with 40 -> 36 channels (partial 16-channel vectors) on an odd 7x9
+ * plane against a direct double-precision sum; under the sanitizers this
+ * also checks the transforms' reads and writes stay in their buffers. */
+static void test_conv_winograd(void)
+{
+    enum { N = 2, C = 40, K = 36, H = 7, W = 9 };
+    const int64_t one[2] = {1, 1};
+    const int64_t xs[4] = {N, C, H, W}, ws[4] = {K, C, 3, 3}, ys[4] = {N, K, H, W};
+    an_tensor *x = an_empty(4, xs), *w = an_empty(4, ws), *g = an_empty(4, ys);
+    CHECK(x && w && g && an_get_conv_winograd());
+    if (!x || !w || !g)
+        return;
+    unsigned state = 777u;
+    an_tensor *all[3] = {x, w, g};
+    for (int t = 0; t < 3; t++)
+        for (int64_t i = 0; i < an_numel(all[t]); i++) {
+            state = state * 1103515245u + 12345u;
+            an_data_ptr(all[t])[i] = ((float)((state >> 8) & 0xffff) / 32768.0f - 1.0f) * (t == 1 ? 0.1f : 1.0f);
+        }
+    CHECK(an_set_requires_grad(x, 1) == AN_OK && an_set_requires_grad(w, 1) == AN_OK);
+    an_tensor *y = an_conv2d(x, w, NULL, one, one, one, 1);
+    CHECK(y && an_backward(y, g, 0) == AN_OK && x->grad && w->grad);
+    if (!y || !x->grad || !w->grad)
+        return;
+    const float *xv = an_data_ptr(x), *wv = an_data_ptr(w), *gv = an_data_ptr(g);
+    double worst = 0.0;
+    for (int n = 0; n < N; n++)
+        for (int c = 0; c < C; c++)
+            for (int h = 0; h < H; h++)
+                for (int q = 0; q < W; q++) {
+                    double dx = 0.0; /* sum over the outputs this input feeds */
+                    for (int k = 0; k < K; k++)
+                        for (int i = 0; i < 3; i++)
+                            for (int j = 0; j < 3; j++) {
+                                int oh = h + 1 - i, ow = q + 1 - j;
+                                if (oh >= 0 && oh < H && ow >= 0 && ow < W)
+                                    dx += (double)gv[((n * K + k) * H + oh) * W + ow] *
+                                          wv[((k * C + c) * 3 + i) * 3 + j];
+                            }
+                    double e = fabs(dx - an_data_ptr(x->grad)[((n * C + c) * H + h) * W + q]);
+                    worst = e > worst ? e : worst;
+                }
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            for (int h = 0; h < H; h++)
+                for (int q = 0; q < W; q++) {
+                    double acc = 0.0;
+                    for (int c = 0; c < C; c++)
+                        for (int i = 0; i < 3; i++)
+                            for (int j = 0; j < 3; j++) {
+                                int ih = h + i - 1, iw = q + j - 1;
+                                if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                                    acc += (double)xv[((n * C + c) * H + ih) * W + iw] *
+                                           wv[((k * C + c) * 3 + i) * 3 + j];
+                            }
+                    double e = fabs(acc - an_data_ptr(y)[((n * K + k) * H + h) * W + q]);
+                    worst = e > worst ? e : worst;
+                }
+    for (int k = 0; k < K; k++)
+        for (int c = 0; c < C; c++)
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) {
+                    double acc = 0.0;
+                    for (int n = 0; n < N; n++)
+                        for (int h = 0; h < H; h++)
+                            for (int q = 0; q < W; q++) {
+                                int ih = h + i - 1, iw = q + j - 1;
+                                if (ih >= 0 && ih < H && iw >= 0 && iw < W)
+                                    acc += (double)gv[((n * K + k) * H + h) * W + q] *
+                                           xv[((n * C + c) * H + ih) * W + iw];
+                            }
+                    double e = fabs(acc - an_data_ptr(w->grad)[((k * C + c) * 3 + i) * 3 + j]) / 8.0;
+                    worst = e > worst ? e : worst;
+                }
+    CHECK(worst < 2e-5);
+    if (worst >= 2e-5)
+        fprintf(stderr, "winograd: worst error %g\n", worst);
+    an_tensor *rest[] = {x, w, g, y};
+    for (size_t i = 0; i < sizeof rest / sizeof *rest; i++)
+        an_release(rest[i]);
+}
+
 int main(void)
 {
     test_create_and_views();
@@ -183,6 +266,7 @@ int main(void)
     test_no_grad_mode();
     test_many_steps_release_everything();
     test_conv_with_residual();
+    test_conv_winograd();
     if (failures) {
         fprintf(stderr, "test_core: %d check(s) failed\n", failures);
         return 1;
