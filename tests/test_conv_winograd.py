@@ -1,6 +1,7 @@
 """conv2d through Winograd's F(2x2, 3x3) (csrc/kernels/winograd.c, the
 "winograd" entry of csrc/ops/conv.c): 3x3, stride 1, padding 1, no groups,
-32+ channels in and out, planes up to 64x64.  The forward, the data
+32+ channels in and out, planes up to 64x64, batches of 32+ images and
+1024+ tiles (smaller ones stay direct).  The forward, the data
 gradient (a convolution of dy with the flipped kernel) and the weight
 gradient (through the same transforms) take it.  Checked against torch in float64
 on the zoo's layer shapes and on planes and channel counts around the 2x2
@@ -15,19 +16,19 @@ from appealnet import _C
 from appealnet.nn import functional as F
 from gradcheck import torch_or_skip
 
-# (N, C_in, C_out, H, W)
+# (N, C_in, C_out, H, W); every case has 32+ images and 1024+ 2x2 tiles
 CASES = [
-    (2, 32, 32, 16, 16),    # ResNet-20 stage 2
-    (2, 64, 64, 8, 8),      # ResNet-20 stage 3
-    (1, 128, 128, 16, 16),  # ResNet-18 layer 2
-    (1, 512, 512, 4, 4),    # ResNet-18 layer 4: 2x2 tiles per image
-    (1, 32, 32, 64, 64),    # the largest plane
-    (3, 32, 48, 7, 9),      # odd plane: the last tile row and column hang over
-    (1, 64, 32, 1, 1),      # one pixel: a single tile, three quarters outside
-    (2, 40, 36, 2, 3),      # channels not a multiple of 16 (partial vectors)
-    (2, 33, 47, 5, 5),
-    (37, 32, 32, 8, 8),     # 37 images: several chunks, the last one shorter
+    (32, 32, 32, 16, 16),   # ResNet-20 stage 2
+    (64, 64, 64, 8, 8),     # ResNet-20 stage 3
+    (32, 32, 40, 32, 32),   # ResNet-18 layer 1's plane
+    (52, 32, 48, 7, 9),     # odd plane: the last tile row and column hang over
+    (1024, 40, 32, 1, 1),   # one pixel: a single tile, three quarters outside
+    (512, 40, 36, 2, 3),    # channels not a multiple of 16 (partial vectors)
+    (114, 33, 47, 5, 5),
+    (150, 32, 32, 8, 8),    # several chunks, the last one shorter
 ]
+# compared with the direct lowering only (float64 torch would be slow)
+LARGE = [(32, 32, 32, 64, 64), (256, 512, 512, 4, 4), (32, 128, 128, 16, 16)]
 
 
 def _inputs(case, seed=0):
@@ -68,22 +69,43 @@ def test_matches_torch_float64(case, winograd):
         np.testing.assert_allclose(mine, ref, rtol=1e-4, atol=2e-5 * max(1.0, np.abs(ref).max()))
 
 
-def test_is_on_by_default_and_differs_from_the_direct_lowering_only_in_rounding():
-    assert an.get_conv_winograd()
-    x, wt, b, g = _inputs((4, 64, 64, 8, 8), seed=3)
+def _fast_and_direct(case, seed):
+    x, wt, b, g = _inputs(case, seed=seed)
     fast = _run(x, wt, b, g)
     an.set_conv_winograd(False)
     try:
         direct = _run(x, wt, b, g)
     finally:
         an.set_conv_winograd(True)
+    return fast, direct
+
+
+def test_is_on_by_default_and_differs_from_the_direct_lowering_only_in_rounding():
+    assert an.get_conv_winograd()
+    fast, direct = _fast_and_direct((64, 64, 64, 8, 8), seed=3)
     np.testing.assert_array_equal(fast[3], direct[3])  # the bias gradient: a plain sum
     for a, d in zip(fast[:3], direct[:3]):
         assert not np.array_equal(a, d)  # it did run: another rounding
         np.testing.assert_allclose(a, d, rtol=1e-5, atol=1e-5 * np.abs(d).max())
 
 
-@pytest.mark.parametrize("case", [(37, 32, 32, 8, 8), (1, 64, 64, 16, 16), (3, 32, 48, 7, 9)])
+@pytest.mark.parametrize("case", LARGE, ids=[str(c) for c in LARGE])
+def test_large_layers_match_the_direct_lowering(case, winograd):
+    fast, direct = _fast_and_direct(case, seed=4)
+    for a, d in zip(fast, direct):
+        np.testing.assert_allclose(a, d, rtol=1e-4, atol=2e-5 * np.abs(d).max())
+
+
+@pytest.mark.parametrize("case", [(31, 64, 64, 8, 8), (63, 64, 64, 8, 8), (128, 32, 32, 2, 2)])
+def test_small_batches_keep_the_direct_lowering(case, winograd):
+    # below 32 images or 1024 tiles the transforms do not pay: the direct
+    # lowering runs, and gives its own bits
+    fast, direct = _fast_and_direct(case, seed=6)
+    for a, d in zip(fast, direct):
+        np.testing.assert_array_equal(a, d)
+
+
+@pytest.mark.parametrize("case", [(150, 32, 32, 8, 8), (32, 64, 64, 16, 16), (52, 32, 48, 7, 9)])
 def test_identical_for_one_and_two_threads(case, winograd):
     x, wt, b, g = _inputs(case, seed=5)
     results = []
@@ -100,7 +122,7 @@ def test_identical_for_one_and_two_threads(case, winograd):
 
 @pytest.mark.parametrize("activation", ["relu", "relu6"])
 def test_fused_bias_and_activation(activation, winograd):
-    x, wt, b, _ = _inputs((3, 32, 40, 9, 8), seed=7)
+    x, wt, b, _ = _inputs((64, 32, 40, 9, 8), seed=7)
     x *= 4  # reach 6 as well
     with an.no_grad():
         fused = _C.conv2d(an.tensor(x), an.tensor(wt), an.tensor(b), (1, 1), (1, 1), (1, 1), 1,
@@ -114,7 +136,7 @@ def test_fused_bias_and_activation(activation, winograd):
 def test_non_finite_input_reaches_exactly_its_windows(bad, winograd):
     # A tile mixes its 16 inputs (inf - inf, 0 * inf): such inputs go to the
     # direct lowering, whose sums touch only the windows covering them.
-    x = np.ones((2, 32, 8, 8), dtype=np.float32)
+    x = np.ones((64, 32, 8, 8), dtype=np.float32)
     x[1, 5, 3, 6] = bad
     w = np.full((32, 32, 3, 3), 0.01, dtype=np.float32)
     y = F.conv2d(an.tensor(x), an.tensor(w), None, 1, 1).numpy()
@@ -131,7 +153,7 @@ def test_non_finite_input_reaches_exactly_its_windows(bad, winograd):
 
 
 def test_non_finite_gradient_and_weights_take_the_direct_lowering(winograd):
-    x, wt, b, g = _inputs((2, 32, 32, 8, 8), seed=9)
+    x, wt, b, g = _inputs((64, 32, 32, 8, 8), seed=9)
     g[0, 3, 1, 1] = np.nan
     _, dx, _, _ = _run(x, wt, b, g)
     hit = np.zeros_like(dx, dtype=bool)
@@ -156,7 +178,7 @@ def test_non_finite_gradient_and_weights_take_the_direct_lowering(winograd):
 
 
 def test_non_finite_input_sends_the_weight_gradient_to_the_direct_lowering(winograd):
-    x, wt, b, g = _inputs((3, 32, 32, 8, 8), seed=11)
+    x, wt, b, g = _inputs((64, 32, 32, 8, 8), seed=11)
     x[2, 7, 4, 4] = np.inf
     fast = _run(x, wt, b, g)
     an.set_conv_winograd(False)

@@ -85,10 +85,10 @@ static AN_ALWAYS_INLINE void wstore(float *p, wvec v, int64_t n)
 #endif
 
 static AN_ALWAYS_INLINE int input_body(const float *x, int64_t nb, int64_t C, int64_t H, int64_t W,
-                                       float *frame, float *V)
+                                       int64_t T, float *frame, float *V)
 {
     const int64_t TY = an_winograd_tiles(H), TX = an_winograd_tiles(W), tiles = TY * TX;
-    const int64_t Wf = 2 * TX + 2, Hf = 2 * TY + 2, T = nb * tiles;
+    const int64_t Wf = 2 * TX + 2, Hf = 2 * TY + 2;
     wmask exponents = {0};
     /* the frame's border (and the columns / rows past an odd edge) stay 0 */
     memset(frame, 0, sizeof(float) * (size_t)(Hf * Wf * LANES));
@@ -130,10 +130,11 @@ static AN_ALWAYS_INLINE int input_body(const float *x, int64_t nb, int64_t C, in
 }
 
 static AN_ALWAYS_INLINE void output_body(const float *M, int64_t nb, int64_t K, int64_t H, int64_t W,
-                                         const float *bias, const int act, float *block, float *y)
+                                         int64_t T, const float *bias, const int act, float *block,
+                                         float *y)
 {
     const int64_t TY = an_winograd_tiles(H), TX = an_winograd_tiles(W), tiles = TY * TX;
-    const int64_t T = nb * tiles, HW = H * W;
+    const int64_t HW = H * W;
     const wvec zero = {0}, six = zero + 6.0f;
     float *bounce = block + (2 * TY + 2) * (2 * TX + 2) * LANES;
     for (int64_t n = 0; n < nb; ++n)
@@ -193,10 +194,10 @@ static AN_ALWAYS_INLINE void output_body(const float *M, int64_t nb, int64_t K, 
 }
 
 static AN_ALWAYS_INLINE int output_grad_body(const float *dy, int64_t nb, int64_t K, int64_t H,
-                                             int64_t W, float *block, float *DY)
+                                             int64_t W, int64_t T, float *block, float *DY)
 {
     const int64_t TY = an_winograd_tiles(H), TX = an_winograd_tiles(W), tiles = TY * TX;
-    const int64_t Wb = 2 * TX, T = nb * tiles;
+    const int64_t Wb = 2 * TX;
     wmask exponents = {0};
     /* the overhanging row and column of an odd plane stay 0 */
     memset(block, 0, sizeof(float) * (size_t)(2 * TY * Wb * LANES));
@@ -255,43 +256,43 @@ void an_winograd_f2x3_weight_grad(const float *Wt, int64_t K, int64_t C, float *
 
 #define AN_DEFINE_WINOGRAD(suffix, attribute)                                                    \
     attribute static int input_##suffix(const float *x, int64_t nb, int64_t C, int64_t H,         \
-                                        int64_t W, float *frame, float *V)                       \
+                                        int64_t W, int64_t T, float *frame, float *V)            \
     {                                                                                            \
-        return input_body(x, nb, C, H, W, frame, V);                                             \
+        return input_body(x, nb, C, H, W, T, frame, V);                                          \
     }                                                                                            \
     attribute static void output_##suffix(const float *M, int64_t nb, int64_t K, int64_t H,       \
-                                          int64_t W, const float *bias, int act, float *block,   \
-                                          float *y)                                              \
+                                          int64_t W, int64_t T, const float *bias, int act,      \
+                                          float *block, float *y)                                \
     {                                                                                            \
         if (act == AN_GEMM_ACT_RELU)                                                             \
-            output_body(M, nb, K, H, W, bias, AN_GEMM_ACT_RELU, block, y);                       \
+            output_body(M, nb, K, H, W, T, bias, AN_GEMM_ACT_RELU, block, y);                    \
         else if (act == AN_GEMM_ACT_RELU6)                                                       \
-            output_body(M, nb, K, H, W, bias, AN_GEMM_ACT_RELU6, block, y);                      \
+            output_body(M, nb, K, H, W, T, bias, AN_GEMM_ACT_RELU6, block, y);                   \
         else                                                                                     \
-            output_body(M, nb, K, H, W, bias, AN_GEMM_ACT_NONE, block, y);                       \
+            output_body(M, nb, K, H, W, T, bias, AN_GEMM_ACT_NONE, block, y);                    \
     }                                                                                            \
     attribute static int output_grad_##suffix(const float *dy, int64_t nb, int64_t K, int64_t H,  \
-                                              int64_t W, float *block, float *DY)                \
+                                              int64_t W, int64_t T, float *block, float *DY)     \
     {                                                                                            \
-        return output_grad_body(dy, nb, K, H, W, block, DY);                                     \
+        return output_grad_body(dy, nb, K, H, W, T, block, DY);                                  \
     }
 
 AN_FOR_EACH_ISA(AN_DEFINE_WINOGRAD)
 
 int an_winograd_f2x3_input(const float *x, int64_t nb, int64_t C, int64_t H, int64_t W,
-                           float *scratch, float *V)
+                           int64_t rows, float *scratch, float *V)
 {
-    return AN_BY_ISA(input_)(x, nb, C, H, W, scratch, V);
+    return AN_BY_ISA(input_)(x, nb, C, H, W, rows, scratch, V);
 }
 
 void an_winograd_f2x3_output(const float *M, int64_t nb, int64_t K, int64_t H, int64_t W,
-                             const float *bias, int act, float *scratch, float *y)
+                             int64_t rows, const float *bias, int act, float *scratch, float *y)
 {
-    AN_BY_ISA(output_)(M, nb, K, H, W, bias, act, scratch, y);
+    AN_BY_ISA(output_)(M, nb, K, H, W, rows, bias, act, scratch, y);
 }
 
 int an_winograd_f2x3_output_grad(const float *dy, int64_t nb, int64_t K, int64_t H, int64_t W,
-                                 float *scratch, float *DY)
+                                 int64_t rows, float *scratch, float *DY)
 {
-    return AN_BY_ISA(output_grad_)(dy, nb, K, H, W, scratch, DY);
+    return AN_BY_ISA(output_grad_)(dy, nb, K, H, W, rows, scratch, DY);
 }

@@ -23,22 +23,24 @@ int64_t an_winograd_scratch_floats(int64_t H, int64_t W);
 /* U[16][C][K] from w [K][C][3][3]. */
 void an_winograd_f2x3_weights(const float *w, int64_t K, int64_t C, float *U);
 
-/* V[16][T][C] (T = nb * tiles per image) from images x [nb][C][H][W].
+/* V[16][rows][C] from images x [nb][C][H][W]: their tiles go to rows
+ * 0 .. nb * tiles per image - 1 (V may point into a larger buffer).
  * Returns 0 when every input is finite, else 1: the transform then forms
  * inf - inf and 0 * inf terms that a direct sum never does. */
 int an_winograd_f2x3_input(const float *x, int64_t nb, int64_t C, int64_t H, int64_t W,
-                           float *scratch, float *V);
+                           int64_t rows, float *scratch, float *V);
 
-/* y [nb][K][H][W] = act(A^T M A + bias[k]) from M[16][T][K]; act is an
- * AN_GEMM_ACT_* code.  M is read up to 16 floats past its end. */
+/* y [nb][K][H][W] = act(A^T M A + bias[k]) from M[16][rows][K] (its first
+ * nb * tiles rows); act is an AN_GEMM_ACT_* code.  M is read up to 16
+ * floats past its end. */
 void an_winograd_f2x3_output(const float *M, int64_t nb, int64_t K, int64_t H, int64_t W,
-                             const float *bias, int act, float *scratch, float *y);
+                             int64_t rows, const float *bias, int act, float *scratch, float *y);
 
-/* DY[16][T][K] = A dy_t A^T for each 2x2 tile of dy [nb][K][H][W] (the
+/* DY[16][rows][K] = A dy_t A^T for each 2x2 tile of dy [nb][K][H][W] (the
  * weight gradient's transform of the output gradient).  Returns 0 when
  * every value is finite, else 1. */
 int an_winograd_f2x3_output_grad(const float *dy, int64_t nb, int64_t K, int64_t H, int64_t W,
-                                 float *scratch, float *DY);
+                                 int64_t rows, float *scratch, float *DY);
 
 /* dw [K][C][3][3] += G^T W G from W[16][K][C] (the transformed weight
  * gradient, summed over tiles). */

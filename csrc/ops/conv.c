@@ -1238,12 +1238,22 @@ static an_status flipped_data_grad(const conv_geometry *g, const float *dy, cons
    output tile (kernels/winograd.h), 16 GEMMs over channels per chunk of
    images.  It pays where the GEMMs have channels to work with: ResNet-20's
    32- and 64-channel layers (16x16 and 8x8) ran at 0.7-0.9x PyTorch
-   through the direct lowerings; 16 channels stay there.  The transforms
+   through the direct lowerings; 16 channels stay there, and so do small
+   batches (below).  The transforms
    turn a non-finite input into NaN across its whole tile, where a direct
    sum taints only the outputs whose window covers it: such inputs (seen
    while transforming) and non-finite weights go to the direct lowering. */
 #define WINOGRAD_MIN_CHANNELS 32
 #define WINOGRAD_MAX_PLANE 64
+/* Small batches stay with the direct lowering: their 16 GEMMs have too
+   little work to pay for the transforms around them.  Forward, 2 threads,
+   against the direct lowering: 64 -> 64 channels on 8x8 planes 0.97x with
+   32 images (512 tiles), 1.21x with 64; 32 channels on 16x16 1.02x with 32
+   images, 1.14x with 64; 64 channels on 32x32 0.85-0.95x with 4-8 images,
+   1.05x with 32, 1.09x with 64.  The rule depends on the shape alone, so
+   the numbers do not depend on the thread count. */
+#define WINOGRAD_MIN_IMAGES 32
+#define WINOGRAD_MIN_TILES 1024
 /* V and M of one chunk of images, floats (1 MB: a core's L2 share) */
 #define WINOGRAD_CHUNK_FLOATS (1 << 18)
 
@@ -1257,7 +1267,9 @@ static int winograd_accepts(const conv_geometry *g)
     return winograd_enabled && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 &&
            g->ph == 1 && g->pw == 1 && g->dh == 1 && g->dw == 1 && g->groups == 1 &&
            g->C >= WINOGRAD_MIN_CHANNELS && g->Cout >= WINOGRAD_MIN_CHANNELS &&
-           g->H <= WINOGRAD_MAX_PLANE && g->W <= WINOGRAD_MAX_PLANE && !g->residual;
+           g->H <= WINOGRAD_MAX_PLANE && g->W <= WINOGRAD_MAX_PLANE && !g->residual &&
+           g->N >= WINOGRAD_MIN_IMAGES &&
+           g->N * an_winograd_tiles(g->H) * an_winograd_tiles(g->W) >= WINOGRAD_MIN_TILES;
 }
 
 static int all_finite(const float *v, int64_t n)
@@ -1284,34 +1296,64 @@ static an_status winograd_forward(const conv_geometry *g, const float *x, const 
     int64_t fit = WINOGRAD_CHUNK_FLOATS / (16 * (C + K) * tiles);
     const int64_t nb = balanced_piece(g->N, fit < 1 ? 1 : fit);
     const int64_t chunks = (g->N + nb - 1) / nb, rows = nb * tiles;
-    const int threads = unit_threads(chunks);
+    const int threads = unit_threads(chunks), team = team_size();
     const int64_t scratch = (an_winograd_scratch_floats(g->H, g->W) + 15) / 16 * 16;
-    /* 16 floats of slack after M: the output transform reads whole vectors */
+    /* 16 floats of slack after M: the output transform reads whole vectors;
+       a scratch block per thread of the team after the last buffers */
     const int64_t per_thread = 16 * (C + K) * rows + 16 + scratch;
-    float *work = an_alloc(sizeof(float) * (size_t)(16 * K * C + per_thread * threads));
+    float *work = an_alloc(sizeof(float) * (size_t)(16 * K * C + per_thread * threads +
+                                                    scratch * (team > 1 ? team : 0)));
     if (!work)
         return an_last_status();
     float *U = work;
     an_winograd_f2x3_weights(w, K, C, U);
     int non_finite = 0, failed = 0;
+    if (threads > 1 || team == 1) {
+        /* enough chunks: each thread runs whole chunks, its GEMMs on itself */
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(| : non_finite, failed) if (threads > 1)
-    for (int64_t chunk = 0; chunk < chunks; chunk++) {
-        if (non_finite || failed)
-            continue;
-        float *V = work + 16 * K * C + thread_index() * per_thread;
-        float *M = V + 16 * C * rows, *sc = M + 16 * K * rows + 16;
-        const int64_t n0 = chunk * nb, count = g->N - n0 < nb ? g->N - n0 : nb, T = count * tiles;
-        if (an_winograd_f2x3_input(x + n0 * C * HW, count, C, g->H, g->W, sc, V)) {
-            non_finite = 1;
-            continue;
+        for (int64_t chunk = 0; chunk < chunks; chunk++) {
+            if (non_finite || failed)
+                continue;
+            float *V = work + 16 * K * C + thread_index() * per_thread;
+            float *M = V + 16 * C * rows, *sc = M + 16 * K * rows + 16;
+            const int64_t n0 = chunk * nb, count = g->N - n0 < nb ? g->N - n0 : nb, T = count * tiles;
+            if (an_winograd_f2x3_input(x + n0 * C * HW, count, C, g->H, g->W, T, sc, V)) {
+                non_finite = 1;
+                continue;
+            }
+            /* M_xi [T, K] = V_xi [T, C] @ U_xi [C, K] */
+            for (int xi = 0; xi < 16 && !failed; xi++)
+                failed |= an_gemm_f32(0, 0, T, K, C, 1.0f, V + xi * T * C, C, U + xi * C * K, K, 0.0f,
+                                      M + xi * T * K, K) != 0;
+            if (!failed)
+                an_winograd_f2x3_output(M, count, K, g->H, g->W, T, bias, gemm_act(g->act), sc,
+                                        y + n0 * K * HW);
         }
-        /* M_xi [T, K] = V_xi [T, C] @ U_xi [C, K] */
-        for (int xi = 0; xi < 16 && !failed; xi++)
-            failed |= an_gemm_f32(0, 0, T, K, C, 1.0f, V + xi * T * C, C, U + xi * C * K, K, 0.0f,
-                                  M + xi * T * K, K) != 0;
-        if (!failed)
-            an_winograd_f2x3_output(M, count, K, g->H, g->W, bias, gemm_act(g->act), sc,
-                                    y + n0 * K * HW);
+    } else {
+        /* fewer chunks than the team can share: the team works through each
+           chunk together, images of the transforms and the 16 GEMMs split
+           across threads (a GEMM threaded on its own forks a team per call,
+           whose idle threads had gone to sleep during the transforms) */
+        float *V = work + 16 * K * C, *M = V + 16 * C * rows;
+        for (int64_t n0 = 0; n0 < g->N && !non_finite && !failed; n0 += nb) {
+            const int64_t count = g->N - n0 < nb ? g->N - n0 : nb, T = count * tiles;
+#pragma omp parallel num_threads(team) reduction(| : non_finite, failed)
+            {
+                float *sc = M + 16 * K * rows + 16 + thread_index() * scratch;
+#pragma omp for schedule(static)
+                for (int64_t n = 0; n < count; n++)
+                    non_finite |= an_winograd_f2x3_input(x + (n0 + n) * C * HW, 1, C, g->H, g->W, T,
+                                                         sc, V + n * tiles * C);
+#pragma omp for schedule(static)
+                for (int xi = 0; xi < 16; xi++)
+                    failed |= an_gemm_f32(0, 0, T, K, C, 1.0f, V + xi * T * C, C, U + xi * C * K, K,
+                                          0.0f, M + xi * T * K, K) != 0;
+#pragma omp for schedule(static)
+                for (int64_t n = 0; n < count; n++)
+                    an_winograd_f2x3_output(M + n * tiles * K, 1, K, g->H, g->W, T, bias,
+                                            gemm_act(g->act), sc, y + (n0 + n) * K * HW);
+            }
+        }
     }
     an_free(work);
     if (failed)
@@ -1344,35 +1386,63 @@ static an_status winograd_weight_grad(const conv_geometry *g, const float *dy, c
         parts = CONV_DW_ALL_PARTIALS_FLOATS / transformed;
     if (parts < 1)
         parts = 1;
-    int threads = parts >= 2 ? team_size() : 1;
+    const int team = team_size();
+    int threads = parts >= 2 ? team : 1;
     if (threads > parts)
         threads = (int)parts;
     const int64_t scratch = (an_winograd_scratch_floats(g->H, g->W) + 15) / 16 * 16;
     const int64_t per_thread = 16 * (C + K) * rows + scratch;
-    float *work = an_alloc(sizeof(float) * (size_t)(transformed * parts + per_thread * threads));
+    float *work = an_alloc(sizeof(float) * (size_t)(transformed * parts + per_thread * threads +
+                                                    scratch * (team > 1 ? team : 0)));
     if (!work)
         return an_last_status();
     float *partials = work;
     int non_finite = 0, failed = 0;
+    if (threads > 1 || team == 1) {
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(| : non_finite, failed) if (threads > 1)
-    for (int64_t part = 0; part < parts; part++) {
-        float *V = work + transformed * parts + thread_index() * per_thread;
-        float *DY = V + 16 * C * rows, *sc = DY + 16 * K * rows;
-        float *Wt = partials + part * transformed;
-        for (int64_t chunk = chunks * part / parts; chunk < chunks * (part + 1) / parts; chunk++) {
-            if (non_finite || failed)
-                break;
-            const int64_t n0 = chunk * nb, count = g->N - n0 < nb ? g->N - n0 : nb, T = count * tiles;
-            if (an_winograd_f2x3_input(x + n0 * C * HW, count, C, g->H, g->W, sc, V) ||
-                an_winograd_f2x3_output_grad(dy + n0 * K * HW, count, K, g->H, g->W, sc, DY)) {
-                non_finite = 1;
-                break;
+        for (int64_t part = 0; part < parts; part++) {
+            float *V = work + transformed * parts + thread_index() * per_thread;
+            float *DY = V + 16 * C * rows, *sc = DY + 16 * K * rows;
+            float *Wt = partials + part * transformed;
+            for (int64_t chunk = chunks * part / parts; chunk < chunks * (part + 1) / parts; chunk++) {
+                if (non_finite || failed)
+                    break;
+                const int64_t n0 = chunk * nb, count = g->N - n0 < nb ? g->N - n0 : nb, T = count * tiles;
+                if (an_winograd_f2x3_input(x + n0 * C * HW, count, C, g->H, g->W, T, sc, V) ||
+                    an_winograd_f2x3_output_grad(dy + n0 * K * HW, count, K, g->H, g->W, T, sc, DY)) {
+                    non_finite = 1;
+                    break;
+                }
+                const float beta = chunk == chunks * part / parts ? 0.0f : 1.0f;
+                /* Wt_xi [K, C] (+)= DY_xi [T, K]^T @ V_xi [T, C] */
+                for (int xi = 0; xi < 16 && !failed; xi++)
+                    failed |= an_gemm_f32(1, 0, K, C, T, 1.0f, DY + xi * T * K, K, V + xi * T * C, C,
+                                          beta, Wt + xi * K * C, C) != 0;
             }
-            const float beta = chunk == chunks * part / parts ? 0.0f : 1.0f;
-            /* Wt_xi [K, C] (+)= DY_xi [T, K]^T @ V_xi [T, C] */
-            for (int xi = 0; xi < 16 && !failed; xi++)
-                failed |= an_gemm_f32(1, 0, K, C, T, 1.0f, DY + xi * T * K, K, V + xi * T * C, C, beta,
-                                      Wt + xi * K * C, C) != 0;
+        }
+    } else {
+        /* one part: the team shares each chunk (see winograd_forward); the
+           same sums in the same order as one thread */
+        float *V = work + transformed * parts, *DY = V + 16 * C * rows;
+        for (int64_t chunk = 0; chunk < chunks && !non_finite && !failed; chunk++) {
+            const int64_t n0 = chunk * nb, count = g->N - n0 < nb ? g->N - n0 : nb, T = count * tiles;
+            const float beta = chunk == 0 ? 0.0f : 1.0f;
+#pragma omp parallel num_threads(team) reduction(| : non_finite, failed)
+            {
+                float *sc = DY + 16 * K * rows + thread_index() * scratch;
+#pragma omp for schedule(static)
+                for (int64_t n = 0; n < count; n++)
+                    non_finite |=
+                        an_winograd_f2x3_input(x + (n0 + n) * C * HW, 1, C, g->H, g->W, T, sc,
+                                               V + n * tiles * C) |
+                        an_winograd_f2x3_output_grad(dy + (n0 + n) * K * HW, 1, K, g->H, g->W, T, sc,
+                                                     DY + n * tiles * K);
+#pragma omp for schedule(static)
+                for (int xi = 0; xi < 16; xi++)
+                    if (!non_finite)
+                        failed |= an_gemm_f32(1, 0, K, C, T, 1.0f, DY + xi * T * K, K, V + xi * T * C,
+                                              C, beta, partials + xi * K * C, C) != 0;
+            }
         }
     }
     if (!non_finite && !failed) {
