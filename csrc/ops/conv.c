@@ -1239,10 +1239,10 @@ static an_status flipped_data_grad(const conv_geometry *g, const float *dy, cons
    images.  It pays where the GEMMs have channels to work with: ResNet-20's
    32- and 64-channel layers (16x16 and 8x8) ran at 0.7-0.9x PyTorch
    through the direct lowerings; 16 channels stay there, and so do small
-   batches (below).  The transforms
-   turn a non-finite input into NaN across its whole tile, where a direct
-   sum taints only the outputs whose window covers it: such inputs (seen
-   while transforming) and non-finite weights go to the direct lowering. */
+   batches (below).  The transforms turn a non-finite input into NaN across
+   its whole tile, where a direct sum taints only the outputs whose window
+   covers it: such inputs (seen while transforming) and non-finite weights
+   go to the direct lowering. */
 #define WINOGRAD_MIN_CHANNELS 32
 #define WINOGRAD_MAX_PLANE 64
 /* Small batches stay with the direct lowering: their 16 GEMMs have too
