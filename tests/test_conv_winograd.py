@@ -8,6 +8,8 @@ on the zoo's layer shapes and on planes and channel counts around the 2x2
 tile and the 16-channel vectors; against the direct lowering; for 1 and 2
 threads; and with non-finite inputs and weights, which go to the direct
 lowering so that a NaN reaches exactly the outputs whose window covers it."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -69,14 +71,21 @@ def test_matches_torch_float64(case, winograd):
         np.testing.assert_allclose(mine, ref, rtol=1e-4, atol=2e-5 * max(1.0, np.abs(ref).max()))
 
 
+@contextlib.contextmanager
+def _direct_lowering():
+    before = an.get_conv_winograd()
+    an.set_conv_winograd(False)
+    try:
+        yield
+    finally:
+        an.set_conv_winograd(before)
+
+
 def _fast_and_direct(case, seed):
     x, wt, b, g = _inputs(case, seed=seed)
     fast = _run(x, wt, b, g)
-    an.set_conv_winograd(False)
-    try:
+    with _direct_lowering():
         direct = _run(x, wt, b, g)
-    finally:
-        an.set_conv_winograd(True)
     return fast, direct
 
 
@@ -144,33 +153,26 @@ def test_non_finite_input_reaches_exactly_its_windows(bad, winograd):
     covered[1, :, 2:5, 5:8] = True
     assert (~np.isfinite(y[covered])).all()
     assert np.isfinite(y[~covered]).all()
-    an.set_conv_winograd(False)
-    try:
+    with _direct_lowering():
         direct = F.conv2d(an.tensor(x), an.tensor(w), None, 1, 1).numpy()
-    finally:
-        an.set_conv_winograd(True)
     np.testing.assert_array_equal(y, direct)
 
 
 def test_non_finite_gradient_and_weights_take_the_direct_lowering(winograd):
     x, wt, b, g = _inputs((64, 32, 32, 8, 8), seed=9)
     g[0, 3, 1, 1] = np.nan
-    _, dx, _, _ = _run(x, wt, b, g)
+    _, dx, dw, _ = _run(x, wt, b, g)
     hit = np.zeros_like(dx, dtype=bool)
     hit[0, :, 0:3, 0:3] = True
     assert np.isnan(dx[hit]).all() and np.isfinite(dx[~hit]).all()
-    finite_wt = wt.copy()
-    _, dx, dw, _ = _run(x, wt, b, g)
-    wt[4, 2, 1, 1] = np.inf
+    inf_wt = wt.copy()
+    inf_wt[4, 2, 1, 1] = np.inf
     with an.no_grad():
-        y = F.conv2d(an.tensor(x), an.tensor(wt), None, 1, 1).numpy()
-    an.set_conv_winograd(False)
-    try:
-        _, direct_dx, direct_dw, _ = _run(x, finite_wt, b, g)
+        y = F.conv2d(an.tensor(x), an.tensor(inf_wt), None, 1, 1).numpy()
+    with _direct_lowering():
+        _, direct_dx, direct_dw, _ = _run(x, wt, b, g)
         with an.no_grad():
-            direct = F.conv2d(an.tensor(x), an.tensor(wt), None, 1, 1).numpy()
-    finally:
-        an.set_conv_winograd(True)
+            direct = F.conv2d(an.tensor(x), an.tensor(inf_wt), None, 1, 1).numpy()
     # the same bits as the direct lowering: it is what ran (dy has a NaN)
     np.testing.assert_array_equal(dx, direct_dx)
     np.testing.assert_array_equal(dw, direct_dw)
@@ -181,11 +183,8 @@ def test_non_finite_input_sends_the_weight_gradient_to_the_direct_lowering(winog
     x, wt, b, g = _inputs((64, 32, 32, 8, 8), seed=11)
     x[2, 7, 4, 4] = np.inf
     fast = _run(x, wt, b, g)
-    an.set_conv_winograd(False)
-    try:
+    with _direct_lowering():
         direct = _run(x, wt, b, g)
-    finally:
-        an.set_conv_winograd(True)
     # the output and the weight gradient read x: the direct lowering ran
     # (dx reads only dy and w, which are finite: Winograd)
     for i in (0, 2, 3):

@@ -13,6 +13,7 @@
 #include "kernels/gemm.h"
 #include "kernels/gemm_pack.h"
 #include "kernels/isa_variants.h"
+#include "kernels/vec16.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -126,41 +127,31 @@ static AN_ALWAYS_INLINE float activate_one(float v, int act)
     return v;
 }
 
-#if defined(__GNUC__)
-/* row_vec values are passed and returned only by always-inline helpers,
- * so no call ever uses the ABI GCC warns about */
-#pragma GCC diagnostic ignored "-Wpsabi"
+#ifdef AN_HAVE_VEC16
 #define AN_HAVE_ROW_VEC 1
-#define ROW_LANES 16
+#define ROW_LANES AN_VEC16_LANES
 /* loops over registers: unrolled so that acc[] and w[] stay in registers */
 #define AN_UNROLL _Pragma("GCC unroll 16")
 /* Output rows computed together by rows3x3_s1. */
 #define ROW_BLOCK 4
-typedef float row_vec __attribute__((vector_size(ROW_LANES * sizeof(float))));
-typedef int32_t row_mask __attribute__((vector_size(ROW_LANES * sizeof(float))));
+typedef an_vec16 row_vec;
+typedef an_mask16 row_mask;
 
-static AN_ALWAYS_INLINE row_vec row_load(const float *p)
+/* the 9 weights, each in every lane */
+static AN_ALWAYS_INLINE void splat_kernel(const float *wk, row_vec w[9])
 {
-    row_vec v;
-    __builtin_memcpy(&v, p, sizeof v);
-    return v;
+    AN_UNROLL
+    for (int t = 0; t < 9; ++t) w[t] = (row_vec){0} + wk[t];
 }
 
-static AN_ALWAYS_INLINE void row_store(float *p, row_vec v) { __builtin_memcpy(p, &v, sizeof v); }
-
-/* activate_one on every lane: the same comparisons, so the same bits */
-static AN_ALWAYS_INLINE row_vec row_activate(row_vec v, int act)
+/* acc + the three taps of kernel row k on one input row, in tap order */
+static AN_ALWAYS_INLINE row_vec add_kernel_row(row_vec acc, const row_vec w[9], int k, row_vec left,
+                                               row_vec mid, row_vec right)
 {
-    if (act != DW_ACT_NONE) {
-        const row_mask not_positive = v <= 0.0f;
-        v = (row_vec)((row_mask)v & ~not_positive);
-    }
-    if (act == DW_ACT_RELU6) {
-        const row_vec six = (row_vec){0} + 6.0f;
-        const row_mask big = v >= 6.0f;
-        v = (row_vec)(((row_mask)v & ~big) | ((row_mask)six & big));
-    }
-    return v;
+    acc += w[3 * k] * left;
+    acc += w[3 * k + 1] * mid;
+    acc += w[3 * k + 2] * right;
+    return acc;
 }
 
 /* Rows [oh0, oh0 + ROWS) of a 3x3, stride-1, padding-1 plane whose width W
@@ -181,13 +172,12 @@ static AN_ALWAYS_INLINE void rows3x3_s1(const float *restrict xp, int64_t H, int
     const row_mask from_left = {15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30};
     const row_mask from_right = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
     row_vec w[9];
-    AN_UNROLL
-    for (int t = 0; t < 9; ++t) w[t] = zero + wk[t];
+    splat_kernel(wk, w);
     for (int64_t ow = 0; ow < W; ow += ROW_LANES) {
         row_vec acc[ROW_BLOCK];
         AN_UNROLL
         for (int r = 0; r < ROWS; ++r)
-            acc[r] = accumulate ? row_load(y + r * W + ow) : zero + b;
+            acc[r] = accumulate ? an_vec16_load(y + r * W + ow) : zero + b;
         /* input row oh0 - 1 + i feeds output row oh0 + r through kernel row i - r */
         AN_UNROLL
         for (int i = 0; i < ROWS + 2; ++i) {
@@ -195,23 +185,18 @@ static AN_ALWAYS_INLINE void rows3x3_s1(const float *restrict xp, int64_t H, int
             row_vec left = zero, mid = zero, right = zero;
             if (ih >= 0 && ih < H) {
                 const float *in = xp + ih * W + ow;
-                mid = row_load(in);
-                left = ow == 0 ? __builtin_shuffle(zero, mid, from_left) : row_load(in - 1);
+                mid = an_vec16_load(in);
+                left = ow == 0 ? __builtin_shuffle(zero, mid, from_left) : an_vec16_load(in - 1);
                 right = ow + ROW_LANES == W ? __builtin_shuffle(mid, zero, from_right)
-                                            : row_load(in + 1);
+                                            : an_vec16_load(in + 1);
             }
             AN_UNROLL
-            for (int r = 0; r < ROWS; ++r) {
-                const int k = i - r;
-                if (k < 0 || k > 2)
-                    continue;
-                acc[r] += w[3 * k] * left;
-                acc[r] += w[3 * k + 1] * mid;
-                acc[r] += w[3 * k + 2] * right;
-            }
+            for (int r = 0; r < ROWS; ++r)
+                if (i - r >= 0 && i - r <= 2)
+                    acc[r] = add_kernel_row(acc[r], w, i - r, left, mid, right);
         }
         AN_UNROLL
-        for (int r = 0; r < ROWS; ++r) row_store(y + r * W + ow, row_activate(acc[r], act));
+        for (int r = 0; r < ROWS; ++r) an_vec16_store(y + r * W + ow, an_vec16_activate(acc[r], act));
     }
 }
 
@@ -233,8 +218,7 @@ static AN_ALWAYS_INLINE void rows3x3_s2(const float *restrict xp, int64_t H, int
     const row_mask evens = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
     const row_mask odds = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
     row_vec w[9];
-    AN_UNROLL
-    for (int t = 0; t < 9; ++t) w[t] = zero + wk[t];
+    splat_kernel(wk, w);
     for (int64_t ow = 0; ow < OW; ow += ROW_LANES) {
         row_vec acc[ROW_BLOCK];
         AN_UNROLL
@@ -246,23 +230,18 @@ static AN_ALWAYS_INLINE void rows3x3_s2(const float *restrict xp, int64_t H, int
             row_vec left = zero, mid = zero, right = zero;
             if (ih >= 0 && ih < H) {
                 const float *in = xp + ih * W + 2 * ow;
-                const row_vec lo = row_load(in), hi = row_load(in + ROW_LANES);
+                const row_vec lo = an_vec16_load(in), hi = an_vec16_load(in + ROW_LANES);
                 mid = __builtin_shuffle(lo, hi, evens);
                 right = __builtin_shuffle(lo, hi, odds);
-                left = __builtin_shuffle(ow == 0 ? zero : row_load(in - ROW_LANES), right, from_left);
+                left = __builtin_shuffle(ow == 0 ? zero : an_vec16_load(in - ROW_LANES), right, from_left);
             }
             AN_UNROLL
-            for (int r = 0; r < ROWS; ++r) {
-                const int k = i - 2 * r;
-                if (k < 0 || k > 2)
-                    continue;
-                acc[r] += w[3 * k] * left;
-                acc[r] += w[3 * k + 1] * mid;
-                acc[r] += w[3 * k + 2] * right;
-            }
+            for (int r = 0; r < ROWS; ++r)
+                if (i - 2 * r >= 0 && i - 2 * r <= 2)
+                    acc[r] = add_kernel_row(acc[r], w, i - 2 * r, left, mid, right);
         }
         AN_UNROLL
-        for (int r = 0; r < ROWS; ++r) row_store(y + r * OW + ow, row_activate(acc[r], act));
+        for (int r = 0; r < ROWS; ++r) an_vec16_store(y + r * OW + ow, an_vec16_activate(acc[r], act));
     }
 }
 #endif

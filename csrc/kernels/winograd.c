@@ -13,10 +13,11 @@
 #include "kernels/gemm.h"
 #include "kernels/gemm_pack.h"
 #include "kernels/isa_variants.h"
+#include "kernels/vec16.h"
 
 #include <string.h>
 
-#define LANES 16
+#define LANES AN_VEC16_LANES
 
 void an_winograd_f2x3_weights(const float *w, int64_t K, int64_t C, float *U)
 {
@@ -61,17 +62,12 @@ static void transpose_block(const float *src, int64_t row_stride, int64_t rows, 
     }
 }
 
-#if defined(__GNUC__)
-#pragma GCC diagnostic ignored "-Wpsabi" /* vectors cross only always-inline calls */
-typedef float wvec __attribute__((vector_size(LANES * sizeof(float))));
-typedef int32_t wmask __attribute__((vector_size(LANES * sizeof(float))));
-
-static AN_ALWAYS_INLINE wvec wload(const float *p)
-{
-    wvec v;
-    __builtin_memcpy(&v, p, sizeof v);
-    return v;
-}
+#ifndef AN_HAVE_VEC16
+#error "the Winograd transforms need GCC-style vector extensions"
+#endif
+typedef an_vec16 wvec;
+typedef an_mask16 wmask;
+#define wload an_vec16_load
 
 static AN_ALWAYS_INLINE void wstore(float *p, wvec v, int64_t n)
 {
@@ -80,9 +76,19 @@ static AN_ALWAYS_INLINE void wstore(float *p, wvec v, int64_t n)
     else
         for (int64_t i = 0; i < n; ++i) p[i] = v[i];
 }
-#else
-#error "the Winograd transforms need GCC-style vector extensions"
-#endif
+/* Rows h < H of `count` planes (plane stride H * W) into a channels-last
+ * block, row h at rows[h * row_floats] (16 floats per pixel, zeros past
+ * count); notes any all-ones exponent (inf or NaN) in *exponents. */
+static AN_ALWAYS_INLINE void rows_to_block(const float *planes, int64_t count, int64_t H, int64_t W,
+                                           float *rows, int64_t row_floats, wmask *exponents)
+{
+    for (int64_t h = 0; h < H; ++h) {
+        float *row = rows + h * row_floats;
+        transpose_block(planes + h * W, H * W, count, W, row);
+        for (int64_t q = 0; q < W; ++q)
+            *exponents |= ((wmask)wload(row + q * LANES) & 0x7f800000) == 0x7f800000;
+    }
+}
 
 static AN_ALWAYS_INLINE int input_body(const float *x, int64_t nb, int64_t C, int64_t H, int64_t W,
                                        int64_t T, float *frame, float *V)
@@ -95,13 +101,8 @@ static AN_ALWAYS_INLINE int input_body(const float *x, int64_t nb, int64_t C, in
     for (int64_t n = 0; n < nb; ++n)
         for (int64_t c0 = 0; c0 < C; c0 += LANES) {
             const int64_t count = C - c0 < LANES ? C - c0 : LANES;
-            const float *xb = x + (n * C + c0) * H * W;
-            for (int64_t h = 0; h < H; ++h) {
-                float *row = frame + ((h + 1) * Wf + 1) * LANES;
-                transpose_block(xb + h * W, H * W, count, W, row);
-                for (int64_t q = 0; q < W; ++q)
-                    exponents |= ((wmask)wload(row + q * LANES) & 0x7f800000) == 0x7f800000;
-            }
+            rows_to_block(x + (n * C + c0) * H * W, count, H, W, frame + (Wf + 1) * LANES,
+                          Wf * LANES, &exponents);
             for (int64_t ty = 0; ty < TY; ++ty)
                 for (int64_t tx = 0; tx < TX; ++tx) {
                     const float *p = frame + (2 * ty * Wf + 2 * tx) * LANES;
@@ -135,7 +136,7 @@ static AN_ALWAYS_INLINE void output_body(const float *M, int64_t nb, int64_t K, 
 {
     const int64_t TY = an_winograd_tiles(H), TX = an_winograd_tiles(W), tiles = TY * TX;
     const int64_t HW = H * W;
-    const wvec zero = {0}, six = zero + 6.0f;
+    const wvec zero = {0};
     float *bounce = block + (2 * TY + 2) * (2 * TX + 2) * LANES;
     for (int64_t n = 0; n < nb; ++n)
         for (int64_t k0 = 0; k0 < K; k0 += LANES) {
@@ -156,17 +157,9 @@ static AN_ALWAYS_INLINE void output_body(const float *M, int64_t nb, int64_t K, 
                     }
                     for (int a = 0; a < 2; ++a) { /* (A^T m) A + bias, then act */
                         wvec out[2] = {s[a][0] + s[a][1] + s[a][2] + b, s[a][1] - s[a][2] - s[a][3] + b};
-                        for (int o = 0; o < 2; ++o) {
-                            wvec v = out[o];
-                            if (act != AN_GEMM_ACT_NONE) /* the compares of an_epilogue_rows */
-                                v = (wvec)((wmask)v & ~(wmask)(v <= 0.0f));
-                            if (act == AN_GEMM_ACT_RELU6) {
-                                const wmask big = v >= 6.0f;
-                                v = (wvec)(((wmask)v & ~big) | ((wmask)six & big));
-                            }
-                            __builtin_memcpy(block + ((2 * ty + a) * 2 * TX + 2 * tx + o) * LANES, &v,
-                                             sizeof v);
-                        }
+                        for (int o = 0; o < 2; ++o)
+                            an_vec16_store(block + ((2 * ty + a) * 2 * TX + 2 * tx + o) * LANES,
+                                           an_vec16_activate(out[o], act));
                     }
                 }
             /* back to planes, 16 pixels at a time (the overhanging row and
@@ -204,13 +197,7 @@ static AN_ALWAYS_INLINE int output_grad_body(const float *dy, int64_t nb, int64_
     for (int64_t n = 0; n < nb; ++n)
         for (int64_t k0 = 0; k0 < K; k0 += LANES) {
             const int64_t count = K - k0 < LANES ? K - k0 : LANES;
-            const float *db = dy + (n * K + k0) * H * W;
-            for (int64_t h = 0; h < H; ++h) {
-                float *row = block + h * Wb * LANES;
-                transpose_block(db + h * W, H * W, count, W, row);
-                for (int64_t q = 0; q < W; ++q)
-                    exponents |= ((wmask)wload(row + q * LANES) & 0x7f800000) == 0x7f800000;
-            }
+            rows_to_block(dy + (n * K + k0) * H * W, count, H, W, block, Wb * LANES, &exponents);
             for (int64_t ty = 0; ty < TY; ++ty)
                 for (int64_t tx = 0; tx < TX; ++tx) {
                     const float *p = block + (2 * ty * Wb + 2 * tx) * LANES;
