@@ -76,6 +76,7 @@ static AN_ALWAYS_INLINE void wstore(float *p, wvec v, int64_t n)
     else
         for (int64_t i = 0; i < n; ++i) p[i] = v[i];
 }
+
 /* Rows h < H of `count` planes (plane stride H * W) into a channels-last
  * block, row h at rows[h * row_floats] (16 floats per pixel, zeros past
  * count); notes any all-ones exponent (inf or NaN) in *exponents. */

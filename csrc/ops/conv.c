@@ -1256,6 +1256,9 @@ static an_status flipped_data_grad(const conv_geometry *g, const float *dy, cons
 #define WINOGRAD_MIN_TILES 1024
 /* V and M of one chunk of images, floats (1 MB: a core's L2 share) */
 #define WINOGRAD_CHUNK_FLOATS (1 << 18)
+/* A chunk is at least one image: layers whose single image would need more
+   than this (4 MB per thread) stay direct, so the workspace stays bounded. */
+#define WINOGRAD_MAX_IMAGE_FLOATS (1 << 20)
 
 static _Atomic int winograd_enabled = 1;
 
@@ -1269,7 +1272,9 @@ static int winograd_accepts(const conv_geometry *g)
            g->C >= WINOGRAD_MIN_CHANNELS && g->Cout >= WINOGRAD_MIN_CHANNELS &&
            g->H <= WINOGRAD_MAX_PLANE && g->W <= WINOGRAD_MAX_PLANE && !g->residual &&
            g->N >= WINOGRAD_MIN_IMAGES &&
-           g->N * an_winograd_tiles(g->H) * an_winograd_tiles(g->W) >= WINOGRAD_MIN_TILES;
+           g->N * an_winograd_tiles(g->H) * an_winograd_tiles(g->W) >= WINOGRAD_MIN_TILES &&
+           16 * (g->C + g->Cout) * an_winograd_tiles(g->H) * an_winograd_tiles(g->W) <=
+               WINOGRAD_MAX_IMAGE_FLOATS;
 }
 
 static int all_finite(const float *v, int64_t n)
