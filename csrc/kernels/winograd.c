@@ -19,12 +19,15 @@
 
 #define LANES AN_VEC16_LANES
 
-void an_winograd_f2x3_weights(const float *w, int64_t K, int64_t C, float *U)
+int an_winograd_f2x3_weights(const float *w, int64_t K, int64_t C, float *U)
 {
     const int64_t plane = C * K;
+    int non_finite = 0;
     for (int64_t k = 0; k < K; ++k)
         for (int64_t c = 0; c < C; ++c) {
             const float *g = w + (k * C + c) * 9;
+            for (int t = 0; t < 9; ++t)
+                non_finite |= !(g[t] - g[t] == 0.0f); /* inf - inf and NaN are NaN */
             float t[4][3]; /* G g */
             for (int j = 0; j < 3; ++j) {
                 t[0][j] = g[j];
@@ -40,6 +43,7 @@ void an_winograd_f2x3_weights(const float *w, int64_t K, int64_t C, float *U)
                 u[3 * plane] = t[i][2];
             }
         }
+    return non_finite;
 }
 
 /* The framed block (2 TY + 2) x (2 TX + 2) x 16, then a 16 x 16 bounce. */
@@ -91,6 +95,14 @@ static AN_ALWAYS_INLINE void rows_to_block(const float *planes, int64_t count, i
     }
 }
 
+/* whether rows_to_block saw an inf or NaN in any lane */
+static AN_ALWAYS_INLINE int any_lane(wmask exponents)
+{
+    int any = 0;
+    for (int lane = 0; lane < LANES; ++lane) any |= exponents[lane] != 0;
+    return any;
+}
+
 static AN_ALWAYS_INLINE int input_body(const float *x, int64_t nb, int64_t C, int64_t H, int64_t W,
                                        int64_t T, float *frame, float *V)
 {
@@ -126,9 +138,7 @@ static AN_ALWAYS_INLINE int input_body(const float *x, int64_t nb, int64_t C, in
                     }
                 }
         }
-    int non_finite = 0;
-    for (int lane = 0; lane < LANES; ++lane) non_finite |= exponents[lane] != 0;
-    return non_finite;
+    return any_lane(exponents);
 }
 
 static AN_ALWAYS_INLINE void output_body(const float *M, int64_t nb, int64_t K, int64_t H, int64_t W,
@@ -169,7 +179,7 @@ static AN_ALWAYS_INLINE void output_body(const float *M, int64_t nb, int64_t K, 
             for (int64_t p0 = 0; p0 < HW; p0 += LANES) {
                 const int64_t pixels = HW - p0 < LANES ? HW - p0 : LANES;
                 float gathered[LANES * LANES];
-                const float *src = block;
+                const float *src = block + p0 * LANES; /* even plane: rows 2 TX = W wide */
                 if (W % 2 || H % 2) { /* odd plane: pick the valid pixels first */
                     for (int64_t r = 0; r < pixels; ++r) {
                         const int64_t p = p0 + r, oh = p / W, ow = p % W;
@@ -177,8 +187,6 @@ static AN_ALWAYS_INLINE void output_body(const float *M, int64_t nb, int64_t K, 
                                sizeof(float) * LANES);
                     }
                     src = gathered;
-                } else {
-                    src = block + p0 * LANES;
                 }
                 transpose_block(src, LANES, pixels, count, bounce);
                 for (int64_t k = 0; k < count; ++k)
@@ -216,9 +224,7 @@ static AN_ALWAYS_INLINE int output_grad_body(const float *dy, int64_t nb, int64_
                     }
                 }
         }
-    int non_finite = 0;
-    for (int lane = 0; lane < LANES; ++lane) non_finite |= exponents[lane] != 0;
-    return non_finite;
+    return any_lane(exponents);
 }
 
 void an_winograd_f2x3_weight_grad(const float *Wt, int64_t K, int64_t C, float *dw)

@@ -20,8 +20,9 @@ static inline int64_t an_winograd_tiles(int64_t extent) { return (extent + 1) / 
 /* Floats of scratch the transforms of an H x W plane need. */
 int64_t an_winograd_scratch_floats(int64_t H, int64_t W);
 
-/* U[16][C][K] from w [K][C][3][3]. */
-void an_winograd_f2x3_weights(const float *w, int64_t K, int64_t C, float *U);
+/* U[16][C][K] from w [K][C][3][3].  Returns 0 when every weight is finite,
+ * else 1 (U is then of no use, as for the inputs below). */
+int an_winograd_f2x3_weights(const float *w, int64_t K, int64_t C, float *U);
 
 /* V[16][rows][C] from images x [nb][C][H][W]: their tiles go to rows
  * 0 .. nb * tiles per image - 1 (V may point into a larger buffer).

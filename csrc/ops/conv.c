@@ -1270,19 +1270,11 @@ static int winograd_accepts(const conv_geometry *g)
     return winograd_enabled && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 &&
            g->ph == 1 && g->pw == 1 && g->dh == 1 && g->dw == 1 && g->groups == 1 &&
            g->C >= WINOGRAD_MIN_CHANNELS && g->Cout >= WINOGRAD_MIN_CHANNELS &&
-           g->H <= WINOGRAD_MAX_PLANE && g->W <= WINOGRAD_MAX_PLANE && !g->residual &&
+           g->H <= WINOGRAD_MAX_PLANE && g->W <= WINOGRAD_MAX_PLANE &&
            g->N >= WINOGRAD_MIN_IMAGES &&
            g->N * an_winograd_tiles(g->H) * an_winograd_tiles(g->W) >= WINOGRAD_MIN_TILES &&
            16 * (g->C + g->Cout) * an_winograd_tiles(g->H) * an_winograd_tiles(g->W) <=
                WINOGRAD_MAX_IMAGE_FLOATS;
-}
-
-static int all_finite(const float *v, int64_t n)
-{
-    int bad = 0;
-    for (int64_t i = 0; i < n; i++)
-        bad |= !(v[i] - v[i] == 0.0f);
-    return !bad;
 }
 
 static an_status winograd_fallback(const conv_geometry *g, const float *x, const float *w,
@@ -1295,8 +1287,6 @@ static an_status winograd_forward(const conv_geometry *g, const float *x, const 
     const int64_t tiles = an_winograd_tiles(g->H) * an_winograd_tiles(g->W);
     if (g->N == 0 || HW == 0)
         return AN_OK;
-    if (!all_finite(w, K * C * 9))
-        return winograd_fallback(g, x, w, bias, y);
     /* whole images per chunk, as many as fit the budget, balanced */
     int64_t fit = WINOGRAD_CHUNK_FLOATS / (16 * (C + K) * tiles);
     const int64_t nb = balanced_piece(g->N, fit < 1 ? 1 : fit);
@@ -1311,9 +1301,10 @@ static an_status winograd_forward(const conv_geometry *g, const float *x, const 
     if (!work)
         return an_last_status();
     float *U = work;
-    an_winograd_f2x3_weights(w, K, C, U);
-    int non_finite = 0, failed = 0;
-    if (threads > 1 || team == 1) {
+    int non_finite = an_winograd_f2x3_weights(w, K, C, U), failed = 0;
+    if (non_finite) {
+        /* nothing to do: the direct lowering below */
+    } else if (threads > 1 || team == 1) {
         /* enough chunks: each thread runs whole chunks, its GEMMs on itself */
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(| : non_finite, failed) if (threads > 1)
         for (int64_t chunk = 0; chunk < chunks; chunk++) {
@@ -1500,24 +1491,27 @@ static an_status conv_forward_any(const conv_geometry *g, const float *x, const 
     return conv_impls[choose_impl(g)].forward(g, x, w, bias, y);
 }
 
+typedef an_status (*conv_forward_fn)(const conv_geometry *g, const float *x, const float *w,
+                                     const float *bias, float *y);
+
+/* The first implementation that accepts the shape, the one whose forward
+   is `skip` aside (NULL: none) */
+static int choose_impl_except(const conv_geometry *g, conv_forward_fn skip)
+{
+    int n = (int)(sizeof conv_impls / sizeof conv_impls[0]);
+    for (int i = 0; i < n; i++)
+        if (conv_impls[i].forward != skip && conv_impls[i].accepts(g))
+            return i;
+    return n - 1;
+}
+
+static int choose_impl(const conv_geometry *g) { return choose_impl_except(g, NULL); }
+
 /* The lowering the shape gets without Winograd */
 static an_status winograd_fallback(const conv_geometry *g, const float *x, const float *w,
                                    const float *bias, float *y)
 {
-    int n = (int)(sizeof conv_impls / sizeof conv_impls[0]);
-    for (int i = 0; i < n; i++)
-        if (conv_impls[i].forward != winograd_forward && conv_impls[i].accepts(g))
-            return conv_impls[i].forward(g, x, w, bias, y);
-    return conv_impls[n - 1].forward(g, x, w, bias, y);
-}
-
-static int choose_impl(const conv_geometry *g)
-{
-    int n = (int)(sizeof conv_impls / sizeof conv_impls[0]);
-    for (int i = 0; i < n; i++)
-        if (conv_impls[i].accepts(g))
-            return i;
-    return n - 1;
+    return conv_impls[choose_impl_except(g, winograd_forward)].forward(g, x, w, bias, y);
 }
 
 /* ----------------------------------------------------------- the op */
