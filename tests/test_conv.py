@@ -103,6 +103,15 @@ TORCH_CASES = [
     ("depthwise 8x8 dilation 2", (2, 24, 8, 8), (24, 1, 3, 3), 1, 2, 2, 24),
     ("depthwise 7x7 s2, 19 channels", (2, 19, 7, 7), (19, 1, 3, 3), 2, 1, 1, 19),
     ("depthwise 8x8 unpadded", (1, 16, 8, 8), (16, 1, 3, 3), 1, 0, 1, 16),
+    # 3x3 stride 1 on planes 4 or 8 wide (whole vectors): flattened, four
+    # vectors at a time (one plane of 8x8, two of 8x4, four of 4x4; a last
+    # group past the final plane), the data gradient too
+    ("depthwise 8x8 flattened", (2, 20, 8, 8), (20, 1, 3, 3), 1, 1, 1, 20),
+    ("depthwise 4x4 flattened, 13 planes", (1, 13, 4, 4), (13, 1, 3, 3), 1, 1, 1, 13),
+    ("depthwise 8x4 flattened, 7 planes", (1, 7, 8, 4), (7, 1, 3, 3), 1, 1, 1, 7),
+    ("depthwise 4x8 flattened", (3, 5, 4, 8), (5, 1, 3, 3), 1, 1, 1, 5),
+    ("depthwise 16x8 flattened (two groups a plane)", (2, 3, 16, 8), (3, 1, 3, 3), 1, 1, 1, 3),
+    ("depthwise 12x4 (three vectors: channels-last)", (1, 5, 12, 4), (5, 1, 3, 3), 1, 1, 1, 5),
     # planes over 16x16 with rows a multiple of 16 wide run row by row; the
     # data gradient (a stride-1 convolution of dy) takes that path too
     ("depthwise 32x32 rows", (2, 5, 32, 32), (5, 1, 3, 3), 1, 1, 1, 5),
@@ -254,7 +263,9 @@ def test_depthwise_nan_on_32x32_planes_reaches_exactly_its_windows(stride):
     ((2, 32, 24, 24), (48, 32, 3, 3), 1, 1, 1),      # im2col + GEMM
     ((2, 64, 20, 20), (64, 64, 1, 1), 1, 0, 1),      # pointwise
     ((2, 64, 24, 24), (64, 1, 3, 3), 2, 1, 64),      # depthwise
-    ((3, 40, 8, 8), (40, 1, 3, 3), 1, 1, 40),        # depthwise, channels-last blocks
+    ((3, 40, 8, 8), (40, 1, 3, 3), 1, 1, 40),        # depthwise 8x8, flattened
+    ((1, 45, 4, 4), (45, 1, 3, 3), 1, 1, 45),        # depthwise 4x4, flattened
+    ((3, 40, 8, 8), (40, 1, 3, 3), 2, 1, 40),        # depthwise, channels-last blocks
     ((2, 20, 32, 32), (20, 1, 3, 3), 1, 1, 20),      # depthwise, row by row
     ((2, 20, 32, 32), (20, 1, 3, 3), 2, 1, 20),      # depthwise stride 2, even/odd columns
     ((2, 24, 16, 16), (24, 8, 3, 3), 1, 1, 3),       # grouped general
@@ -278,3 +289,34 @@ def test_conv2d_thread_count_does_not_change_results(xs, ws, stride, padding, gr
         an.set_num_threads(prev)
     for p, q in zip(*results):
         np.testing.assert_array_equal(p, q)
+
+
+def taps_in_order_float32(x, w, start):
+    """3x3, stride 1, padding 1 depthwise in float32 the way the small-plane
+    paths sum: start, then + w * x for the 9 taps in row-major order, a tap
+    on the zero frame adding w * 0, each product and sum rounded to float32."""
+    n, c, h, wd = x.shape
+    xp = np.zeros((n, c, h + 2, wd + 2), np.float32)
+    xp[:, :, 1:-1, 1:-1] = x
+    acc = np.array(start, np.float32)
+    for i in range(3):
+        for j in range(3):
+            acc = acc + w[:, 0, i, j].reshape(1, c, 1, 1) * xp[:, :, i:i + h, j:j + wd]
+    return acc
+
+
+@pytest.mark.parametrize("xs", [(2, 20, 8, 8), (1, 13, 4, 4), (1, 7, 8, 4), (2, 3, 16, 8), (1, 5, 12, 4)])
+def test_depthwise_small_planes_sum_taps_in_row_major_order(xs):
+    """Forward and data gradient of the flattened (and channels-last) small
+    plane paths, bit for bit against float32 sums in the documented order."""
+    rng = np.random.default_rng(6)
+    c = xs[1]
+    x, w, b = rand(rng, *xs), rand(rng, c, 1, 3, 3), rand(rng, c)
+    tx = an.tensor(x, requires_grad=True)
+    out = F.conv2d(tx, an.tensor(w), an.tensor(b), 1, 1, 1, c)
+    np.testing.assert_array_equal(out.detach().numpy(),
+                                  taps_in_order_float32(x, w, np.broadcast_to(b.reshape(1, c, 1, 1), xs)))
+    g = rand(rng, *xs)
+    backward_with(out, g)
+    # dx: dy convolved with the kernel rotated by 180 degrees, onto zero
+    np.testing.assert_array_equal(tx.grad.numpy(), taps_in_order_float32(g, w[:, :, ::-1, ::-1], np.zeros(xs)))

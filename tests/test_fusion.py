@@ -97,6 +97,8 @@ ACTIVATION_PATHS = [
     ("pointwise narrow (batch 1)", (1, 40, 4, 4), (60, 40, 1, 1), 1, 0, 1),
     ("grouped", (2, 12, 9, 9), (12, 4, 3, 3), 1, 1, 3),
     ("depthwise small planes", (2, 20, 8, 8), (20, 1, 3, 3), 1, 1, 20),
+    ("depthwise 4x4 planes, a group past the last", (1, 13, 4, 4), (13, 1, 3, 3), 1, 1, 13),
+    ("depthwise small planes stride 2 (channels-last)", (2, 20, 8, 8), (20, 1, 3, 3), 2, 1, 20),
     ("depthwise large planes", (2, 6, 30, 30), (6, 1, 3, 3), 1, 1, 6),
     ("depthwise 32x32 (row by row)", (1, 20, 32, 32), (20, 1, 3, 3), 1, 1, 20),
     ("depthwise 48x48 stride 2", (1, 4, 48, 48), (4, 1, 3, 3), 2, 1, 4),

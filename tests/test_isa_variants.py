@@ -16,7 +16,7 @@ from gradcheck import run_python
 # (name, (N, C, H), weight shape, stride, padding, groups)
 LAYERS = [
     ("dw3x3_s1_32", (3, 8, 32), (8, 1, 3, 3), 1, 1, 8),
-    ("dw3x3_s1_4", (5, 16, 4), (16, 1, 3, 3), 1, 1, 16),
+    ("dw3x3_s1_4", (5, 16, 4), (16, 1, 3, 3), 1, 1, 16),  # flattened planes (and the 8x8 below)
     ("dw3x3_s1_8_partial", (3, 20, 8), (20, 1, 3, 3), 1, 1, 20),
     ("dw3x3_s2_15", (3, 8, 15), (8, 1, 3, 3), 2, 1, 8),
     ("dw5x5_s1_8", (3, 8, 8), (8, 1, 5, 5), 1, 2, 8),

@@ -17,6 +17,9 @@
 
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* Below this much work a parallel region (thread wake-up) costs more than it saves. */
 #define KERNEL_PARALLEL_GRAIN 32768
@@ -422,6 +425,204 @@ static int rows3x3_fits(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh
 #endif
 }
 
+/* ---- Narrow planes, flattened ----------------------------------------- *
+ * A 3x3, stride-1, padding-1 plane 4 or 8 wide (the 4x4 and 8x8 stages of
+ * MobileNetV2) is read as one flat run of H*W floats, 16 outputs per vector:
+ * output o = oh*W + ow takes tap (i, j) from flat position o + (i-1)*W +
+ * (j-1), the same offset for every lane.  What the offset gets wrong at the
+ * plane's edges reads zero: rows above and below fall in a zero pad at each
+ * end of the run, and a tap that would wrap into the neighbouring row (the
+ * left tap at ow = 0, the right one at ow = W-1) reads from a copy of the
+ * plane whose column W-1 (for the left tap) or 0 (for the right one) is
+ * zeroed: the column it would wrap to, which no in-range tap of that kind
+ * reads.  So each output sums its start (the bias, or the value it
+ * accumulates onto) and w * x over the 9 taps in row-major order, the
+ * frame's taps adding w * 0: the sums of the framed and channels-last paths,
+ * bit for bit, without the latter's transposes (two thirds of its time on a
+ * 576x8x8 layer) and with the activation applied in registers.  Vectors are
+ * taken four at a time (four 4x4 planes, two 8x4 or one 8x8), so four
+ * independent sums hide the add latency. */
+#ifdef AN_HAVE_ROW_VEC
+#define FLAT_GROUP 4    /* output vectors computed together */
+#define FLAT_MAX_PLANE 256
+#define FLAT_PAD 16     /* >= W + 1, and a whole vector so the copies stay aligned */
+#define FLAT_SLOT (FLAT_MAX_PLANE + 2 * FLAT_PAD)
+#define FLAT_COPY (FLAT_GROUP * FLAT_SLOT) /* one copy: a slot per plane of a group */
+#define FLAT_BUFFER (3 * FLAT_COPY)          /* copies for the left, centre and right taps */
+
+/* planes p = (image, channel) of x [planes, H, W] -> y; channel p % C */
+typedef struct {
+    const float *x, *w, *bias;
+    float *y;
+    int64_t planes, C, H, W;
+    int rotate, accumulate, act;
+} flat_job;
+
+/* Whether flat3x3_s1 takes the plane: W divides the vector (so the wrap
+ * columns fall on the same lanes of every vector) and H*W is whole vectors,
+ * four of them a whole number of planes or the other way round. */
+static int flat3x3_fits(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                        int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t multiplier)
+{
+    const int64_t vectors = H * W / ROW_LANES;
+    return multiplier == 1 && is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == 1 && sw == 1 &&
+           (W == 4 || W == 8) && H * W % ROW_LANES == 0 && H * W <= FLAT_MAX_PLANE &&
+           (FLAT_GROUP % vectors == 0 || vectors % FLAT_GROUP == 0);
+}
+
+/* Copies plane xp into slot `slot` of the three copies (column W-1 zeroed,
+ * as is, column 0 zeroed); their pads are zero and stay so. */
+static AN_ALWAYS_INLINE void flat_fill(const float *restrict xp, int64_t HW, row_mask keep_left,
+                                       row_mask keep_right, float *restrict buf, int64_t slot)
+{
+    float *mid = buf + FLAT_COPY + slot * FLAT_SLOT + FLAT_PAD;
+    float *left = mid - FLAT_COPY, *right = mid + FLAT_COPY;
+    for (int64_t o = 0; o < HW; o += ROW_LANES) {
+        const row_vec v = an_vec16_load(xp + o);
+        an_vec16_store(mid + o, v);
+        an_vec16_store(left + o, (row_vec)((row_mask)v & keep_left));
+        an_vec16_store(right + o, (row_vec)((row_mask)v & keep_right));
+    }
+}
+
+/* The copies of chunk `chunk` (group_planes planes from plane p0) into buf,
+ * and each slot's channel. */
+static AN_ALWAYS_INLINE void flat_fill_chunk(const flat_job *j, int64_t p0, int group_planes,
+                                             row_mask keep_left, row_mask keep_right,
+                                             float *restrict buf, int64_t channel[FLAT_GROUP])
+{
+    const int64_t HW = j->H * j->W;
+    for (int slot = 0; slot < group_planes; ++slot) {
+        channel[slot] = slot == 0 ? p0 % j->C : channel[slot - 1] + 1;
+        while (channel[slot] >= j->C) channel[slot] -= j->C;
+        /* a slot past the last plane gets a copy of it, its output discarded */
+        const int64_t p = p0 + slot < j->planes ? p0 + slot : j->planes - 1;
+        flat_fill(j->x + p * HW, HW, keep_left, keep_right, buf, slot);
+    }
+}
+
+/* Chunks [chunk0, chunk1) of group_planes planes each; buf: 2 * FLAT_BUFFER
+ * floats, zero.  The next chunk is copied before this one is computed: read
+ * right after they were stored, the copies' unaligned loads would each wait
+ * for a store that cannot forward to them (that doubled the time).
+ * PER_PLANE: the plane's vectors, 1, 2 or (FLAT_GROUP for) a multiple of
+ * FLAT_GROUP, a compile-time constant so that placing a group's vectors
+ * costs no division. */
+static AN_ALWAYS_INLINE void flat3x3_s1_body(const flat_job *j, int64_t chunk0, int64_t chunk1,
+                                             float *restrict buf, const int PER_PLANE,
+                                             const int accumulate, const int act)
+{
+    const int64_t W = j->W, HW = j->H * W;
+    const int group_planes = FLAT_GROUP / PER_PLANE;
+    row_mask keep_left, keep_right;
+    for (int l = 0; l < ROW_LANES; ++l) {
+        keep_left[l] = l % W == W - 1 ? 0 : -1;
+        keep_right[l] = l % W == 0 ? 0 : -1;
+    }
+    _Alignas(64) float discard[FLAT_GROUP * ROW_LANES];
+    int64_t channels[2][FLAT_GROUP];
+    if (chunk0 < chunk1)
+        flat_fill_chunk(j, chunk0 * group_planes, group_planes, keep_left, keep_right, buf,
+                        channels[chunk0 & 1]);
+    for (int64_t chunk = chunk0; chunk < chunk1; ++chunk) {
+        if (chunk + 1 < chunk1)
+            flat_fill_chunk(j, (chunk + 1) * group_planes, group_planes, keep_left, keep_right,
+                            buf + ((chunk + 1) & 1) * FLAT_BUFFER, channels[(chunk + 1) & 1]);
+        const float *copies = buf + (chunk & 1) * FLAT_BUFFER;
+        const int64_t *channel = channels[chunk & 1];
+        const int64_t p0 = chunk * group_planes;
+        float wk[FLAT_GROUP][9], start[FLAT_GROUP];
+        for (int slot = 0; slot < group_planes; ++slot) {
+            const float *k = j->w + channel[slot] * 9;
+            for (int t = 0; t < 9; ++t) wk[slot][t] = k[j->rotate ? 8 - t : t];
+            start[slot] = j->bias ? j->bias[channel[slot]] : 0.0f;
+        }
+        const int64_t chunk_vectors = PER_PLANE < FLAT_GROUP ? FLAT_GROUP : HW / ROW_LANES;
+        for (int64_t o0 = 0; o0 < chunk_vectors; o0 += FLAT_GROUP) {
+            const float *mid[FLAT_GROUP];
+            float *out[FLAT_GROUP];
+            row_vec acc[FLAT_GROUP];
+            AN_UNROLL
+            for (int g = 0; g < FLAT_GROUP; ++g) {
+                /* vector g: plane slot g / PER_PLANE, its vector g % PER_PLANE
+                 * (or o0 + g of a plane of several groups) */
+                const int slot = PER_PLANE < FLAT_GROUP ? g / PER_PLANE : 0;
+                const int64_t o = (PER_PLANE < FLAT_GROUP ? g % PER_PLANE : o0 + g) * ROW_LANES;
+                mid[g] = copies + FLAT_COPY + slot * FLAT_SLOT + FLAT_PAD + o;
+                out[g] = p0 + slot < j->planes ? j->y + (p0 + slot) * HW + o : discard + g * ROW_LANES;
+                acc[g] = accumulate ? an_vec16_load(out[g]) : (row_vec){0} + start[slot];
+            }
+            AN_UNROLL
+            for (int t = 0; t < 9; ++t) {
+                const int64_t i = t / 3, jj = t % 3;
+                /* the copy for this column of taps, then the flat offset */
+                const int64_t offset = (jj - 1) * FLAT_COPY + (i - 1) * W + (jj - 1);
+                AN_UNROLL
+                for (int g = 0; g < FLAT_GROUP; ++g) {
+                    const int slot = PER_PLANE < FLAT_GROUP ? g / PER_PLANE : 0;
+                    acc[g] += ((row_vec){0} + wk[slot][t]) * an_vec16_load(mid[g] + offset);
+                }
+            }
+            AN_UNROLL
+            for (int g = 0; g < FLAT_GROUP; ++g) an_vec16_store(out[g], an_vec16_activate(acc[g], act));
+        }
+    }
+}
+
+typedef void (*flat_fn)(const flat_job *j, int64_t chunk0, int64_t chunk1, float *buf);
+
+/* the plane's vectors, accumulation and the activation fixed at compile time */
+#define flat3x3_s1_acts(PER_PLANE)                                                               \
+    do {                                                                                         \
+        if (j->accumulate)                                                                       \
+            flat3x3_s1_body(j, chunk0, chunk1, buf, PER_PLANE, 1, DW_ACT_NONE);                  \
+        else if (j->act == DW_ACT_RELU)                                                          \
+            flat3x3_s1_body(j, chunk0, chunk1, buf, PER_PLANE, 0, DW_ACT_RELU);                  \
+        else if (j->act == DW_ACT_RELU6)                                                         \
+            flat3x3_s1_body(j, chunk0, chunk1, buf, PER_PLANE, 0, DW_ACT_RELU6);                 \
+        else                                                                                     \
+            flat3x3_s1_body(j, chunk0, chunk1, buf, PER_PLANE, 0, DW_ACT_NONE);                  \
+    } while (0)
+#define AN_DEFINE_FLAT(suffix, attribute)                                                        \
+    attribute static void flat3x3_s1_##suffix(const flat_job *j, int64_t chunk0, int64_t chunk1, \
+                                              float *buf)                                        \
+    {                                                                                            \
+        const int64_t vectors = j->H * j->W / ROW_LANES;                                        \
+        if (vectors == 1)                                                                        \
+            flat3x3_s1_acts(1);                                                                  \
+        else if (vectors == 2)                                                                   \
+            flat3x3_s1_acts(2);                                                                  \
+        else                                                                                     \
+            flat3x3_s1_acts(FLAT_GROUP);                                                         \
+    }
+AN_FOR_EACH_ISA(AN_DEFINE_FLAT)
+
+/* y = act(conv(x, w) + bias), or y += conv(x, w rotated by 180 degrees) (the
+ * data gradient), over planes = N * C planes of H x W (flat3x3_fits). */
+static void flat_run(const float *x, const float *w, const float *bias, int rotate, int accumulate,
+                     int act, int64_t planes, int64_t C, int64_t H, int64_t W, float *y)
+{
+    const flat_job job = {x, w, bias, y, planes, C, H, W, rotate, accumulate, act};
+    const flat_fn run = AN_BY_ISA(flat3x3_s1_);
+    const int64_t vectors = H * W / ROW_LANES;
+    const int64_t chunks = vectors >= FLAT_GROUP ? planes : (planes * vectors + FLAT_GROUP - 1) / FLAT_GROUP;
+#ifdef _OPENMP
+#pragma omp parallel if (planes * H * W * 9 > KERNEL_PARALLEL_GRAIN)
+#endif
+    {
+        int64_t chunk0 = 0, chunk1 = chunks;
+#ifdef _OPENMP
+        const int64_t team = omp_get_num_threads(), thread = omp_get_thread_num();
+        chunk0 = chunks * thread / team;
+        chunk1 = chunks * (thread + 1) / team;
+#endif
+        _Alignas(64) float buf[2 * FLAT_BUFFER];
+        memset(buf, 0, sizeof buf);
+        run(&job, chunk0, chunk1, buf);
+    }
+}
+#endif
+
 /* ---- Small planes, channels-last -------------------------------------- *
  * On small planes a plane-at-a-time kernel is mostly overhead: a
  * 4x4 output row is 4 lanes, and the frame, the weights and the loop set-up
@@ -742,6 +943,12 @@ void an_depthwise_conv2d_forward_act_f32(
 {
     const int64_t Cout = C * multiplier;
     const int64_t planes = N * Cout;
+#ifdef AN_HAVE_ROW_VEC
+    if (flat3x3_fits(H, W, kh, kw, sh, sw, ph, pw, dh, dw, multiplier)) {
+        flat_run(x, w, bias, 0, 0, act, planes, C, H, W, y);
+        return;
+    }
+#endif
 #ifdef AN_HAVE_CHANNELS_LAST
     const cl_geometry cg = {H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW};
     if (cl_fits(&cg, multiplier) && !rows3x3_fits(H, W, kh, kw, sh, sw, ph, pw, dh, dw)) {
@@ -894,6 +1101,12 @@ void an_depthwise_conv2d_backward_input_f32(
 {
     const int64_t Cout = C * multiplier;
     const int64_t planes = N * C;
+#ifdef AN_HAVE_ROW_VEC
+    if (flat3x3_fits(H, W, kh, kw, sh, sw, ph, pw, dh, dw, multiplier)) {
+        flat_run(dy, w, NULL, 1, 1, DW_ACT_NONE, planes, C, H, W, dx);
+        return;
+    }
+#endif
 #ifdef AN_HAVE_CHANNELS_LAST
     /* Stride 1 keeping the size: the transpose is the convolution of dy
      * with the kernel rotated by 180 degrees and the complementary padding. */
