@@ -174,7 +174,6 @@ narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float 
                  const float *B, int64_t ldb, int n, float beta, float *C, int64_t ldc,
                  const float *row_bias, const float *residual, int64_t ldr, int act)
 {
-    const int prefetch_next = 1;
     const __mmask16 mask0 = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1u);
     const __mmask16 mask1 = n >= 32 ? (__mmask16)0xFFFF
                             : n > 16 ? (__mmask16)((1u << (n - 16)) - 1u) : (__mmask16)0;
@@ -188,13 +187,7 @@ narrow_rows_body(const int mr, const int nv, int64_t K, int64_t KC, const float 
         }
         const float *a = A + pc;
         const float *b = B + pc * ldb;
-        const float *a_next = A + mr * lda + pc;
         for (int64_t k = 0; k < kc; ++k) {
-            if (prefetch_next && (k & 15) == 0) {
-#pragma GCC unroll 16
-                for (int i = 0; i < mr; ++i)
-                    _mm_prefetch((const char *)(a_next + i * lda + k), _MM_HINT_T1);
-            }
             const __m512 b0 = _mm512_maskz_loadu_ps(mask0, b);
             const __m512 b1 = nv == 2 ? _mm512_maskz_loadu_ps(mask1, b + 16) : b0;
 #pragma GCC unroll 16
