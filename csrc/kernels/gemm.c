@@ -762,13 +762,15 @@ static int narrow_applies(const gemm_problem *p)
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
-/* Rows split across threads in blocks of 14; every element is summed the
- * same way whichever block holds it, so this is bit-identical to
- * gemm_blocked on the same problem, for any thread count. */
+/* Rows split across threads in contiguous runs of blocks of 14 rows, or of
+ * 8 when there are few, so that two threads can share them evenly; every
+ * element is summed the same way whichever block holds it, so this is
+ * bit-identical to gemm_blocked on the same problem, for any thread count. */
 static void gemm_narrow(const gemm_problem *p)
 {
     const int64_t KC = choose_blocking(p->uk, p->M, p->N, p->K).kc;
-    const int64_t blocks = (p->M + 13) / 14;
+    const int64_t rows_per_block = p->M >= 16 * 14 ? 14 : 8;
+    const int64_t blocks = (p->M + rows_per_block - 1) / rows_per_block;
     int threads = max_threads();
     if ((double)p->M * (double)p->N * (double)p->K < (double)AN_GEMM_MIN_PARALLEL_MACS) threads = 1;
     if ((int64_t)threads > blocks) threads = (int)blocks;
@@ -780,7 +782,8 @@ static void gemm_narrow(const gemm_problem *p)
 #ifdef _OPENMP
         split_range(blocks, omp_get_num_threads(), omp_get_thread_num(), &b0, &b1);
 #endif
-        const int64_t row0 = b0 * 14, row1 = b1 * 14 < p->M ? b1 * 14 : p->M;
+        const int64_t row0 = b0 * rows_per_block;
+        const int64_t row1 = b1 * rows_per_block < p->M ? b1 * rows_per_block : p->M;
         if (row0 < row1) {
             an_gemm_narrow_avx512(row1 - row0, p->N, p->K, KC, p->A + row0 * p->a_row, p->a_row,
                                   p->B, p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc,

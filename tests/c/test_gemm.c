@@ -341,7 +341,7 @@ static void test_b_sources(const char *isa)
  * written, on 1 and 2 threads. */
 static void test_narrow(const char *isa)
 {
-    static const int64_t ms[] = {2, 13, 14, 15, 23, 29, 31};
+    static const int64_t ms[] = {2, 13, 14, 15, 23, 29, 31, 64, 230}; /* 8-row blocks below 224 rows */
     static const int64_t ns[] = {2, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65};
     static const int64_t ks[] = {1, 5, 383, 900};
     for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; ++mi)
