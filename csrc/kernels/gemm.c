@@ -301,6 +301,10 @@ int an_pack_transpose_simd(const float *src, int64_t row_stride, int64_t rows, i
         an_pack_transpose_avx512(src, row_stride, rows, kc, width, panel);
         return 1;
     }
+    if (isa == AN_ISA_AVX512 && width > 8 && width < 16 && rows > 8 && rows <= width) {
+        an_pack_transpose_narrow_avx512(src, row_stride, rows, kc, width, panel);
+        return 1;
+    }
     if (isa >= AN_ISA_AVX2 && width >= 8 && rows >= 8) {
         an_pack_transpose_avx2(src, row_stride, rows, kc, width, panel);
         return 1;
@@ -473,6 +477,21 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
              * writing its panels of the other buffer cannot reach those a
              * slower thread still reads */
             const int shared_b = threads_m > 1;
+            if (!p->pack_b && !p->b_rows && p->b_col == 1 && nr == 32) {
+                /* a row-major B: row by row across the panels, so that B is
+                 * read front to back instead of a 128-byte piece of each of
+                 * kc rows (a page apart on large matrices) per panel */
+                const int64_t full_end = (nc / nr < pack1 ? nc / nr : pack1);
+                for (int64_t k = 0; k < kc && pack0 < full_end; ++k) {
+                    const float *row = p->B + (pc + k) * p->b_row + jc;
+                    for (int64_t jp = pack0; jp < full_end; ++jp) {
+                        float *to = packed_b + jp * KC * nr + k * nr;
+                        const float *from = row + jp * nr;
+                        for (int c = 0; c < 32; ++c) to[c] = from[c];
+                    }
+                }
+                pack0 = full_end > pack0 ? full_end : pack0;
+            }
             for (int64_t jp = pack0; jp < pack1; ++jp) {
                 const int64_t j = jc + jp * nr;
                 const int64_t cols = p->N - j < nr ? p->N - j : nr;

@@ -9,6 +9,9 @@
 #if defined(__x86_64__) || defined(_M_X64)
 void an_pack_transpose_avx512(const float *src, int64_t row_stride, int64_t rows, int64_t kc,
                               int width, float *panel);
+/* The same for 8 < width < 16 (rows <= width). */
+void an_pack_transpose_narrow_avx512(const float *src, int64_t row_stride, int64_t rows,
+                                     int64_t kc, int width, float *panel);
 /* The same with row r at rows[r] (rows[r][k], k < kc); count <= width. */
 void an_pack_transpose_rows_avx512(const float *const *rows, int64_t count, int64_t kc, int width,
                                    float *panel);
