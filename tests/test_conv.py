@@ -320,3 +320,26 @@ def test_depthwise_small_planes_sum_taps_in_row_major_order(xs):
     backward_with(out, g)
     # dx: dy convolved with the kernel rotated by 180 degrees, onto zero
     np.testing.assert_array_equal(tx.grad.numpy(), taps_in_order_float32(g, w[:, :, ::-1, ::-1], np.zeros(xs)))
+
+
+@pytest.mark.parametrize("h,w", [(8, 8), (4, 4), (8, 4)])
+@pytest.mark.parametrize("col", ["first", "last"])
+def test_depthwise_nan_on_flattened_planes_stays_in_its_window(h, w, col):
+    """The flattened small-plane path reads a flat run of the plane: a NaN in
+    a row's first or last column must not wrap into the neighbouring row's
+    outputs (the wrap columns read zeroed copies), forward or backward."""
+    c = 6
+    r, q = h // 2, 0 if col == "first" else w - 1
+    x = np.zeros((1, c, h, w), np.float32)
+    x[0, 4, r, q] = np.nan
+    tx = an.tensor(x, requires_grad=True)
+    out = F.conv2d(tx, an.tensor(np.ones((c, 1, 3, 3), np.float32)), None, 1, 1, 1, c)
+    expected = np.zeros(out.shape, bool)
+    expected[0, 4, max(0, r - 1):r + 2, max(0, q - 1):q + 2] = True
+    np.testing.assert_array_equal(np.isnan(out.detach().numpy()), expected)
+    g = np.zeros(out.shape, np.float32)
+    g[0, 2, r, q] = np.nan
+    backward_with(out, g)
+    expected_dx = np.zeros(x.shape, bool)
+    expected_dx[0, 2, max(0, r - 1):r + 2, max(0, q - 1):q + 2] = True
+    np.testing.assert_array_equal(np.isnan(tx.grad.numpy()), expected_dx)
