@@ -265,6 +265,10 @@ def test_depthwise_nan_on_32x32_planes_reaches_exactly_its_windows(stride):
     ((2, 64, 24, 24), (64, 1, 3, 3), 2, 1, 64),      # depthwise
     ((3, 40, 8, 8), (40, 1, 3, 3), 1, 1, 40),        # depthwise 8x8, flattened
     ((1, 45, 4, 4), (45, 1, 3, 3), 1, 1, 45),        # depthwise 4x4, flattened
+    # flattened, the second thread's first group of planes an odd one (the
+    # copies alternate between two buffers by group parity)
+    ((1, 232, 4, 4), (232, 1, 3, 3), 1, 1, 232),
+    ((1, 58, 8, 8), (58, 1, 3, 3), 1, 1, 58),
     ((3, 40, 8, 8), (40, 1, 3, 3), 2, 1, 40),        # depthwise, channels-last blocks
     ((2, 20, 32, 32), (20, 1, 3, 3), 1, 1, 20),      # depthwise, row by row
     ((2, 20, 32, 32), (20, 1, 3, 3), 2, 1, 20),      # depthwise stride 2, even/odd columns
@@ -305,7 +309,8 @@ def taps_in_order_float32(x, w, start):
     return acc
 
 
-@pytest.mark.parametrize("xs", [(2, 20, 8, 8), (1, 13, 4, 4), (1, 7, 8, 4), (2, 3, 16, 8), (1, 5, 12, 4)])
+@pytest.mark.parametrize("xs", [(2, 20, 8, 8), (1, 13, 4, 4), (1, 7, 8, 4), (2, 3, 16, 8), (1, 5, 12, 4),
+                                (1, 232, 4, 4), (1, 58, 8, 8)])
 def test_depthwise_small_planes_sum_taps_in_row_major_order(xs):
     """Forward and data gradient of the flattened (and channels-last) small
     plane paths, bit for bit against float32 sums in the documented order."""

@@ -522,8 +522,8 @@ static AN_ALWAYS_INLINE void flat3x3_s1_body(const flat_job *j, int64_t chunk0, 
     _Alignas(64) float discard[FLAT_GROUP * ROW_LANES];
     int64_t channels[2][FLAT_GROUP];
     if (chunk0 < chunk1)
-        flat_fill_chunk(j, chunk0 * group_planes, group_planes, keep_left, keep_right, buf,
-                        channels[chunk0 & 1]);
+        flat_fill_chunk(j, chunk0 * group_planes, group_planes, keep_left, keep_right,
+                        buf + (chunk0 & 1) * FLAT_BUFFER, channels[chunk0 & 1]);
     for (int64_t chunk = chunk0; chunk < chunk1; ++chunk) {
         if (chunk + 1 < chunk1)
             flat_fill_chunk(j, (chunk + 1) * group_planes, group_planes, keep_left, keep_right,
