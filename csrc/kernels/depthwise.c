@@ -502,9 +502,10 @@ static AN_ALWAYS_INLINE void flat_fill_chunk(const flat_job *j, int64_t p0, int 
 }
 
 /* Chunks [chunk0, chunk1) of group_planes planes each; buf: 2 * FLAT_BUFFER
- * floats, zero.  The next chunk is copied before this one is computed: read
- * right after they were stored, the copies' unaligned loads would each wait
- * for a store that cannot forward to them (that doubled the time).
+ * floats, zero, chunk c's copies in half c & 1.  The next chunk is copied
+ * before this one is computed: read right after they were stored, the
+ * copies' unaligned loads would each wait for a store that cannot forward to
+ * them (that doubled the time).
  * PER_PLANE: the plane's vectors, 1, 2 or (FLAT_GROUP for) a multiple of
  * FLAT_GROUP, a compile-time constant so that placing a group's vectors
  * costs no division. */

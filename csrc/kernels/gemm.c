@@ -781,14 +781,18 @@ static int narrow_applies(const gemm_problem *p)
 }
 
 #if defined(__x86_64__) || defined(_M_X64)
-/* Rows split across threads in contiguous runs of blocks of 14 rows, or of
- * 8 when there are few, so that two threads can share them evenly; every
- * element is summed the same way whichever block holds it, so this is
- * bit-identical to gemm_blocked on the same problem, for any thread count. */
+/* Below this many rows the narrow path splits them in blocks of 8, not 14:
+ * a 64-row product then splits 32 / 32 between two threads, not 42 / 22. */
+#define AN_GEMM_NARROW_FINE_ROWS 224
+
+/* Rows split across threads in contiguous runs of blocks of 14 rows (8 for
+ * fewer than AN_GEMM_NARROW_FINE_ROWS); every element is summed the same way
+ * whichever block holds it, so this is bit-identical to gemm_blocked on the
+ * same problem, for any thread count. */
 static void gemm_narrow(const gemm_problem *p)
 {
     const int64_t KC = choose_blocking(p->uk, p->M, p->N, p->K).kc;
-    const int64_t rows_per_block = p->M >= 16 * 14 ? 14 : 8;
+    const int64_t rows_per_block = p->M >= AN_GEMM_NARROW_FINE_ROWS ? 14 : 8;
     const int64_t blocks = (p->M + rows_per_block - 1) / rows_per_block;
     int threads = max_threads();
     if ((double)p->M * (double)p->N * (double)p->K < (double)AN_GEMM_MIN_PARALLEL_MACS) threads = 1;
