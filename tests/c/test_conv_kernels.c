@@ -996,6 +996,16 @@ int main(void)
     test_batchnorm_act(3, 5, 49, 0);
     test_batchnorm_act(16, 6, 1, 1); /* BatchNorm1d */
 
+    /* depthwise 3x3 stride 1 on planes 4 or 8 wide: the flattened path
+     * (last, so the random inputs of the cases above stay as they were) */
+    static const ConvCfg flat_cfgs[] = {
+        {1, 58, 8, 8, 1, 3, 3, 1, 1, 1, 1, 1, 1},  /* 2 threads: the second starts on an odd group */
+        {1, 232, 4, 4, 1, 3, 3, 1, 1, 1, 1, 1, 1}, /* four planes a group */
+        {2, 7, 8, 4, 1, 3, 3, 1, 1, 1, 1, 1, 1},   /* two planes a group, one past the last */
+    };
+    for (size_t i = 0; i < sizeof flat_cfgs / sizeof flat_cfgs[0]; ++i)
+        test_depthwise(&flat_cfgs[i], (int)(i % 2 == 0));
+
     printf("test_conv_kernels: %d checks, %d failures\n", g_checks,
            g_failures);
     return g_failures ? 1 : 0;
