@@ -315,6 +315,22 @@ int an_pack_transpose_simd(const float *src, int64_t row_stride, int64_t rows, i
     return 0;
 }
 
+/* Panels [panel0, panel1) of a row-major B block (row k at b + k * ldb),
+ * all 32 columns wide, each KC x 32 floats apart in `packed`: row by row
+ * across the panels, so B is read front to back.  Packed panel by panel,
+ * each panel read a 128-byte piece of every one of kc rows (8 KB apart on a
+ * 2048-wide B): 3.6% of a 2048^2 GEMM, 2.5% this way. */
+static void pack_b_full_panels_by_rows(const float *b, int64_t ldb, int64_t kc, int64_t panel0,
+                                       int64_t panel1, int64_t KC, float *packed)
+{
+    for (int64_t k = 0; k < kc && panel0 < panel1; ++k)
+        for (int64_t jp = panel0; jp < panel1; ++jp) {
+            float *to = packed + jp * KC * 32 + k * 32;
+            const float *from = b + k * ldb + jp * 32;
+            for (int c = 0; c < 32; ++c) to[c] = from[c];
+        }
+}
+
 static void pack_panel(const float *src, int64_t row_stride, int64_t k_stride, int64_t rows,
                        int64_t kc, int width, float *panel)
 {
@@ -478,19 +494,11 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
              * slower thread still reads */
             const int shared_b = threads_m > 1;
             if (!p->pack_b && !p->b_rows && p->b_col == 1 && nr == 32) {
-                /* a row-major B: row by row across the panels, so that B is
-                 * read front to back instead of a 128-byte piece of each of
-                 * kc rows (a page apart on large matrices) per panel */
-                const int64_t full_end = (nc / nr < pack1 ? nc / nr : pack1);
-                for (int64_t k = 0; k < kc && pack0 < full_end; ++k) {
-                    const float *row = p->B + (pc + k) * p->b_row + jc;
-                    for (int64_t jp = pack0; jp < full_end; ++jp) {
-                        float *to = packed_b + jp * KC * nr + k * nr;
-                        const float *from = row + jp * nr;
-                        for (int c = 0; c < 32; ++c) to[c] = from[c];
-                    }
-                }
-                pack0 = full_end > pack0 ? full_end : pack0;
+                /* a row-major B: its full panels row by row, the fringe below */
+                const int64_t full_end = nc / nr < pack1 ? nc / nr : pack1;
+                pack_b_full_panels_by_rows(p->B + pc * p->b_row + jc, p->b_row, kc, pack0, full_end,
+                                           KC, packed_b);
+                if (full_end > pack0) pack0 = full_end;
             }
             for (int64_t jp = pack0; jp < pack1; ++jp) {
                 const int64_t j = jc + jp * nr;

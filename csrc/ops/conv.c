@@ -1280,17 +1280,32 @@ static int winograd_accepts(const conv_geometry *g)
 static an_status winograd_fallback(const conv_geometry *g, const float *x, const float *w,
                                    const float *bias, float *y);
 
+/* How the images are cut into chunks for the transforms and GEMMs: whole
+   images per chunk, as many as fit WINOGRAD_CHUNK_FLOATS, balanced; rows =
+   the tiles of one chunk.  Forward, data and weight gradient alike. */
+typedef struct {
+    int64_t tiles, images, chunks, rows;
+} winograd_chunking;
+
+static winograd_chunking winograd_chunks(const conv_geometry *g)
+{
+    winograd_chunking ch;
+    ch.tiles = an_winograd_tiles(g->H) * an_winograd_tiles(g->W);
+    const int64_t fit = WINOGRAD_CHUNK_FLOATS / (16 * (g->C + g->Cout) * ch.tiles);
+    ch.images = balanced_piece(g->N, fit < 1 ? 1 : fit);
+    ch.chunks = (g->N + ch.images - 1) / ch.images;
+    ch.rows = ch.images * ch.tiles;
+    return ch;
+}
+
 static an_status winograd_forward(const conv_geometry *g, const float *x, const float *w,
                                   const float *bias, float *y)
 {
     const int64_t C = g->C, K = g->Cout, HW = g->H * g->W;
-    const int64_t tiles = an_winograd_tiles(g->H) * an_winograd_tiles(g->W);
     if (g->N == 0 || HW == 0)
         return AN_OK;
-    /* whole images per chunk, as many as fit the budget, balanced */
-    int64_t fit = WINOGRAD_CHUNK_FLOATS / (16 * (C + K) * tiles);
-    const int64_t nb = balanced_piece(g->N, fit < 1 ? 1 : fit);
-    const int64_t chunks = (g->N + nb - 1) / nb, rows = nb * tiles;
+    const winograd_chunking ch = winograd_chunks(g);
+    const int64_t tiles = ch.tiles, nb = ch.images, chunks = ch.chunks, rows = ch.rows;
     const int threads = unit_threads(chunks), team = team_size();
     const int64_t scratch = (an_winograd_scratch_floats(g->H, g->W) + 15) / 16 * 16;
     /* 16 floats of slack after M: the output transform reads whole vectors;
@@ -1369,13 +1384,11 @@ static an_status winograd_weight_grad(const conv_geometry *g, const float *dy, c
                                       float *dw, int *non_finite_out)
 {
     const int64_t C = g->C, K = g->Cout, HW = g->H * g->W;
-    const int64_t tiles = an_winograd_tiles(g->H) * an_winograd_tiles(g->W);
     *non_finite_out = 0;
     if (g->N == 0 || HW == 0)
         return AN_OK;
-    int64_t fit = WINOGRAD_CHUNK_FLOATS / (16 * (C + K) * tiles);
-    const int64_t nb = balanced_piece(g->N, fit < 1 ? 1 : fit);
-    const int64_t chunks = (g->N + nb - 1) / nb, rows = nb * tiles;
+    const winograd_chunking ch = winograd_chunks(g);
+    const int64_t tiles = ch.tiles, nb = ch.images, chunks = ch.chunks, rows = ch.rows;
     const int64_t transformed = 16 * K * C;
     int64_t parts = chunks < CONV_DW_PARTS ? chunks : CONV_DW_PARTS;
     if (parts * transformed > CONV_DW_ALL_PARTIALS_FLOATS)
