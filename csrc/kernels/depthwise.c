@@ -466,7 +466,7 @@ static int flat3x3_fits(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh
 {
     const int64_t vectors = H * W / ROW_LANES;
     return multiplier == 1 && is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == 1 && sw == 1 &&
-           (W == 4 || W == 8) && H * W % ROW_LANES == 0 && H * W <= FLAT_MAX_PLANE &&
+           (W == 4 || W == 8) && H > 0 && H * W % ROW_LANES == 0 && H * W <= FLAT_MAX_PLANE &&
            (FLAT_GROUP % vectors == 0 || vectors % FLAT_GROUP == 0);
 }
 
