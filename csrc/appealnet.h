@@ -259,6 +259,25 @@ an_tensor *an_conv2d_fused(an_tensor *x, an_tensor *weight, an_tensor *bias,
                            const int64_t stride[2], const int64_t padding[2],
                            const int64_t dilation[2], int64_t groups, an_tensor *residual,
                            an_activation act);
+/* The weight [Cout, C, 1, 1] of a 1x1 convolution (groups 1) packed once
+   for the GEMM's micro-kernel, for inference: a tensor [ceil(Cout / R), C, R]
+   whose last dimension R is the kernel's tile height (14 or 8 on AVX-512,
+   other values on other ISAs).  Passed to an_conv2d_fused_prepacked, it
+   spares every call the repacking of the weight and lets the kernel stream
+   it from memory in one forward run (at batch 1 the weights of
+   MobileNetV2's late layers come from L3 on every inference).  AN_ERR_VALUE
+   for any other weight. */
+an_tensor *an_conv2d_pack_weight(an_tensor *weight);
+/* an_conv2d_fused with `packed` = an_conv2d_pack_weight(weight) (NULL:
+   none): the same bits.  The packed copy must come from this weight and be
+   packed again if the weight changes; only its shape is checked
+   (AN_ERR_VALUE when it cannot belong to the weight).  A copy packed with
+   another tile height than the kernel in use now wants (the ISA was forced
+   since) is ignored: the weight is then packed as usual. */
+an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor *packed,
+                                     an_tensor *bias, const int64_t stride[2],
+                                     const int64_t padding[2], const int64_t dilation[2],
+                                     int64_t groups, an_tensor *residual, an_activation act);
 an_tensor *an_max_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],
                          const int64_t padding[2], const int64_t dilation[2], int ceil_mode);
 an_tensor *an_avg_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],

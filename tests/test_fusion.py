@@ -175,6 +175,96 @@ def test_fused_residual_refuses_wrong_shapes_types_and_training():
         an._C.conv2d(x, w, None, *args, None, an.zeros(1, 3, 5, 5).requires_grad_(True))
 
 
+# 1x1 layers whose weight an inference plan packs once (conv2d_pack_weight):
+# narrow products (4x4 and 8x8 planes, full and partial tile panels), wide
+# ones (32x32, one K block; 16x16 with K past one block), 8- and 14-row tiles
+PACKED_POINTWISE = [
+    ("4x4, 960 x 160 (narrow, 14-row panels)", (1, 160, 4, 4), (960, 160, 1, 1)),
+    ("8x8, 64 x 384 (narrow, 8-row panels)", (1, 384, 8, 8), (64, 384, 1, 1)),
+    ("8x8, 37 x 19 (narrow, partial panel)", (1, 19, 8, 8), (37, 19, 1, 1)),
+    ("32x32, 144 x 24 (blocked, one K block)", (1, 24, 32, 32), (144, 24, 1, 1)),
+    ("16x16, 29 x 700 (blocked, K past one block)", (1, 700, 16, 16), (29, 700, 1, 1)),
+    ("batch 3, 5x5, 20 x 12 (images batched per GEMM)", (3, 12, 5, 5), (20, 12, 1, 1)),
+    ("one output channel", (1, 8, 6, 6), (1, 8, 1, 1)),
+]
+
+
+@pytest.mark.parametrize("case", PACKED_POINTWISE, ids=[c[0] for c in PACKED_POINTWISE])
+def test_a_packed_weight_gives_the_same_bits(case):
+    """conv2d with packed_weight = conv2d_pack_weight(weight) equals conv2d
+    without it, bit for bit, with and without bias, residual and activation,
+    on 1 and 2 threads."""
+    _, xs, ws = case
+    rng = np.random.default_rng(4)
+    x = an.tensor((rng.standard_normal(xs) * 2).astype(np.float32))
+    w = an.tensor(rng.standard_normal(ws).astype(np.float32))
+    bias = an.tensor(rng.standard_normal(ws[0]).astype(np.float32))
+    packed = an._C.conv2d_pack_weight(w)
+    rows = packed.shape[2]
+    assert packed.shape == (-(-ws[0] // rows), ws[1], rows)
+    args = ((1, 1), (0, 0), (1, 1), 1)
+    residual = an.tensor(rng.standard_normal((xs[0], ws[0]) + xs[2:]).astype(np.float32))
+    threads = an.get_num_threads()
+    try:
+        for n in (1, 2):
+            an.set_num_threads(n)
+            for b, activation, r in ((None, None, None), (bias, "relu6", residual), (bias, "relu", None)):
+                expected = an._C.conv2d(x, w, b, *args, activation, r).numpy()
+                got = an._C.conv2d(x, w, b, *args, activation, r, packed).numpy()
+                np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    finally:
+        an.set_num_threads(threads)
+
+
+def test_the_packed_weight_is_read_and_one_for_another_tile_height_is_ignored():
+    """The kernel reads the packed copy, not the weight (a NaN copy gives
+    NaN), and a copy laid out for another tile height than the kernel in
+    use wants (packed under another ISA) is ignored, not misread."""
+    rng = np.random.default_rng(5)
+    x = an.tensor(rng.standard_normal((1, 40, 8, 8)).astype(np.float32))
+    w = an.tensor(rng.standard_normal((64, 40, 1, 1)).astype(np.float32))
+    args = ((1, 1), (0, 0), (1, 1), 1)
+    rows = an._C.conv2d_pack_weight(w).shape[2]
+    nan_copy = an.tensor(np.full((-(-64 // rows), 40, rows), np.nan, np.float32))
+    assert np.isnan(an._C.conv2d(x, w, None, *args, None, None, nan_copy).numpy()).all()
+    other = 14 if rows != 14 else 8
+    foreign = an.tensor(np.full((-(-64 // other), 40, other), np.nan, np.float32))
+    expected = an._C.conv2d(x, w, None, *args).numpy()
+    got = an._C.conv2d(x, w, None, *args, None, None, foreign).numpy()
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_packing_refuses_what_it_cannot_pack_and_copies_that_do_not_fit():
+    w = an.tensor(np.ones((6, 4, 1, 1), np.float32))
+    x = an.tensor(np.ones((1, 4, 5, 5), np.float32))
+    args = ((1, 1), (0, 0), (1, 1), 1)
+    packed = an._C.conv2d_pack_weight(w)
+    with pytest.raises(ValueError, match=r"conv2d_pack_weight: expected the weight \[C_out, C_in, 1, 1\] "
+                                         r"of a 1x1 convolution with C_out, C_in >= 1, got \[6, 4, 3, 3\]"):
+        an._C.conv2d_pack_weight(an.tensor(np.ones((6, 4, 3, 3), np.float32)))
+    with pytest.raises(ValueError, match=r"got \[0, 4, 1, 1\]"):
+        an._C.conv2d_pack_weight(an.tensor(np.ones((0, 4, 1, 1), np.float32)))
+    with pytest.raises(TypeError, match="weight"):
+        an._C.conv2d_pack_weight(np.ones((6, 4, 1, 1), np.float32))
+    other = an._C.conv2d_pack_weight(an.tensor(np.ones((6, 5, 1, 1), np.float32)))
+    with pytest.raises(ValueError, match=r"packed weight \[1, 5, \d+\] does not belong to weight \[6, 4, 1, 1\]"):
+        an._C.conv2d(x, w, None, *args, None, None, other)
+    with pytest.raises(ValueError, match="does not belong"):
+        an._C.conv2d(x, w, None, *args, None, None, an.tensor(np.ones((6, 4), np.float32)))
+    with pytest.raises(ValueError, match=r"only for a 1x1 convolution with groups=1, got weight \[6, 2, 1, 1\] "
+                                         r"with groups=2"):
+        an._C.conv2d(x, an.tensor(np.ones((6, 2, 1, 1), np.float32)), None, (1, 1), (0, 0), (1, 1), 2,
+                     None, None, packed)
+    with pytest.raises(ValueError, match="inference only"):
+        an._C.conv2d(x, an.tensor(np.ones((6, 4, 1, 1), np.float32), requires_grad=True), None, *args,
+                     None, None, packed)
+    with pytest.raises(TypeError, match="packed_weight"):
+        an._C.conv2d(x, w, None, *args, None, None, np.ones((1, 4, 14), np.float32))
+    # strided or padded 1x1 layers do not read it, and still give their result
+    y = an._C.conv2d(x, w, None, (2, 2), (1, 1), (1, 1), 1, None, None, packed).numpy()
+    np.testing.assert_array_equal(y, an._C.conv2d(x, w, None, (2, 2), (1, 1), (1, 1), 1).numpy())
+
+
 def test_fused_activation_refuses_training_and_unknown_names():
     x = an.tensor(np.ones((1, 2, 5, 5), dtype=np.float32), requires_grad=True)
     w = an.tensor(np.ones((3, 2, 3, 3), dtype=np.float32))

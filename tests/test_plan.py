@@ -256,3 +256,27 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="cannot be multiplied"):  # the model's own error
         plan(np.ones((1, 5), np.float32))
     assert plan.shapes == [(1, 3)]
+
+
+def test_the_plan_packs_each_pointwise_weight_once_and_only_when_fused():
+    an.manual_seed(3)
+    model = calibrated(models.create("mobilenet_v2", num_classes=10), (1, 3, 32, 32))
+    x = images((1, 3, 32, 32), 0)
+    plan = compile_for_inference(model, x)
+    steps = plan._plans[(1, 3, 32, 32)].steps
+    convs = [template for _, template, *_ in steps if len(template) >= 7 and
+             isinstance(template[1], an._C.TensorBase) and template[1].ndim == 4]
+    pointwise = [t for t in convs if tuple(t[1].shape[2:]) == (1, 1)]
+    packed = [t for t in convs if len(t) == 10 and t[9] is not None]
+    model_pointwise = [m for m in model.modules() if isinstance(m, nn.Conv2d)
+                       and tuple(m.weight.shape[2:]) == (1, 1)]
+    assert len(pointwise) == len(model_pointwise) > 30 and len(packed) == len(pointwise)
+    for template in packed:
+        weight, copy = template[1], template[9]
+        assert copy.shape[0] * copy.shape[2] >= weight.shape[0] and copy.shape[1] == weight.shape[1]
+    before = [id(t[9]) for t in packed]
+    with an.no_grad():
+        plan(images((1, 3, 32, 32), 1))
+    assert [id(t[9]) for t in packed] == before  # packed when built, not per call
+    unfused = compile_for_inference(model, x, fuse=False)
+    assert not any(len(template) == 10 for _, template, *_ in unfused._plans[(1, 3, 32, 32)].steps)

@@ -25,8 +25,6 @@ int an_gemm_f32(int trans_a, int trans_b, int64_t M, int64_t N, int64_t K,
                 float alpha, const float *A, int64_t lda, const float *B, int64_t ldb,
                 float beta, float *C, int64_t ldc);
 
-/* Frees the calling thread's cached packing buffers (they are otherwise kept
- * for the next call, and freed automatically when a POSIX thread exits). */
 /* Writes op(B)[k0 : k0+kc, j0 : j0+cols] of a B that is never stored whole
    (e.g. the im2col of a convolution) as a packed GEMM panel:
    panel[k * width + j] for k < kc and j < width, zero for j >= cols.
@@ -69,6 +67,24 @@ int an_gemm_f32_epilogue(int64_t M, int64_t N, int64_t K, const float *A, int64_
                          const float *B, int64_t ldb, float *C, int64_t ldc,
                          const float *row_bias, const float *residual, int64_t ldr, int act);
 
+/* Pre-packed A, for an A that many products use (a layer's weights at
+   inference): packed once instead of on every call.  an_gemm_pack_a writes
+   A [M, K] (row i at A + i * lda) as ceil(M / R) panels of R =
+   an_gemm_packed_a_rows(M) rows, element (p * R + r, k) at packed[(p * K +
+   k) * R + r], the rows past M zero: an_gemm_packed_a_floats(M, K) floats.
+   R is the tile height of the micro-kernel a product with M rows uses, so it
+   depends on the ISA in use too: a copy packed under another R must not be
+   passed (compare an_gemm_packed_a_rows(M) first).
+   an_gemm_f32_epilogue_prepacked is an_gemm_f32_epilogue reading A from
+   a_packed (NULL: from A, packed as usual), with the same bits. */
+int an_gemm_packed_a_rows(int64_t M);
+int64_t an_gemm_packed_a_floats(int64_t M, int64_t K);
+void an_gemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, float *packed);
+int an_gemm_f32_epilogue_prepacked(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                                   const float *a_packed, const float *B, int64_t ldb, float *C,
+                                   int64_t ldc, const float *row_bias, const float *residual,
+                                   int64_t ldr, int act);
+
 /* The epilogue alone: c[i, j] = act((c[i, j] + row_bias[i]) + residual[i *
    ldr + j]) over rows x cols (row stride ldc; row_bias / residual NULL:
    none), NaN passing through as in relu.  The one place these float
@@ -79,6 +95,8 @@ void an_epilogue_rows(float *c, int64_t rows, int64_t cols, int64_t ldc, const f
 void an_bias_act_rows(float *c, int64_t rows, int64_t cols, int64_t ldc, const float *row_bias,
                       int act);
 
+/* Frees the calling thread's cached packing buffers (they are otherwise kept
+ * for the next call, and freed automatically when a POSIX thread exits). */
 void an_gemm_release_workspace(void);
 
 /* Bytes of packing buffers currently cached, summed over all threads. */
@@ -155,6 +173,13 @@ void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const
                            int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                            int64_t ldc, const float *row_bias, const float *residual,
                            int64_t ldr, int act);
+/* The same product with A pre-packed (an_gemm_pack_a, panels of panel_rows
+ * = 14 or 8 rows) and A_packed at the panel holding row 0 of these rows. */
+void an_gemm_narrow_prepacked_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC,
+                                     const float *A_packed, int panel_rows, const float *B,
+                                     int64_t ldb, float beta, float *C, int64_t ldc,
+                                     const float *row_bias, const float *residual, int64_t ldr,
+                                     int act);
 #endif
 
 #ifdef __cplusplus

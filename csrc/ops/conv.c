@@ -44,6 +44,9 @@ typedef struct {
        bias and before act; set only where the path adds it as it writes y
        (the in-place 1x1 GEMM), the others get a pass afterwards */
     const float *residual;
+    /* inference only: the weight pre-packed for the GEMM (an_gemm_pack_a),
+       read by the in-place 1x1 GEMM; NULL: packed on each call */
+    const float *packed_weight;
 } conv_geometry;
 
 /* The GEMM's activation code for an_activation. */
@@ -603,10 +606,10 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
                 const float *res = g->residual
                                        ? g->residual + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW
                                        : NULL;
-                if (an_gemm_f32_epilogue(og, cols, ckk, wg, ckk,
-                                         x + (n0 * g->C + grp * cg) * OHW + oh0 * g->OW, OHW, yb,
-                                         OHW, bias ? bias + grp * og : NULL, res, OHW,
-                                         gemm_act(g->act)) != 0)
+                if (an_gemm_f32_epilogue_prepacked(og, cols, ckk, wg, ckk, g->packed_weight,
+                                                   x + (n0 * g->C + grp * cg) * OHW + oh0 * g->OW,
+                                                   OHW, yb, OHW, bias ? bias + grp * og : NULL, res,
+                                                   OHW, gemm_act(g->act)) != 0)
                     st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
                 continue;
             }
@@ -1552,6 +1555,7 @@ static void geometry_from_node(const an_node *node, const an_tensor *x, const an
     g->Cout = w->shape[0], g->kh = w->shape[2], g->kw = w->shape[3];
     g->act = AN_ACTIVATION_NONE;
     g->residual = NULL;
+    g->packed_weight = NULL;
     g->sh = node->ints[0], g->sw = node->ints[1];
     g->ph = node->ints[2], g->pw = node->ints[3];
     g->dh = node->ints[4], g->dw = node->ints[5];
@@ -1650,6 +1654,7 @@ static an_status conv2d_check(const an_tensor *x, const an_tensor *w, const an_t
     g->dh = dilation[0], g->dw = dilation[1], g->groups = groups;
     g->act = AN_ACTIVATION_NONE;
     g->residual = NULL;
+    g->packed_weight = NULL;
     int64_t ekh = g->dh * (g->kh - 1) + 1, ekw = g->dw * (g->kw - 1) + 1;
     int64_t padded_h = g->H + 2 * g->ph, padded_w = g->W + 2 * g->pw;
     if (ekh > padded_h || ekw > padded_w)
@@ -1688,10 +1693,73 @@ an_tensor *an_conv2d_fused(an_tensor *x, an_tensor *weight, an_tensor *bias,
                            const int64_t dilation[2], int64_t groups, an_tensor *residual,
                            an_activation act)
 {
+    return an_conv2d_fused_prepacked(x, weight, NULL, bias, stride, padding, dilation, groups,
+                                     residual, act);
+}
+
+/* Whether weight is that of a 1x1 convolution with groups 1 (what
+   an_conv2d_pack_weight packs). */
+static int packable_weight(const an_tensor *w, int64_t groups)
+{
+    return w->ndim == 4 && w->shape[2] == 1 && w->shape[3] == 1 && groups == 1 && w->shape[0] > 0 &&
+           w->shape[1] > 0;
+}
+
+an_tensor *an_conv2d_pack_weight(an_tensor *weight)
+{
+    char sw[AN_SHAPE_BUF];
+    if (an_check_not_null(weight, "conv2d_pack_weight", "weight"))
+        return NULL;
+    if (!packable_weight(weight, 1)) {
+        an_set_error(AN_ERR_VALUE,
+                     "conv2d_pack_weight: expected the weight [C_out, C_in, 1, 1] of a 1x1 "
+                     "convolution with C_out, C_in >= 1, got %s",
+                     an_shape_str(weight->ndim, weight->shape, sw, sizeof sw));
+        return NULL;
+    }
+    const int64_t M = weight->shape[0], K = weight->shape[1];
+    const int64_t rows = an_gemm_packed_a_rows(M);
+    int64_t shape[3] = {(M + rows - 1) / rows, K, rows};
+    an_tensor *wc = an_contiguous(weight);
+    an_tensor *packed = wc ? an_empty(3, shape) : NULL;
+    if (packed)
+        an_gemm_pack_a(M, K, an_data_ptr(wc), K, an_data_ptr(packed));
+    an_release(wc);
+    return packed;
+}
+
+an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor *packed,
+                                     an_tensor *bias, const int64_t stride[2],
+                                     const int64_t padding[2], const int64_t dilation[2],
+                                     int64_t groups, an_tensor *residual, an_activation act)
+{
     conv_geometry g;
-    char sr[AN_SHAPE_BUF];
+    char sr[AN_SHAPE_BUF], sw[AN_SHAPE_BUF];
     if (conv2d_check(x, weight, bias, stride, padding, dilation, groups, &g))
         return NULL;
+    if (packed) {
+        if (!packable_weight(weight, groups)) {
+            an_set_error(AN_ERR_VALUE, "conv2d: a packed weight is only for a 1x1 convolution with "
+                                       "groups=1, got weight %s with groups=%lld",
+                         an_shape_str(weight->ndim, weight->shape, sw, sizeof sw), (long long)groups);
+            return NULL;
+        }
+        const int64_t rows = packed->ndim == 3 ? packed->shape[2] : 0;
+        if (packed->ndim != 3 || rows < 1 || packed->shape[1] != g.C ||
+            packed->shape[0] != (g.Cout + rows - 1) / rows) {
+            an_set_error(AN_ERR_VALUE, "conv2d: the packed weight %s does not belong to weight %s "
+                                       "(pack it with conv2d_pack_weight)",
+                         an_shape_str(packed->ndim, packed->shape, sr, sizeof sr),
+                         an_shape_str(weight->ndim, weight->shape, sw, sizeof sw));
+            return NULL;
+        }
+        an_tensor *operands[2] = {weight, packed};
+        if (an_needs_grad(2, operands)) {
+            an_set_error(AN_ERR_VALUE, "conv2d: a packed weight is for inference only, but the "
+                                       "weight requires grad");
+            return NULL;
+        }
+    }
     if (act != AN_ACTIVATION_NONE && act != AN_ACTIVATION_RELU && act != AN_ACTIVATION_RELU6) {
         an_set_error(AN_ERR_VALUE, "conv2d: unknown activation code %d", (int)act);
         return NULL;
@@ -1715,7 +1783,9 @@ an_tensor *an_conv2d_fused(an_tensor *x, an_tensor *weight, an_tensor *bias,
     an_tensor *wc = xc ? an_contiguous(weight) : NULL;
     an_tensor *bc = wc && bias ? an_contiguous(bias) : NULL;
     an_tensor *rc = wc && (bc || !bias) && residual ? an_contiguous(residual) : NULL;
-    an_tensor *out = wc && (bc || !bias) && (rc || !residual) ? an_empty(4, shape) : NULL;
+    an_tensor *pk = wc && (bc || !bias) && (rc || !residual) && packed ? an_contiguous(packed) : NULL;
+    an_tensor *out = wc && (bc || !bias) && (rc || !residual) && (pk || !packed) ? an_empty(4, shape)
+                                                                                  : NULL;
     an_status st = out ? AN_OK : an_last_status();
     if (!st && an_numel(out) > 0) {
         const float *pb = bc ? an_data_ptr(bc) : NULL;
@@ -1733,6 +1803,9 @@ an_tensor *an_conv2d_fused(an_tensor *x, an_tensor *weight, an_tensor *bias,
         } else {
             g.act = path_act; /* each forward applies it as it writes y */
             g.residual = in_gemm ? pr : NULL;
+            /* used only if packed for the kernel the GEMM picks now */
+            if (pk && packed->shape[2] == an_gemm_packed_a_rows(g.Cout))
+                g.packed_weight = an_data_ptr(pk);
             st = conv_impls[which].forward(&g, an_data_ptr(xc), an_data_ptr(wc), pb, an_data_ptr(out));
         }
         if (!st && pr && !in_gemm)
@@ -1740,6 +1813,7 @@ an_tensor *an_conv2d_fused(an_tensor *x, an_tensor *weight, an_tensor *bias,
     }
     an_release(bc);
     an_release(rc);
+    an_release(pk);
     an_tensor *inputs[3] = {x, weight, bias};
     if (!st && an_needs_grad(3, inputs)) {
         an_node *node = an_record(out, "ConvolutionBackward", conv2d_backward, 3, inputs);

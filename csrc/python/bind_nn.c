@@ -22,18 +22,20 @@ static int parse_activation(const char *activation, const char *op, an_activatio
 }
 
 /* conv2d(x, weight, bias | None, stride, padding, dilation, groups,
-          activation=None, residual=None): activation None, "relu" or
-   "relu6", and a residual of the output's shape added before it, applied
-   in the same call (inference only: refused when an input requires grad). */
+          activation=None, residual=None, packed_weight=None): activation
+   None, "relu" or "relu6", and a residual of the output's shape added
+   before it, applied in the same call (inference only: refused when an
+   input requires grad); packed_weight from conv2d_pack_weight(weight). */
 static PyObject *py_conv2d(PyObject *self, PyObject *args)
 {
     (void)self;
     PyObject *x_obj, *w_obj, *b_obj, *stride_obj, *padding_obj, *dilation_obj;
     long long groups;
     const char *activation = NULL;
-    PyObject *residual_obj = Py_None;
-    if (!PyArg_ParseTuple(args, "OOOOOOL|zO:conv2d", &x_obj, &w_obj, &b_obj, &stride_obj, &padding_obj,
-                          &dilation_obj, &groups, &activation, &residual_obj))
+    PyObject *residual_obj = Py_None, *packed_obj = Py_None;
+    if (!PyArg_ParseTuple(args, "OOOOOOL|zOO:conv2d", &x_obj, &w_obj, &b_obj, &stride_obj,
+                          &padding_obj, &dilation_obj, &groups, &activation, &residual_obj,
+                          &packed_obj))
         return NULL;
     an_activation act;
     if (parse_activation(activation, "conv2d", &act))
@@ -48,10 +50,23 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args)
     an_tensor *w = x ? an_py_unwrap(w_obj, "conv2d", "weight") : NULL;
     an_tensor *b = w ? an_py_unwrap_optional(b_obj, "conv2d", "bias", &ok) : NULL;
     an_tensor *r = w && ok ? an_py_unwrap_optional(residual_obj, "conv2d", "residual", &ok) : NULL;
+    an_tensor *pk = w && ok ? an_py_unwrap_optional(packed_obj, "conv2d", "packed_weight", &ok) : NULL;
     if (!x || !w || !ok)
         return NULL;
     an_tensor *out;
-    AN_NOGIL(out = an_conv2d_fused(x, w, b, stride, padding, dilation, (int64_t)groups, r, act));
+    AN_NOGIL(out = an_conv2d_fused_prepacked(x, w, pk, b, stride, padding, dilation,
+                                             (int64_t)groups, r, act));
+    return an_py_wrap(out);
+}
+
+static PyObject *py_conv2d_pack_weight(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    an_tensor *w = an_py_unwrap(arg, "conv2d_pack_weight", "weight");
+    if (!w)
+        return NULL;
+    an_tensor *out;
+    AN_NOGIL(out = an_conv2d_pack_weight(w));
     return an_py_wrap(out);
 }
 
@@ -167,7 +182,11 @@ static PyObject *py_dropout(PyObject *self, PyObject *args)
 
 PyMethodDef an_py_nn_methods[] = {
     {"conv2d", py_conv2d, METH_VARARGS,
-     "conv2d(x, weight, bias, stride, padding, dilation, groups, activation=None, residual=None): NCHW convolution"},
+     "conv2d(x, weight, bias, stride, padding, dilation, groups, activation=None, residual=None, "
+     "packed_weight=None): NCHW convolution"},
+    {"conv2d_pack_weight", py_conv2d_pack_weight, METH_O,
+     "conv2d_pack_weight(weight): a 1x1 convolution's weight packed for inference "
+     "(pass it to conv2d as packed_weight)"},
     {"batch_norm", py_batch_norm, METH_VARARGS,
      "batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps, activation=None)"},
     {"max_pool2d", py_max_pool2d, METH_VARARGS,

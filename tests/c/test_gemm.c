@@ -457,6 +457,76 @@ static void test_bias_act(const char *isa)
     }
 }
 
+/* A packed once (an_gemm_pack_a) and read by an_gemm_f32_epilogue_prepacked:
+ * the layout the header describes (zero rows past M), and the same bits as
+ * an_gemm_f32_epilogue packing A itself, on the narrow path (N <= 64) and
+ * the blocked one (one and several K blocks, fringe panels), 1 and 2
+ * threads, with and without bias, residual and activation. */
+static void test_prepacked_a(const char *isa)
+{
+    static const int64_t ms[] = {1, 2, 7, 8, 9, 13, 14, 15, 29, 64, 223, 224, 225};
+    static const int64_t ns[] = {16, 64, 65, 200};
+    static const int64_t ks[] = {1, 24, 900};
+    for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; ++mi)
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ++ni)
+            for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ++ki) {
+                const int64_t M = ms[mi], N = ns[ni], K = ks[ki];
+                const int64_t lda = K + 3, ldc = N + 2, ldr = N + 1;
+                const int64_t rows = an_gemm_packed_a_rows(M);
+                const int64_t packed_floats = an_gemm_packed_a_floats(M, K);
+                float *A = malloc(sizeof(float) * (size_t)(M * lda));
+                float *B = malloc(sizeof(float) * (size_t)(K * N));
+                float *packed = malloc(sizeof(float) * (size_t)packed_floats);
+                float *bias = malloc(sizeof(float) * (size_t)M);
+                float *res = malloc(sizeof(float) * (size_t)(M * ldr));
+                float *expect = malloc(sizeof(float) * (size_t)(M * ldc));
+                float *got = malloc(sizeof(float) * (size_t)(M * ldc));
+                if (!A || !B || !packed || !bias || !res || !expect || !got) {
+                    printf("FAIL: out of memory in test_prepacked_a\n");
+                    ++g_failures;
+                    free(A), free(B), free(packed), free(bias), free(res), free(expect), free(got);
+                    return;
+                }
+                for (int64_t i = 0; i < M * lda; ++i) A[i] = random_unit();
+                for (int64_t i = 0; i < K * N; ++i) B[i] = random_unit();
+                for (int64_t i = 0; i < M; ++i) bias[i] = random_unit();
+                for (int64_t i = 0; i < M * ldr; ++i) res[i] = random_unit();
+                for (int64_t i = 0; i < packed_floats; ++i) packed[i] = k_guard;
+                an_gemm_pack_a(M, K, A, lda, packed);
+                test_case t = {0, 0, M, N, K, 1.0f, 0.0f, ldc - N};
+                ++g_cases;
+                if (packed_floats != (M + rows - 1) / rows * rows * K) {
+                    fail(&t, isa, 1, "an_gemm_packed_a_floats is not ceil(M / R) * R * K");
+                } else {
+                    for (int64_t i = 0; i < (M + rows - 1) / rows * rows; ++i)
+                        for (int64_t k = 0; k < K; ++k) {
+                            const float want = i < M ? A[i * lda + k] : 0.0f;
+                            if (packed[((i / rows) * K + k) * rows + i % rows] != want) {
+                                fail(&t, isa, 1, "packed A is not laid out as the header says");
+                                i = M + rows;
+                                break;
+                            }
+                        }
+                }
+                for (int variant = 0; variant < 2; ++variant)
+                    for (int threads = 1; threads <= 2; ++threads) {
+                        set_threads(threads);
+                        const float *vb = variant ? bias : NULL, *vr = variant ? res : NULL;
+                        const int act = variant ? AN_GEMM_ACT_RELU6 : AN_GEMM_ACT_NONE;
+                        for (int64_t i = 0; i < M * ldc; ++i) expect[i] = got[i] = k_guard;
+                        int rc = an_gemm_f32_epilogue(M, N, K, A, lda, B, N, expect, ldc, vb, vr, ldr,
+                                                      act);
+                        rc |= an_gemm_f32_epilogue_prepacked(M, N, K, A, lda, packed, B, N, got, ldc,
+                                                             vb, vr, ldr, act);
+                        ++g_cases;
+                        if (rc != 0 || memcmp(expect, got, sizeof(float) * (size_t)(M * ldc)) != 0)
+                            fail(&t, isa, threads, "pre-packed A differs from A packed per call");
+                    }
+                set_threads(1);
+                free(A), free(B), free(packed), free(bias), free(res), free(expect), free(got);
+            }
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; ++i) {
@@ -486,6 +556,14 @@ int main(int argc, char **argv)
         test_b_sources(isa);
         test_narrow(isa);
         test_bias_act(isa);
+        test_prepacked_a(isa);
+        if (level == AN_ISA_AVX512) { /* both tile heights, whatever M would pick */
+            an_gemm_force_avx512_mr(8);
+            test_prepacked_a(isa);
+            an_gemm_force_avx512_mr(14);
+            test_prepacked_a(isa);
+            an_gemm_force_avx512_mr(0);
+        }
         printf("%-8s kernel %-14s %6ld cases, %ld failure(s)\n", isa, an_gemm_kernel_name(), g_cases,
                g_failures);
         total_failures += g_failures;
