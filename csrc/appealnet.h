@@ -278,6 +278,25 @@ an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor 
                                      an_tensor *bias, const int64_t stride[2],
                                      const int64_t padding[2], const int64_t dilation[2],
                                      int64_t groups, an_tensor *residual, an_activation act);
+/* An inverted-residual block (MobileNetV2's, ShuffleNetV2's branch) in one
+   call, for inference:
+     e = act1(conv1x1(x, w1) + b1)            (w1 NULL: e = x, no expansion)
+     d = actd(depthwise3x3(e, wd, stride, padding 1) + bd)
+     y = act2(conv1x1(d, w2) + b2 + residual)
+   with p1 / p2 the weights packed by an_conv2d_pack_weight (or NULL), any
+   bias or the residual NULL.  The same bits as the three
+   an_conv2d_fused_prepacked calls, which it makes itself for layers its
+   one-pass path does not take (and for every error, so the messages are
+   theirs).  That path, for planes the depthwise kernel runs row by row
+   (16 or 32 wide): at batch 1 each thread expands the rows it owns and,
+   after one barrier, runs the depthwise layer and the projection on its band
+   of output rows, so the expanded planes, the block's largest tensors, are
+   read from the cache of the core that wrote them; at larger batches each
+   thread takes whole images.  AN_ERR_VALUE for an input that requires grad. */
+an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
+                            an_activation act1, an_tensor *wd, an_tensor *bd, int64_t stride,
+                            an_activation actd, an_tensor *w2, an_tensor *p2, an_tensor *b2,
+                            an_tensor *residual, an_activation act2);
 an_tensor *an_max_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],
                          const int64_t padding[2], const int64_t dilation[2], int ceil_mode);
 an_tensor *an_avg_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],

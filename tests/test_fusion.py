@@ -265,6 +265,115 @@ def test_packing_refuses_what_it_cannot_pack_and_copies_that_do_not_fit():
     np.testing.assert_array_equal(y, an._C.conv2d(x, w, None, (2, 2), (1, 1), (1, 1), 1).numpy())
 
 
+def _block_by_calls(x, w1, b1, act1, wd, bd, stride, actd, w2, b2, residual, act2):
+    e = an._C.conv2d(x, w1, b1, (1, 1), (0, 0), (1, 1), 1, act1) if w1 is not None else x
+    d = an._C.conv2d(e, wd, bd, (stride, stride), (1, 1), (1, 1), wd.shape[0], actd)
+    return an._C.conv2d(d, w2, b2, (1, 1), (0, 0), (1, 1), 1, act2, residual)
+
+
+# (name, N, C, Ce, Co, H, stride, expand, residual): the one-pass path (planes
+# 16 or 32 wide; bands of rows per thread at batch 1, whole images above) and
+# the layers it hands to the three calls (8x8, 4x4, 16x16 stride 2)
+BLOCKS = [
+    ("32x32 s1 expand residual", 1, 24, 144, 24, 32, 1, True, True),
+    ("32x32 s2 expand", 1, 24, 144, 32, 32, 2, True, False),
+    ("16x16 s1 expand residual", 1, 32, 192, 32, 16, 1, True, True),
+    ("32x32 no expansion", 1, 32, 32, 16, 32, 1, False, False),
+    ("32x32 odd channels", 1, 5, 37, 11, 32, 1, True, True),
+    ("batch 3, whole images per thread", 3, 8, 40, 8, 16, 1, True, True),
+    ("batch 2 stride 2", 2, 8, 40, 16, 32, 2, True, False),
+    ("8x8 (three calls)", 1, 64, 384, 64, 8, 1, True, True),
+    ("4x4 (three calls)", 1, 16, 96, 16, 4, 1, True, True),
+    ("16x16 s2 (three calls)", 1, 32, 192, 64, 16, 2, True, False),
+]
+
+
+@pytest.mark.parametrize("case", BLOCKS, ids=[c[0] for c in BLOCKS])
+def test_a_fused_block_gives_the_bits_of_its_three_convolutions(case):
+    """conv_pw_dw_pw equals conv2d, depthwise conv2d, conv2d, bit for bit,
+    with packed weights or not, on 1, 2 and 3 threads (a band per thread, a
+    band of one row when the plane has fewer rows than threads' bands), with
+    NaN in the input staying in its receptive field."""
+    _, n, c, ce, co, h, stride, expand, with_residual = case
+    rng = np.random.default_rng(c + ce + h)
+    x = (rng.standard_normal((n, c, h, h)) * 2).astype(np.float32)
+    x[0, 0, h // 2, 3] = np.nan
+    x = an.tensor(x)
+    w1 = an.tensor((rng.standard_normal((ce, c, 1, 1)) * 0.4).astype(np.float32)) if expand else None
+    b1 = an.tensor(rng.standard_normal(ce).astype(np.float32)) if expand else None
+    wd = an.tensor(rng.standard_normal((ce, 1, 3, 3)).astype(np.float32))
+    bd = an.tensor(rng.standard_normal(ce).astype(np.float32))
+    w2 = an.tensor((rng.standard_normal((co, ce, 1, 1)) * 0.2).astype(np.float32))
+    b2 = an.tensor(rng.standard_normal(co).astype(np.float32))
+    oh = (h - 1) // stride + 1
+    residual = an.tensor(rng.standard_normal((n, co, oh, oh)).astype(np.float32)) if with_residual else None
+    p1 = an._C.conv2d_pack_weight(w1) if expand else None
+    p2 = an._C.conv2d_pack_weight(w2)
+    threads = an.get_num_threads()
+    try:
+        for acts in (("relu6", "relu6", None), ("relu", None, "relu")):
+            expected = _block_by_calls(x, w1, b1, acts[0], wd, bd, stride, acts[1], w2, b2, residual,
+                                       acts[2]).numpy()
+            assert np.isnan(expected).any() and not np.isnan(expected).all()
+            for n_threads in (1, 2, 3):
+                an.set_num_threads(n_threads)
+                for packed in ((p1, p2), (None, None)):
+                    got = an._C.conv_pw_dw_pw(x, w1, packed[0], b1, acts[0], wd, bd, stride, acts[1],
+                                              w2, packed[1], b2, residual, acts[2]).numpy()
+                    np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    finally:
+        an.set_num_threads(threads)
+
+
+def test_a_fused_block_takes_views_and_one_image_of_a_batch():
+    rng = np.random.default_rng(9)
+    x = an.tensor(rng.standard_normal((2, 8, 32, 32)).astype(np.float32))
+    w1 = an.tensor(rng.standard_normal((24, 8, 1, 1)).astype(np.float32))
+    wd = an.tensor(rng.standard_normal((24, 1, 3, 3)).astype(np.float32))
+    w2 = an.tensor(rng.standard_normal((8, 24, 1, 1)).astype(np.float32))
+    flipped = an.tensor(np.ascontiguousarray(x.numpy()[1:2].transpose(0, 1, 3, 2))).transpose(2, 3)
+    expected = _block_by_calls(x[1:2], w1, None, "relu6", wd, None, 1, "relu6", w2, None, None, None)
+    got = an._C.conv_pw_dw_pw(flipped, w1, None, None, "relu6", wd, None, 1, "relu6", w2, None, None,
+                              None, None)
+    np.testing.assert_array_equal(got.numpy(), expected.numpy())
+
+
+def test_a_fused_block_refuses_what_its_convolutions_refuse():
+    x = an.tensor(np.ones((1, 4, 16, 16), np.float32))
+    w1 = an.tensor(np.ones((8, 4, 1, 1), np.float32))
+    wd = an.tensor(np.ones((8, 1, 3, 3), np.float32))
+    w2 = an.tensor(np.ones((4, 8, 1, 1), np.float32))
+
+    def block(x=x, w1=w1, p1=None, wd=wd, stride=1, w2=w2, residual=None, act="relu6"):
+        return an._C.conv_pw_dw_pw(x, w1, p1, None, act, wd, None, stride, "relu6", w2, None, None,
+                                   residual, None)
+
+    assert block().shape == (1, 4, 16, 16)
+    with pytest.raises(ValueError, match="inference only"):
+        block(x=an.tensor(np.ones((1, 4, 16, 16), np.float32), requires_grad=True))
+    with pytest.raises(ValueError, match="inference only"):
+        block(w2=an.tensor(np.ones((4, 8, 1, 1), np.float32), requires_grad=True))
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        block(act="gelu")
+    with pytest.raises(ValueError, match=r"output channels 6 \(weight \[6, 1, 3, 3\]\) are not "
+                                         r"divisible by groups=8"):
+        block(wd=an.tensor(np.ones((6, 1, 3, 3), np.float32)))
+    with pytest.raises(ValueError, match=r"input \[1, 8, 16, 16\] has 8 channels, but weight \[4, 6, 1, 1\]"):
+        block(w2=an.tensor(np.ones((4, 6, 1, 1), np.float32)))
+    with pytest.raises(ValueError, match=r"residual must have the output's shape \[1, 4, 8, 8\]"):
+        block(stride=2, residual=an.tensor(np.ones((1, 4, 16, 16), np.float32)))
+    with pytest.raises(ValueError, match="stride must be >= 1, got \\(0, 0\\)"):
+        block(stride=0)
+    with pytest.raises(ValueError, match="expected input of shape \\[N, C, H, W\\], got \\[4, 16, 16\\]"):
+        block(x=an.tensor(np.ones((4, 16, 16), np.float32)))
+    with pytest.raises(ValueError, match="does not belong to weight"):
+        block(p1=an._C.conv2d_pack_weight(an.tensor(np.ones((8, 5, 1, 1), np.float32))))
+    with pytest.raises(TypeError, match="depthwise weight"):
+        block(wd=None)
+    with pytest.raises(TypeError, match="residual"):
+        block(residual=np.ones((1, 4, 16, 16), np.float32))
+
+
 def test_fused_activation_refuses_training_and_unknown_names():
     x = an.tensor(np.ones((1, 2, 5, 5), dtype=np.float32), requires_grad=True)
     w = an.tensor(np.ones((3, 2, 3, 3), dtype=np.float32))

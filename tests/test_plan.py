@@ -125,8 +125,9 @@ def test_residual_joins_are_fused_into_the_convolution_before_them():
     for name, join in (("mobilenet_v2", "add"), ("resnet20", "add_relu")):
         an.manual_seed(0)
         model = models.create(name, num_classes=10)
-        fused_joins = compile_for_inference(model, x).ops(x.shape)
-        kept_joins = InferencePlan(fuse_for_inference(model, x), fuse_joins=False).ops(x.shape)
+        fused_model = fuse_for_inference(model, x)
+        fused_joins = InferencePlan(fused_model, fuse_blocks=False).ops(x.shape)
+        kept_joins = InferencePlan(fused_model, fuse_joins=False, fuse_blocks=False).ops(x.shape)
         assert join not in fused_joins and kept_joins.count(join) > 5
         assert len(kept_joins) - len(fused_joins) == kept_joins.count(join)
 
@@ -258,25 +259,57 @@ def test_bad_arguments_raise_clear_errors():
     assert plan.shapes == [(1, 3)]
 
 
+def _pointwise_weights(plan, shape):
+    """(weight, packed copy or None) of every 1x1 convolution a plan runs,
+    alone (conv2d) or inside a block (conv_pw_dw_pw)."""
+    pairs = []
+    for (_, template, *_), name in zip(plan._plans[shape].steps, plan.ops(shape)):
+        if name == "conv2d" and tuple(template[1].shape[2:]) == (1, 1):
+            pairs.append((template[1], template[9] if len(template) == 10 else None))
+        elif name == "conv_pw_dw_pw":
+            if template[1] is not None:
+                pairs.append((template[1], template[2]))
+            pairs.append((template[9], template[10]))
+    return pairs
+
+
 def test_the_plan_packs_each_pointwise_weight_once_and_only_when_fused():
     an.manual_seed(3)
     model = calibrated(models.create("mobilenet_v2", num_classes=10), (1, 3, 32, 32))
     x = images((1, 3, 32, 32), 0)
+    shape = (1, 3, 32, 32)
     plan = compile_for_inference(model, x)
-    steps = plan._plans[(1, 3, 32, 32)].steps
-    convs = [template for _, template, *_ in steps if len(template) >= 7 and
-             isinstance(template[1], an._C.TensorBase) and template[1].ndim == 4]
-    pointwise = [t for t in convs if tuple(t[1].shape[2:]) == (1, 1)]
-    packed = [t for t in convs if len(t) == 10 and t[9] is not None]
+    pairs = _pointwise_weights(plan, shape)
     model_pointwise = [m for m in model.modules() if isinstance(m, nn.Conv2d)
                        and tuple(m.weight.shape[2:]) == (1, 1)]
-    assert len(pointwise) == len(model_pointwise) > 30 and len(packed) == len(pointwise)
-    for template in packed:
-        weight, copy = template[1], template[9]
-        assert copy.shape[0] * copy.shape[2] >= weight.shape[0] and copy.shape[1] == weight.shape[1]
-    before = [id(t[9]) for t in packed]
+    assert len(pairs) == len(model_pointwise) > 30
+    for weight, copy in pairs:
+        rows = copy.shape[2]
+        assert copy.shape == (-(-weight.shape[0] // rows), weight.shape[1], rows)
+        # panel p, row r, column k holds weight[p * rows + r, k]
+        w = weight.numpy()[:, :, 0, 0]
+        padded = np.zeros((copy.shape[0] * rows, w.shape[1]), np.float32)
+        padded[: w.shape[0]] = w
+        np.testing.assert_array_equal(copy.numpy().transpose(0, 2, 1).reshape(padded.shape), padded)
+    before = [id(copy) for _, copy in pairs]
     with an.no_grad():
-        plan(images((1, 3, 32, 32), 1))
-    assert [id(t[9]) for t in packed] == before  # packed when built, not per call
+        plan(images(shape, 1))
+    assert [id(copy) for _, copy in _pointwise_weights(plan, shape)] == before  # packed once
     unfused = compile_for_inference(model, x, fuse=False)
-    assert not any(len(template) == 10 for _, template, *_ in unfused._plans[(1, 3, 32, 32)].steps)
+    assert all(copy is None for _, copy in _pointwise_weights(unfused, shape))
+
+
+def test_batch_one_plans_run_each_inverted_residual_block_as_one_call():
+    """MobileNetV2's 17 blocks and ShuffleNetV2's branches become
+    conv_pw_dw_pw calls at batch 1 (bit-identical: the plan checks it when
+    it records, and the zoo test above on other inputs); other batch sizes
+    keep the separate convolutions."""
+    for name, blocks in (("mobilenet_v2", 17), ("shufflenet_v2", 19)):
+        an.manual_seed(0)
+        model = calibrated(models.create(name, num_classes=10), (1, 3, 32, 32))
+        plan = compile_for_inference(model, images((1, 3, 32, 32), 0))
+        assert plan.ops((1, 3, 32, 32)).count("conv_pw_dw_pw") == blocks
+        with an.no_grad():
+            x = images((2, 3, 32, 32), 4)
+            assert "conv_pw_dw_pw" not in plan.ops((2, 3, 32, 32))
+            assert same_bits(plan(x[0:1]), plan.model(x[0:1]))

@@ -17,6 +17,13 @@ MobileNetV2's blocks, ``F.add_relu(out, shortcut)`` in the ResNets) becomes
 one ``conv2d`` call that adds the shortcut, and applies the join's ReLU, as
 it writes its output: the same float operations in the same order.
 
+At batch 1 each inverted-residual block (MobileNetV2's 1x1 expansion,
+depthwise 3x3 and 1x1 projection; ShuffleNetV2's branches) becomes one call,
+``_C.conv_pw_dw_pw``, in which each thread takes a band of the image's rows
+through all three layers: the expanded planes, the block's largest tensors,
+stay in the cache of the core that wrote them instead of being split one way
+by one layer and read the other way by the next (the same bits again).
+
 With ``fuse`` the weights of the 1x1 convolutions are also packed once,
 when the plan is built, in the layout the GEMM's micro-kernel reads
 (``_C.conv2d_pack_weight``): each call then skips packing them and streams
@@ -167,6 +174,72 @@ def _fuse_residual_joins(steps, shapes, output_slots):
     return [fused.get(i, step) for i, step in enumerate(steps) if i not in dropped]
 
 
+def _conv_parts(step, shapes):
+    """(input slot, weight, bias, stride, padding, groups, activation, residual
+    spec or None) of a recorded conv2d whose only traced arguments are its
+    input (and a residual); None for anything else."""
+    name, _, template, fills, kwargs, out, _ = step
+    if name != "conv2d" or kwargs or not 7 <= len(template) <= 9 or type(out) is not int:
+        return None
+    spec = dict(fills)
+    if set(spec) - {0, 8} or spec[0][0] != "slot" or not isinstance(template[1], _C.TensorBase):
+        return None
+    if tuple(template[5]) != (1, 1) or template[1].requires_grad:
+        return None
+    activation = template[7] if len(template) > 7 else None
+    return (spec[0][1], template[1], template[2], tuple(template[3]), tuple(template[4]),
+            template[6], activation, spec.get(8))
+
+
+def _fuse_blocks(steps, shapes, output_slots):
+    """Each 1x1 -> depthwise 3x3 -> 1x1 chain at batch 1 (an inverted
+    residual block; the first 1x1 may be missing) whose intermediate tensors
+    nothing else reads becomes one conv_pw_dw_pw call, run where the last
+    1x1 ran: the same bits (the op makes the three calls itself where its
+    one-pass path does not apply)."""
+    readers = collections.Counter(slot for step in steps for slot in _slots_read(step[3]))
+    producer = {step[5]: index for index, step in enumerate(steps) if type(step[5]) is int}
+    only_reader = {}
+    for index, step in enumerate(steps):
+        for slot in _slots_read(step[3]):
+            only_reader[slot] = index
+    private = lambda slot: readers[slot] == 1 and slot not in output_slots  # noqa: E731
+    replaced, dropped = {}, set()
+    for index, step in enumerate(steps):
+        dw = _conv_parts(step, shapes)
+        if dw is None or dw[7] is not None:
+            continue
+        e_slot, wd, bd, stride, padding, groups, act_d, _ = dw
+        if (tuple(wd.shape[1:]) != (1, 3, 3) or groups != wd.shape[0] or padding != (1, 1)
+                or stride not in ((1, 1), (2, 2)) or shapes.get(e_slot, (0,))[0] != 1):
+            continue
+        if not private(step[5]) or only_reader.get(step[5]) is None:
+            continue
+        last = only_reader[step[5]]
+        project = _conv_parts(steps[last], shapes)
+        if (project is None or project[0] != step[5] or project[3:6] != ((1, 1), (0, 0), 1)
+                or tuple(project[1].shape[2:]) != (1, 1)):
+            continue
+        first = producer.get(e_slot)
+        expand = _conv_parts(steps[first], shapes) if first is not None and private(e_slot) else None
+        if (expand is not None and (expand[7] is not None or expand[3:6] != ((1, 1), (0, 0), 1)
+                                    or tuple(expand[1].shape[2:]) != (1, 1))):
+            expand = None
+        start = first if expand is not None else index
+        if start in dropped or index in dropped or last in replaced or any(
+                steps[k][5] == () for k in range(start, last)):
+            continue  # an in-place op in between could change what the chain reads
+        x_slot = expand[0] if expand is not None else e_slot
+        w1, b1, act1 = (expand[1], expand[2], expand[6]) if expand is not None else (None, None, None)
+        template = [None, w1, None, b1, act1, wd, bd, stride[0], act_d,
+                    project[1], None, project[2], None, project[6]]
+        fills = [(0, ("slot", x_slot))] + ([(12, project[7])] if project[7] is not None else [])
+        replaced[last] = ("conv_pw_dw_pw", _C.conv_pw_dw_pw, template, fills, {}, steps[last][5],
+                          steps[last][6])
+        dropped.update({index} | ({first} if expand is not None else set()))
+    return [replaced.get(i, step) for i, step in enumerate(steps) if i not in dropped]
+
+
 def _is_pointwise(template):
     """Whether a recorded conv2d's constant arguments are those of a 1x1,
     stride 1, unpadded convolution with groups 1 and a constant weight."""
@@ -183,7 +256,13 @@ def _prepack_weights(steps):
     packed_steps = []
     for step in steps:
         name, function, template, fills, kwargs, out, out_type = step
-        if (name == "conv2d" and not kwargs and 7 <= len(template) <= 9
+        if name == "conv_pw_dw_pw":
+            template = list(template)
+            if template[1] is not None:
+                template[2] = _C.conv2d_pack_weight(template[1])
+            template[10] = _C.conv2d_pack_weight(template[9])
+            step = (name, function, template, fills, kwargs, out, out_type)
+        elif (name == "conv2d" and not kwargs and 7 <= len(template) <= 9
                 and all(position not in (1, 3, 4, 6) for position, _ in fills)
                 and _is_pointwise(template)):
             template = list(template) + [None] * (9 - len(template))
@@ -217,7 +296,7 @@ def _same_bits(a, b):
 class _ShapePlan:
     """The steps recorded for one input shape."""
 
-    def __init__(self, recorder, output, fuse_joins, prepack=False):
+    def __init__(self, recorder, output, fuse_joins, prepack=False, fuse_blocks=False):
         outputs = output if isinstance(output, (tuple, list)) else (output,)
         if not outputs or not all(isinstance(o, _C.TensorBase) for o in outputs):
             raise TypeError("compile_for_inference: the model must return a Tensor or a tuple "
@@ -232,6 +311,8 @@ class _ShapePlan:
         steps = recorder.steps
         if fuse_joins:
             steps = _fuse_residual_joins(steps, recorder.shapes, set(self.output_slots))
+        if fuse_blocks:
+            steps = _fuse_blocks(steps, recorder.shapes, set(self.output_slots))
         if prepack:
             steps = _prepack_weights(steps)
         # each slot is dropped after the last step that reads it, so a
@@ -287,7 +368,7 @@ def _as_input(x, what):
     return tensor(array)
 
 
-def _record(model, example, fuse_joins, prepack=False):
+def _record(model, example, fuse_joins, prepack=False, fuse_blocks=False):
     """(_ShapePlan, eager output) from one traced forward pass of ``model``."""
     recorder = _Recorder(model, example)
     read_back = {}
@@ -318,7 +399,7 @@ def _record(model, example, fuse_joins, prepack=False):
                 delattr(Tensor, method_name)
     if recorder.error is not None:
         raise RuntimeError(f"compile_for_inference: {recorder.error}")
-    return _ShapePlan(recorder, output, fuse_joins, prepack), output
+    return _ShapePlan(recorder, output, fuse_joins, prepack, fuse_blocks), output
 
 
 class InferencePlan:
@@ -329,11 +410,13 @@ class InferencePlan:
     ``model`` is the eval-mode module the plan records from (after
     ``compile_for_inference``, the copy with batch norms folded);
     ``fuse_joins`` folds residual joins into the convolution before them;
+    ``fuse_blocks`` runs each inverted-residual block (1x1, depthwise 3x3,
+    1x1) of a batch-1 plan as one call (``_C.conv_pw_dw_pw``);
     ``prepack`` packs the 1x1 convolutions' weights once (only for a model
     whose weights will not change: the packed copies would not follow);
     ``shapes`` lists the input shapes recorded so far."""
 
-    def __init__(self, model, max_shapes=8, fuse_joins=True, prepack=False):
+    def __init__(self, model, max_shapes=8, fuse_joins=True, prepack=False, fuse_blocks=True):
         if not isinstance(model, Module):
             raise TypeError(f"InferencePlan: expected an appealnet.nn.Module, got "
                             f"{type(model).__name__}")
@@ -343,6 +426,7 @@ class InferencePlan:
         self.max_shapes = max_shapes
         self.fuse_joins = bool(fuse_joins)
         self.prepack = bool(prepack)
+        self.fuse_blocks = bool(fuse_blocks)
         self._plans = collections.OrderedDict()
 
     @property
@@ -363,7 +447,8 @@ class InferencePlan:
         modes = [(module, module.training) for module in self.model.modules()]
         try:
             self.model.eval()
-            plan, expected = _record(self.model, example, self.fuse_joins, self.prepack)
+            plan, expected = _record(self.model, example, self.fuse_joins, self.prepack,
+                                     self.fuse_blocks)
             self._verify(plan, example, expected)
             # a second input: an op that escaped the trace would keep the
             # first input's values and differ here
@@ -421,6 +506,7 @@ def compile_for_inference(model, example_input, fuse=True, max_shapes=8):
     if fuse:
         from .fusion import fuse_for_inference
         model = fuse_for_inference(model, example)
-    plan = InferencePlan(model, max_shapes=max_shapes, fuse_joins=fuse, prepack=fuse)
+    plan = InferencePlan(model, max_shapes=max_shapes, fuse_joins=fuse, prepack=fuse,
+                         fuse_blocks=fuse)
     plan._plan_for(tuple(example.shape), example)
     return plan

@@ -402,6 +402,50 @@ AN_FOR_EACH_ISA(AN_DEFINE_PLANE3X3)
 
 static plane3x3_fn choose_plane3x3(void) { return AN_BY_ISA(plane3x3_); }
 
+#ifdef AN_HAVE_ROW_VEC
+/* Output rows [r0, r1) of a plane that conv_plane_3x3_p1 runs row by row
+ * (see an_depthwise3x3_rows_applies): the same row kernels, so the same
+ * sums, for one band of rows; yp is output row r0. */
+typedef void (*plane3x3_rows_fn)(const float *xp, const float *wk, float b, int64_t H, int64_t W,
+                                 int64_t s, int64_t r0, int64_t r1, int act, float *yp);
+
+#define AN_ROWS3X3_RANGE(S, ACT)                                                                 \
+    do {                                                                                         \
+        int64_t oh = r0;                                                                         \
+        for (; oh + ROW_BLOCK <= r1; oh += ROW_BLOCK)                                            \
+            AN_ROWS3X3_CALL(S, ROW_BLOCK, ACT);                                                  \
+        for (; oh < r1; ++oh)                                                                    \
+            AN_ROWS3X3_CALL(S, 1, ACT);                                                          \
+    } while (0)
+#define AN_ROWS3X3_CALL_1(ROWS, ACT) rows3x3_s1(xp, H, W, oh, ROWS, wk, b, 0, ACT, yp + (oh - r0) * OW)
+#define AN_ROWS3X3_CALL_2(ROWS, ACT) rows3x3_s2(xp, H, W, oh, ROWS, wk, b, ACT, yp + (oh - r0) * OW)
+#define AN_ROWS3X3_CALL(S, ROWS, ACT) AN_ROWS3X3_CALL_##S(ROWS, ACT)
+#define AN_ROWS3X3_ACTS(S)                                                                       \
+    if (act == DW_ACT_RELU)                                                                      \
+        AN_ROWS3X3_RANGE(S, DW_ACT_RELU);                                                        \
+    else if (act == DW_ACT_RELU6)                                                                \
+        AN_ROWS3X3_RANGE(S, DW_ACT_RELU6);                                                       \
+    else                                                                                         \
+        AN_ROWS3X3_RANGE(S, DW_ACT_NONE);
+
+#define AN_DEFINE_PLANE3X3_ROWS(suffix, attribute)                                               \
+    attribute AN_INLINE_COPIES static void plane3x3_rows_##suffix(                               \
+        const float *xp, const float *wk, float b, int64_t H, int64_t W, int64_t s, int64_t r0,  \
+        int64_t r1, int act, float *yp)                                                          \
+    {                                                                                            \
+        const int64_t OW = W / s;                                                                \
+        if (s == 1) {                                                                            \
+            AN_ROWS3X3_ACTS(1)                                                                   \
+        } else {                                                                                 \
+            AN_ROWS3X3_ACTS(2)                                                                   \
+        }                                                                                        \
+    }
+
+AN_FOR_EACH_ISA(AN_DEFINE_PLANE3X3_ROWS)
+
+static plane3x3_rows_fn choose_plane3x3_rows(void) { return AN_BY_ISA(plane3x3_rows_); }
+#endif
+
 static int is_3x3_p1_d1(int64_t kh, int64_t kw, int64_t ph, int64_t pw,
                         int64_t dh, int64_t dw)
 {
@@ -977,6 +1021,45 @@ void an_depthwise_conv2d_forward_act_f32(
             an_bias_act_rows(yp, 1, OH * OW, OH * OW, NULL, act); /* while hot */
         }
     }
+}
+
+int an_depthwise3x3_rows_applies(int64_t H, int64_t W, int64_t stride)
+{
+#ifdef AN_HAVE_ROW_VEC
+    if ((stride != 1 && stride != 2) || H < 1 || W < 1)
+        return 0;
+    const int64_t OH = (H - 1) / stride + 1, OW = (W - 1) / stride + 1;
+    /* the paths an_depthwise_conv2d_forward_act_f32 tries before the planes */
+    if (flat3x3_fits(H, W, 3, 3, stride, stride, 1, 1, 1, 1, 1))
+        return 0;
+#ifdef AN_HAVE_CHANNELS_LAST
+    const cl_geometry cg = {H, W, 3, 3, stride, stride, 1, 1, 1, 1, OH, OW};
+    if (cl_fits(&cg, 1) && !rows3x3_fits(H, W, 3, 3, stride, stride, 1, 1, 1, 1))
+        return 0;
+#endif
+    /* and the planes conv_plane_3x3_p1 runs row by row */
+    (void)OH;
+    return (H + 2) * (W + 2) <= SMALL_PADDED_PLANE && OW % ROW_LANES == 0 &&
+           (stride == 1 || W == 2 * OW);
+#else
+    (void)H, (void)W, (void)stride;
+    return 0;
+#endif
+}
+
+void an_depthwise3x3_rows_f32(const float *x, int64_t x_plane, const float *w, const float *bias,
+                              int64_t C, int64_t H, int64_t W, int64_t stride, int64_t r0,
+                              int64_t r1, int act, float *y, int64_t y_plane)
+{
+#ifdef AN_HAVE_ROW_VEC
+    const plane3x3_rows_fn rows = choose_plane3x3_rows();
+    for (int64_t c = 0; c < C; ++c)
+        rows(x + c * x_plane, w + c * 9, bias ? bias[c] : 0.0f, H, W, stride, r0, r1, act,
+             y + c * y_plane);
+#else
+    (void)x, (void)x_plane, (void)w, (void)bias, (void)C, (void)H, (void)W, (void)stride;
+    (void)r0, (void)r1, (void)act, (void)y, (void)y_plane;
+#endif
 }
 
 void an_depthwise_conv2d_forward_f32(

@@ -34,6 +34,22 @@ void an_depthwise_conv2d_forward_act_f32(
     int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
     int64_t dh, int64_t dw, int64_t OH, int64_t OW, int act, float *y);
 
+/* Whether the forward above runs a 3x3, padding-1, stride-`stride`
+ * depthwise layer (multiplier 1) on H x W planes plane by plane, row by row
+ * (planes of whole vectors up to 64x64, not the 4/8-wide or channels-last
+ * paths).  Then an_depthwise3x3_rows_f32 computes any band of its output
+ * rows with the same bits: output rows [r0, r1) of channels [0, C) of
+ * H x W planes, plane c of x at x + c * x_plane (rows r0 - 1 .. r1 for
+ * stride 1, 2 r0 - 1 .. 2 r1 - 1 for stride 2 are read, those outside
+ * [0, H) taken as zero), row r0 of output plane c at y + c * y_plane (the
+ * band's rows one after the other), act as in the forward.  H may be a
+ * band's height: a caller that copies a band of rows with its neighbour
+ * rows into a buffer of its own gets the band's outputs from that buffer.
+ * On the calling thread (no parallel region). */
+int an_depthwise3x3_rows_applies(int64_t H, int64_t W, int64_t stride);
+void an_depthwise3x3_rows_f32(const float *x, int64_t x_plane, const float *w, const float *bias,
+                              int64_t C, int64_t H, int64_t W, int64_t stride, int64_t r0,
+                              int64_t r1, int act, float *y, int64_t y_plane);
 /* dy: [N, C*multiplier, OH, OW]; w: [C*multiplier, 1, kh, kw];
  * dx: [N, C, H, W] (accumulated into). */
 void an_depthwise_conv2d_backward_input_f32(

@@ -481,6 +481,23 @@ static int thread_index(void)
 #endif
 }
 
+/* Threads of the team running the caller (1 outside a parallel region). */
+static int team_size_in_region(void)
+{
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Rows [*r0, *r1) of `rows` for part `index` of `parts` near-equal runs. */
+static void split_rows(int64_t rows, int parts, int index, int64_t *r0, int64_t *r1)
+{
+    *r0 = rows * index / parts;
+    *r1 = rows * (index + 1) / parts;
+}
+
 /* y = W_g @ im2col(tile) with the column matrix packed on the fly. */
 static an_status gemm_packed_or_fail(int64_t M, int64_t N, int64_t K, const float *w,
                                      const im2col_source *src, float beta, float *y, int64_t ldy)
@@ -1832,6 +1849,212 @@ an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor 
     an_release(xc);
     an_release(wc);
     if (st) {
+        an_release(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* ------------------------------------------ pointwise, depthwise, pointwise */
+
+/* One inverted-residual block (see an_conv_pw_dw_pw in appealnet.h). */
+typedef struct {
+    int64_t C, H, W, Ce, Co, OH, OW, stride;
+    const float *w1, *p1, *b1, *wd, *bd, *w2, *p2, *b2;
+    int act1, actd, act2; /* the GEMM's activation codes */
+} pdp_block;
+
+/* Input rows a band of `rows` output rows reads, with its neighbours: from
+   r0 - 1 (stride 1) or 2 r0 - 2 (stride 2, whose first row is never read
+   but keeps the band's rows at even offsets, as the kernel counts them). */
+static int64_t pdp_band_rows(const pdp_block *b, int64_t rows)
+{
+    return b->stride == 1 ? rows + 2 : 2 * rows + 2;
+}
+
+/* Output rows [r0, r1) of image x [C, H, W] into y [Co, OH, OW] (residual r
+   in y's layout, or NULL), through this thread's buffers: e, the expanded
+   band (Ce planes of pdp_band_rows rows, those outside the image zero) and
+   d, the depthwise band (Ce planes of r1 - r0 rows).  Every buffer a thread
+   writes is its own, so no core reads another's lines but for the input
+   rows at the band's edges.  Returns nonzero if a GEMM could not get its
+   workspace. */
+static int pdp_band(const pdp_block *b, const float *x, const float *r, float *y, float *e,
+                    float *d, int64_t r0, int64_t r1)
+{
+    const int64_t rows = r1 - r0, HW = b->H * b->W, OHW = b->OH * b->OW;
+    int failed = 0;
+    if (b->w1) {
+        const int64_t band = pdp_band_rows(b, rows), lo = b->stride == 1 ? r0 - 1 : 2 * r0 - 2;
+        const int64_t v0 = lo < 0 ? 0 : lo, v1 = lo + band < b->H ? lo + band : b->H;
+        for (int64_t c = 0; c < b->Ce; c++) { /* the frame the depthwise layer reads as zero */
+            float *plane = e + c * band * b->W;
+            if (v0 > lo)
+                memset(plane, 0, sizeof(float) * (size_t)((v0 - lo) * b->W));
+            if (lo + band > v1)
+                memset(plane + (v1 - lo) * b->W, 0, sizeof(float) * (size_t)((lo + band - v1) * b->W));
+        }
+        failed |= an_gemm_f32_epilogue_prepacked(b->Ce, (v1 - v0) * b->W, b->C, b->w1, b->C, b->p1,
+                                                 x + v0 * b->W, HW, e + (v0 - lo) * b->W, band * b->W,
+                                                 b->b1, NULL, 0, b->act1);
+        /* output rows 1 .. rows of the band's own planes */
+        an_depthwise3x3_rows_f32(e, band * b->W, b->wd, b->bd, b->Ce, band, b->W, b->stride, 1,
+                                 rows + 1, b->actd, d, rows * b->OW);
+    } else {
+        an_depthwise3x3_rows_f32(x, HW, b->wd, b->bd, b->Ce, b->H, b->W, b->stride, r0, r1,
+                                 b->actd, d, rows * b->OW);
+    }
+    failed |= an_gemm_f32_epilogue_prepacked(b->Co, rows * b->OW, b->Ce, b->w2, b->Ce, b->p2, d,
+                                             rows * b->OW, y + r0 * b->OW, OHW, b->b2,
+                                             r ? r + r0 * b->OW : NULL, OHW, b->act2);
+    return failed;
+}
+
+/* Whether packed is an_conv2d_pack_weight(w) for the kernel in use now (the
+   fast path reads it; anything else goes to the three calls, which check it
+   and report or ignore it). */
+static int packed_for_now(const an_tensor *packed, const an_tensor *w)
+{
+    if (!packed)
+        return 1;
+    const int64_t rows = packed->ndim == 3 ? packed->shape[2] : 0;
+    return rows >= 1 && rows == an_gemm_packed_a_rows(w->shape[0]) && packed->shape[1] == w->shape[1] &&
+           packed->shape[0] == (w->shape[0] + rows - 1) / rows && an_is_contiguous(packed);
+}
+
+static int vector_of(const an_tensor *t, int64_t n)
+{
+    return !t || (t->ndim == 1 && t->shape[0] == n);
+}
+
+/* The block as three calls: what the one-pass path must equal, and the
+   path (with its checks and messages) for every layer it does not take. */
+static an_tensor *pdp_by_calls(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
+                               an_activation act1, an_tensor *wd, an_tensor *bd, int64_t stride,
+                               an_activation actd, an_tensor *w2, an_tensor *p2, an_tensor *b2,
+                               an_tensor *residual, an_activation act2)
+{
+    const int64_t one[2] = {1, 1}, zero[2] = {0, 0}, strides[2] = {stride, stride};
+    an_tensor *e = x;
+    if (w1)
+        e = an_conv2d_fused_prepacked(x, w1, p1, b1, one, zero, one, 1, NULL, act1);
+    else
+        an_retain(x);
+    if (!e)
+        return NULL;
+    an_tensor *d = e->ndim == 4 ? an_conv2d_fused_prepacked(e, wd, NULL, bd, strides, one, one,
+                                                            e->shape[1], NULL, actd)
+                                : NULL;
+    if (e->ndim != 4)
+        an_set_error(AN_ERR_VALUE, "conv_pw_dw_pw: expected input of 4 dimensions [N, C, H, W]");
+    an_release(e);
+    if (!d)
+        return NULL;
+    an_tensor *y = an_conv2d_fused_prepacked(d, w2, p2, b2, one, zero, one, 1, residual, act2);
+    an_release(d);
+    return y;
+}
+
+an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
+                            an_activation act1, an_tensor *wd, an_tensor *bd, int64_t stride,
+                            an_activation actd, an_tensor *w2, an_tensor *p2, an_tensor *b2,
+                            an_tensor *residual, an_activation act2)
+{
+    if (an_check_not_null(x, "conv_pw_dw_pw", "input") ||
+        an_check_not_null(wd, "conv_pw_dw_pw", "depthwise weight") ||
+        an_check_not_null(w2, "conv_pw_dw_pw", "projection weight"))
+        return NULL;
+    an_tensor *all[11] = {x, w1, p1, b1, wd, bd, w2, p2, b2, residual, NULL};
+    if (an_needs_grad(10, all)) {
+        an_set_error(AN_ERR_VALUE, "conv_pw_dw_pw: the fused block is for inference only, but an "
+                                   "input requires grad");
+        return NULL;
+    }
+    const an_activation acts[3] = {act1, actd, act2};
+    for (int i = 0; i < 3; i++)
+        if (acts[i] != AN_ACTIVATION_NONE && acts[i] != AN_ACTIVATION_RELU &&
+            acts[i] != AN_ACTIVATION_RELU6) {
+            an_set_error(AN_ERR_VALUE, "conv_pw_dw_pw: unknown activation code %d", (int)acts[i]);
+            return NULL;
+        }
+    /* the one-pass path's layers; anything else (and every error) takes
+       the three calls */
+    const int64_t C = x->ndim == 4 ? x->shape[1] : 0, Ce = wd->shape[0];
+    const int fits =
+        x->ndim == 4 && x->shape[0] >= 1 && C >= 1 && (stride == 1 || stride == 2) &&
+        (w1 ? w1->ndim == 4 && w1->shape[0] == Ce && w1->shape[1] == C && w1->shape[2] == 1 &&
+                  w1->shape[3] == 1 && packed_for_now(p1, w1) && vector_of(b1, Ce)
+            : !p1 && !b1 && C == Ce) &&
+        wd->ndim == 4 && Ce >= 1 && wd->shape[1] == 1 && wd->shape[2] == 3 && wd->shape[3] == 3 &&
+        vector_of(bd, Ce) && w2->ndim == 4 && w2->shape[0] >= 1 && w2->shape[1] == Ce &&
+        w2->shape[2] == 1 && w2->shape[3] == 1 && packed_for_now(p2, w2) &&
+        vector_of(b2, w2->shape[0]) && an_depthwise3x3_rows_applies(x->shape[2], x->shape[3], stride);
+    const int64_t OH = fits ? (x->shape[2] - 1) / stride + 1 : 0;
+    const int64_t OW = fits ? (x->shape[3] - 1) / stride + 1 : 0;
+    if (!fits || (residual && (residual->ndim != 4 || residual->shape[0] != x->shape[0] ||
+                               residual->shape[1] != w2->shape[0] || residual->shape[2] != OH ||
+                               residual->shape[3] != OW)))
+        return pdp_by_calls(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, act2);
+
+    const int64_t N = x->shape[0], H = x->shape[2], W = x->shape[3], Co = w2->shape[0];
+    const int threads = team_size();
+    /* one image: its output rows in one band per thread (each expands the
+       input rows its band reads, the edge rows twice over the team); several:
+       whole images per thread */
+    const int team = N == 1 ? (OH < threads ? (int)OH : threads) : (N < threads ? (int)N : threads);
+    const int64_t max_rows = N == 1 ? (OH + team - 1) / team : OH;
+    /* each thread's buffers on pages of their own */
+    const int64_t page = 1024;
+    const pdp_block shape_only = {C, H, W, Ce, Co, OH, OW, stride};
+    const int64_t e_floats = w1 ? (Ce * pdp_band_rows(&shape_only, max_rows) * W + page - 1) / page * page : 0;
+    const int64_t d_floats = (Ce * max_rows * OW + page - 1) / page * page;
+    an_tensor *xc = an_contiguous(x), *w1c = NULL, *b1c = NULL, *wdc = NULL, *bdc = NULL;
+    an_tensor *w2c = NULL, *b2c = NULL, *rc = NULL, *out = NULL;
+    int ok = xc != NULL;
+    if (ok && w1) ok = (w1c = an_contiguous(w1)) != NULL && (!b1 || (b1c = an_contiguous(b1)) != NULL);
+    if (ok) ok = (wdc = an_contiguous(wd)) != NULL && (!bd || (bdc = an_contiguous(bd)) != NULL);
+    if (ok) ok = (w2c = an_contiguous(w2)) != NULL && (!b2 || (b2c = an_contiguous(b2)) != NULL);
+    if (ok && residual) ok = (rc = an_contiguous(residual)) != NULL;
+    int64_t shape[4] = {N, Co, OH, OW};
+    if (ok) ok = (out = an_empty(4, shape)) != NULL;
+    float *buffers = ok ? an_alloc(sizeof(float) * (size_t)(team * (e_floats + d_floats))) : NULL;
+    ok = ok && buffers;
+    if (ok) {
+        const pdp_block b = {C, H, W, Ce, Co, OH, OW, stride,
+                             w1c ? an_data_ptr(w1c) : NULL, p1 ? an_data_ptr(p1) : NULL,
+                             b1c ? an_data_ptr(b1c) : NULL, an_data_ptr(wdc),
+                             bdc ? an_data_ptr(bdc) : NULL, an_data_ptr(w2c),
+                             p2 ? an_data_ptr(p2) : NULL, b2c ? an_data_ptr(b2c) : NULL,
+                             gemm_act(act1), gemm_act(actd), gemm_act(act2)};
+        const float *px = an_data_ptr(xc), *pr = rc ? an_data_ptr(rc) : NULL;
+        float *py = an_data_ptr(out);
+        int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (team > 1) reduction(| : failed)
+#endif
+        {
+            const int t = thread_index(), size = team_size_in_region();
+            float *e = buffers + t * (e_floats + d_floats), *d = e + e_floats;
+            if (N == 1) {
+                int64_t r0, r1;
+                split_rows(OH, size, t, &r0, &r1);
+                if (r1 > r0)
+                    failed |= pdp_band(&b, px, pr, py, e, d, r0, r1);
+            } else {
+                for (int64_t n = t; n < N && !failed; n += size)
+                    failed |= pdp_band(&b, px + n * C * H * W, pr ? pr + n * Co * OH * OW : NULL,
+                                       py + n * Co * OH * OW, e, d, 0, OH);
+            }
+        }
+        if (failed) {
+            an_set_error(AN_ERR_MEMORY, "conv_pw_dw_pw: out of memory for the GEMM workspace");
+            ok = 0;
+        }
+    }
+    an_free(buffers);
+    an_release(xc), an_release(w1c), an_release(b1c), an_release(wdc), an_release(bdc);
+    an_release(w2c), an_release(b2c), an_release(rc);
+    if (!ok) {
         an_release(out);
         return NULL;
     }

@@ -175,6 +175,72 @@ static void test_conv_with_residual(void)
     }
 }
 
+static an_tensor *random_tensor(int ndim, const int64_t *shape, unsigned *state)
+{
+    an_tensor *t = an_empty(ndim, shape);
+    if (t)
+        for (int64_t i = 0; i < an_numel(t); i++) {
+            *state = *state * 1103515245u + 12345u;
+            an_data_ptr(t)[i] = (float)((*state >> 8) & 0xffff) / 32768.0f - 1.0f;
+        }
+    return t;
+}
+
+/* an_conv_pw_dw_pw from C: an inverted-residual block in one call equals
+ * its three an_conv2d_fused_prepacked calls bit for bit, with packed weights,
+ * at batch 1 on 1 and 2 threads (a band of rows each: under the sanitizers
+ * this checks the band buffers' edges) and batch 3, stride 1 and 2; an
+ * input that requires grad is an error, not a crash. */
+static void test_inverted_residual_block(void)
+{
+    const int64_t one[2] = {1, 1}, zero[2] = {0, 0};
+    for (int64_t stride = 1; stride <= 2; stride++)
+        for (int64_t n = 1; n <= 3; n += 2) {
+            unsigned state = 777u + (unsigned)(stride * 10 + n);
+            const int64_t xs[4] = {n, 12, 32, 32}, w1s[4] = {40, 12, 1, 1}, c1[1] = {40};
+            const int64_t wds[4] = {40, 1, 3, 3}, w2s[4] = {16, 40, 1, 1}, c2[1] = {16};
+            const int64_t oh = 32 / stride, rs[4] = {n, 16, oh, oh};
+            an_tensor *x = random_tensor(4, xs, &state), *w1 = random_tensor(4, w1s, &state);
+            an_tensor *b1 = random_tensor(1, c1, &state), *wd = random_tensor(4, wds, &state);
+            an_tensor *bd = random_tensor(1, c1, &state), *w2 = random_tensor(4, w2s, &state);
+            an_tensor *b2 = random_tensor(1, c2, &state), *r = random_tensor(4, rs, &state);
+            an_tensor *p1 = an_conv2d_pack_weight(w1), *p2 = an_conv2d_pack_weight(w2);
+            const int64_t strides[2] = {stride, stride};
+            an_tensor *e = an_conv2d_fused_prepacked(x, w1, p1, b1, one, zero, one, 1, NULL,
+                                                     AN_ACTIVATION_RELU6);
+            an_tensor *d = e ? an_conv2d_fused_prepacked(e, wd, NULL, bd, strides, one, one, 40, NULL,
+                                                         AN_ACTIVATION_RELU6)
+                             : NULL;
+            an_tensor *expect = d ? an_conv2d_fused_prepacked(d, w2, p2, b2, one, zero, one, 1, r,
+                                                              AN_ACTIVATION_NONE)
+                                  : NULL;
+            CHECK(expect != NULL);
+            for (int threads = 1; threads <= 2; threads++) {
+                an_set_num_threads(threads);
+                an_tensor *got = an_conv_pw_dw_pw(x, w1, p1, b1, AN_ACTIVATION_RELU6, wd, bd, stride,
+                                                  AN_ACTIVATION_RELU6, w2, p2, b2, r, AN_ACTIVATION_NONE);
+                CHECK(got && expect && an_numel(got) == an_numel(expect) &&
+                      memcmp(an_data_ptr(got), an_data_ptr(expect),
+                             sizeof(float) * (size_t)an_numel(got)) == 0);
+                an_release(got);
+            }
+            an_set_num_threads(1);
+            an_tensor *all[] = {x, w1, b1, wd, bd, w2, b2, r, p1, p2, e, d, expect};
+            for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+                an_release(all[i]);
+        }
+    const int64_t xs[4] = {1, 4, 16, 16}, wds[4] = {4, 1, 3, 3}, w2s[4] = {4, 4, 1, 1};
+    an_tensor *x = an_zeros(4, xs), *wd = an_zeros(4, wds), *w2 = an_zeros(4, w2s);
+    an_tensor *tracked = an_zeros(4, xs);
+    if (tracked)
+        tracked->requires_grad = 1;
+    CHECK(an_conv_pw_dw_pw(tracked, NULL, NULL, NULL, AN_ACTIVATION_NONE, wd, NULL, 1,
+                           AN_ACTIVATION_NONE, w2, NULL, NULL, NULL, AN_ACTIVATION_NONE) == NULL &&
+          an_last_status() == AN_ERR_VALUE && strstr(an_last_error(), "inference only") != NULL);
+    an_clear_error();
+    an_release(x), an_release(wd), an_release(w2), an_release(tracked);
+}
+
 /* Winograd F(2x2, 3x3) from C: forward, data and weight gradients of a 3x3
  * layer with 40 -> 36 channels (partial 16-channel vectors) on an odd 7x9
  * plane, 52 images (1040 tiles: enough to take it), against a direct
@@ -267,6 +333,7 @@ int main(void)
     test_no_grad_mode();
     test_many_steps_release_everything();
     test_conv_with_residual();
+    test_inverted_residual_block();
     test_conv_winograd();
     if (failures) {
         fprintf(stderr, "test_core: %d check(s) failed\n", failures);
