@@ -58,6 +58,11 @@ def describe(name, args):
         extra = " +residual" if len(args) > 8 and args[8] is not None else ""
         return (f"conv2d {tuple(x.shape)[1:]} w{tuple(w.shape)} stride {args[3][0]} "
                 f"groups {args[6]}{extra}")
+    if name == "conv_pw_dw_pw":
+        x, w1, wd, w2, stride = args[0], args[1], args[5], args[9], args[7]
+        expand = f"{w1.shape[0]}x{w1.shape[1]} " if w1 is not None else ""
+        return (f"block {tuple(x.shape)[1:]} 1x1 {expand}-> dw{wd.shape[0]} stride {stride} "
+                f"-> 1x1 {w2.shape[0]}x{w2.shape[1]}" + (" +residual" if args[12] is not None else ""))
     return name
 
 
