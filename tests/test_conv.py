@@ -128,6 +128,10 @@ TORCH_CASES = [
     ("depthwise 6x96 s2 (three vectors per row)", (1, 2, 6, 96), (2, 1, 3, 3), 2, 1, 1, 2),
     ("dilation 2", (2, 8, 12, 12), (8, 8, 3, 3), 1, 2, 2, 1),
     ("odd sizes 7x5", (3, 4, 7, 5), (3, 4, 3, 3), (2, 1), (1, 2), 1, 1),
+    # the direct kernel for few input channels (a first layer) and its edges
+    ("first layer 3->32 on 32x32 (direct)", (2, 3, 32, 32), (32, 3, 3, 3), 1, 1, 1, 1),
+    ("4->8 on 5x48 (direct, 32 + 16 columns)", (1, 4, 5, 48), (8, 4, 3, 3), 1, 1, 1, 1),
+    ("5->8 on 16x16 (too many channels for it)", (1, 5, 16, 16), (8, 5, 3, 3), 1, 1, 1, 1),
 ]
 
 
@@ -348,3 +352,40 @@ def test_depthwise_nan_on_flattened_planes_stays_in_its_window(h, w, col):
     expected_dx = np.zeros(x.shape, bool)
     expected_dx[0, 2, max(0, r - 1):r + 2, max(0, q - 1):q + 2] = True
     np.testing.assert_array_equal(np.isnan(tx.grad.numpy()), expected_dx)
+
+
+# (x shape, weight shape): the direct 3x3 kernel for few input channels
+# (16-64 columns, 8-channel blocks) and shapes next to it that it leaves to
+# the GEMM lowering (5 channels, 12 outputs, 80 columns, 8 columns)
+DIRECT_FIRST_LAYERS = [((1, 3, 32, 32), (32, 3, 3, 3)), ((2, 3, 16, 16), (16, 3, 3, 3)),
+                       ((1, 1, 5, 48), (8, 1, 3, 3)), ((3, 4, 9, 64), (24, 4, 3, 3)),
+                       ((1, 5, 16, 16), (8, 5, 3, 3)), ((1, 3, 16, 16), (12, 3, 3, 3)),
+                       ((1, 3, 4, 80), (8, 3, 3, 3)), ((1, 3, 8, 8), (8, 3, 3, 3))]
+
+
+@pytest.mark.parametrize("xs, ws", DIRECT_FIRST_LAYERS)
+@pytest.mark.parametrize("activation", [None, "relu6"])
+def test_first_layers_match_the_gemm_lowering_bit_for_bit(xs, ws, activation):
+    """A 3x3 padding-1 layer with few input channels equals, bit for bit,
+    the same layer run on the explicitly zero-padded image without padding
+    (the GEMM lowering, whose sum the direct kernel reproduces), with and
+    without bias, NaN and infinity staying in their windows, on 1 and 2
+    threads."""
+    rng = np.random.default_rng(xs[1] + ws[0] + xs[3])
+    x = rand(rng, *xs)
+    x[0, 0, 0, 0], x[-1, -1, xs[2] // 2, xs[3] - 1] = np.nan, np.inf
+    w, b = rand(rng, *ws), rand(rng, ws[0])
+    padded = an.tensor(np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))))
+    threads = an.get_num_threads()
+    try:
+        for bias in (None, an.tensor(b)):
+            expected = an._C.conv2d(padded, an.tensor(w), bias, (1, 1), (0, 0), (1, 1), 1,
+                                    activation).numpy()
+            assert np.isnan(expected).any() and np.isfinite(expected).any()
+            for n in (1, 2):
+                an.set_num_threads(n)
+                got = an._C.conv2d(an.tensor(x), an.tensor(w), bias, (1, 1), (1, 1), (1, 1), 1,
+                                   activation).numpy()
+                np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    finally:
+        an.set_num_threads(threads)

@@ -13,6 +13,7 @@
    different threads when there are enough of them, else thread each GEMM.  Every sum over images is taken
    in an order fixed by the shape, so 1 and N threads agree bit for bit. */
 #include "../core/internal.h"
+#include "../kernels/conv3x3_direct.h"
 #include "../kernels/depthwise.h"
 #include "../kernels/gemm.h"
 #include "../kernels/gemm_pack.h"
@@ -1509,8 +1510,46 @@ static an_status winograd_backward(const conv_geometry *g, const conv_grads *gr)
 }
 
 /* Specialists first; the last entry accepts every shape. */
+/* ---------------------------------------------- direct, few input channels */
+
+/* A first layer: 3x3, stride 1, padding 1, few input channels (see
+   kernels/conv3x3_direct.h).  Its backward is the GEMM lowering's. */
+static int direct3x3_accepts(const conv_geometry *g)
+{
+    return g->groups == 1 && g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->ph == 1 &&
+           g->pw == 1 && g->dh == 1 && g->dw == 1 &&
+           an_conv3x3_few_channels_applies(g->C, g->Cout, g->H, g->W);
+}
+
+static an_status direct3x3_forward(const conv_geometry *g, const float *x, const float *w,
+                                   const float *bias, float *y)
+{
+    /* the images' rows in one contiguous run per thread (at batch 1 a band
+       of each plane, as the next layers split it) */
+    const int64_t rows = g->N * g->OH;
+    const int64_t work = rows * g->Cout * g->OW * g->C * 9;
+    const int team = work >= 4 * AN_PARALLEL_GRAIN ? team_size() : 1;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (team > 1)
+#endif
+    {
+        int64_t r0, r1;
+        split_rows(rows, team_size_in_region(), thread_index(), &r0, &r1);
+        for (int64_t r = r0; r < r1;) {
+            const int64_t n = r / g->OH, oh0 = r % g->OH;
+            const int64_t oh1 = r1 - n * g->OH < g->OH ? r1 - n * g->OH : g->OH;
+            an_conv3x3_few_channels_rows_f32(x + n * g->C * g->H * g->W, w, bias, g->C, g->Cout,
+                                             g->H, g->W, oh0, oh1, gemm_act(g->act),
+                                             y + n * g->Cout * g->OH * g->OW);
+            r += oh1 - oh0;
+        }
+    }
+    return AN_OK;
+}
+
 static const conv_impl conv_impls[] = {
     {"depthwise", depthwise_accepts, depthwise_forward, depthwise_backward},
+    {"direct3x3_few_channels", direct3x3_accepts, direct3x3_forward, im2col_gemm_backward},
     {"pointwise", pointwise_accepts, im2col_gemm_forward, im2col_gemm_backward},
     {"winograd", winograd_accepts, winograd_forward, winograd_backward},
     {"implicit_gemm", implicit_accepts, implicit_forward, im2col_gemm_backward},

@@ -1,0 +1,98 @@
+/* Direct 3x3 convolution for few input channels, see conv3x3_direct.h. */
+#include "conv3x3_direct.h"
+
+#include "cpu/cpu.h"
+#include "kernels/gemm.h"
+#include "kernels/isa_variants.h"
+
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+
+#define DIRECT_CHANNELS 8 /* output channels per block */
+
+/* One output row, columns [ow, ow + 16 * NV), channels [co, co + 8).  The
+ * left tap of the first column and the right tap of the last read zero
+ * through masked loads (a masked lane is never read), rows above and below
+ * the image read the zero row: the GEMM's padded taps, w * 0 included. */
+AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
+direct_block(const int NV, const float *x, const float *w, const float *bias, int64_t C, int64_t H,
+             int64_t W, int64_t oh, int64_t ow, int64_t co, int act, const float *zero_row,
+             float *y)
+{
+    __m512 acc[DIRECT_CHANNELS][2];
+    for (int o = 0; o < DIRECT_CHANNELS; ++o)
+        acc[o][0] = acc[o][1] = _mm512_setzero_ps();
+    for (int64_t c = 0; c < C; ++c) {
+        for (int ki = 0; ki < 3; ++ki) {
+            const int64_t ih = oh + ki - 1;
+            const float *row = ih >= 0 && ih < H ? x + (c * H + ih) * W : zero_row;
+            for (int kj = 0; kj < 3; ++kj) {
+                __m512 in[2];
+                for (int v = 0; v < NV; ++v) {
+                    const int64_t col = ow + 16 * v + kj - 1;
+                    __mmask16 keep = 0xFFFF;
+                    if (col < 0) keep = (__mmask16)0xFFFE;               /* column -1 */
+                    if (col + 16 > W) keep = (__mmask16)(keep & 0x7FFF); /* column W */
+                    in[v] = _mm512_maskz_loadu_ps(keep, row + col);
+                }
+                const float *wk = w + ((co * C + c) * 3 + ki) * 3 + kj;
+#pragma GCC unroll 8
+                for (int o = 0; o < DIRECT_CHANNELS; ++o) {
+                    const __m512 wo = _mm512_set1_ps(wk[o * C * 9]);
+                    acc[o][0] = _mm512_fmadd_ps(wo, in[0], acc[o][0]);
+                    if (NV == 2) acc[o][1] = _mm512_fmadd_ps(wo, in[1], acc[o][1]);
+                }
+            }
+        }
+    }
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+    for (int o = 0; o < DIRECT_CHANNELS; ++o)
+        for (int v = 0; v < NV; ++v) {
+            __m512 r = acc[o][v];
+            if (bias) r = _mm512_add_ps(r, _mm512_set1_ps(bias[co + o]));
+            if (act != AN_GEMM_ACT_NONE)
+                r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(r, zero, _CMP_LE_OQ), zero);
+            if (act == AN_GEMM_ACT_RELU6)
+                r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(r, six, _CMP_GE_OQ), six);
+            _mm512_storeu_ps(y + ((co + o) * H + oh) * W + ow + 16 * v, r);
+        }
+}
+
+AN_TARGET_AVX512 static void direct_rows(const float *x, const float *w, const float *bias,
+                                         int64_t C, int64_t Cout, int64_t H, int64_t W, int64_t r0,
+                                         int64_t r1, int act, float *y)
+{
+    _Alignas(64) static const float zero_row[64 + 32] = {0};
+    for (int64_t oh = r0; oh < r1; ++oh)
+        for (int64_t co = 0; co < Cout; co += DIRECT_CHANNELS) {
+            int64_t ow = 0;
+            for (; ow + 32 <= W; ow += 32)
+                direct_block(2, x, w, bias, C, H, W, oh, ow, co, act, zero_row, y);
+            if (ow < W)
+                direct_block(1, x, w, bias, C, H, W, oh, ow, co, act, zero_row, y);
+        }
+}
+#endif
+
+int an_conv3x3_few_channels_applies(int64_t C, int64_t Cout, int64_t H, int64_t W)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    return an_cpu_info_get()->isa == AN_ISA_AVX512 && C >= 1 && C <= 4 && Cout >= 8 &&
+           Cout % DIRECT_CHANNELS == 0 && H >= 1 && W >= 16 && W <= 64 && W % 16 == 0;
+#else
+    (void)C, (void)Cout, (void)H, (void)W;
+    return 0;
+#endif
+}
+
+void an_conv3x3_few_channels_rows_f32(const float *x, const float *w, const float *bias,
+                                      int64_t C, int64_t Cout, int64_t H, int64_t W, int64_t r0,
+                                      int64_t r1, int act, float *y)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    direct_rows(x, w, bias, C, Cout, H, W, r0, r1, act, y);
+#else
+    (void)x, (void)w, (void)bias, (void)C, (void)Cout, (void)H, (void)W, (void)r0, (void)r1;
+    (void)act, (void)y;
+#endif
+}
