@@ -191,6 +191,13 @@ def _conv_parts(step):
             template[6], activation, spec.get(8))
 
 
+def _is_pointwise(parts):
+    """Whether _conv_parts found a 1x1, stride-1, unpadded convolution with
+    groups 1 (what conv2d_pack_weight packs and conv_pw_dw_pw chains)."""
+    return (parts is not None and tuple(parts[1].shape[2:]) == (1, 1)
+            and parts[3:6] == ((1, 1), (0, 0), 1))
+
+
 def _fuse_blocks(steps, shapes, output_slots):
     """Each 1x1 -> depthwise 3x3 -> 1x1 chain at batch 1 (an inverted
     residual block; the first 1x1 may be missing) whose intermediate tensors
@@ -217,13 +224,11 @@ def _fuse_blocks(steps, shapes, output_slots):
             continue
         last = only_reader[step[5]]
         project = _conv_parts(steps[last])
-        if (project is None or project[0] != step[5] or project[3:6] != ((1, 1), (0, 0), 1)
-                or tuple(project[1].shape[2:]) != (1, 1)):
+        if not _is_pointwise(project) or project[0] != step[5]:
             continue
         first = producer.get(e_slot)
         expand = _conv_parts(steps[first]) if first is not None and private(e_slot) else None
-        if (expand is not None and (expand[7] is not None or expand[3:6] != ((1, 1), (0, 0), 1)
-                                    or tuple(expand[1].shape[2:]) != (1, 1))):
+        if expand is not None and (expand[7] is not None or not _is_pointwise(expand)):
             expand = None
         start = first if expand is not None else index
         if any(k in dropped or k in replaced for k in (start, index, last)) or any(
@@ -240,15 +245,6 @@ def _fuse_blocks(steps, shapes, output_slots):
     return [replaced.get(i, step) for i, step in enumerate(steps) if i not in dropped]
 
 
-def _is_pointwise(template):
-    """Whether a recorded conv2d's constant arguments are those of a 1x1,
-    stride 1, unpadded convolution with groups 1 and a constant weight."""
-    weight = template[1]
-    return (isinstance(weight, _C.TensorBase) and tuple(weight.shape[2:]) == (1, 1)
-            and not weight.requires_grad and tuple(template[3]) == (1, 1)
-            and tuple(template[4]) == (0, 0) and template[6] == 1)
-
-
 def _prepack_weights(steps):
     """Each 1x1 convolution with a constant weight gets the weight packed
     for the GEMM as its packed_weight argument (the same bits, see the
@@ -262,9 +258,7 @@ def _prepack_weights(steps):
                 template[2] = _C.conv2d_pack_weight(template[1])
             template[10] = _C.conv2d_pack_weight(template[9])
             step = (name, function, template, fills, kwargs, out, out_type)
-        elif (name == "conv2d" and not kwargs and 7 <= len(template) <= 9
-                and all(position not in (1, 3, 4, 6) for position, _ in fills)
-                and _is_pointwise(template)):
+        elif _is_pointwise(_conv_parts(step)):
             template = list(template) + [None] * (9 - len(template))
             template.append(_C.conv2d_pack_weight(template[1]))
             step = (name, function, template, fills, kwargs, out, out_type)

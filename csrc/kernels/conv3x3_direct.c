@@ -11,9 +11,10 @@
 #define DIRECT_CHANNELS 8 /* output channels per block */
 
 /* One output row, columns [ow, ow + 16 * NV), channels [co, co + 8).  The
- * left tap of the first column and the right tap of the last read zero
- * through masked loads (a masked lane is never read), rows above and below
- * the image read the zero row: the GEMM's padded taps, w * 0 included. */
+ * left tap of the first column reads columns 0..14 moved up one lane with a
+ * zero below them, the right tap of the last reads through a mask that drops
+ * column W; rows above and below the image read the zero row: the GEMM's
+ * padded taps, w * 0 included. */
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
 direct_block(const int NV, const float *x, const float *w, const float *bias, int64_t C, int64_t H,
              int64_t W, int64_t oh, int64_t ow, int64_t co, int act, const float *zero_row,
@@ -30,10 +31,13 @@ direct_block(const int NV, const float *x, const float *w, const float *bias, in
                 __m512 in[2];
                 for (int v = 0; v < NV; ++v) {
                     const int64_t col = ow + 16 * v + kj - 1;
-                    __mmask16 keep = 0xFFFF;
-                    if (col < 0) keep = (__mmask16)0xFFFE;               /* column -1 */
-                    if (col + 16 > W) keep = (__mmask16)(keep & 0x7FFF); /* column W */
-                    in[v] = _mm512_maskz_loadu_ps(keep, row + col);
+                    if (col < 0) /* column -1 */
+                        in[v] = _mm512_maskz_expand_ps((__mmask16)0xFFFE,
+                                                       _mm512_maskz_loadu_ps((__mmask16)0x7FFF, row));
+                    else if (col + 16 > W) /* column W */
+                        in[v] = _mm512_maskz_loadu_ps((__mmask16)0x7FFF, row + col);
+                    else
+                        in[v] = _mm512_loadu_ps(row + col);
                 }
                 const float *wk = w + ((co * C + c) * 3 + ki) * 3 + kj;
 #pragma GCC unroll 8

@@ -536,7 +536,6 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
              * writing its panels of the other buffer cannot reach those a
              * slower thread still reads */
             const int shared_b = threads_m > 1;
-            const int rows_outer = p->rows_outer;
             if (!p->pack_b && !p->b_rows && p->b_col == 1 && nr == 32) {
                 /* a row-major B: its full panels row by row, the fringe below */
                 const int64_t full_end = nc / nr < pack1 ? nc / nr : pack1;
@@ -577,7 +576,7 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                                    mr, packed_a + ip * kc * mr);
                     }
                 }
-                if (rows_outer) {
+                if (p->rows_outer) {
                     for (int64_t ip = 0; ip < m_panels; ++ip)
                         for (int64_t jp = panel0; jp < panel1; ++jp)
                             gemm_tile(p, a_block + ip * a_panel_stride, packed_b + jp * KC * nr,

@@ -1753,6 +1753,14 @@ an_tensor *an_conv2d_fused(an_tensor *x, an_tensor *weight, an_tensor *bias,
                                      residual, act);
 }
 
+/* Whether packed has the shape an_conv2d_pack_weight gives a weight with
+   Cout outputs and C inputs, for some tile height (its last dimension). */
+static int packed_shape_fits(const an_tensor *packed, int64_t Cout, int64_t C)
+{
+    const int64_t rows = packed->ndim == 3 ? packed->shape[2] : 0;
+    return rows >= 1 && packed->shape[1] == C && packed->shape[0] == (Cout + rows - 1) / rows;
+}
+
 /* Whether weight is that of a 1x1 convolution with groups 1 (what
    an_conv2d_pack_weight packs). */
 static int packable_weight(const an_tensor *w, int64_t groups)
@@ -1800,9 +1808,7 @@ an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor 
                          an_shape_str(weight->ndim, weight->shape, sw, sizeof sw), (long long)groups);
             return NULL;
         }
-        const int64_t rows = packed->ndim == 3 ? packed->shape[2] : 0;
-        if (packed->ndim != 3 || rows < 1 || packed->shape[1] != g.C ||
-            packed->shape[0] != (g.Cout + rows - 1) / rows) {
+        if (!packed_shape_fits(packed, g.Cout, g.C)) {
             an_set_error(AN_ERR_VALUE, "conv2d: the packed weight %s does not belong to weight %s "
                                        "(pack it with conv2d_pack_weight)",
                          an_shape_str(packed->ndim, packed->shape, sr, sizeof sr),
@@ -1906,9 +1912,9 @@ typedef struct {
 /* Input rows a band of `rows` output rows reads, with its neighbours: from
    r0 - 1 (stride 1) or 2 r0 - 2 (stride 2, whose first row is never read
    but keeps the band's rows at even offsets, as the kernel counts them). */
-static int64_t pdp_band_rows(const pdp_block *b, int64_t rows)
+static int64_t pdp_band_rows(int64_t stride, int64_t rows)
 {
-    return b->stride == 1 ? rows + 2 : 2 * rows + 2;
+    return stride == 1 ? rows + 2 : 2 * rows + 2;
 }
 
 /* Output rows [r0, r1) of image x [C, H, W] into y [Co, OH, OW] (residual r
@@ -1924,7 +1930,7 @@ static int pdp_band(const pdp_block *b, const float *x, const float *r, float *y
     const int64_t rows = r1 - r0, HW = b->H * b->W, OHW = b->OH * b->OW;
     int failed = 0;
     if (b->w1) {
-        const int64_t band = pdp_band_rows(b, rows), lo = b->stride == 1 ? r0 - 1 : 2 * r0 - 2;
+        const int64_t band = pdp_band_rows(b->stride, rows), lo = b->stride == 1 ? r0 - 1 : 2 * r0 - 2;
         const int64_t v0 = lo < 0 ? 0 : lo, v1 = lo + band < b->H ? lo + band : b->H;
         for (int64_t c = 0; c < b->Ce; c++) { /* the frame the depthwise layer reads as zero */
             float *plane = e + c * band * b->W;
@@ -1954,11 +1960,9 @@ static int pdp_band(const pdp_block *b, const float *x, const float *r, float *y
    and report or ignore it). */
 static int packed_for_now(const an_tensor *packed, const an_tensor *w)
 {
-    if (!packed)
-        return 1;
-    const int64_t rows = packed->ndim == 3 ? packed->shape[2] : 0;
-    return rows >= 1 && rows == an_gemm_packed_a_rows(w->shape[0]) && packed->shape[1] == w->shape[1] &&
-           packed->shape[0] == (w->shape[0] + rows - 1) / rows && an_is_contiguous(packed);
+    return !packed || (packed_shape_fits(packed, w->shape[0], w->shape[1]) &&
+                       packed->shape[2] == an_gemm_packed_a_rows(w->shape[0]) &&
+                       an_is_contiguous(packed));
 }
 
 static int vector_of(const an_tensor *t, int64_t n)
@@ -2003,7 +2007,7 @@ an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tenso
         an_check_not_null(wd, "conv_pw_dw_pw", "depthwise weight") ||
         an_check_not_null(w2, "conv_pw_dw_pw", "projection weight"))
         return NULL;
-    an_tensor *all[11] = {x, w1, p1, b1, wd, bd, w2, p2, b2, residual, NULL};
+    an_tensor *all[10] = {x, w1, p1, b1, wd, bd, w2, p2, b2, residual};
     if (an_needs_grad(10, all)) {
         an_set_error(AN_ERR_VALUE, "conv_pw_dw_pw: the fused block is for inference only, but an "
                                    "input requires grad");
@@ -2044,8 +2048,7 @@ an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tenso
     const int64_t max_rows = N == 1 ? (OH + team - 1) / team : OH;
     /* each thread's buffers on pages of their own */
     const int64_t page = 1024;
-    const pdp_block shape_only = {C, H, W, Ce, Co, OH, OW, stride};
-    const int64_t e_floats = w1 ? (Ce * pdp_band_rows(&shape_only, max_rows) * W + page - 1) / page * page : 0;
+    const int64_t e_floats = w1 ? (Ce * pdp_band_rows(stride, max_rows) * W + page - 1) / page * page : 0;
     const int64_t d_floats = (Ce * max_rows * OW + page - 1) / page * page;
     an_tensor *xc = an_contiguous(x), *w1c = NULL, *b1c = NULL, *wdc = NULL, *bdc = NULL;
     an_tensor *w2c = NULL, *b2c = NULL, *rc = NULL, *out = NULL;
