@@ -829,28 +829,6 @@ static int narrow_applies(const gemm_problem *p)
  * fewer than AN_GEMM_NARROW_FINE_ROWS); every element is summed the same way
  * whichever block holds it, so this is bit-identical to gemm_blocked on the
  * same problem, for any thread count. */
-static const float *exp_packed(const float *A, int64_t lda, int64_t rows, int64_t K)
-{
-    static struct { const float *a; int64_t rows, K; float *packed; } cache[512];
-    static int count;
-    static int enabled = -1;
-    if (enabled < 0) { const char *e = getenv("AN_EXP_PACK"); enabled = e && e[0] == '1'; }
-    if (!enabled) return NULL;
-    for (int c = 0; c < count; ++c)
-        if (cache[c].a == A && cache[c].rows == rows && cache[c].K == K) return cache[c].packed;
-    if (count == 512) return NULL;
-    float *pk = aligned_alloc(64, (size_t)((rows * K + 15) / 16 * 16) * 4);
-    static const int heights[] = {14, 8, 4, 2, 1};
-    int64_t i = 0;
-    for (int h = 0; h < 5; ++h)
-        for (; rows - i >= heights[h]; i += heights[h])
-            for (int64_t k = 0; k < K; ++k)
-                for (int r = 0; r < heights[h]; ++r) pk[i * K + k * heights[h] + r] = A[(i + r) * lda + k];
-    #pragma omp critical
-    { cache[count].a = A; cache[count].rows = rows; cache[count].K = K; cache[count].packed = pk; ++count; }
-    return pk;
-}
-
 static void gemm_narrow(const gemm_problem *p)
 {
     const int64_t KC = choose_blocking(p->uk, p->M, p->N, p->K).kc;
@@ -871,7 +849,6 @@ static void gemm_narrow(const gemm_problem *p)
 #endif
         const int64_t row0 = b0 * rows_per_block;
         const int64_t row1 = b1 * rows_per_block < p->M ? b1 * rows_per_block : p->M;
-        const float *pk = row0 < row1 ? exp_packed(p->A + row0 * p->a_row, p->a_row, row1 - row0, p->K) : NULL;
         if (row0 < row1 && p->a_prepacked) {
             an_gemm_narrow_prepacked_avx512(row1 - row0, p->N, p->K, KC,
                                             p->a_prepacked + row0 * p->K, p->uk->mr, p->B,
@@ -880,7 +857,7 @@ static void gemm_narrow(const gemm_problem *p)
                                             p->residual ? p->residual + row0 * p->ldr : NULL,
                                             p->ldr, p->act);
         } else if (row0 < row1) {
-            an_gemm_narrow_avx512(row1 - row0, p->N, p->K, KC, pk ? pk : p->A + row0 * p->a_row, pk ? -1 : p->a_row,
+            an_gemm_narrow_avx512(row1 - row0, p->N, p->K, KC, p->A + row0 * p->a_row, p->a_row,
                                   p->B, p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc,
                                   p->row_bias ? p->row_bias + row0 : NULL,
                                   p->residual ? p->residual + row0 * p->ldr : NULL, p->ldr, p->act);
