@@ -284,7 +284,11 @@ BLOCKS = [
     ("batch 2 stride 2", 2, 8, 40, 16, 32, 2, True, False),
     ("8x8 (three calls)", 1, 64, 384, 64, 8, 1, True, True),
     ("4x4 (three calls)", 1, 16, 96, 16, 4, 1, True, True),
-    ("16x16 s2 (three calls)", 1, 32, 192, 64, 16, 2, True, False),
+    ("16x16 s2 bands, channels-last depthwise", 1, 32, 192, 64, 16, 2, True, False),
+    ("20x20 s2 bands of 5 rows (three calls on 1 thread)", 1, 12, 40, 16, 20, 2, True, False),
+    ("18x18 s2 odd output rows", 1, 12, 40, 16, 18, 2, True, True),
+    ("batch 2 16x16 s2 (three calls)", 2, 16, 48, 24, 16, 2, True, False),
+    ("8x8 s2 (three calls)", 1, 32, 96, 40, 8, 2, True, False),
 ]
 
 

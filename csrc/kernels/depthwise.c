@@ -1047,6 +1047,20 @@ int an_depthwise3x3_rows_applies(int64_t H, int64_t W, int64_t stride)
 #endif
 }
 
+int an_depthwise3x3_band_applies(int64_t band_rows, int64_t W, int64_t stride)
+{
+#ifdef AN_HAVE_CHANNELS_LAST
+    if ((stride != 1 && stride != 2) || band_rows < 3 || W < 1)
+        return 0;
+    const int64_t OH = (band_rows - 3) / stride + 1, OW = (W - 1) / stride + 1;
+    const cl_geometry cg = {band_rows, W, 3, 3, stride, stride, 0, 1, 1, 1, OH, OW};
+    return cl_fits(&cg, 1);
+#else
+    (void)band_rows, (void)W, (void)stride;
+    return 0;
+#endif
+}
+
 void an_depthwise3x3_rows_f32(const float *x, int64_t x_plane, const float *w, const float *bias,
                               int64_t C, int64_t H, int64_t W, int64_t stride, int64_t r0,
                               int64_t r1, int act, float *y, int64_t y_plane)

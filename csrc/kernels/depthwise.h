@@ -50,6 +50,14 @@ int an_depthwise3x3_rows_applies(int64_t H, int64_t W, int64_t stride);
 void an_depthwise3x3_rows_f32(const float *x, int64_t x_plane, const float *w, const float *bias,
                               int64_t C, int64_t H, int64_t W, int64_t stride, int64_t r0,
                               int64_t r1, int act, float *y, int64_t y_plane);
+/* Whether the forward above takes a band of band_rows rows of W-wide
+ * planes (3x3, stride `stride`, padding 0 over the rows, whose frame rows
+ * the caller supplies as zeros, and 1 over the columns) with its
+ * channels-last small-plane kernel, whose sums are those of the padded
+ * layer's (bias, then the taps in row-major order, a tap on padding adding
+ * w * 0).  The kernel has a parallel region of its own; inside another one
+ * it runs on the calling thread. */
+int an_depthwise3x3_band_applies(int64_t band_rows, int64_t W, int64_t stride);
 /* dy: [N, C*multiplier, OH, OW]; w: [C*multiplier, 1, kh, kw];
  * dx: [N, C, H, W] (accumulated into). */
 void an_depthwise_conv2d_backward_input_f32(

@@ -1907,14 +1907,25 @@ typedef struct {
     int64_t C, H, W, Ce, Co, OH, OW, stride;
     const float *w1, *p1, *b1, *wd, *bd, *w2, *p2, *b2;
     int act1, actd, act2; /* the GEMM's activation codes */
+    /* the band's depthwise rows through the channels-last small-plane
+       kernel (stride 2 onto planes too narrow for the row kernel), not the
+       row kernel */
+    int small_planes;
 } pdp_block;
 
 /* Input rows a band of `rows` output rows reads, with its neighbours: from
    r0 - 1 (stride 1) or 2 r0 - 2 (stride 2, whose first row is never read
-   but keeps the band's rows at even offsets, as the kernel counts them). */
-static int64_t pdp_band_rows(int64_t stride, int64_t rows)
+   but keeps the band's rows at even offsets, as the row kernel counts
+   them; the small-plane kernel starts at 2 r0 - 1). */
+static int64_t pdp_band_rows(int64_t stride, int64_t rows, int small_planes)
 {
-    return stride == 1 ? rows + 2 : 2 * rows + 2;
+    return stride == 1 ? rows + 2 : 2 * rows + 2 - (small_planes != 0);
+}
+
+/* The first input row of that band (negative: above the image). */
+static int64_t pdp_band_first_row(int64_t stride, int64_t r0, int small_planes)
+{
+    return stride == 1 ? r0 - 1 : 2 * r0 - 2 + (small_planes != 0);
 }
 
 /* Output rows [r0, r1) of image x [C, H, W] into y [Co, OH, OW] (residual r
@@ -1930,7 +1941,8 @@ static int pdp_band(const pdp_block *b, const float *x, const float *r, float *y
     const int64_t rows = r1 - r0, HW = b->H * b->W, OHW = b->OH * b->OW;
     int failed = 0;
     if (b->w1) {
-        const int64_t band = pdp_band_rows(b->stride, rows), lo = b->stride == 1 ? r0 - 1 : 2 * r0 - 2;
+        const int64_t band = pdp_band_rows(b->stride, rows, b->small_planes);
+        const int64_t lo = pdp_band_first_row(b->stride, r0, b->small_planes);
         const int64_t v0 = lo < 0 ? 0 : lo, v1 = lo + band < b->H ? lo + band : b->H;
         for (int64_t c = 0; c < b->Ce; c++) { /* the frame the depthwise layer reads as zero */
             float *plane = e + c * band * b->W;
@@ -1942,9 +1954,13 @@ static int pdp_band(const pdp_block *b, const float *x, const float *r, float *y
         failed |= an_gemm_f32_epilogue_prepacked(b->Ce, (v1 - v0) * b->W, b->C, b->w1, b->C, b->p1,
                                                  x + v0 * b->W, HW, e + (v0 - lo) * b->W, band * b->W,
                                                  b->b1, NULL, 0, b->act1);
-        /* output rows 1 .. rows of the band's own planes */
-        an_depthwise3x3_rows_f32(e, band * b->W, b->wd, b->bd, b->Ce, band, b->W, b->stride, 1,
-                                 rows + 1, b->actd, d, rows * b->OW);
+        if (b->small_planes) /* the band as planes of its own, its frame rows read as padding */
+            an_depthwise_conv2d_forward_act_f32(e, b->wd, b->bd, 1, b->Ce, band, b->W, 1, 3, 3,
+                                                b->stride, b->stride, 0, 1, 1, 1, rows, b->OW,
+                                                b->actd, d);
+        else /* output rows 1 .. rows of the band's own planes */
+            an_depthwise3x3_rows_f32(e, band * b->W, b->wd, b->bd, b->Ce, band, b->W, b->stride,
+                                     1, rows + 1, b->actd, d, rows * b->OW);
     } else {
         an_depthwise3x3_rows_f32(x, HW, b->wd, b->bd, b->Ce, b->H, b->W, b->stride, r0, r1,
                                  b->actd, d, rows * b->OW);
@@ -2031,24 +2047,33 @@ an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tenso
         wd->ndim == 4 && Ce >= 1 && wd->shape[1] == 1 && wd->shape[2] == 3 && wd->shape[3] == 3 &&
         vector_of(bd, Ce) && w2->ndim == 4 && w2->shape[0] >= 1 && w2->shape[1] == Ce &&
         w2->shape[2] == 1 && w2->shape[3] == 1 && packed_for_now(p2, w2) &&
-        vector_of(b2, w2->shape[0]) && an_depthwise3x3_rows_applies(x->shape[2], x->shape[3], stride);
+        vector_of(b2, w2->shape[0]);
     const int64_t OH = fits ? (x->shape[2] - 1) / stride + 1 : 0;
     const int64_t OW = fits ? (x->shape[3] - 1) / stride + 1 : 0;
-    if (!fits || (residual && (residual->ndim != 4 || residual->shape[0] != x->shape[0] ||
-                               residual->shape[1] != w2->shape[0] || residual->shape[2] != OH ||
-                               residual->shape[3] != OW)))
-        return pdp_by_calls(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, act2);
-
-    const int64_t N = x->shape[0], H = x->shape[2], W = x->shape[3], Co = w2->shape[0];
     const int threads = team_size();
     /* one image: its output rows in one band per thread (each expands the
        input rows its band reads, the edge rows twice over the team); several:
        whole images per thread */
+    const int64_t N = fits ? x->shape[0] : 0;
     const int team = N == 1 ? (OH < threads ? (int)OH : threads) : (N < threads ? (int)N : threads);
     const int64_t max_rows = N == 1 ? (OH + team - 1) / team : OH;
+    const int row_kernel = fits && an_depthwise3x3_rows_applies(x->shape[2], x->shape[3], stride);
+    /* Stride 2 onto 8-wide planes too (192x16x16 -> 64x8x8, 2 threads: 38 ->
+       28 us; the same on 1).  Not 8x8 onto 4x4 (two bands of 4 rows expand
+       5 of the 8 input rows each: 42 -> 58 us), nor stride 1 on 8x8 (no
+       faster than the three calls on 2 threads, slower on 1). */
+    const int small_planes = fits && !row_kernel && w1 && stride == 2 && x->shape[3] >= 16 &&
+                             an_depthwise3x3_band_applies(pdp_band_rows(stride, max_rows, 1),
+                                                          x->shape[3], stride);
+    if (!(row_kernel || small_planes) || (residual && (residual->ndim != 4 || residual->shape[0] != x->shape[0] ||
+                               residual->shape[1] != w2->shape[0] || residual->shape[2] != OH ||
+                               residual->shape[3] != OW)))
+        return pdp_by_calls(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, act2);
+
+    const int64_t H = x->shape[2], W = x->shape[3], Co = w2->shape[0];
     /* each thread's buffers on pages of their own */
     const int64_t page = 1024;
-    const int64_t e_floats = w1 ? (Ce * pdp_band_rows(stride, max_rows) * W + page - 1) / page * page : 0;
+    const int64_t e_floats = w1 ? (Ce * pdp_band_rows(stride, max_rows, small_planes) * W + page - 1) / page * page : 0;
     const int64_t d_floats = (Ce * max_rows * OW + page - 1) / page * page;
     an_tensor *xc = an_contiguous(x), *w1c = NULL, *b1c = NULL, *wdc = NULL, *bdc = NULL;
     an_tensor *w2c = NULL, *b2c = NULL, *rc = NULL, *out = NULL;
@@ -2067,7 +2092,7 @@ an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tenso
                              b1c ? an_data_ptr(b1c) : NULL, an_data_ptr(wdc),
                              bdc ? an_data_ptr(bdc) : NULL, an_data_ptr(w2c),
                              p2 ? an_data_ptr(p2) : NULL, b2c ? an_data_ptr(b2c) : NULL,
-                             gemm_act(act1), gemm_act(actd), gemm_act(act2)};
+                             gemm_act(act1), gemm_act(actd), gemm_act(act2), small_planes};
         const float *px = an_data_ptr(xc), *pr = rc ? an_data_ptr(rc) : NULL;
         float *py = an_data_ptr(out);
         int failed = 0;

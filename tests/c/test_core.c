@@ -189,17 +189,20 @@ static an_tensor *random_tensor(int ndim, const int64_t *shape, unsigned *state)
 /* an_conv_pw_dw_pw from C: an inverted-residual block in one call equals
  * its three an_conv2d_fused_prepacked calls bit for bit, with packed weights,
  * at batch 1 on 1 and 2 threads (a band of rows each: under the sanitizers
- * this checks the band buffers' edges) and batch 3, stride 1 and 2; an
- * input that requires grad is an error, not a crash. */
+ * this checks the band buffers' edges) and batch 3, stride 1 and 2, on
+ * 32x32 planes (the row kernel) and 16x16 (stride 2: the channels-last
+ * kernel on the bands); an input that requires grad is an error, not a
+ * crash. */
 static void test_inverted_residual_block(void)
 {
     const int64_t one[2] = {1, 1}, zero[2] = {0, 0};
+    for (int64_t size = 32; size >= 16; size -= 16)
     for (int64_t stride = 1; stride <= 2; stride++)
         for (int64_t n = 1; n <= 3; n += 2) {
-            unsigned state = 777u + (unsigned)(stride * 10 + n);
-            const int64_t xs[4] = {n, 12, 32, 32}, w1s[4] = {40, 12, 1, 1}, c1[1] = {40};
+            unsigned state = 777u + (unsigned)(stride * 10 + n + size);
+            const int64_t xs[4] = {n, 12, size, size}, w1s[4] = {40, 12, 1, 1}, c1[1] = {40};
             const int64_t wds[4] = {40, 1, 3, 3}, w2s[4] = {16, 40, 1, 1}, c2[1] = {16};
-            const int64_t oh = 32 / stride, rs[4] = {n, 16, oh, oh};
+            const int64_t oh = size / stride, rs[4] = {n, 16, oh, oh};
             an_tensor *x = random_tensor(4, xs, &state), *w1 = random_tensor(4, w1s, &state);
             an_tensor *b1 = random_tensor(1, c1, &state), *wd = random_tensor(4, wds, &state);
             an_tensor *bd = random_tensor(1, c1, &state), *w2 = random_tensor(4, w2s, &state);
