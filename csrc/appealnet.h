@@ -287,16 +287,28 @@ an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor 
    bias or the residual NULL.  The same bits as the three
    an_conv2d_fused_prepacked calls, which it makes itself for layers its
    one-pass path does not take (and for every error, so the messages are
-   theirs).  That path, for planes the depthwise kernel runs row by row
-   (16 or 32 wide): at batch 1 each thread expands the rows it owns and,
-   after one barrier, runs the depthwise layer and the projection on its band
-   of output rows, so the expanded planes, the block's largest tensors, are
-   read from the cache of the core that wrote them; at larger batches each
-   thread takes whole images.  AN_ERR_VALUE for an input that requires grad. */
+   theirs).  That path, for planes the depthwise kernel runs row by row (16
+   or 32 wide) and for stride 2 onto 8-wide planes: at batch 1 each thread
+   takes a band of output rows and carries it through the expansion (of the
+   input rows the band reads, its edge rows too), the depthwise layer and
+   the projection in buffers of its own, so that the expanded planes, the
+   block's largest tensors, are read by the core that wrote them; at larger
+   batches each thread takes whole images.  AN_ERR_VALUE for an input that
+   requires grad.
+   an_conv_pw_dw_pw_shortcut: the residual is the block's shortcut
+   convolution, conv1x1(x, ws, stride) + bs (ws packed as ps, or NULL),
+   computed inside the call (on each band's rows in the one-pass path, stride
+   1): the same bits as computing it first with an_conv2d_fused_prepacked and
+   passing it as the residual. */
 an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
                             an_activation act1, an_tensor *wd, an_tensor *bd, int64_t stride,
                             an_activation actd, an_tensor *w2, an_tensor *p2, an_tensor *b2,
                             an_tensor *residual, an_activation act2);
+an_tensor *an_conv_pw_dw_pw_shortcut(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
+                                     an_activation act1, an_tensor *wd, an_tensor *bd,
+                                     int64_t stride, an_activation actd, an_tensor *w2,
+                                     an_tensor *p2, an_tensor *b2, an_tensor *ws, an_tensor *ps,
+                                     an_tensor *bs, an_activation act2);
 an_tensor *an_max_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],
                          const int64_t padding[2], const int64_t dilation[2], int ceil_mode);
 an_tensor *an_avg_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],

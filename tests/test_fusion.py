@@ -329,6 +329,80 @@ def test_a_fused_block_gives_the_bits_of_its_three_convolutions(case):
         an.set_num_threads(threads)
 
 
+SHORTCUT_BLOCKS = [
+    ("32x32 bands", 1, 32, 32, 16, 32, 1),
+    ("16x16 bands, odd channels", 1, 5, 37, 11, 16, 1),
+    ("batch 3, whole images per thread", 3, 8, 40, 12, 16, 1),
+    ("8x8 (calls)", 1, 64, 384, 96, 8, 1),
+    ("32x32 stride 2 (calls, strided shortcut)", 1, 8, 24, 16, 32, 2),
+]
+
+
+@pytest.mark.parametrize("case", SHORTCUT_BLOCKS, ids=[c[0] for c in SHORTCUT_BLOCKS])
+def test_a_fused_block_with_its_shortcut_gives_the_bits_of_its_convolutions(case):
+    """The shortcut convolution (a 1x1 whose output is the residual) computed
+    inside the call, per band where the one-pass path runs: the bits of the
+    convolution run first and passed as the residual, on 1, 2 and 3 threads,
+    packed or not, with NaN in the input."""
+    _, n, c, ce, co, h, stride = case
+    rng = np.random.default_rng(c + ce + co + h)
+    x = (rng.standard_normal((n, c, h, h)) * 2).astype(np.float32)
+    x[0, 0, h // 2, 3] = np.nan
+    x = an.tensor(x)
+    w1 = an.tensor((rng.standard_normal((ce, c, 1, 1)) * 0.4).astype(np.float32))
+    b1 = an.tensor(rng.standard_normal(ce).astype(np.float32))
+    wd = an.tensor(rng.standard_normal((ce, 1, 3, 3)).astype(np.float32))
+    bd = an.tensor(rng.standard_normal(ce).astype(np.float32))
+    w2 = an.tensor((rng.standard_normal((co, ce, 1, 1)) * 0.2).astype(np.float32))
+    b2 = an.tensor(rng.standard_normal(co).astype(np.float32))
+    ws = an.tensor((rng.standard_normal((co, c, 1, 1)) * 0.5).astype(np.float32))
+    bs = an.tensor(rng.standard_normal(co).astype(np.float32))
+    p1, p2, ps = (an._C.conv2d_pack_weight(w) for w in (w1, w2, ws))
+    shortcut = an._C.conv2d(x, ws, bs, (stride, stride), (0, 0), (1, 1), 1)
+    expected = _block_by_calls(x, w1, b1, "relu6", wd, bd, stride, "relu6", w2, b2, shortcut,
+                               "relu").numpy()
+    assert np.isnan(expected).any() and not np.isnan(expected).all()
+    threads = an.get_num_threads()
+    try:
+        for n_threads in (1, 2, 3):
+            an.set_num_threads(n_threads)
+            for packed in ((p1, p2, ps), (None, None, None)):
+                got = an._C.conv_pw_dw_pw(x, w1, packed[0], b1, "relu6", wd, bd, stride, "relu6", w2,
+                                          packed[1], b2, None, "relu", ws, packed[2], bs).numpy()
+                np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+    finally:
+        an.set_num_threads(threads)
+
+
+def test_a_fused_blocks_shortcut_is_checked():
+    x = an.tensor(np.ones((1, 4, 16, 16), np.float32))
+    w1 = an.tensor(np.ones((8, 4, 1, 1), np.float32))
+    wd = an.tensor(np.ones((8, 1, 3, 3), np.float32))
+    w2 = an.tensor(np.ones((6, 8, 1, 1), np.float32))
+    ws = an.tensor(np.ones((6, 4, 1, 1), np.float32))
+
+    def block(ws=ws, ps=None, bs=None, residual=None):
+        return an._C.conv_pw_dw_pw(x, w1, None, None, "relu6", wd, None, 1, "relu6", w2, None, None,
+                                   residual, None, ws, ps, bs)
+
+    y = block(bs=an.tensor(np.full(6, 0.5, np.float32))).numpy()
+    np.testing.assert_array_equal(y[0, :, 5, 5], np.full(6, 8 * 6 + 4 + 0.5, np.float32))
+    with pytest.raises(ValueError, match="a residual or a shortcut convolution, not both"):
+        block(residual=an.tensor(np.ones((1, 6, 16, 16), np.float32)))
+    with pytest.raises(ValueError, match="without the shortcut weight"):
+        block(ws=None, bs=an.tensor(np.ones(6, np.float32)))
+    with pytest.raises(ValueError, match=r"input \[1, 4, 16, 16\] has 4 channels, but weight \[6, 5, 1, 1\]"):
+        block(ws=an.tensor(np.ones((6, 5, 1, 1), np.float32)))
+    with pytest.raises(ValueError, match=r"residual must have the output's shape \[1, 6, 16, 16\]"):
+        block(ws=an.tensor(np.ones((5, 4, 1, 1), np.float32)))
+    with pytest.raises(ValueError, match="does not belong to weight"):
+        block(ps=an._C.conv2d_pack_weight(an.tensor(np.ones((6, 3, 1, 1), np.float32))))
+    with pytest.raises(ValueError, match="inference only"):
+        block(ws=an.tensor(np.ones((6, 4, 1, 1), np.float32), requires_grad=True))
+    with pytest.raises(TypeError, match="shortcut bias"):
+        block(bs=np.ones(6, np.float32))
+
+
 def test_a_fused_block_takes_views_and_one_image_of_a_batch():
     rng = np.random.default_rng(9)
     x = an.tensor(rng.standard_normal((2, 8, 32, 32)).astype(np.float32))

@@ -270,6 +270,8 @@ def _pointwise_weights(plan, shape):
             if template[1] is not None:
                 pairs.append((template[1], template[2]))
             pairs.append((template[9], template[10]))
+            if len(template) > 14:  # the shortcut convolution
+                pairs.append((template[14], template[15]))
     return pairs
 
 
@@ -301,14 +303,17 @@ def test_the_plan_packs_each_pointwise_weight_once_and_only_when_fused():
 
 def test_batch_one_plans_run_each_inverted_residual_block_as_one_call():
     """MobileNetV2's 17 blocks and ShuffleNetV2's branches become
-    conv_pw_dw_pw calls at batch 1 (bit-identical: the plan checks it when
-    it records, and the zoo test above on other inputs); other batch sizes
-    keep the separate convolutions."""
-    for name, blocks in (("mobilenet_v2", 17), ("shufflenet_v2", 19)):
+    conv_pw_dw_pw calls at batch 1, MobileNetV2's four shortcut convolutions
+    inside their blocks' calls (bit-identical: the plan checks it when it
+    records, and the zoo test above on other inputs); other batch sizes keep
+    the separate convolutions."""
+    for name, blocks, shortcuts in (("mobilenet_v2", 17, 4), ("shufflenet_v2", 19, 0)):
         an.manual_seed(0)
         model = calibrated(models.create(name, num_classes=10), (1, 3, 32, 32))
         plan = compile_for_inference(model, images((1, 3, 32, 32), 0))
         assert plan.ops((1, 3, 32, 32)).count("conv_pw_dw_pw") == blocks
+        steps = plan._plans[(1, 3, 32, 32)].steps
+        assert sum(len(step[1]) > 14 and step[1][14] is not None for step in steps) == shortcuts
         with an.no_grad():
             x = images((2, 3, 32, 32), 4)
             assert "conv_pw_dw_pw" not in plan.ops((2, 3, 32, 32))

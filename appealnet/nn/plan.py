@@ -22,7 +22,10 @@ depthwise 3x3 and 1x1 projection; ShuffleNetV2's branches) becomes one call,
 ``_C.conv_pw_dw_pw``, in which each thread takes a band of the image's rows
 through all three layers: the expanded planes, the block's largest tensors,
 stay in the cache of the core that wrote them instead of being split one way
-by one layer and read the other way by the next (the same bits again).
+by one layer and read the other way by the next (the same bits again).  A
+block whose residual is a 1x1 shortcut convolution of its input (the
+MobileNetV2 blocks that change the channel count) computes that
+convolution inside the same call, on each band's rows.
 
 With ``fuse`` the weights of the 1x1 convolutions are also packed once,
 when the plan is built, in the layout the GEMM's micro-kernel reads
@@ -198,6 +201,20 @@ def _is_pointwise(parts):
             and parts[3:6] == ((1, 1), (0, 0), 1))
 
 
+def _shortcut_of(steps, producer, residual_spec, x_slot, private):
+    """The index of the step whose output is the residual when that step is a
+    1x1, stride-1 convolution of x_slot with no activation or residual of its
+    own, and nothing else reads its output; else None."""
+    if residual_spec is None or residual_spec[0] != "slot" or not private(residual_spec[1]):
+        return None
+    index = producer.get(residual_spec[1])
+    parts = _conv_parts(steps[index]) if index is not None else None
+    if (not _is_pointwise(parts) or parts[0] != x_slot or parts[6] is not None
+            or parts[7] is not None):
+        return None
+    return index
+
+
 def _fuse_blocks(steps, shapes, output_slots):
     """Each 1x1 -> depthwise 3x3 -> 1x1 chain at batch 1 (an inverted
     residual block; the first 1x1 may be missing) whose intermediate tensors
@@ -239,6 +256,15 @@ def _fuse_blocks(steps, shapes, output_slots):
         template = [None, w1, None, b1, act1, wd, bd, stride[0], act_d,
                     project[1], None, project[2], None, project[6]]
         fills = [(0, ("slot", x_slot))] + ([(12, project[7])] if project[7] is not None else [])
+        shortcut = _shortcut_of(steps, producer, project[7], x_slot, private)
+        if shortcut is not None and shortcut not in dropped and shortcut not in replaced and not any(
+                steps[k][5] == () for k in range(min(shortcut, start), last)):
+            # the residual is a 1x1 convolution of the block's input that
+            # nothing else reads: computed inside the call, per band
+            parts = _conv_parts(steps[shortcut])
+            template += [parts[1], None, parts[2]]
+            fills = fills[:1]
+            dropped.add(shortcut)
         replaced[last] = ("conv_pw_dw_pw", _C.conv_pw_dw_pw, template, fills, {}, steps[last][5],
                           steps[last][6])
         dropped.update({index} | ({first} if expand is not None else set()))
@@ -257,6 +283,8 @@ def _prepack_weights(steps):
             if template[1] is not None:
                 template[2] = _C.conv2d_pack_weight(template[1])
             template[10] = _C.conv2d_pack_weight(template[9])
+            if len(template) > 14:  # the shortcut convolution's weight
+                template[15] = _C.conv2d_pack_weight(template[14])
             step = (name, function, template, fills, kwargs, out, out_type)
         elif _is_pointwise(_conv_parts(step)):
             template = list(template) + [None] * (9 - len(template))

@@ -1906,7 +1906,8 @@ an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor 
 typedef struct {
     int64_t C, H, W, Ce, Co, OH, OW, stride;
     const float *w1, *p1, *b1, *wd, *bd, *w2, *p2, *b2;
-    int act1, actd, act2; /* the GEMM's activation codes */
+    const float *ws, *ps, *bs; /* the shortcut convolution (ws NULL: none) */
+    int act1, actd, act2;      /* the GEMM's activation codes */
     /* the band's depthwise rows through the channels-last small-plane
        kernel (stride 2 onto planes too narrow for the row kernel), not the
        row kernel */
@@ -1930,16 +1931,26 @@ static int64_t pdp_band_first_row(int64_t stride, int64_t r0, int small_planes)
 
 /* Output rows [r0, r1) of image x [C, H, W] into y [Co, OH, OW] (residual r
    in y's layout, or NULL), through this thread's buffers: e, the expanded
-   band (Ce planes of pdp_band_rows rows, those outside the image zero) and
-   d, the depthwise band (Ce planes of r1 - r0 rows).  Every buffer a thread
-   writes is its own, so no core reads another's lines but for the input
-   rows at the band's edges.  Returns nonzero if a GEMM could not get its
-   workspace. */
+   band (Ce planes of pdp_band_rows rows, those outside the image zero), d,
+   the depthwise band (Ce planes of r1 - r0 rows) and s, the shortcut
+   convolution's rows (Co planes of r1 - r0 rows, stride 1), which then are
+   the residual.  Every buffer a thread writes is its own, so no core reads
+   another's lines but for the input rows at the band's edges.  Returns
+   nonzero if a GEMM could not get its workspace. */
 static int pdp_band(const pdp_block *b, const float *x, const float *r, float *y, float *e,
-                    float *d, int64_t r0, int64_t r1)
+                    float *d, float *s, int64_t r0, int64_t r1)
 {
     const int64_t rows = r1 - r0, HW = b->H * b->W, OHW = b->OH * b->OW;
     int failed = 0;
+    const float *residual = r ? r + r0 * b->OW : NULL;
+    int64_t ldr = OHW;
+    if (b->ws) {
+        failed |= an_gemm_f32_epilogue_prepacked(b->Co, rows * b->W, b->C, b->ws, b->C, b->ps,
+                                                 x + r0 * b->W, HW, s, rows * b->W, b->bs, NULL,
+                                                 0, AN_GEMM_ACT_NONE);
+        residual = s;
+        ldr = rows * b->OW;
+    }
     if (b->w1) {
         const int64_t band = pdp_band_rows(b->stride, rows, b->small_planes);
         const int64_t lo = pdp_band_first_row(b->stride, r0, b->small_planes);
@@ -1967,7 +1978,7 @@ static int pdp_band(const pdp_block *b, const float *x, const float *r, float *y
     }
     failed |= an_gemm_f32_epilogue_prepacked(b->Co, rows * b->OW, b->Ce, b->w2, b->Ce, b->p2, d,
                                              rows * b->OW, y + r0 * b->OW, OHW, b->b2,
-                                             r ? r + r0 * b->OW : NULL, OHW, b->act2);
+                                             residual, ldr, b->act2);
     return failed;
 }
 
@@ -1986,45 +1997,65 @@ static int vector_of(const an_tensor *t, int64_t n)
     return !t || (t->ndim == 1 && t->shape[0] == n);
 }
 
-/* The block as three calls: what the one-pass path must equal, and the
-   path (with its checks and messages) for every layer it does not take. */
+/* The block as calls: what the one-pass path must equal, and the path
+   (with its checks and messages) for every layer it does not take. */
 static an_tensor *pdp_by_calls(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
                                an_activation act1, an_tensor *wd, an_tensor *bd, int64_t stride,
                                an_activation actd, an_tensor *w2, an_tensor *p2, an_tensor *b2,
-                               an_tensor *residual, an_activation act2)
+                               an_tensor *residual, an_tensor *ws, an_tensor *ps, an_tensor *bs,
+                               an_activation act2)
 {
     const int64_t one[2] = {1, 1}, zero[2] = {0, 0}, strides[2] = {stride, stride};
+    an_tensor *shortcut = NULL;
+    if (ws) { /* the residual, computed first as the model computes it */
+        shortcut = an_conv2d_fused_prepacked(x, ws, ps, bs, strides, zero, one, 1, NULL,
+                                             AN_ACTIVATION_NONE);
+        if (!shortcut)
+            return NULL;
+        residual = shortcut;
+    }
     an_tensor *e = x;
     if (w1)
         e = an_conv2d_fused_prepacked(x, w1, p1, b1, one, zero, one, 1, NULL, act1);
     else
         an_retain(x);
-    if (!e)
+    if (!e) {
+        an_release(shortcut);
         return NULL;
+    }
     an_tensor *d = e->ndim == 4 ? an_conv2d_fused_prepacked(e, wd, NULL, bd, strides, one, one,
                                                             e->shape[1], NULL, actd)
                                 : NULL;
     if (e->ndim != 4)
         an_set_error(AN_ERR_VALUE, "conv_pw_dw_pw: expected input of 4 dimensions [N, C, H, W]");
     an_release(e);
-    if (!d)
+    if (!d) {
+        an_release(shortcut);
         return NULL;
+    }
     an_tensor *y = an_conv2d_fused_prepacked(d, w2, p2, b2, one, zero, one, 1, residual, act2);
     an_release(d);
+    an_release(shortcut);
     return y;
 }
 
-an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
-                            an_activation act1, an_tensor *wd, an_tensor *bd, int64_t stride,
-                            an_activation actd, an_tensor *w2, an_tensor *p2, an_tensor *b2,
-                            an_tensor *residual, an_activation act2)
+static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
+                          an_activation act1, an_tensor *wd, an_tensor *bd, int64_t stride,
+                          an_activation actd, an_tensor *w2, an_tensor *p2, an_tensor *b2,
+                          an_tensor *residual, an_tensor *ws, an_tensor *ps, an_tensor *bs,
+                          an_activation act2)
 {
     if (an_check_not_null(x, "conv_pw_dw_pw", "input") ||
         an_check_not_null(wd, "conv_pw_dw_pw", "depthwise weight") ||
         an_check_not_null(w2, "conv_pw_dw_pw", "projection weight"))
         return NULL;
-    an_tensor *all[10] = {x, w1, p1, b1, wd, bd, w2, p2, b2, residual};
-    if (an_needs_grad(10, all)) {
+    if (!ws && (ps || bs)) {
+        an_set_error(AN_ERR_VALUE, "conv_pw_dw_pw: a packed shortcut weight or a shortcut bias "
+                                   "without the shortcut weight");
+        return NULL;
+    }
+    an_tensor *all[13] = {x, w1, p1, b1, wd, bd, w2, p2, b2, residual, ws, ps, bs};
+    if (an_needs_grad(13, all)) {
         an_set_error(AN_ERR_VALUE, "conv_pw_dw_pw: the fused block is for inference only, but an "
                                    "input requires grad");
         return NULL;
@@ -2047,7 +2078,10 @@ an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tenso
         wd->ndim == 4 && Ce >= 1 && wd->shape[1] == 1 && wd->shape[2] == 3 && wd->shape[3] == 3 &&
         vector_of(bd, Ce) && w2->ndim == 4 && w2->shape[0] >= 1 && w2->shape[1] == Ce &&
         w2->shape[2] == 1 && w2->shape[3] == 1 && packed_for_now(p2, w2) &&
-        vector_of(b2, w2->shape[0]);
+        vector_of(b2, w2->shape[0]) &&
+        (!ws || (stride == 1 && ws->ndim == 4 && ws->shape[0] == w2->shape[0] &&
+                 ws->shape[1] == C && ws->shape[2] == 1 && ws->shape[3] == 1 &&
+                 packed_for_now(ps, ws) && vector_of(bs, w2->shape[0])));
     const int64_t OH = fits ? (x->shape[2] - 1) / stride + 1 : 0;
     const int64_t OW = fits ? (x->shape[3] - 1) / stride + 1 : 0;
     const int threads = team_size();
@@ -2068,23 +2102,27 @@ an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tenso
     if (!(row_kernel || small_planes) || (residual && (residual->ndim != 4 || residual->shape[0] != x->shape[0] ||
                                residual->shape[1] != w2->shape[0] || residual->shape[2] != OH ||
                                residual->shape[3] != OW)))
-        return pdp_by_calls(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, act2);
+        return pdp_by_calls(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, ws,
+                            ps, bs, act2);
 
     const int64_t H = x->shape[2], W = x->shape[3], Co = w2->shape[0];
     /* each thread's buffers on pages of their own */
     const int64_t page = 1024;
     const int64_t e_floats = w1 ? (Ce * pdp_band_rows(stride, max_rows, small_planes) * W + page - 1) / page * page : 0;
     const int64_t d_floats = (Ce * max_rows * OW + page - 1) / page * page;
+    const int64_t s_floats = ws ? (Co * max_rows * OW + page - 1) / page * page : 0;
+    const int64_t per_thread = e_floats + d_floats + s_floats;
     an_tensor *xc = an_contiguous(x), *w1c = NULL, *b1c = NULL, *wdc = NULL, *bdc = NULL;
-    an_tensor *w2c = NULL, *b2c = NULL, *rc = NULL, *out = NULL;
+    an_tensor *w2c = NULL, *b2c = NULL, *rc = NULL, *wsc = NULL, *bsc = NULL, *out = NULL;
     int ok = xc != NULL;
     if (ok && w1) ok = (w1c = an_contiguous(w1)) != NULL && (!b1 || (b1c = an_contiguous(b1)) != NULL);
     if (ok) ok = (wdc = an_contiguous(wd)) != NULL && (!bd || (bdc = an_contiguous(bd)) != NULL);
     if (ok) ok = (w2c = an_contiguous(w2)) != NULL && (!b2 || (b2c = an_contiguous(b2)) != NULL);
     if (ok && residual) ok = (rc = an_contiguous(residual)) != NULL;
+    if (ok && ws) ok = (wsc = an_contiguous(ws)) != NULL && (!bs || (bsc = an_contiguous(bs)) != NULL);
     int64_t shape[4] = {N, Co, OH, OW};
     if (ok) ok = (out = an_empty(4, shape)) != NULL;
-    float *buffers = ok ? an_alloc(sizeof(float) * (size_t)(team * (e_floats + d_floats))) : NULL;
+    float *buffers = ok ? an_alloc(sizeof(float) * (size_t)(team * per_thread)) : NULL;
     ok = ok && buffers;
     if (ok) {
         const pdp_block b = {C, H, W, Ce, Co, OH, OW, stride,
@@ -2092,7 +2130,8 @@ an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tenso
                              b1c ? an_data_ptr(b1c) : NULL, an_data_ptr(wdc),
                              bdc ? an_data_ptr(bdc) : NULL, an_data_ptr(w2c),
                              p2 ? an_data_ptr(p2) : NULL, b2c ? an_data_ptr(b2c) : NULL,
-                             gemm_act(act1), gemm_act(actd), gemm_act(act2), small_planes};
+                             wsc ? an_data_ptr(wsc) : NULL, ps ? an_data_ptr(ps) : NULL,
+                             bsc ? an_data_ptr(bsc) : NULL, gemm_act(act1), gemm_act(actd), gemm_act(act2), small_planes};
         const float *px = an_data_ptr(xc), *pr = rc ? an_data_ptr(rc) : NULL;
         float *py = an_data_ptr(out);
         int failed = 0;
@@ -2101,16 +2140,16 @@ an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tenso
 #endif
         {
             const int t = thread_index(), size = team_size_in_region();
-            float *e = buffers + t * (e_floats + d_floats), *d = e + e_floats;
+            float *e = buffers + t * per_thread, *d = e + e_floats, *sc = d + d_floats;
             if (N == 1) {
                 int64_t r0, r1;
                 split_rows(OH, size, t, &r0, &r1);
                 if (r1 > r0)
-                    failed |= pdp_band(&b, px, pr, py, e, d, r0, r1);
+                    failed |= pdp_band(&b, px, pr, py, e, d, sc, r0, r1);
             } else {
                 for (int64_t n = t; n < N && !failed; n += size)
                     failed |= pdp_band(&b, px + n * C * H * W, pr ? pr + n * Co * OH * OW : NULL,
-                                       py + n * Co * OH * OW, e, d, 0, OH);
+                                       py + n * Co * OH * OW, e, d, sc, 0, OH);
             }
         }
         if (failed) {
@@ -2120,10 +2159,30 @@ an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tenso
     }
     an_free(buffers);
     an_release(xc), an_release(w1c), an_release(b1c), an_release(wdc), an_release(bdc);
-    an_release(w2c), an_release(b2c), an_release(rc);
+    an_release(w2c), an_release(b2c), an_release(rc), an_release(wsc), an_release(bsc);
     if (!ok) {
         an_release(out);
         return NULL;
     }
     return out;
+}
+
+an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
+                            an_activation act1, an_tensor *wd, an_tensor *bd, int64_t stride,
+                            an_activation actd, an_tensor *w2, an_tensor *p2, an_tensor *b2,
+                            an_tensor *residual, an_activation act2)
+{
+    return pdp_run(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, NULL, NULL,
+                   NULL, act2);
+}
+
+an_tensor *an_conv_pw_dw_pw_shortcut(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
+                                     an_activation act1, an_tensor *wd, an_tensor *bd,
+                                     int64_t stride, an_activation actd, an_tensor *w2,
+                                     an_tensor *p2, an_tensor *b2, an_tensor *ws, an_tensor *ps,
+                                     an_tensor *bs, an_activation act2)
+{
+    if (an_check_not_null(ws, "conv_pw_dw_pw", "shortcut weight"))
+        return NULL;
+    return pdp_run(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, NULL, ws, ps, bs, act2);
 }

@@ -60,38 +60,61 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args)
 }
 
 /* conv_pw_dw_pw(x, w1 | None, p1 | None, b1 | None, act1, wd, bd | None, stride,
-                 actd, w2, p2 | None, b2 | None, residual | None, act2): activations
-   None, "relu" or "relu6" (see an_conv_pw_dw_pw). */
+                 actd, w2, p2 | None, b2 | None, residual | None, act2
+                 [, ws | None, ps | None, bs | None]): activations None, "relu" or
+   "relu6"; ws (with its packed copy ps and bias bs) the shortcut convolution
+   whose output is the residual (see an_conv_pw_dw_pw_shortcut). */
 static PyObject *py_conv_pw_dw_pw(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *objs[10];
+    PyObject *objs[13] = {NULL};
     const char *act_names[3];
     long long stride;
-    if (!PyArg_ParseTuple(args, "OOOOzOOLzOOOOz:conv_pw_dw_pw", &objs[0], &objs[1], &objs[2],
+    if (!PyArg_ParseTuple(args, "OOOOzOOLzOOOOz|OOO:conv_pw_dw_pw", &objs[0], &objs[1], &objs[2],
                           &objs[3], &act_names[0], &objs[4], &objs[5], &stride, &act_names[1],
-                          &objs[6], &objs[7], &objs[8], &objs[9], &act_names[2]))
+                          &objs[6], &objs[7], &objs[8], &objs[9], &act_names[2], &objs[10],
+                          &objs[11], &objs[12]))
         return NULL;
     an_activation acts[3];
     for (int i = 0; i < 3; i++)
         if (parse_activation(act_names[i], "conv_pw_dw_pw", &acts[i]))
             return NULL;
-    static const char *const names[10] = {"input", "expansion weight", "packed expansion weight",
+    static const char *const names[13] = {"input", "expansion weight", "packed expansion weight",
                                           "expansion bias", "depthwise weight", "depthwise bias",
                                           "projection weight", "packed projection weight",
-                                          "projection bias", "residual"};
-    static const int required[10] = {1, 0, 0, 0, 1, 0, 1, 0, 0, 0};
-    an_tensor *t[10];
-    for (int i = 0; i < 10; i++) {
+                                          "projection bias", "residual", "shortcut weight",
+                                          "packed shortcut weight", "shortcut bias"};
+    static const int required[13] = {1, 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0};
+    an_tensor *t[13];
+    for (int i = 0; i < 13; i++) {
         int ok = 1;
+        if (!objs[i]) {
+            t[i] = NULL;
+            continue;
+        }
         t[i] = required[i] ? an_py_unwrap(objs[i], "conv_pw_dw_pw", names[i])
                            : an_py_unwrap_optional(objs[i], "conv_pw_dw_pw", names[i], &ok);
         if ((required[i] && !t[i]) || !ok)
             return NULL;
     }
+    if (t[10] && t[9]) {
+        PyErr_SetString(PyExc_ValueError, "conv_pw_dw_pw: pass a residual or a shortcut "
+                                          "convolution, not both");
+        return NULL;
+    }
+    if (!t[10] && (t[11] || t[12])) {
+        PyErr_SetString(PyExc_ValueError, "conv_pw_dw_pw: a packed shortcut weight or a shortcut "
+                                          "bias without the shortcut weight");
+        return NULL;
+    }
     an_tensor *out;
-    AN_NOGIL(out = an_conv_pw_dw_pw(t[0], t[1], t[2], t[3], acts[0], t[4], t[5], (int64_t)stride,
-                                    acts[1], t[6], t[7], t[8], t[9], acts[2]));
+    if (t[10])
+        AN_NOGIL(out = an_conv_pw_dw_pw_shortcut(t[0], t[1], t[2], t[3], acts[0], t[4], t[5],
+                                                 (int64_t)stride, acts[1], t[6], t[7], t[8], t[10],
+                                                 t[11], t[12], acts[2]));
+    else
+        AN_NOGIL(out = an_conv_pw_dw_pw(t[0], t[1], t[2], t[3], acts[0], t[4], t[5],
+                                        (int64_t)stride, acts[1], t[6], t[7], t[8], t[9], acts[2]));
     return an_py_wrap(out);
 }
 
@@ -221,7 +244,8 @@ PyMethodDef an_py_nn_methods[] = {
      "conv2d(x, weight, bias, stride, padding, dilation, groups, activation=None, residual=None, "
      "packed_weight=None): NCHW convolution"},
     {"conv_pw_dw_pw", py_conv_pw_dw_pw, METH_VARARGS,
-     "conv_pw_dw_pw(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, act2): "
+     "conv_pw_dw_pw(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, act2, "
+     "[ws, ps, bs]): "
      "an inverted-residual block (1x1, depthwise 3x3, 1x1) in one call, for inference"},
     {"conv2d_pack_weight", py_conv2d_pack_weight, METH_O,
      "conv2d_pack_weight(weight): a 1x1 convolution's weight packed for inference "

@@ -244,6 +244,52 @@ static void test_inverted_residual_block(void)
     an_release(x), an_release(wd), an_release(w2), an_release(tracked);
 }
 
+/* an_conv_pw_dw_pw_shortcut: the shortcut 1x1 convolution computed inside
+ * the call (per band at batch 1, per image at batch 3) gives the bits of
+ * an_conv2d_fused_prepacked's shortcut passed as the residual, on 1 and 2
+ * threads; a NULL shortcut weight is an error. */
+static void test_inverted_residual_block_shortcut(void)
+{
+    const int64_t one[2] = {1, 1}, zero[2] = {0, 0};
+    for (int64_t n = 1; n <= 3; n += 2) {
+        unsigned state = 991u + (unsigned)n;
+        const int64_t xs[4] = {n, 12, 16, 16}, w1s[4] = {40, 12, 1, 1}, c1[1] = {40};
+        const int64_t wds[4] = {40, 1, 3, 3}, w2s[4] = {20, 40, 1, 1}, c2[1] = {20};
+        const int64_t wss[4] = {20, 12, 1, 1};
+        an_tensor *x = random_tensor(4, xs, &state), *w1 = random_tensor(4, w1s, &state);
+        an_tensor *b1 = random_tensor(1, c1, &state), *wd = random_tensor(4, wds, &state);
+        an_tensor *bd = random_tensor(1, c1, &state), *w2 = random_tensor(4, w2s, &state);
+        an_tensor *b2 = random_tensor(1, c2, &state), *ws = random_tensor(4, wss, &state);
+        an_tensor *bs = random_tensor(1, c2, &state);
+        an_tensor *ps = an_conv2d_pack_weight(ws);
+        an_tensor *r = an_conv2d_fused_prepacked(x, ws, ps, bs, one, zero, one, 1, NULL,
+                                                 AN_ACTIVATION_NONE);
+        an_tensor *expect = an_conv_pw_dw_pw(x, w1, NULL, b1, AN_ACTIVATION_RELU6, wd, bd, 1,
+                                             AN_ACTIVATION_RELU6, w2, NULL, b2, r,
+                                             AN_ACTIVATION_RELU);
+        CHECK(expect != NULL);
+        for (int threads = 1; threads <= 2; threads++) {
+            an_set_num_threads(threads);
+            an_tensor *got = an_conv_pw_dw_pw_shortcut(x, w1, NULL, b1, AN_ACTIVATION_RELU6, wd, bd,
+                                                       1, AN_ACTIVATION_RELU6, w2, NULL, b2, ws, ps,
+                                                       bs, AN_ACTIVATION_RELU);
+            CHECK(got && expect && an_numel(got) == an_numel(expect) &&
+                  memcmp(an_data_ptr(got), an_data_ptr(expect),
+                         sizeof(float) * (size_t)an_numel(got)) == 0);
+            an_release(got);
+        }
+        an_set_num_threads(1);
+        CHECK(an_conv_pw_dw_pw_shortcut(x, w1, NULL, b1, AN_ACTIVATION_RELU6, wd, bd, 1,
+                                        AN_ACTIVATION_RELU6, w2, NULL, b2, NULL, NULL, bs,
+                                        AN_ACTIVATION_RELU) == NULL &&
+              an_last_status() != AN_OK && strstr(an_last_error(), "shortcut weight") != NULL);
+        an_clear_error();
+        an_tensor *all[] = {x, w1, b1, wd, bd, w2, b2, ws, bs, ps, r, expect};
+        for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+            an_release(all[i]);
+    }
+}
+
 /* Winograd F(2x2, 3x3) from C: forward, data and weight gradients of a 3x3
  * layer with 40 -> 36 channels (partial 16-channel vectors) on an odd 7x9
  * plane, 52 images (1040 tiles: enough to take it), against a direct
@@ -337,6 +383,7 @@ int main(void)
     test_many_steps_release_everything();
     test_conv_with_residual();
     test_inverted_residual_block();
+    test_inverted_residual_block_shortcut();
     test_conv_winograd();
     if (failures) {
         fprintf(stderr, "test_core: %d check(s) failed\n", failures);
