@@ -62,7 +62,8 @@ def describe(name, args):
         x, w1, wd, w2, stride = args[0], args[1], args[5], args[9], args[7]
         expand = f"{w1.shape[0]}x{w1.shape[1]} " if w1 is not None else ""
         return (f"block {tuple(x.shape)[1:]} 1x1 {expand}-> dw{wd.shape[0]} stride {stride} "
-                f"-> 1x1 {w2.shape[0]}x{w2.shape[1]}" + (" +residual" if args[12] is not None else ""))
+                f"-> 1x1 {w2.shape[0]}x{w2.shape[1]}" + (" +residual" if args[12] is not None else "")
+                + (" +shortcut 1x1" if len(args) > 14 and args[14] is not None else ""))
     return name
 
 
