@@ -331,6 +331,36 @@ def test_depthwise_small_planes_sum_taps_in_row_major_order(xs):
     np.testing.assert_array_equal(tx.grad.numpy(), taps_in_order_float32(g, w[:, :, ::-1, ::-1], np.zeros(xs)))
 
 
+@pytest.mark.parametrize("xs", [(1, 40, 8, 8), (1, 37, 4, 4), (2, 3, 16, 8), (1, 5, 8, 4)])
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_depthwise_small_planes_apply_the_activation_as_they_write(xs, activation):
+    """The fused activation of the 4- and 8-wide planes' forward (the
+    masked-load kernel on AVX-512, the flattened one elsewhere): x <= 0 ->
+    +0 (-0 too), then x >= 6 -> 6 for relu6, NaN passing; bit for bit the
+    taps in order followed by that activation, 1 and 2 threads."""
+    rng = np.random.default_rng(xs[1] * xs[3])
+    c = xs[1]
+    x, w, b = rand(rng, *xs) * 4, rand(rng, c, 1, 3, 3), rand(rng, c)
+    x[0, 0, 1, 1] = np.nan
+    b[1] = -0.0
+    w[1] = 0.0  # channel 1: -0 from the bias alone
+    sums = taps_in_order_float32(x, w, np.broadcast_to(b.reshape(1, c, 1, 1), xs))
+    expected = np.where(sums <= 0, np.float32(0), sums)
+    if activation == "relu6":
+        expected = np.where(expected >= 6, np.float32(6), expected)
+    assert np.isnan(expected).any() and (expected == 0).any()
+    assert activation == "relu" or (expected == 6).any()
+    threads = an.get_num_threads()
+    try:
+        for n in (1, 2):
+            an.set_num_threads(n)
+            got = an._C.conv2d(an.tensor(x), an.tensor(w), an.tensor(b), (1, 1), (1, 1), (1, 1), c,
+                               activation).numpy()
+            np.testing.assert_array_equal(got.view(np.uint32), expected.astype(np.float32).view(np.uint32))
+    finally:
+        an.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("h,w", [(8, 8), (4, 4), (8, 4)])
 @pytest.mark.parametrize("col", ["first", "last"])
 def test_depthwise_nan_on_flattened_planes_stays_in_its_window(h, w, col):

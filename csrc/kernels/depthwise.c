@@ -668,6 +668,141 @@ static void flat_run(const float *x, const float *w, const float *bias, int rota
 }
 #endif
 
+/* ---- 4- and 8-wide planes, masked loads (AVX-512) ---------------------- *
+ * The forward of the planes flat3x3 takes, without its three copies: each
+ * tap of a vector of 16 / W output rows is one load from the plane, 16
+ * elements starting one row and one column away, through a mask that
+ * clears the lanes whose tap falls on the padding (a column past a row's
+ * edge, a row above or below the plane); a masked-off lane reads nothing
+ * and gives zero.  The sums are flat3x3's: the bias, then w * x added for
+ * every tap in row-major order (a multiply and an add, as the vector code
+ * above compiles to under -std=c11), w * 0 on the padding. */
+#if defined(__x86_64__) || defined(_M_X64)
+#include <immintrin.h>
+#define AN_HAVE_MASKED_SMALL 1
+
+/* One vector of output rows, its sum started from the bias. */
+AN_TARGET_AVX512 static inline __attribute__((always_inline)) __m512
+masked_vector(const float *at, const int W, __mmask16 top, __mmask16 bottom, __mmask16 keep_left,
+              __mmask16 keep_right, const __m512 wk[9], __m512 acc)
+{
+#pragma GCC unroll 3
+    for (int i = 0; i < 3; ++i) {
+        const __mmask16 rows = i == 0 ? top : i == 2 ? bottom : (__mmask16)0xFFFF;
+        const float *row = at + (i - 1) * W;
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(wk[3 * i], _mm512_maskz_loadu_ps(rows & keep_left, row - 1)));
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(wk[3 * i + 1], _mm512_maskz_loadu_ps(rows, row)));
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(wk[3 * i + 2], _mm512_maskz_loadu_ps(rows & keep_right, row + 1)));
+    }
+    return acc;
+}
+
+AN_TARGET_AVX512 static inline __attribute__((always_inline)) __m512 masked_act(__m512 r, const int act)
+{
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+    if (act != DW_ACT_NONE) /* as an_vec16_activate: NaN passes, -0 becomes +0 */
+        r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(r, zero, _CMP_LE_OQ), zero);
+    if (act == DW_ACT_RELU6)
+        r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(r, six, _CMP_GE_OQ), six);
+    return r;
+}
+
+AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
+masked_planes(const float *x, const float *w, const float *bias, int64_t C, int64_t H,
+              const int W, int64_t p0, int64_t p1, const int act, float *y)
+{
+    const int64_t HW = H * W, vectors = HW / 16;
+    /* lanes whose left / right neighbour is in their row */
+    __mmask16 keep_left = 0, keep_right = 0;
+    for (int l = 0; l < 16; ++l) {
+        keep_left |= (__mmask16)((l % W != 0) << l);
+        keep_right |= (__mmask16)((l % W != W - 1) << l);
+    }
+    const __mmask16 first_row = (__mmask16)((1u << W) - 1);
+    const __mmask16 not_first = (__mmask16)~first_row, not_last = (__mmask16)~(first_row << (16 - W));
+    const __mmask16 all = (__mmask16)0xFFFF;
+    for (int64_t p = p0; p < p1; ++p) {
+        const int64_t c = p % C;
+        const float *plane = x + p * HW;
+        float *out = y + p * HW;
+        __m512 wk[9];
+        for (int t = 0; t < 9; ++t) wk[t] = _mm512_set1_ps(w[c * 9 + t]);
+        const __m512 start = _mm512_set1_ps(bias ? bias[c] : 0.0f);
+        int64_t v = 0;
+        /* four vectors at a time, tap by tap: four independent chains of
+           adds (each output's adds are in tap order, so one chain alone
+           waits on its own latency) */
+        for (; v + 4 <= vectors; v += 4) {
+            __m512 acc[4] = {start, start, start, start};
+#pragma GCC unroll 3
+            for (int i = 0; i < 3; ++i)
+#pragma GCC unroll 3
+                for (int j = 0; j < 3; ++j)
+#pragma GCC unroll 4
+                    for (int g = 0; g < 4; ++g) {
+                        const int64_t u = v + g;
+                        __mmask16 m = j == 0 ? keep_left : j == 2 ? keep_right : all;
+                        if (i == 0 && u == 0) m &= not_first;
+                        if (i == 2 && u == vectors - 1) m &= not_last;
+                        const __m512 in = _mm512_maskz_loadu_ps(m, plane + u * 16 + (i - 1) * W + j - 1);
+                        acc[g] = _mm512_add_ps(acc[g], _mm512_mul_ps(wk[3 * i + j], in));
+                    }
+            for (int g = 0; g < 4; ++g) _mm512_storeu_ps(out + (v + g) * 16, masked_act(acc[g], act));
+        }
+        for (; v < vectors; ++v)
+            _mm512_storeu_ps(out + v * 16,
+                             masked_act(masked_vector(plane + v * 16, W, v == 0 ? not_first : all,
+                                                      v == vectors - 1 ? not_last : all, keep_left,
+                                                      keep_right, wk, start),
+                                        act));
+    }
+}
+
+#define AN_MASKED_VARIANT(WIDTH, ACT, NAME)                                                      \
+    AN_TARGET_AVX512 static void NAME(const float *x, const float *w, const float *bias,         \
+                                      int64_t C, int64_t H, int64_t p0, int64_t p1, float *y)    \
+    {                                                                                            \
+        masked_planes(x, w, bias, C, H, WIDTH, p0, p1, ACT, y);                                  \
+    }
+AN_MASKED_VARIANT(8, DW_ACT_NONE, masked_w8_none)
+AN_MASKED_VARIANT(8, DW_ACT_RELU, masked_w8_relu)
+AN_MASKED_VARIANT(8, DW_ACT_RELU6, masked_w8_relu6)
+AN_MASKED_VARIANT(4, DW_ACT_NONE, masked_w4_none)
+AN_MASKED_VARIANT(4, DW_ACT_RELU, masked_w4_relu)
+AN_MASKED_VARIANT(4, DW_ACT_RELU6, masked_w4_relu6)
+
+typedef void (*masked_fn)(const float *, const float *, const float *, int64_t, int64_t, int64_t,
+                          int64_t, float *);
+
+/* Whether the masked kernel takes what flat3x3 would: its planes, and the
+ * CPU running AVX-512. */
+static int masked_fits(int64_t H, int64_t W)
+{
+    return an_cpu_info_get()->isa == AN_ISA_AVX512 && (W == 4 || W == 8) && H * W % 16 == 0;
+}
+
+/* y = act(conv(x, w) + bias) over planes = N * C planes, split by planes. */
+static void masked_run(const float *x, const float *w, const float *bias, int act, int64_t planes,
+                       int64_t C, int64_t H, int64_t W, float *y)
+{
+    static const masked_fn by_act[2][3] = {{masked_w4_none, masked_w4_relu, masked_w4_relu6},
+                                           {masked_w8_none, masked_w8_relu, masked_w8_relu6}};
+    const masked_fn run = by_act[W == 8][act == DW_ACT_RELU6 ? 2 : act == DW_ACT_RELU ? 1 : 0];
+#ifdef _OPENMP
+#pragma omp parallel if (planes * H * W * 9 > KERNEL_PARALLEL_GRAIN)
+#endif
+    {
+        int64_t p0 = 0, p1 = planes;
+#ifdef _OPENMP
+        const int64_t team = omp_get_num_threads(), thread = omp_get_thread_num();
+        p0 = planes * thread / team;
+        p1 = planes * (thread + 1) / team;
+#endif
+        run(x, w, bias, C, H, p0, p1, y);
+    }
+}
+#endif
+
 /* ---- Small planes, channels-last -------------------------------------- *
  * On small planes a plane-at-a-time kernel is mostly overhead: a
  * 4x4 output row is 4 lanes, and the frame, the weights and the loop set-up
@@ -990,6 +1125,12 @@ void an_depthwise_conv2d_forward_act_f32(
     const int64_t planes = N * Cout;
 #ifdef AN_HAVE_ROW_VEC
     if (flat3x3_fits(H, W, kh, kw, sh, sw, ph, pw, dh, dw, multiplier)) {
+#ifdef AN_HAVE_MASKED_SMALL
+        if (masked_fits(H, W)) {
+            masked_run(x, w, bias, act, planes, C, H, W, y);
+            return;
+        }
+#endif
         flat_run(x, w, bias, 0, 0, act, planes, C, H, W, y);
         return;
     }

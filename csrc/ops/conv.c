@@ -2099,16 +2099,19 @@ static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor 
     const int small_planes = fits && !row_kernel && w1 && stride == 2 && x->shape[3] >= 16 &&
                              an_depthwise3x3_band_applies(pdp_band_rows(stride, max_rows, 1),
                                                           x->shape[3], stride);
-    if (!(row_kernel || small_planes) || (residual && (residual->ndim != 4 || residual->shape[0] != x->shape[0] ||
-                               residual->shape[1] != w2->shape[0] || residual->shape[2] != OH ||
-                               residual->shape[3] != OW)))
+    const int residual_fits = !residual || (residual->ndim == 4 &&
+                                            residual->shape[0] == x->shape[0] &&
+                                            residual->shape[1] == w2->shape[0] &&
+                                            residual->shape[2] == OH && residual->shape[3] == OW);
+    if (!(row_kernel || small_planes) || !residual_fits)
         return pdp_by_calls(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, ws,
                             ps, bs, act2);
 
     const int64_t H = x->shape[2], W = x->shape[3], Co = w2->shape[0];
     /* each thread's buffers on pages of their own */
     const int64_t page = 1024;
-    const int64_t e_floats = w1 ? (Ce * pdp_band_rows(stride, max_rows, small_planes) * W + page - 1) / page * page : 0;
+    const int64_t e_floats =
+        w1 ? (Ce * pdp_band_rows(stride, max_rows, small_planes) * W + page - 1) / page * page : 0;
     const int64_t d_floats = (Ce * max_rows * OW + page - 1) / page * page;
     const int64_t s_floats = ws ? (Co * max_rows * OW + page - 1) / page * page : 0;
     const int64_t per_thread = e_floats + d_floats + s_floats;
@@ -2131,7 +2134,8 @@ static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor 
                              bdc ? an_data_ptr(bdc) : NULL, an_data_ptr(w2c),
                              p2 ? an_data_ptr(p2) : NULL, b2c ? an_data_ptr(b2c) : NULL,
                              wsc ? an_data_ptr(wsc) : NULL, ps ? an_data_ptr(ps) : NULL,
-                             bsc ? an_data_ptr(bsc) : NULL, gemm_act(act1), gemm_act(actd), gemm_act(act2), small_planes};
+                             bsc ? an_data_ptr(bsc) : NULL, gemm_act(act1), gemm_act(actd),
+                             gemm_act(act2), small_planes};
         const float *px = an_data_ptr(xc), *pr = rc ? an_data_ptr(rc) : NULL;
         float *py = an_data_ptr(out);
         int failed = 0;
