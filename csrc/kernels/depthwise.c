@@ -642,6 +642,19 @@ typedef void (*flat_fn)(const flat_job *j, int64_t chunk0, int64_t chunk1, float
     }
 AN_FOR_EACH_ISA(AN_DEFINE_FLAT)
 
+/* [*begin, *end) of [0, n): the calling thread's contiguous share inside
+ * a parallel region (all of it outside one). */
+static void this_threads_share(int64_t n, int64_t *begin, int64_t *end)
+{
+    *begin = 0;
+    *end = n;
+#ifdef _OPENMP
+    const int64_t team = omp_get_num_threads(), thread = omp_get_thread_num();
+    *begin = n * thread / team;
+    *end = n * (thread + 1) / team;
+#endif
+}
+
 /* y = act(conv(x, w) + bias), or y += conv(x, w rotated by 180 degrees) (the
  * data gradient), over planes = N * C planes of H x W (flat3x3_fits). */
 static void flat_run(const float *x, const float *w, const float *bias, int rotate, int accumulate,
@@ -655,12 +668,8 @@ static void flat_run(const float *x, const float *w, const float *bias, int rota
 #pragma omp parallel if (planes * H * W * 9 > KERNEL_PARALLEL_GRAIN)
 #endif
     {
-        int64_t chunk0 = 0, chunk1 = chunks;
-#ifdef _OPENMP
-        const int64_t team = omp_get_num_threads(), thread = omp_get_thread_num();
-        chunk0 = chunks * thread / team;
-        chunk1 = chunks * (thread + 1) / team;
-#endif
+        int64_t chunk0, chunk1;
+        this_threads_share(chunks, &chunk0, &chunk1);
         _Alignas(64) float buf[2 * FLAT_BUFFER];
         memset(buf, 0, sizeof buf);
         run(&job, chunk0, chunk1, buf);
@@ -677,7 +686,7 @@ static void flat_run(const float *x, const float *w, const float *bias, int rota
  * and gives zero.  The sums are flat3x3's: the bias, then w * x added for
  * every tap in row-major order (a multiply and an add, as the vector code
  * above compiles to under -std=c11), w * 0 on the padding. */
-#if defined(__x86_64__) || defined(_M_X64)
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(AN_HAVE_ROW_VEC)
 #include <immintrin.h>
 #define AN_HAVE_MASKED_SMALL 1
 
@@ -792,12 +801,8 @@ static void masked_run(const float *x, const float *w, const float *bias, int ac
 #pragma omp parallel if (planes * H * W * 9 > KERNEL_PARALLEL_GRAIN)
 #endif
     {
-        int64_t p0 = 0, p1 = planes;
-#ifdef _OPENMP
-        const int64_t team = omp_get_num_threads(), thread = omp_get_thread_num();
-        p0 = planes * thread / team;
-        p1 = planes * (thread + 1) / team;
-#endif
+        int64_t p0, p1;
+        this_threads_share(planes, &p0, &p1);
         run(x, w, bias, C, H, p0, p1, y);
     }
 }
