@@ -730,7 +730,31 @@ masked_planes(const float *x, const float *w, const float *bias, int64_t C, int6
     const __mmask16 first_row = (__mmask16)((1u << W) - 1);
     const __mmask16 not_first = (__mmask16)~first_row, not_last = (__mmask16)~(first_row << (16 - W));
     const __mmask16 all = (__mmask16)0xFFFF;
-    for (int64_t p = p0; p < p1; ++p) {
+    int64_t p = p0;
+    if (vectors == 1) /* 4x4 planes: four planes at a time, four chains of adds */
+        for (; p + 4 <= p1; p += 4) {
+            __m512 acc[4];
+            const float *wp[4];
+            for (int g = 0; g < 4; ++g) {
+                const int64_t c = (p + g) % C;
+                wp[g] = w + c * 9;
+                acc[g] = _mm512_set1_ps(bias ? bias[c] : 0.0f);
+            }
+#pragma GCC unroll 3
+            for (int i = 0; i < 3; ++i)
+#pragma GCC unroll 3
+                for (int j = 0; j < 3; ++j)
+#pragma GCC unroll 4
+                    for (int g = 0; g < 4; ++g) {
+                        __mmask16 m = j == 0 ? keep_left : j == 2 ? keep_right : all;
+                        if (i == 0) m &= not_first;
+                        if (i == 2) m &= not_last;
+                        const __m512 in = _mm512_maskz_loadu_ps(m, x + (p + g) * 16 + (i - 1) * W + j - 1);
+                        acc[g] = _mm512_add_ps(acc[g], _mm512_mul_ps(_mm512_set1_ps(wp[g][3 * i + j]), in));
+                    }
+            for (int g = 0; g < 4; ++g) _mm512_storeu_ps(y + (p + g) * 16, masked_act(acc[g], act));
+        }
+    for (; p < p1; ++p) {
         const int64_t c = p % C;
         const float *plane = x + p * HW;
         float *out = y + p * HW;
