@@ -706,6 +706,30 @@ masked_vector(const float *at, const int W, __mmask16 top, __mmask16 bottom, __m
     return acc;
 }
 
+/* Four vectors of outputs summed together, tap by tap (four independent
+ * chains of adds: each output's adds stay in tap order, so one chain alone
+ * would wait on its own latency): vector g's outputs start at at[g] in its
+ * plane, its weights at wt[g], top[g] / bottom[g] its lanes whose row above
+ * / below is in the plane; acc[g] holds its bias on entry. */
+AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
+masked_four(const float *const at[4], const float *const wt[4], const __mmask16 top[4],
+            const __mmask16 bottom[4], const int W, __mmask16 keep_left, __mmask16 keep_right,
+            __m512 acc[4])
+{
+#pragma GCC unroll 3
+    for (int i = 0; i < 3; ++i)
+#pragma GCC unroll 3
+        for (int j = 0; j < 3; ++j)
+#pragma GCC unroll 4
+            for (int g = 0; g < 4; ++g) {
+                __mmask16 m = j == 0 ? keep_left : j == 2 ? keep_right : (__mmask16)0xFFFF;
+                if (i == 0) m &= top[g];
+                if (i == 2) m &= bottom[g];
+                const __m512 in = _mm512_maskz_loadu_ps(m, at[g] + (i - 1) * W + j - 1);
+                acc[g] = _mm512_add_ps(acc[g], _mm512_mul_ps(_mm512_set1_ps(wt[g][3 * i + j]), in));
+            }
+}
+
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) __m512 masked_act(__m512 r, const int act)
 {
     const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
@@ -740,18 +764,10 @@ masked_planes(const float *x, const float *w, const float *bias, int64_t C, int6
                 wp[g] = w + c * 9;
                 acc[g] = _mm512_set1_ps(bias ? bias[c] : 0.0f);
             }
-#pragma GCC unroll 3
-            for (int i = 0; i < 3; ++i)
-#pragma GCC unroll 3
-                for (int j = 0; j < 3; ++j)
-#pragma GCC unroll 4
-                    for (int g = 0; g < 4; ++g) {
-                        __mmask16 m = j == 0 ? keep_left : j == 2 ? keep_right : all;
-                        if (i == 0) m &= not_first;
-                        if (i == 2) m &= not_last;
-                        const __m512 in = _mm512_maskz_loadu_ps(m, x + (p + g) * 16 + (i - 1) * W + j - 1);
-                        acc[g] = _mm512_add_ps(acc[g], _mm512_mul_ps(_mm512_set1_ps(wp[g][3 * i + j]), in));
-                    }
+            const float *at[4] = {x + p * 16, x + (p + 1) * 16, x + (p + 2) * 16, x + (p + 3) * 16};
+            masked_four(at, wp, (const __mmask16[4]){not_first, not_first, not_first, not_first},
+                        (const __mmask16[4]){not_last, not_last, not_last, not_last}, W, keep_left,
+                        keep_right, acc);
             for (int g = 0; g < 4; ++g) _mm512_storeu_ps(y + (p + g) * 16, masked_act(acc[g], act));
         }
     for (; p < p1; ++p) {
@@ -762,24 +778,15 @@ masked_planes(const float *x, const float *w, const float *bias, int64_t C, int6
         for (int t = 0; t < 9; ++t) wk[t] = _mm512_set1_ps(w[c * 9 + t]);
         const __m512 start = _mm512_set1_ps(bias ? bias[c] : 0.0f);
         int64_t v = 0;
-        /* four vectors at a time, tap by tap: four independent chains of
-           adds (each output's adds are in tap order, so one chain alone
-           waits on its own latency) */
-        for (; v + 4 <= vectors; v += 4) {
+        for (; v + 4 <= vectors; v += 4) { /* four vectors of the plane together */
             __m512 acc[4] = {start, start, start, start};
-#pragma GCC unroll 3
-            for (int i = 0; i < 3; ++i)
-#pragma GCC unroll 3
-                for (int j = 0; j < 3; ++j)
-#pragma GCC unroll 4
-                    for (int g = 0; g < 4; ++g) {
-                        const int64_t u = v + g;
-                        __mmask16 m = j == 0 ? keep_left : j == 2 ? keep_right : all;
-                        if (i == 0 && u == 0) m &= not_first;
-                        if (i == 2 && u == vectors - 1) m &= not_last;
-                        const __m512 in = _mm512_maskz_loadu_ps(m, plane + u * 16 + (i - 1) * W + j - 1);
-                        acc[g] = _mm512_add_ps(acc[g], _mm512_mul_ps(wk[3 * i + j], in));
-                    }
+            const float *at[4] = {plane + v * 16, plane + v * 16 + 16, plane + v * 16 + 32,
+                                  plane + v * 16 + 48};
+            const float *wt[4] = {w + c * 9, w + c * 9, w + c * 9, w + c * 9};
+            __mmask16 top[4] = {all, all, all, all}, bottom[4] = {all, all, all, all};
+            if (v == 0) top[0] = not_first;
+            if (v + 4 == vectors) bottom[3] = not_last;
+            masked_four(at, wt, top, bottom, W, keep_left, keep_right, acc);
             for (int g = 0; g < 4; ++g) _mm512_storeu_ps(out + (v + g) * 16, masked_act(acc[g], act));
         }
         for (; v < vectors; ++v)
