@@ -513,6 +513,19 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
 
     int64_t step = 0; /* counts (jc, pc) blocks: selects the B buffer */
     for (int64_t jc = 0; jc < p->N; jc += NC) {
+#ifdef _OPENMP
+        /* Split over N alone, each thread packs the slots of its own panels
+         * and no barrier separates the blocks.  A new column block may split
+         * its panels otherwise (the last one is narrower), so slots change
+         * hands: a thread that went two blocks ahead into the same buffer
+         * overwrote slots a slower thread was still reading (M = 4, N =
+         * 4680, K = 432, a 520-channel layer's weight gradient: wrong sums,
+         * about one call in 300).  All threads finish the previous column
+         * block first. */
+        if (jc > 0 && team > 1 && threads_m == 1) {
+#pragma omp barrier
+        }
+#endif
         const int64_t nc = p->N - jc < NC ? p->N - jc : NC;
         const int64_t n_panels = (nc + nr - 1) / nr;
         int64_t panel0, panel1;

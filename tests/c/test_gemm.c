@@ -333,6 +333,46 @@ static void test_b_sources(const char *isa)
     }
 }
 
+/* Column blocks whose panels split otherwise between two threads (N past
+ * NC, the last block narrower) with two K blocks each and B split over N
+ * alone: a thread two blocks ahead used to pack slots of the shared buffer
+ * that the other was still reading (about one call in 400 wrong).  Many
+ * repeats on 2 threads, each equal to the 1-thread product. */
+static void test_column_blocks_two_threads(const char *isa)
+{
+    const int64_t M = 4, N = 4680, K = 432;
+    float *A = malloc(sizeof(float) * (size_t)(M * K)), *B = malloc(sizeof(float) * (size_t)(K * N));
+    int64_t *offsets = malloc(sizeof(int64_t) * (size_t)K);
+    float *expect = malloc(sizeof(float) * (size_t)(M * N)), *got = malloc(sizeof(float) * (size_t)(M * N));
+    if (!A || !B || !offsets || !expect || !got) {
+        printf("FAIL: out of memory in test_column_blocks_two_threads\n");
+        ++g_failures;
+        free(A), free(B), free(offsets), free(expect), free(got);
+        return;
+    }
+    for (int64_t i = 0; i < M * K; ++i) A[i] = random_unit();
+    for (int64_t i = 0; i < K * N; ++i) B[i] = random_unit();
+    for (int64_t k = 0; k < K; ++k) offsets[k] = k * N;
+    rows_source src = {B, offsets};
+    set_threads(1);
+    memset(expect, 0, sizeof(float) * (size_t)(M * N));
+    int rc = an_gemm_f32_pack_b(0, M, N, K, 1.0f, A, K, pack_rows_panel, &src, 1.0f, expect, N);
+    set_threads(2);
+    int wrong = 0;
+    for (int repeat = 0; repeat < 1000 && !rc && !wrong; ++repeat) {
+        memset(got, 0, sizeof(float) * (size_t)(M * N));
+        rc = an_gemm_f32_pack_b(0, M, N, K, 1.0f, A, K, pack_rows_panel, &src, 1.0f, got, N);
+        wrong = memcmp(expect, got, sizeof(float) * (size_t)(M * N)) != 0;
+    }
+    ++g_cases;
+    if (rc || wrong) {
+        test_case t = {0, 0, M, N, K, 1.0f, 1.0f, 0};
+        fail(&t, isa, 2, "two threads over several column blocks differ from one");
+    }
+    set_threads(1);
+    free(A), free(B), free(offsets), free(expect), free(got);
+}
+
 /* Narrow products (alpha 1, row-major A and B, N up to 64) skip packing on
  * AVX-512: they must equal the packed path (forced through pack_b) bit for
  * bit, for every row fringe (14-row blocks, then 8, 4, 2, 1), column
@@ -557,6 +597,8 @@ int main(int argc, char **argv)
         test_narrow(isa);
         test_bias_act(isa);
         test_prepacked_a(isa);
+        if (level == (int)cpu->isa_best) /* the driver's threads, whatever the kernel */
+            test_column_blocks_two_threads(isa);
         if (level == AN_ISA_AVX512) { /* both tile heights, whatever M would pick */
             an_gemm_force_avx512_mr(8);
             test_prepacked_a(isa);
