@@ -202,9 +202,9 @@ def _is_pointwise(parts):
 
 
 def _shortcut_of(steps, producer, residual_spec, x_slot, private):
-    """The index of the step whose output is the residual when that step is a
-    1x1, stride-1 convolution of x_slot with no activation or residual of its
-    own, and nothing else reads its output; else None."""
+    """(index, _conv_parts) of the step whose output is the residual when that
+    step is a 1x1, stride-1 convolution of x_slot with no activation or
+    residual of its own, and nothing else reads its output; else None."""
     if residual_spec is None or residual_spec[0] != "slot" or not private(residual_spec[1]):
         return None
     index = producer.get(residual_spec[1])
@@ -212,7 +212,7 @@ def _shortcut_of(steps, producer, residual_spec, x_slot, private):
     if (not _is_pointwise(parts) or parts[0] != x_slot or parts[6] is not None
             or parts[7] is not None):
         return None
-    return index
+    return index, parts
 
 
 def _fuse_blocks(steps, shapes, output_slots):
@@ -256,12 +256,11 @@ def _fuse_blocks(steps, shapes, output_slots):
         template = [None, w1, None, b1, act1, wd, bd, stride[0], act_d,
                     project[1], None, project[2], None, project[6]]
         fills = [(0, ("slot", x_slot))] + ([(12, project[7])] if project[7] is not None else [])
-        shortcut = _shortcut_of(steps, producer, project[7], x_slot, private)
+        shortcut, parts = _shortcut_of(steps, producer, project[7], x_slot, private) or (None, None)
         if shortcut is not None and shortcut not in dropped and shortcut not in replaced and not any(
                 steps[k][5] == () for k in range(min(shortcut, start), last)):
             # the residual is a 1x1 convolution of the block's input that
             # nothing else reads: computed inside the call, per band
-            parts = _conv_parts(steps[shortcut])
             template += [parts[1], None, parts[2]]
             fills = fills[:1]
             dropped.add(shortcut)

@@ -2,6 +2,7 @@
 #include "conv3x3_direct.h"
 
 #include "cpu/cpu.h"
+#include "kernels/avx512_activate.h"
 #include "kernels/gemm.h"
 #include "kernels/isa_variants.h"
 
@@ -49,15 +50,11 @@ direct_block(const int NV, const float *x, const float *w, const float *bias, in
             }
         }
     }
-    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
     for (int o = 0; o < DIRECT_CHANNELS; ++o)
         for (int v = 0; v < NV; ++v) {
             __m512 r = acc[o][v];
             if (bias) r = _mm512_add_ps(r, _mm512_set1_ps(bias[co + o]));
-            if (act != AN_GEMM_ACT_NONE)
-                r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(r, zero, _CMP_LE_OQ), zero);
-            if (act == AN_GEMM_ACT_RELU6)
-                r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(r, six, _CMP_GE_OQ), six);
+            r = an_avx512_activate(r, act);
             _mm512_storeu_ps(y + ((co + o) * H + oh) * W + ow + 16 * v, r);
         }
 }

@@ -687,7 +687,7 @@ static void flat_run(const float *x, const float *w, const float *bias, int rota
  * every tap in row-major order (a multiply and an add, as the vector code
  * above compiles to under -std=c11), w * 0 on the padding. */
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(AN_HAVE_ROW_VEC)
-#include <immintrin.h>
+#include "kernels/avx512_activate.h"
 #define AN_HAVE_MASKED_SMALL 1
 
 /* One vector of output rows, its sum started from the bias. */
@@ -730,16 +730,6 @@ masked_four(const float *const at[4], const float *const wt[4], const __mmask16 
             }
 }
 
-AN_TARGET_AVX512 static inline __attribute__((always_inline)) __m512 masked_act(__m512 r, const int act)
-{
-    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
-    if (act != DW_ACT_NONE) /* as an_vec16_activate: NaN passes, -0 becomes +0 */
-        r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(r, zero, _CMP_LE_OQ), zero);
-    if (act == DW_ACT_RELU6)
-        r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(r, six, _CMP_GE_OQ), six);
-    return r;
-}
-
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
 masked_planes(const float *x, const float *w, const float *bias, int64_t C, int64_t H,
               const int W, int64_t p0, int64_t p1, const int act, float *y)
@@ -768,7 +758,7 @@ masked_planes(const float *x, const float *w, const float *bias, int64_t C, int6
             masked_four(at, wp, (const __mmask16[4]){not_first, not_first, not_first, not_first},
                         (const __mmask16[4]){not_last, not_last, not_last, not_last}, W, keep_left,
                         keep_right, acc);
-            for (int g = 0; g < 4; ++g) _mm512_storeu_ps(y + (p + g) * 16, masked_act(acc[g], act));
+            for (int g = 0; g < 4; ++g) _mm512_storeu_ps(y + (p + g) * 16, an_avx512_activate(acc[g], act));
         }
     for (; p < p1; ++p) {
         const int64_t c = p % C;
@@ -787,11 +777,11 @@ masked_planes(const float *x, const float *w, const float *bias, int64_t C, int6
             if (v == 0) top[0] = not_first;
             if (v + 4 == vectors) bottom[3] = not_last;
             masked_four(at, wt, top, bottom, W, keep_left, keep_right, acc);
-            for (int g = 0; g < 4; ++g) _mm512_storeu_ps(out + (v + g) * 16, masked_act(acc[g], act));
+            for (int g = 0; g < 4; ++g) _mm512_storeu_ps(out + (v + g) * 16, an_avx512_activate(acc[g], act));
         }
         for (; v < vectors; ++v)
             _mm512_storeu_ps(out + v * 16,
-                             masked_act(masked_vector(plane + v * 16, W, v == 0 ? not_first : all,
+                             an_avx512_activate(masked_vector(plane + v * 16, W, v == 0 ? not_first : all,
                                                       v == vectors - 1 ? not_last : all, keep_left,
                                                       keep_right, wk, start),
                                         act));
