@@ -282,13 +282,16 @@ BLOCKS = [
     ("32x32 odd channels", 1, 5, 37, 11, 32, 1, True, True),
     ("batch 3, whole images per thread", 3, 8, 40, 8, 16, 1, True, True),
     ("batch 2 stride 2", 2, 8, 40, 16, 32, 2, True, False),
-    ("8x8 (three calls)", 1, 64, 384, 64, 8, 1, True, True),
-    ("4x4 (three calls)", 1, 16, 96, 16, 4, 1, True, True),
+    ("8x8 (one region, narrow GEMMs)", 1, 64, 384, 64, 8, 1, True, True),
+    ("4x4 (one region, narrow GEMMs)", 1, 16, 96, 16, 4, 1, True, True),
+    ("8x8 odd channels (one region)", 1, 5, 37, 11, 8, 1, True, True),
+    ("4x4 no expansion (one region)", 1, 40, 40, 24, 4, 1, False, True),
     ("16x16 s2 bands, channels-last depthwise", 1, 32, 192, 64, 16, 2, True, False),
     ("20x20 s2 bands of 5 rows (three calls on 1 thread)", 1, 12, 40, 16, 20, 2, True, False),
     ("18x18 s2 odd output rows", 1, 12, 40, 16, 18, 2, True, True),
     ("batch 2 16x16 s2 (three calls)", 2, 16, 48, 24, 16, 2, True, False),
-    ("8x8 s2 (three calls)", 1, 32, 96, 40, 8, 2, True, False),
+    ("8x8 s2 (one region)", 1, 32, 96, 40, 8, 2, True, False),
+    ("batch 2 8x8 (three calls)", 2, 16, 48, 16, 8, 1, True, True),
 ]
 
 
@@ -333,7 +336,8 @@ SHORTCUT_BLOCKS = [
     ("32x32 bands", 1, 32, 32, 16, 32, 1),
     ("16x16 bands, odd channels", 1, 5, 37, 11, 16, 1),
     ("batch 3, whole images per thread", 3, 8, 40, 12, 16, 1),
-    ("8x8 (calls)", 1, 64, 384, 96, 8, 1),
+    ("8x8 (one region)", 1, 64, 384, 96, 8, 1),
+    ("4x4 (one region), odd shortcut rows", 1, 40, 96, 30, 4, 1),
     ("32x32 stride 2 (calls, strided shortcut)", 1, 8, 24, 16, 32, 2),
 ]
 

@@ -838,6 +838,28 @@ static int narrow_applies(const gemm_problem *p)
  * a 64-row product then splits 32 / 32 between two threads, not 42 / 22. */
 #define AN_GEMM_NARROW_FINE_ROWS 224
 
+/* Rows in a block: the split never cuts a pre-packed A's panel. */
+static int64_t narrow_rows_per_block(const gemm_problem *p)
+{
+    return p->a_prepacked ? p->uk->mr : p->M >= AN_GEMM_NARROW_FINE_ROWS ? 14 : 8;
+}
+
+/* Rows [row0, row1) of the product on the calling thread. */
+static void narrow_rows(const gemm_problem *p, int64_t KC, int64_t row0, int64_t row1)
+{
+    if (row0 >= row1) return;
+    const float *bias = p->row_bias ? p->row_bias + row0 : NULL;
+    const float *residual = p->residual ? p->residual + row0 * p->ldr : NULL;
+    if (p->a_prepacked)
+        an_gemm_narrow_prepacked_avx512(row1 - row0, p->N, p->K, KC, p->a_prepacked + row0 * p->K,
+                                        p->uk->mr, p->B, p->b_row, p->beta, p->C + row0 * p->ldc,
+                                        p->ldc, bias, residual, p->ldr, p->act);
+    else
+        an_gemm_narrow_avx512(row1 - row0, p->N, p->K, KC, p->A + row0 * p->a_row, p->a_row, p->B,
+                              p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc, bias, residual,
+                              p->ldr, p->act);
+}
+
 /* Rows split across threads in contiguous runs of blocks of 14 rows (8 for
  * fewer than AN_GEMM_NARROW_FINE_ROWS); every element is summed the same way
  * whichever block holds it, so this is bit-identical to gemm_blocked on the
@@ -845,9 +867,7 @@ static int narrow_applies(const gemm_problem *p)
 static void gemm_narrow(const gemm_problem *p)
 {
     const int64_t KC = choose_blocking(p->uk, p->M, p->N, p->K).kc;
-    /* a pre-packed A is split at its panels */
-    const int64_t rows_per_block = p->a_prepacked ? p->uk->mr
-                                   : p->M >= AN_GEMM_NARROW_FINE_ROWS ? 14 : 8;
+    const int64_t rows_per_block = narrow_rows_per_block(p);
     const int64_t blocks = (p->M + rows_per_block - 1) / rows_per_block;
     int threads = max_threads();
     if ((double)p->M * (double)p->N * (double)p->K < (double)AN_GEMM_MIN_PARALLEL_MACS) threads = 1;
@@ -860,21 +880,8 @@ static void gemm_narrow(const gemm_problem *p)
 #ifdef _OPENMP
         split_range(blocks, omp_get_num_threads(), omp_get_thread_num(), &b0, &b1);
 #endif
-        const int64_t row0 = b0 * rows_per_block;
-        const int64_t row1 = b1 * rows_per_block < p->M ? b1 * rows_per_block : p->M;
-        if (row0 < row1 && p->a_prepacked) {
-            an_gemm_narrow_prepacked_avx512(row1 - row0, p->N, p->K, KC,
-                                            p->a_prepacked + row0 * p->K, p->uk->mr, p->B,
-                                            p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc,
-                                            p->row_bias ? p->row_bias + row0 : NULL,
-                                            p->residual ? p->residual + row0 * p->ldr : NULL,
-                                            p->ldr, p->act);
-        } else if (row0 < row1) {
-            an_gemm_narrow_avx512(row1 - row0, p->N, p->K, KC, p->A + row0 * p->a_row, p->a_row,
-                                  p->B, p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc,
-                                  p->row_bias ? p->row_bias + row0 : NULL,
-                                  p->residual ? p->residual + row0 * p->ldr : NULL, p->ldr, p->act);
-        }
+        narrow_rows(p, KC, b0 * rows_per_block,
+                    b1 * rows_per_block < p->M ? b1 * rows_per_block : p->M);
     }
 }
 #endif
@@ -994,6 +1001,59 @@ void an_gemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, float *pa
     }
 }
 
+/* The problem an_gemm_f32_epilogue_prepacked would solve, for the split
+   entry points below. */
+static void epilogue_problem(gemm_problem *p, int64_t M, int64_t N, int64_t K, const float *A,
+                             int64_t lda, const float *a_packed, const float *B, int64_t ldb,
+                             float *C, int64_t ldc, const float *row_bias, const float *residual,
+                             int64_t ldr, int act)
+{
+    problem_init(p, 0, M, N, K, 1.0f, A, lda, 0.0f, C, ldc);
+    p->a_prepacked = a_packed;
+    p->B = B;
+    p->b_row = ldb;
+    p->b_col = 1;
+    p->row_bias = row_bias;
+    p->residual = residual;
+    p->ldr = ldr;
+    p->act = act;
+}
+
+int64_t an_gemm_narrow_blocks(int64_t M, int64_t N, int64_t K, int prepacked,
+                              int64_t *rows_per_block)
+{
+    *rows_per_block = 0;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (M < 2 || N < 2 || K < 1) return 0;
+    static const float dummy;
+    gemm_problem p;
+    epilogue_problem(&p, M, N, K, &dummy, K, prepacked ? &dummy : NULL, &dummy, N, NULL, N, NULL,
+                     NULL, 0, AN_GEMM_ACT_NONE);
+    if (!narrow_applies(&p)) return 0;
+    *rows_per_block = narrow_rows_per_block(&p);
+    return (M + *rows_per_block - 1) / *rows_per_block;
+#else
+    (void)M, (void)N, (void)K, (void)prepacked;
+    return 0;
+#endif
+}
+
+void an_gemm_f32_epilogue_prepacked_rows(int64_t M, int64_t N, int64_t K, const float *A,
+                                         int64_t lda, const float *a_packed, const float *B,
+                                         int64_t ldb, float *C, int64_t ldc,
+                                         const float *row_bias, const float *residual,
+                                         int64_t ldr, int act, int64_t row0, int64_t row1)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    gemm_problem p;
+    epilogue_problem(&p, M, N, K, A, lda, a_packed, B, ldb, C, ldc, row_bias, residual, ldr, act);
+    narrow_rows(&p, choose_blocking(p.uk, M, N, K).kc, row0 < 0 ? 0 : row0, row1 > M ? M : row1);
+#else
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)a_packed, (void)B, (void)ldb, (void)C;
+    (void)ldc, (void)row_bias, (void)residual, (void)ldr, (void)act, (void)row0, (void)row1;
+#endif
+}
+
 int an_gemm_f32_epilogue_prepacked(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                                    const float *a_packed, const float *B, int64_t ldb, float *C,
                                    int64_t ldc, const float *row_bias, const float *residual,
@@ -1001,15 +1061,7 @@ int an_gemm_f32_epilogue_prepacked(int64_t M, int64_t N, int64_t K, const float 
 {
     if (M <= 0 || N <= 0) return 0;
     gemm_problem p;
-    problem_init(&p, 0, M, N, K, 1.0f, A, lda, 0.0f, C, ldc);
-    p.a_prepacked = a_packed;
-    p.B = B;
-    p.b_row = ldb;
-    p.b_col = 1;
-    p.row_bias = row_bias;
-    p.residual = residual;
-    p.ldr = ldr;
-    p.act = act;
+    epilogue_problem(&p, M, N, K, A, lda, a_packed, B, ldb, C, ldc, row_bias, residual, ldr, act);
     if (K <= 0 || M == 1 || N == 1) { /* no tiles to finish: a plain product, then a pass */
         if (an_gemm_f32(0, 0, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc) != 0) return -1;
         tile_epilogue(&p, C, 0, 0, M, N);

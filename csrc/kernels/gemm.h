@@ -85,6 +85,23 @@ int an_gemm_f32_epilogue_prepacked(int64_t M, int64_t N, int64_t K, const float 
                                    int64_t ldc, const float *row_bias, const float *residual,
                                    int64_t ldr, int act);
 
+/* The narrow path of an_gemm_f32_epilogue_prepacked (a few tens of
+   columns, AVX-512), split by the caller: a product that one parallel region
+   runs beside other work (an inverted-residual block on small planes) takes
+   its share of the rows on the calling thread.  an_gemm_narrow_blocks
+   returns how many blocks of *rows_per_block rows the product of M x N x K
+   splits into (a pre-packed A: its panels), or 0 when the call would not
+   take the narrow path.  an_gemm_f32_epilogue_prepacked_rows computes rows
+   [row0, row1) of that call's C (row0 on a block's first row), with the
+   bits of the whole call, for any split: no workspace, no threads. */
+int64_t an_gemm_narrow_blocks(int64_t M, int64_t N, int64_t K, int prepacked,
+                              int64_t *rows_per_block);
+void an_gemm_f32_epilogue_prepacked_rows(int64_t M, int64_t N, int64_t K, const float *A,
+                                         int64_t lda, const float *a_packed, const float *B,
+                                         int64_t ldb, float *C, int64_t ldc,
+                                         const float *row_bias, const float *residual,
+                                         int64_t ldr, int act, int64_t row0, int64_t row1);
+
 /* The epilogue alone: c[i, j] = act((c[i, j] + row_bias[i]) + residual[i *
    ldr + j]) over rows x cols (row stride ldc; row_bias / residual NULL:
    none), NaN passing through as in relu.  The one place these float

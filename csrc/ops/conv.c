@@ -2039,6 +2039,88 @@ static an_tensor *pdp_by_calls(an_tensor *x, an_tensor *w1, an_tensor *p1, an_te
     return y;
 }
 
+/* The block on N images in bands of output rows (pdp_band): one image's
+   rows split across the team, or whole images per thread; each thread's
+   buffers (per_thread floats: e, then d at e_floats, then s at e_floats +
+   d_floats) its own.  Returns nonzero if a GEMM could not get its
+   workspace. */
+static int pdp_bands(const pdp_block *b, int64_t N, const float *x, const float *r, float *y,
+                     float *buffers, int64_t per_thread, int64_t e_floats, int64_t d_floats,
+                     int team)
+{
+    const int64_t in_image = b->C * b->H * b->W, out_image = b->Co * b->OH * b->OW;
+    int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (team > 1) reduction(| : failed)
+#endif
+    {
+        const int t = thread_index(), size = team_size_in_region();
+        float *e = buffers + t * per_thread, *d = e + e_floats, *s = d + d_floats;
+        if (N == 1) {
+            int64_t r0, r1;
+            split_rows(b->OH, size, t, &r0, &r1);
+            if (r1 > r0)
+                failed |= pdp_band(b, x, r, y, e, d, s, r0, r1);
+        } else {
+            for (int64_t n = t; n < N && !failed; n += size)
+                failed |= pdp_band(b, x + n * in_image, r ? r + n * out_image : NULL,
+                                   y + n * out_image, e, d, s, 0, b->OH);
+        }
+    }
+    return failed;
+}
+
+/* The block on one image of small planes (8x8, 4x4: the GEMMs' narrow
+   path), in one parallel region instead of three calls' worth: each thread
+   expands a run of the expansion's row blocks, runs the depthwise layer on
+   those same channels (its own rows: nothing crosses cores there), and after
+   a barrier projects its run of the output's row blocks (with its rows of
+   the shortcut convolution, computed first).  Every product is split where
+   the narrow GEMM splits it and every depthwise plane is independent, so the
+   bits are those of the three calls for any team.  b->C etc. describe the
+   block; e [Ce, H*W], d [Ce, OH*OW] and s [Co, H*W] are buffers for the
+   whole image, row_block1 / row_block2 the GEMMs' row blocks (expansion;
+   projection and shortcut). */
+static void pdp_small_planes(const pdp_block *b, const float *x, const float *r, float *y,
+                             float *e, float *d, float *s, int64_t row_block1, int64_t row_block2,
+                             int team)
+{
+    const int64_t HW = b->H * b->W, OHW = b->OH * b->OW;
+    const int64_t blocks1 = (b->Ce + row_block1 - 1) / row_block1;
+    const int64_t blocks2 = (b->Co + row_block2 - 1) / row_block2;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (team > 1)
+#endif
+    {
+        const int t = thread_index(), size = team_size_in_region();
+        int64_t b0, b1, c0, c1, o0, o1;
+        split_rows(blocks2, size, t, &b0, &b1);
+        o0 = b0 * row_block2, o1 = b1 * row_block2 < b->Co ? b1 * row_block2 : b->Co;
+        if (b->ws)
+            an_gemm_f32_epilogue_prepacked_rows(b->Co, HW, b->C, b->ws, b->C, b->ps, x, HW, s, HW,
+                                                b->bs, NULL, 0, AN_GEMM_ACT_NONE, o0, o1);
+        split_rows(blocks1, size, t, &b0, &b1);
+        c0 = b0 * row_block1, c1 = b1 * row_block1 < b->Ce ? b1 * row_block1 : b->Ce;
+        const float *planes = x;
+        if (b->w1) {
+            an_gemm_f32_epilogue_prepacked_rows(b->Ce, HW, b->C, b->w1, b->C, b->p1, x, HW, e, HW,
+                                                b->b1, NULL, 0, b->act1, c0, c1);
+            planes = e;
+        }
+        if (c1 > c0)
+            an_depthwise_conv2d_forward_act_f32(planes + c0 * HW, b->wd + c0 * 9,
+                                                b->bd ? b->bd + c0 : NULL, 1, c1 - c0, b->H, b->W,
+                                                1, 3, 3, b->stride, b->stride, 1, 1, 1, 1, b->OH,
+                                                b->OW, b->actd, d + c0 * OHW);
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        const float *residual = b->ws ? s : r;
+        an_gemm_f32_epilogue_prepacked_rows(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW, y, OHW,
+                                            b->b2, residual, OHW, b->act2, o0, o1);
+    }
+}
+
 static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
                           an_activation act1, an_tensor *wd, an_tensor *bd, int64_t stride,
                           an_activation actd, an_tensor *w2, an_tensor *p2, an_tensor *b2,
@@ -2103,7 +2185,20 @@ static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor 
                                             residual->shape[0] == x->shape[0] &&
                                             residual->shape[1] == w2->shape[0] &&
                                             residual->shape[2] == OH && residual->shape[3] == OW);
-    if (!(row_kernel || small_planes) || !residual_fits)
+    /* one image of small planes whose three products all take the narrow
+       GEMM: one parallel region (pdp_small_planes) */
+    int64_t row_block1 = 0, row_block2 = 0, row_block_s = 0;
+    const int narrow =
+        fits && !row_kernel && !small_planes && N == 1 &&
+        (!w1 || an_gemm_narrow_blocks(Ce, x->shape[2] * x->shape[3], C, p1 != NULL,
+                                      &row_block1) > 0) &&
+        an_gemm_narrow_blocks(w2->shape[0], OH * OW, Ce, p2 != NULL, &row_block2) > 0 &&
+        (!ws || (an_gemm_narrow_blocks(w2->shape[0], x->shape[2] * x->shape[3], C, ps != NULL,
+                                       &row_block_s) > 0 &&
+                 row_block_s == row_block2));
+    if (!w1)
+        row_block1 = 1;
+    if (!(row_kernel || small_planes || narrow) || !residual_fits)
         return pdp_by_calls(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, ws,
                             ps, bs, act2);
 
@@ -2114,7 +2209,13 @@ static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor 
         w1 ? (Ce * pdp_band_rows(stride, max_rows, small_planes) * W + page - 1) / page * page : 0;
     const int64_t d_floats = (Ce * max_rows * OW + page - 1) / page * page;
     const int64_t s_floats = ws ? (Co * max_rows * OW + page - 1) / page * page : 0;
-    const int64_t per_thread = e_floats + d_floats + s_floats;
+    int64_t per_thread = e_floats + d_floats + s_floats;
+    int buffer_team = team;
+    if (narrow) { /* whole-image buffers the team shares */
+        per_thread = (w1 ? Ce * H * W : 0) + (Ce * OH * OW + 15) / 16 * 16 +
+                     (ws ? Co * H * W : 0);
+        buffer_team = 1;
+    }
     an_tensor *xc = an_contiguous(x), *w1c = NULL, *b1c = NULL, *wdc = NULL, *bdc = NULL;
     an_tensor *w2c = NULL, *b2c = NULL, *rc = NULL, *wsc = NULL, *bsc = NULL, *out = NULL;
     int ok = xc != NULL;
@@ -2125,7 +2226,7 @@ static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor 
     if (ok && ws) ok = (wsc = an_contiguous(ws)) != NULL && (!bs || (bsc = an_contiguous(bs)) != NULL);
     int64_t shape[4] = {N, Co, OH, OW};
     if (ok) ok = (out = an_empty(4, shape)) != NULL;
-    float *buffers = ok ? an_alloc(sizeof(float) * (size_t)(team * per_thread)) : NULL;
+    float *buffers = ok ? an_alloc(sizeof(float) * (size_t)(buffer_team * per_thread)) : NULL;
     ok = ok && buffers;
     if (ok) {
         const pdp_block b = {C, H, W, Ce, Co, OH, OW, stride,
@@ -2139,22 +2240,12 @@ static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor 
         const float *px = an_data_ptr(xc), *pr = rc ? an_data_ptr(rc) : NULL;
         float *py = an_data_ptr(out);
         int failed = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(team) if (team > 1) reduction(| : failed)
-#endif
-        {
-            const int t = thread_index(), size = team_size_in_region();
-            float *e = buffers + t * per_thread, *d = e + e_floats, *sc = d + d_floats;
-            if (N == 1) {
-                int64_t r0, r1;
-                split_rows(OH, size, t, &r0, &r1);
-                if (r1 > r0)
-                    failed |= pdp_band(&b, px, pr, py, e, d, sc, r0, r1);
-            } else {
-                for (int64_t n = t; n < N && !failed; n += size)
-                    failed |= pdp_band(&b, px + n * C * H * W, pr ? pr + n * Co * OH * OW : NULL,
-                                       py + n * Co * OH * OW, e, d, sc, 0, OH);
-            }
+        if (narrow) {
+            float *d = buffers + (w1 ? Ce * H * W : 0), *sc = d + (Ce * OH * OW + 15) / 16 * 16;
+            pdp_small_planes(&b, px, pr, py, buffers, d, sc, row_block1, row_block2,
+                             threads < Ce ? threads : (int)Ce);
+        } else {
+            failed = pdp_bands(&b, N, px, pr, py, buffers, per_thread, e_floats, d_floats, team);
         }
         if (failed) {
             an_set_error(AN_ERR_MEMORY, "conv_pw_dw_pw: out of memory for the GEMM workspace");

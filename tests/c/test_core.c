@@ -190,15 +190,18 @@ static an_tensor *random_tensor(int ndim, const int64_t *shape, unsigned *state)
  * its three an_conv2d_fused_prepacked calls bit for bit, with packed weights,
  * at batch 1 on 1 and 2 threads (a band of rows each: under the sanitizers
  * this checks the band buffers' edges) and batch 3, stride 1 and 2, on
- * 32x32 planes (the row kernel) and 16x16 (stride 2: the channels-last
- * kernel on the bands); an input that requires grad is an error, not a
- * crash. */
+ * 32x32 planes (the row kernel), 16x16 (stride 2: the channels-last
+ * kernel on the bands) and 8x8 and 4x4 (batch 1: one parallel region over
+ * the narrow GEMMs' row blocks and the depthwise layer's channels); an
+ * input that requires grad is an error, not a crash. */
 static void test_inverted_residual_block(void)
 {
     const int64_t one[2] = {1, 1}, zero[2] = {0, 0};
-    for (int64_t size = 32; size >= 16; size -= 16)
+    static const int64_t sizes[] = {32, 16, 8, 4};
+    for (size_t which = 0; which < sizeof sizes / sizeof *sizes; which++)
     for (int64_t stride = 1; stride <= 2; stride++)
         for (int64_t n = 1; n <= 3; n += 2) {
+            const int64_t size = sizes[which];
             unsigned state = 777u + (unsigned)(stride * 10 + n + size);
             const int64_t xs[4] = {n, 12, size, size}, w1s[4] = {40, 12, 1, 1}, c1[1] = {40};
             const int64_t wds[4] = {40, 1, 3, 3}, w2s[4] = {16, 40, 1, 1}, c2[1] = {16};
@@ -245,15 +248,17 @@ static void test_inverted_residual_block(void)
 }
 
 /* an_conv_pw_dw_pw_shortcut: the shortcut 1x1 convolution computed inside
- * the call (per band at batch 1, per image at batch 3) gives the bits of
+ * the call (per band at batch 1 on 16x16, per row block on 8x8, per image
+ * at batch 3) gives the bits of
  * an_conv2d_fused_prepacked's shortcut passed as the residual, on 1 and 2
  * threads; a NULL shortcut weight is an error. */
 static void test_inverted_residual_block_shortcut(void)
 {
     const int64_t one[2] = {1, 1}, zero[2] = {0, 0};
+    for (int64_t size = 16; size >= 8; size -= 8)
     for (int64_t n = 1; n <= 3; n += 2) {
-        unsigned state = 991u + (unsigned)n;
-        const int64_t xs[4] = {n, 12, 16, 16}, w1s[4] = {40, 12, 1, 1}, c1[1] = {40};
+        unsigned state = 991u + (unsigned)(n + size);
+        const int64_t xs[4] = {n, 12, size, size}, w1s[4] = {40, 12, 1, 1}, c1[1] = {40};
         const int64_t wds[4] = {40, 1, 3, 3}, w2s[4] = {20, 40, 1, 1}, c2[1] = {20};
         const int64_t wss[4] = {20, 12, 1, 1};
         an_tensor *x = random_tensor(4, xs, &state), *w1 = random_tensor(4, w1s, &state);
