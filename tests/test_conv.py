@@ -299,17 +299,19 @@ def test_conv2d_thread_count_does_not_change_results(xs, ws, stride, padding, gr
         np.testing.assert_array_equal(p, q)
 
 
-def taps_in_order_float32(x, w, start):
-    """3x3, stride 1, padding 1 depthwise in float32 the way the small-plane
-    paths sum: start, then + w * x for the 9 taps in row-major order, a tap
-    on the zero frame adding w * 0, each product and sum rounded to float32."""
+def taps_in_order_float32(x, w, start, stride=1):
+    """3x3, padding 1 depthwise in float32 the way the small-plane paths sum:
+    start, then + w * x for the 9 taps in row-major order, a tap on the zero
+    frame adding w * 0, each product and sum rounded to float32."""
     n, c, h, wd = x.shape
+    oh, ow = (h - 1) // stride + 1, (wd - 1) // stride + 1
     xp = np.zeros((n, c, h + 2, wd + 2), np.float32)
     xp[:, :, 1:-1, 1:-1] = x
     acc = np.array(start, np.float32)
     for i in range(3):
         for j in range(3):
-            acc = acc + w[:, 0, i, j].reshape(1, c, 1, 1) * xp[:, :, i:i + h, j:j + wd]
+            acc = acc + w[:, 0, i, j].reshape(1, c, 1, 1) * xp[:, :, i:i + stride * (oh - 1) + 1:stride,
+                                                               j:j + stride * (ow - 1) + 1:stride]
     return acc
 
 
@@ -355,6 +357,42 @@ def test_depthwise_small_planes_apply_the_activation_as_they_write(xs, activatio
         for n in (1, 2):
             an.set_num_threads(n)
             got = an._C.conv2d(an.tensor(x), an.tensor(w), an.tensor(b), (1, 1), (1, 1), (1, 1), c,
+                               activation).numpy()
+            np.testing.assert_array_equal(got.view(np.uint32), expected.astype(np.float32).view(np.uint32))
+    finally:
+        an.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("xs", [(1, 40, 8, 8), (2, 7, 8, 8), (1, 19, 16, 16), (1, 5, 20, 16),
+                                (2, 3, 7, 16), (1, 4, 1, 16)])
+@pytest.mark.parametrize("activation", [None, "relu", "relu6"])
+def test_depthwise_stride2_small_planes_sum_taps_in_row_major_order(xs, activation):
+    """Stride 2 onto 4- and 8-wide outputs (the permute kernels on AVX-512,
+    channels-last blocks elsewhere): bit for bit the taps in row-major order
+    from the bias, then the activation, on 1, 2 and 3 threads; odd and
+    single-row planes; a NaN reaches exactly the outputs whose window holds
+    it."""
+    rng = np.random.default_rng(xs[1] * xs[2])
+    n, c, h, wd = xs
+    x, w, b = rand(rng, *xs) * 4, rand(rng, c, 1, 3, 3), rand(rng, c)
+    x[0, 0, h // 2, 3] = np.nan
+    oh, ow = (h - 1) // 2 + 1, (wd - 1) // 2 + 1
+    sums = taps_in_order_float32(x, w, np.broadcast_to(b.reshape(1, c, 1, 1), (n, c, oh, ow)), 2)
+    expected = sums
+    if activation is not None:
+        expected = np.where(sums <= 0, np.float32(0), sums)
+    if activation == "relu6":
+        expected = np.where(expected >= 6, np.float32(6), expected)
+    window = np.zeros((oh, ow), bool)
+    for i in range(oh):
+        for j in range(ow):
+            window[i, j] = abs(2 * i - h // 2) <= 1 and abs(2 * j - 3) <= 1
+    np.testing.assert_array_equal(np.isnan(expected[0, 0]), window)
+    threads = an.get_num_threads()
+    try:
+        for n_threads in (1, 2, 3):
+            an.set_num_threads(n_threads)
+            got = an._C.conv2d(an.tensor(x), an.tensor(w), an.tensor(b), (2, 2), (1, 1), (1, 1), c,
                                activation).numpy()
             np.testing.assert_array_equal(got.view(np.uint32), expected.astype(np.float32).view(np.uint32))
     finally:

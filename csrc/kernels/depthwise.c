@@ -827,6 +827,175 @@ static void masked_run(const float *x, const float *w, const float *bias, int ac
         run(x, w, bias, C, H, p0, p1, y);
     }
 }
+
+/* ---- Stride 2 onto 4- and 8-wide outputs (AVX-512) --------------------- *
+ * 8x8 planes -> 4x4, and 16-wide planes (or a band's rows) -> 8 wide: the
+ * even and odd columns of the input rows gathered by permutes, with no
+ * zero frame and no channels-last copy (the channels-last kernel spent most
+ * of its time in those copies here: 576x8x8 -> 4x4 took 13 us against
+ * onnxruntime's 7).  A tap's column 2j - 1 + kj is the odd column of j - 1
+ * (kj = 0), the even column of j (kj = 1) or the odd column of j (kj = 2).
+ * Every output starts from its bias and adds its nine products in tap
+ * order, a zero where the tap falls outside the plane: the sums of the
+ * channels-last kernel, bit for bit. */
+
+/* v shifted up by `lanes` lanes (a lane's value from `lanes` below), zeros
+ * where `keep` is clear. */
+#define S2_SHIFT(v, lanes, keep)                                                                 \
+    _mm512_castsi512_ps(_mm512_maskz_alignr_epi32((keep), _mm512_castps_si512(v),               \
+                                                  _mm512_castps_si512(v), 16 - (lanes)))
+
+/* The nine products of one output vector, in tap order, onto acc. */
+AN_TARGET_AVX512 static inline __attribute__((always_inline)) __m512
+s2_sum(__m512 acc, const __m512 wk[9], const __m512 taps[9])
+{
+#pragma GCC unroll 9
+    for (int t = 0; t < 9; ++t)
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(wk[t], taps[t]));
+    return acc;
+}
+
+/* 8x8 planes (padding 1) -> 4x4: one vector of 16 outputs (lane 4i + j)
+ * per plane.  Rows 2i (tap row 1) and 2i + 1 (tap row 2) come from the
+ * plane's two halves by two permutes and a blend each; tap row 0 (row
+ * 2i - 1) is tap row 2 moved down one output row. */
+AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
+s2_w8_planes(const float *x, const float *w, const float *bias, int64_t C, int64_t p0, int64_t p1,
+             const int act, float *y)
+{
+    /* plane index (mod 32: the permute's two sources hold four rows) of
+       lane 4i + j, rows 2i (+1) and columns 2j (+1) */
+    int idx[4][16];
+    for (int l = 0; l < 16; ++l) {
+        const int i = l / 4, j = l % 4;
+        for (int odd_row = 0; odd_row < 2; ++odd_row)
+            for (int odd_col = 0; odd_col < 2; ++odd_col)
+                idx[odd_row * 2 + odd_col][l] = ((2 * i + odd_row) * 8 + 2 * j + odd_col) & 31;
+    }
+    __m512i gather[4];
+    for (int k = 0; k < 4; ++k) gather[k] = _mm512_loadu_si512(idx[k]);
+    const __mmask16 upper = 0xFF00, not_first_col = 0xEEEE, not_first_row = 0xFFF0;
+    for (int64_t p = p0; p < p1; ++p) {
+        const int64_t c = p % C;
+        const float *plane = x + p * 64;
+        const __m512 z0 = _mm512_loadu_ps(plane), z1 = _mm512_loadu_ps(plane + 16);
+        const __m512 z2 = _mm512_loadu_ps(plane + 32), z3 = _mm512_loadu_ps(plane + 48);
+        __m512 by_row[2][2]; /* [odd row][odd column] */
+        for (int k = 0; k < 4; ++k)
+            by_row[k / 2][k % 2] = _mm512_mask_blend_ps(upper, _mm512_permutex2var_ps(z0, gather[k], z1),
+                                                        _mm512_permutex2var_ps(z2, gather[k], z3));
+        __m512 taps[9];
+        for (int r = 1; r <= 2; ++r) { /* tap rows 1 and 2: rows 2i and 2i + 1 */
+            const __m512 even = by_row[r - 1][0], odd = by_row[r - 1][1];
+            taps[3 * r] = S2_SHIFT(odd, 1, not_first_col);
+            taps[3 * r + 1] = even;
+            taps[3 * r + 2] = odd;
+        }
+        for (int k = 0; k < 3; ++k) /* tap row 0: row 2i - 1, tap row 2 of output row i - 1 */
+            taps[k] = S2_SHIFT(taps[6 + k], 4, not_first_row);
+        __m512 wk[9];
+        for (int t = 0; t < 9; ++t) wk[t] = _mm512_set1_ps(w[c * 9 + t]);
+        const __m512 acc = s2_sum(_mm512_set1_ps(bias ? bias[c] : 0.0f), wk, taps);
+        _mm512_storeu_ps(y + p * 16, an_avx512_activate(acc, act));
+    }
+}
+
+/* 16-wide planes of H rows (padding ph = 0 or 1 on top, 1 on the sides)
+ * -> OH rows of 8: output rows i and i + half in one vector (lanes 0-7,
+ * 8-15), so that tap row 2 of rows (i, i + half) is tap row 0 of rows
+ * (i + 1, i + 1 + half) and each input row is permuted once. */
+AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
+s2_w16_planes(const float *x, const float *w, const float *bias, int64_t C, int64_t H, int64_t ph,
+              int64_t OH, int64_t p0, int64_t p1, const int act, float *y)
+{
+    int even_idx[16], odd_idx[16];
+    for (int l = 0; l < 16; ++l) {
+        even_idx[l] = (l / 8) * 16 + 2 * (l % 8);
+        odd_idx[l] = even_idx[l] + 1;
+    }
+    const __m512i even_of = _mm512_loadu_si512(even_idx), odd_of = _mm512_loadu_si512(odd_idx);
+    const __mmask16 not_first_col = 0xFEFE;
+    const int64_t half = (OH + 1) / 2;
+    for (int64_t p = p0; p < p1; ++p) {
+        const int64_t c = p % C;
+        const float *plane = x + p * H * 16;
+        float *out = y + p * OH * 8;
+        __m512 wk[9];
+        for (int t = 0; t < 9; ++t) wk[t] = _mm512_set1_ps(w[c * 9 + t]);
+        const __m512 start = _mm512_set1_ps(bias ? bias[c] : 0.0f);
+        __m512 taps[9];
+        for (int64_t i = 0; i < half; ++i) {
+            for (int r = i == 0 ? 0 : 1; r <= 2; ++r) {
+                const int64_t ra = 2 * i - ph + r, rb = 2 * (i + half) - ph + r;
+                const __m512 a = ra >= 0 && ra < H ? _mm512_loadu_ps(plane + ra * 16) : _mm512_setzero_ps();
+                const __m512 b = rb >= 0 && rb < H ? _mm512_loadu_ps(plane + rb * 16) : _mm512_setzero_ps();
+                const __m512 odd = _mm512_permutex2var_ps(a, odd_of, b);
+                taps[3 * r] = S2_SHIFT(odd, 1, not_first_col);
+                taps[3 * r + 1] = _mm512_permutex2var_ps(a, even_of, b);
+                taps[3 * r + 2] = odd;
+            }
+            const __m512 acc = an_avx512_activate(s2_sum(start, wk, taps), act);
+            _mm256_storeu_ps(out + i * 8, _mm512_castps512_ps256(acc));
+            if (i + half < OH)
+                _mm256_storeu_ps(out + (i + half) * 8, _mm512_extractf32x8_ps(acc, 1));
+            for (int k = 0; k < 3; ++k) taps[k] = taps[6 + k];
+        }
+    }
+}
+#undef S2_SHIFT
+
+#define AN_S2_VARIANT(ACT, NAME)                                                                 \
+    AN_TARGET_AVX512 static void NAME##_w8(const float *x, const float *w, const float *bias,    \
+                                           int64_t C, int64_t H, int64_t ph, int64_t OH,         \
+                                           int64_t p0, int64_t p1, float *y)                     \
+    {                                                                                            \
+        (void)H, (void)ph, (void)OH;                                                             \
+        s2_w8_planes(x, w, bias, C, p0, p1, ACT, y);                                             \
+    }                                                                                            \
+    AN_TARGET_AVX512 static void NAME##_w16(const float *x, const float *w, const float *bias,   \
+                                            int64_t C, int64_t H, int64_t ph, int64_t OH,        \
+                                            int64_t p0, int64_t p1, float *y)                    \
+    {                                                                                            \
+        s2_w16_planes(x, w, bias, C, H, ph, OH, p0, p1, ACT, y);                                 \
+    }
+AN_S2_VARIANT(DW_ACT_NONE, s2_none)
+AN_S2_VARIANT(DW_ACT_RELU, s2_relu)
+AN_S2_VARIANT(DW_ACT_RELU6, s2_relu6)
+
+typedef void (*s2_fn)(const float *, const float *, const float *, int64_t, int64_t, int64_t,
+                      int64_t, int64_t, int64_t, float *);
+
+/* Whether the stride-2 kernels take this geometry (3x3, stride 2,
+ * dilation 1, one output per channel, padding 1 on the sides) on this CPU:
+ * 8x8 planes with padding 1, or 16-wide planes with padding 0 or 1 on top. */
+static int s2_fits(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
+                   int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t multiplier, int64_t OH,
+                   int64_t OW)
+{
+    if (an_cpu_info_get()->isa != AN_ISA_AVX512 || kh != 3 || kw != 3 || sh != 2 || sw != 2 ||
+        dh != 1 || dw != 1 || multiplier != 1 || pw != 1 || H < 1)
+        return 0;
+    if (W == 8)
+        return H == 8 && ph == 1 && OH == 4 && OW == 4;
+    return W == 16 && OW == 8 && (ph == 0 || ph == 1) && OH == (H + 2 * ph - 3) / 2 + 1 && OH >= 1;
+}
+
+/* y = act(conv(x, w) + bias) over planes = N * C planes, split by planes. */
+static void s2_run(const float *x, const float *w, const float *bias, int act, int64_t planes,
+                   int64_t C, int64_t H, int64_t W, int64_t ph, int64_t OH, float *y)
+{
+    static const s2_fn by_act[2][3] = {{s2_none_w8, s2_relu_w8, s2_relu6_w8},
+                                       {s2_none_w16, s2_relu_w16, s2_relu6_w16}};
+    const s2_fn run = by_act[W == 16][act == DW_ACT_RELU6 ? 2 : act == DW_ACT_RELU ? 1 : 0];
+#ifdef _OPENMP
+#pragma omp parallel if (planes * H * W * 9 / 4 > KERNEL_PARALLEL_GRAIN)
+#endif
+    {
+        int64_t p0, p1;
+        this_threads_share(planes, &p0, &p1);
+        run(x, w, bias, C, H, ph, OH, p0, p1, y);
+    }
+}
 #endif
 
 /* ---- Small planes, channels-last -------------------------------------- *
@@ -1158,6 +1327,12 @@ void an_depthwise_conv2d_forward_act_f32(
         }
 #endif
         flat_run(x, w, bias, 0, 0, act, planes, C, H, W, y);
+        return;
+    }
+#endif
+#ifdef AN_HAVE_MASKED_SMALL
+    if (s2_fits(H, W, kh, kw, sh, sw, ph, pw, dh, dw, multiplier, OH, OW)) {
+        s2_run(x, w, bias, act, planes, C, H, W, ph, OH, y);
         return;
     }
 #endif
