@@ -44,6 +44,41 @@ def test_zoo_plans_reproduce_the_fused_model_bit_for_bit(name):
         np.testing.assert_allclose(plan(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_the_compiled_replay_is_the_stepwise_loop_and_follows_replaced_steps():
+    """run() executes the steps as generated straight-line code: the bits of
+    the generic loop over the steps (ShuffleNetV2: a list argument of the
+    shuffle's concatenation), and steps replaced after compiling (a profiler
+    wrapping them; a step with several outputs) are what runs next."""
+    an.manual_seed(4)
+    model = calibrated(models.create("shufflenet_v2", num_classes=10), (1, 3, 32, 32))
+    plan = compile_for_inference(model, images((1, 3, 32, 32), 0))
+    shape_plan = plan._plans[(1, 3, 32, 32)]
+    assert any(step[2] is None for step in shape_plan.steps)  # a nested (list) argument
+    x = images((1, 3, 32, 32), 8)
+    with an.no_grad():
+        assert same_bits(shape_plan.run(x), shape_plan.run_stepwise(x))
+    calls = []
+    steps = shape_plan.steps
+
+    def counted(function):
+        def call(*args, **kwargs):
+            calls.append(function)
+            return function(*args, **kwargs)
+        return call
+
+    def twice(function):  # two outputs, both written to the step's slot
+        return lambda *args, **kwargs: (function(*args, **kwargs), function(*args, **kwargs))
+
+    replaced = [(counted(step[0]),) + tuple(step[1:]) for step in steps]
+    replaced[1] = (twice(replaced[1][0]),) + replaced[1][1:5] + ((steps[1][5],) * 2,) + replaced[1][6:]
+    shape_plan.steps = replaced
+    try:
+        assert same_bits(plan(x), shape_plan.run_stepwise(x))
+    finally:
+        shape_plan.steps = steps
+    assert len(calls) == 2 * (len(steps) + 1)
+
+
 def test_a_new_batch_size_records_its_own_plan_and_old_shapes_are_evicted():
     an.manual_seed(1)
     model = calibrated(models.create("resnet20", num_classes=10), (1, 3, 32, 32))
