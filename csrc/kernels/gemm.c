@@ -186,6 +186,13 @@ static int64_t round_up(int64_t value, int64_t step)
     return (value + step - 1) / step * step;
 }
 
+/* Columns up to which a row-major product skips packing: each A element
+ * then serves at most two column chunks of 32, so the packed copy of A
+ * would be written and read once for one or two uses.  (A 1x1 convolution
+ * on a 4x4 plane at batch 1 has N = 16; packing A, the weights, was half of
+ * its time.) */
+#define AN_GEMM_NARROW_MAX_N 64
+
 /* KC: the B micro-panel (KC x NR) as large as L1 (384 with 48 KiB and
  * NR = 32); the A micro-panel streams past it from L2.  Longer K runs per C
  * write-back beat keeping the panel clear of the stream: a 2048^2 GEMM ran
@@ -205,6 +212,19 @@ static gemm_blocking choose_blocking(const an_gemm_ukernel *uk, int64_t M, int64
     int64_t k_blocks = (K + kc - 1) / kc;
     blk.kc = round_up((K + k_blocks - 1) / k_blocks, 8);
     if (blk.kc > kc) blk.kc = kc;
+    /* Narrow products (batch-1 1x1 layers on 8x8 and 4x4 planes) take a
+     * long K in two halves: the B rows a block reads (KC x N, N <= 32 per
+     * chunk) fit L1 up to twice the usual KC when N is 16, and two blocks
+     * let two threads each sum one half from the channels they computed
+     * (conv_pw_dw_pw), the halves then added in the order one thread adds
+     * them.  Depends on M, N and K only, like every choice here, so each
+     * product's bits are the same on any number of threads. */
+    if (N <= AN_GEMM_NARROW_MAX_N && K > 256) {
+        const int64_t width = N < uk->nr ? round_up(N, 16) : uk->nr;
+        const int64_t wide_kc = clamp_i64((int64_t)cpu->l1d_bytes / (width * (int64_t)sizeof(float)) / 16 * 16,
+                                          128, 768);
+        if (K <= 2 * wide_kc) blk.kc = round_up((K + 1) / 2, 8);
+    }
 
     int64_t a_block_bytes = (int64_t)cpu->l2_bytes / 8;
     int64_t floor_bytes = (int64_t)cpu->l2_bytes / 2 < 160 * 1024 ? (int64_t)cpu->l2_bytes / 2 : 160 * 1024;
@@ -815,12 +835,6 @@ static void gemv(const gemv_problem *p)
 /* Narrow products (few columns)                                            */
 /* ------------------------------------------------------------------------ */
 
-/* Columns up to which a row-major product skips packing: each A element
- * then serves at most two column chunks of 32, so the packed copy of A
- * would be written and read once for one or two uses.  (A 1x1 convolution
- * on a 4x4 plane at batch 1 has N = 16; packing A, the weights, was half of
- * its time.) */
-#define AN_GEMM_NARROW_MAX_N 64
 
 static int narrow_applies(const gemm_problem *p)
 {
@@ -852,7 +866,7 @@ static void narrow_rows(const gemm_problem *p, int64_t KC, int64_t row0, int64_t
     const float *residual = p->residual ? p->residual + row0 * p->ldr : NULL;
     if (p->a_prepacked)
         an_gemm_narrow_prepacked_avx512(row1 - row0, p->N, p->K, KC, p->a_prepacked + row0 * p->K,
-                                        p->uk->mr, p->B, p->b_row, p->beta, p->C + row0 * p->ldc,
+                                        p->uk->mr, p->K * p->uk->mr, p->B, p->b_row, p->beta, p->C + row0 * p->ldc,
                                         p->ldc, bias, residual, p->ldr, p->act);
     else
         an_gemm_narrow_avx512(row1 - row0, p->N, p->K, KC, p->A + row0 * p->a_row, p->a_row, p->B,
@@ -1035,6 +1049,34 @@ int64_t an_gemm_narrow_blocks(int64_t M, int64_t N, int64_t K, int prepacked,
 #else
     (void)M, (void)N, (void)K, (void)prepacked;
     return 0;
+#endif
+}
+
+int64_t an_gemm_kc(int64_t M, int64_t N, int64_t K)
+{
+    return choose_blocking(select_ukernel(M), M, N, K).kc;
+}
+
+void an_gemm_f32_prepacked_k_range(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                                   const float *a_packed, const float *B, int64_t ldb, float *C,
+                                   int64_t ldc, int64_t k0, int64_t k1)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    const an_gemm_ukernel *uk = select_ukernel(M);
+    const int64_t KC = choose_blocking(uk, M, N, K).kc;
+    if (k0 < 0) k0 = 0;
+    if (k1 > K) k1 = K;
+    if (k1 <= k0 || M <= 0 || N <= 0) return;
+    if (a_packed)
+        an_gemm_narrow_prepacked_avx512(M, N, k1 - k0, KC, a_packed + k0 * uk->mr, uk->mr,
+                                        K * uk->mr, B + k0 * ldb, ldb, 0.0f, C, ldc, NULL, NULL,
+                                        0, AN_GEMM_ACT_NONE);
+    else
+        an_gemm_narrow_avx512(M, N, k1 - k0, KC, A + k0, lda, B + k0 * ldb, ldb, 0.0f, C, ldc,
+                              NULL, NULL, 0, AN_GEMM_ACT_NONE);
+#else
+    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)a_packed, (void)B, (void)ldb, (void)C;
+    (void)ldc, (void)k0, (void)k1;
 #endif
 }
 

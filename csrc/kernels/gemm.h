@@ -96,6 +96,16 @@ int an_gemm_f32_epilogue_prepacked(int64_t M, int64_t N, int64_t K, const float 
    bits of the whole call, for any split: no workspace, no threads. */
 int64_t an_gemm_narrow_blocks(int64_t M, int64_t N, int64_t K, int prepacked,
                               int64_t *rows_per_block);
+/* A product's sums over K run in blocks of an_gemm_kc(M, N, K) products
+   each (a function of M, N, K and the CPU only), added block after block
+   onto C: ((B0 + B1) + B2) ..., then the epilogue.  an_gemm_f32_prepacked_k_range writes C = the sum of
+   the blocks in [k0, k1) (k0 on a block boundary), all M rows, no epilogue,
+   on the calling thread: with one block per thread, P1 + P0 followed by
+   an_epilogue_rows is the whole call's result, bit for bit. */
+int64_t an_gemm_kc(int64_t M, int64_t N, int64_t K);
+void an_gemm_f32_prepacked_k_range(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                                   const float *a_packed, const float *B, int64_t ldb, float *C,
+                                   int64_t ldc, int64_t k0, int64_t k1);
 void an_gemm_f32_epilogue_prepacked_rows(int64_t M, int64_t N, int64_t K, const float *A,
                                          int64_t lda, const float *a_packed, const float *B,
                                          int64_t ldb, float *C, int64_t ldc,
@@ -191,9 +201,12 @@ void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const
                            int64_t ldc, const float *row_bias, const float *residual,
                            int64_t ldr, int act);
 /* The same product with A pre-packed (an_gemm_pack_a, panels of panel_rows
- * = 14 or 8 rows) and A_packed at the panel holding row 0 of these rows. */
+ * = 14 or 8 rows, panel_stride floats apart: panel_rows times the packed
+ * matrix's whole K) and A_packed at column 0 of the panel holding row 0 of
+ * these rows (a K range starting at k0: k0 * panel_rows further). */
 void an_gemm_narrow_prepacked_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC,
-                                     const float *A_packed, int panel_rows, const float *B,
+                                     const float *A_packed, int panel_rows,
+                                     int64_t panel_stride, const float *B,
                                      int64_t ldb, float beta, float *C, int64_t ldc,
                                      const float *row_bias, const float *residual, int64_t ldr,
                                      int act);

@@ -316,7 +316,8 @@ void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const
 }
 
 void an_gemm_narrow_prepacked_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC,
-                                     const float *A_packed, int panel_rows, const float *B,
+                                     const float *A_packed, int panel_rows,
+                                     int64_t panel_stride, const float *B,
                                      int64_t ldb, float beta, float *C, int64_t ldc,
                                      const float *row_bias, const float *residual, int64_t ldr,
                                      int act)
@@ -327,7 +328,7 @@ void an_gemm_narrow_prepacked_avx512(int64_t rows, int64_t N, int64_t K, int64_t
     int64_t i = 0;
     for (int h = first; h < 5; ++h) {
         for (; rows - i >= narrow_heights[h]; i += narrow_heights[h]) {
-            const float *a = A_packed + (i / panel_rows) * K * panel_rows + i % panel_rows;
+            const float *a = A_packed + (i / panel_rows) * panel_stride + i % panel_rows;
             narrow_block(narrow_prepacked_by_height[h], N, K, KC, a, panel_rows, B, ldb, beta,
                          C + i * ldc, ldc, row_bias ? row_bias + i : NULL,
                          residual ? residual + i * ldr : NULL, ldr, act);

@@ -2072,27 +2072,36 @@ static int pdp_bands(const pdp_block *b, int64_t N, const float *x, const float 
 
 /* The block on one image of small planes (8x8, 4x4: the GEMMs' narrow
    path), in one parallel region instead of three calls' worth: each thread
-   expands a run of the expansion's row blocks, runs the depthwise layer on
-   those same channels (its own rows: nothing crosses cores there), and after
-   a barrier projects its run of the output's row blocks (with its rows of
-   the shortcut convolution, computed first).  Every product is split where
-   the narrow GEMM splits it and every depthwise plane is independent, so the
-   bits are those of the three calls for any team.  b->C etc. describe the
-   block; e [Ce, H*W], d [Ce, OH*OW] and s [Co, H*W] are buffers for the
-   whole image, row_block1 / row_block2 the GEMMs' row blocks (expansion;
-   projection and shortcut). */
+   expands a run of the expansion's row blocks and runs the depthwise layer
+   on those channels (its own rows: nothing crosses cores there); after a
+   barrier it projects its run of the output's row blocks (with its rows of
+   the shortcut convolution, computed first).  When the projection's sum
+   runs in as many K blocks as there are threads (K = 576 on 2 threads),
+   each thread instead runs the depthwise layer on its K block's channels
+   and sums that block for every output row into its own partial; after a
+   barrier each thread adds the partials of its rows in block order and
+   finishes them (bias, residual, activation): the other core's partials
+   (Co rows) cross instead of its half of the depthwise output (Ce rows).
+   Every product is split where the narrow GEMM splits it (rows or K
+   blocks) and every depthwise plane is independent, so the bits are those
+   of the three calls for any team.  e [Ce, H*W], d [Ce, OH*OW] and s [Co,
+   H*W] are buffers for the whole image, partials team x part_floats
+   floats; row_block1 / row_block2 the GEMMs' row blocks (expansion;
+   projection and shortcut), kc2 the projection's K block. */
 static void pdp_small_planes(const pdp_block *b, const float *x, const float *r, float *y,
-                             float *e, float *d, float *s, int64_t row_block1, int64_t row_block2,
-                             int team)
+                             float *e, float *d, float *s, float *partials, int64_t part_floats,
+                             int64_t row_block1, int64_t row_block2, int64_t kc2, int team)
 {
     const int64_t HW = b->H * b->W, OHW = b->OH * b->OW;
     const int64_t blocks1 = (b->Ce + row_block1 - 1) / row_block1;
     const int64_t blocks2 = (b->Co + row_block2 - 1) / row_block2;
+    const int64_t k_blocks = (b->Ce + kc2 - 1) / kc2;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(team) if (team > 1)
 #endif
     {
         const int t = thread_index(), size = team_size_in_region();
+        const int k_split = size > 1 && k_blocks == size;
         int64_t b0, b1, c0, c1, o0, o1;
         split_rows(blocks2, size, t, &b0, &b1);
         o0 = b0 * row_block2, o1 = b1 * row_block2 < b->Co ? b1 * row_block2 : b->Co;
@@ -2107,17 +2116,44 @@ static void pdp_small_planes(const pdp_block *b, const float *x, const float *r,
                                                 b->b1, NULL, 0, b->act1, c0, c1);
             planes = e;
         }
+        if (k_split) { /* this thread's K block of channels, expanded partly by another */
+            c0 = t * kc2;
+            c1 = c0 + kc2 < b->Ce ? c0 + kc2 : b->Ce;
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        }
         if (c1 > c0)
             an_depthwise_conv2d_forward_act_f32(planes + c0 * HW, b->wd + c0 * 9,
                                                 b->bd ? b->bd + c0 : NULL, 1, c1 - c0, b->H, b->W,
                                                 1, 3, 3, b->stride, b->stride, 1, 1, 1, 1, b->OH,
                                                 b->OW, b->actd, d + c0 * OHW);
+        const float *residual = b->ws ? s : r;
+        if (k_split) {
+            an_gemm_f32_prepacked_k_range(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW,
+                                          partials + t * part_floats, OHW, c0, c1);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-        const float *residual = b->ws ? s : r;
-        an_gemm_f32_epilogue_prepacked_rows(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW, y, OHW,
-                                            b->b2, residual, OHW, b->act2, o0, o1);
+            for (int64_t row = o0; row < o1; ++row) { /* ((P0 + P1) + P2) ..., as the GEMM adds */
+                float *out = y + row * OHW;
+                const float *first = partials + row * OHW;
+                for (int64_t j = 0; j < OHW; ++j) out[j] = first[j];
+                for (int u = 1; u < size; ++u) {
+                    const float *part = partials + u * part_floats + row * OHW;
+                    for (int64_t j = 0; j < OHW; ++j) out[j] = part[j] + out[j];
+                }
+            }
+            if (o1 > o0)
+                an_epilogue_rows(y + o0 * OHW, o1 - o0, OHW, OHW, b->b2 ? b->b2 + o0 : NULL,
+                                 residual ? residual + o0 * OHW : NULL, OHW, b->act2);
+        } else {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            an_gemm_f32_epilogue_prepacked_rows(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW, y,
+                                                OHW, b->b2, residual, OHW, b->act2, o0, o1);
+        }
     }
 }
 
@@ -2173,14 +2209,32 @@ static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor 
     const int64_t N = fits ? x->shape[0] : 0;
     const int team = N == 1 ? (OH < threads ? (int)OH : threads) : (N < threads ? (int)N : threads);
     const int64_t max_rows = N == 1 ? (OH + team - 1) / team : OH;
-    const int row_kernel = fits && an_depthwise3x3_rows_applies(x->shape[2], x->shape[3], stride);
+    int row_kernel = fits && an_depthwise3x3_rows_applies(x->shape[2], x->shape[3], stride);
     /* Stride 2 onto 8-wide planes too (192x16x16 -> 64x8x8, 2 threads: 38 ->
        28 us; the same on 1).  Not 8x8 onto 4x4 (two bands of 4 rows expand
        5 of the 8 input rows each: 42 -> 58 us), nor stride 1 on 8x8 (no
        faster than the three calls on 2 threads, slower on 1). */
-    const int small_planes = fits && !row_kernel && w1 && stride == 2 && x->shape[3] >= 16 &&
+    int small_planes = fits && !row_kernel && w1 && stride == 2 && x->shape[3] >= 16 &&
                              an_depthwise3x3_band_applies(pdp_band_rows(stride, max_rows, 1),
                                                           x->shape[3], stride);
+    /* A band's products have fewer columns than the three calls' (whole
+       planes: a band of `rows` output rows, its input rows clipped by up to
+       two at the image's edges); their sums must still run in the same K
+       blocks (an_gemm_kc). */
+    int band_blocks_match = 1;
+    if (row_kernel || small_planes) {
+        const int64_t W = x->shape[3], HW = x->shape[2] * W, OHW = OH * OW, Co = w2->shape[0];
+        const int64_t fewest = N == 1 && max_rows > 1 ? max_rows - 1 : max_rows;
+        for (int64_t rows = max_rows; rows >= fewest; --rows) {
+            band_blocks_match &= an_gemm_kc(Co, rows * OW, Ce) == an_gemm_kc(Co, OHW, Ce) &&
+                                 (!ws || an_gemm_kc(Co, rows * W, C) == an_gemm_kc(Co, HW, C));
+            for (int64_t clipped = 0; w1 && clipped <= 2; ++clipped) {
+                const int64_t in_rows = pdp_band_rows(stride, rows, small_planes) - clipped;
+                if (in_rows >= 1)
+                    band_blocks_match &= an_gemm_kc(Ce, in_rows * W, C) == an_gemm_kc(Ce, HW, C);
+            }
+        }
+    }
     const int residual_fits = !residual || (residual->ndim == 4 &&
                                             residual->shape[0] == x->shape[0] &&
                                             residual->shape[1] == w2->shape[0] &&
@@ -2198,6 +2252,8 @@ static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor 
                  row_block_s == row_block2));
     if (!w1)
         row_block1 = 1;
+    if (!((row_kernel || small_planes) && band_blocks_match) && !narrow)
+        row_kernel = small_planes = 0;
     if (!(row_kernel || small_planes || narrow) || !residual_fits)
         return pdp_by_calls(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, ws,
                             ps, bs, act2);
@@ -2211,9 +2267,10 @@ static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor 
     const int64_t s_floats = ws ? (Co * max_rows * OW + page - 1) / page * page : 0;
     int64_t per_thread = e_floats + d_floats + s_floats;
     int buffer_team = team;
-    if (narrow) { /* whole-image buffers the team shares */
+    const int64_t part_floats = (Co * OH * OW + 15) / 16 * 16;
+    if (narrow) { /* whole-image buffers the team shares, and a partial sum per thread */
         per_thread = (w1 ? Ce * H * W : 0) + (Ce * OH * OW + 15) / 16 * 16 +
-                     (ws ? Co * H * W : 0);
+                     (ws ? Co * H * W : 0) + threads * part_floats;
         buffer_team = 1;
     }
     an_tensor *xc = an_contiguous(x), *w1c = NULL, *b1c = NULL, *wdc = NULL, *bdc = NULL;
@@ -2242,7 +2299,9 @@ static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor 
         int failed = 0;
         if (narrow) {
             float *d = buffers + (w1 ? Ce * H * W : 0), *sc = d + (Ce * OH * OW + 15) / 16 * 16;
-            pdp_small_planes(&b, px, pr, py, buffers, d, sc, row_block1, row_block2,
+            float *partials = sc + (ws ? Co * H * W : 0);
+            pdp_small_planes(&b, px, pr, py, buffers, d, sc, partials, part_floats, row_block1,
+                             row_block2, an_gemm_kc(Co, OH * OW, Ce),
                              threads < Ce ? threads : (int)Ce);
         } else {
             failed = pdp_bands(&b, N, px, pr, py, buffers, per_thread, e_floats, d_floats, team);

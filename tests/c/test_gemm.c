@@ -567,6 +567,58 @@ static void test_prepacked_a(const char *isa)
             }
 }
 
+/* Narrow products with a long K sum it in two halves (an_gemm_kc), and
+ * an_gemm_f32_prepacked_k_range sums one K block for every row: the second
+ * half's block added to the first's, then an_epilogue_rows, is the whole
+ * call bit for bit (what conv_pw_dw_pw's threads do with one half each),
+ * A pre-packed or not.  AVX-512 (the narrow path) only. */
+static void test_k_halves(const char *isa)
+{
+    static const int64_t shapes[][3] = {{20, 64, 384}, {64, 64, 576}, {29, 16, 960}, {15, 33, 300}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; ++si) {
+        const int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        const int64_t kc = an_gemm_kc(M, N, K);
+        test_case t = {0, 0, M, N, K, 1.0f, 0.0f, 0};
+        ++g_cases;
+        if (!(kc < K && 2 * kc >= K)) {
+            fail(&t, isa, 1, "a narrow product's long K is not taken in two halves");
+            continue;
+        }
+        const int64_t packed_floats = an_gemm_packed_a_floats(M, K);
+        float *A = malloc(sizeof(float) * (size_t)(M * K)), *B = malloc(sizeof(float) * (size_t)(K * N));
+        float *packed = malloc(sizeof(float) * (size_t)packed_floats);
+        float *bias = malloc(sizeof(float) * (size_t)M), *res = malloc(sizeof(float) * (size_t)(M * N));
+        float *expect = malloc(sizeof(float) * (size_t)(M * N));
+        float *halves = malloc(sizeof(float) * (size_t)(2 * M * N));
+        if (!A || !B || !packed || !bias || !res || !expect || !halves) {
+            printf("FAIL: out of memory in test_k_halves\n");
+            ++g_failures;
+            free(A), free(B), free(packed), free(bias), free(res), free(expect), free(halves);
+            return;
+        }
+        for (int64_t i = 0; i < M * K; ++i) A[i] = random_unit();
+        for (int64_t i = 0; i < K * N; ++i) B[i] = random_unit();
+        for (int64_t i = 0; i < M; ++i) bias[i] = random_unit();
+        for (int64_t i = 0; i < M * N; ++i) res[i] = random_unit();
+        an_gemm_pack_a(M, K, A, K, packed);
+        for (int with_packed = 0; with_packed < 2; ++with_packed) {
+            const float *ap = with_packed ? packed : NULL;
+            set_threads(2);
+            int rc = an_gemm_f32_epilogue_prepacked(M, N, K, A, K, ap, B, N, expect, N, bias, res, N,
+                                                    AN_GEMM_ACT_RELU);
+            set_threads(1);
+            an_gemm_f32_prepacked_k_range(M, N, K, A, K, ap, B, N, halves, N, 0, kc);
+            an_gemm_f32_prepacked_k_range(M, N, K, A, K, ap, B, N, halves + M * N, N, kc, K);
+            for (int64_t i = 0; i < M * N; ++i) halves[i] = halves[M * N + i] + halves[i];
+            an_epilogue_rows(halves, M, N, N, bias, res, N, AN_GEMM_ACT_RELU);
+            ++g_cases;
+            if (rc != 0 || memcmp(expect, halves, sizeof(float) * (size_t)(M * N)) != 0)
+                fail(&t, isa, 2, "the two K halves added in order differ from the whole call");
+        }
+        free(A), free(B), free(packed), free(bias), free(res), free(expect), free(halves);
+    }
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; ++i) {
@@ -593,6 +645,7 @@ int main(int argc, char **argv)
         g_cases = g_failures = 0;
         test_isa(isa);
         if (level == AN_ISA_AVX512) test_avx512_row_kernels(isa);
+        if (level == AN_ISA_AVX512) test_k_halves(isa);
         test_b_sources(isa);
         test_narrow(isa);
         test_bias_act(isa);
