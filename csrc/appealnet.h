@@ -293,8 +293,12 @@ an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor 
    input rows the band reads, its edge rows too), the depthwise layer and
    the projection in buffers of its own, so that the expanded planes, the
    block's largest tensors, are read by the core that wrote them; at larger
-   batches each thread takes whole images.  AN_ERR_VALUE for an input that
-   requires grad.
+   batches each thread takes whole images.  One image of small planes (8x8,
+   4x4 on AVX-512) runs in one parallel region instead: each thread expands
+   a run of channels and runs the depthwise layer on them, then projects a
+   run of output rows, or, when the projection's K blocks are as many as the
+   threads, sums its own channels' block for every row, the partial sums
+   added in block order.  AN_ERR_VALUE for an input that requires grad.
    an_conv_pw_dw_pw_shortcut: the residual is the block's shortcut
    convolution, conv1x1(x, ws, stride) + bs (ws packed as ps, or NULL),
    computed inside the call (on each band's rows in the one-pass path, stride

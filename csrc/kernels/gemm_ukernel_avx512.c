@@ -34,6 +34,12 @@ finish_vector(__m512 v, const float *row_bias, int i, const float *residual, __m
 
 /* One body for every row count; `mr` is a compile-time constant in each
  * instantiation below, so the accumulators stay in registers. */
+/* The packed B micro-panel is read again for every micro-tile of a row
+ * block, but the A panel streaming past it evicts some of its lines from
+ * L1: a prefetch 64 rows (8 KB) ahead brings them back before they are
+ * needed (2048^2 on one thread: +1.5%, paired medians of 16 alternating
+ * runs; 8 and 32 rows ahead: +0.4% and +1%). */
+#define AN_B_PREFETCH_ROWS 64
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
 gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const float *packed_b,
                          const int64_t *b_offsets, float *c, int64_t ldc, float alpha, float beta,
@@ -64,6 +70,8 @@ gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const 
         } else {
             b0 = _mm512_load_ps(b);
             b1 = _mm512_load_ps(b + 16);
+            _mm_prefetch((const char *)(b + AN_B_PREFETCH_ROWS * AVX512_NR), _MM_HINT_T0);
+            _mm_prefetch((const char *)(b + AN_B_PREFETCH_ROWS * AVX512_NR + 16), _MM_HINT_T0);
         }
 #pragma GCC unroll 16
         for (int i = 0; i < mr; ++i) {
