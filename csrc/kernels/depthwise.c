@@ -24,6 +24,33 @@
 /* Below this much work a parallel region (thread wake-up) costs more than it saves. */
 #define KERNEL_PARALLEL_GRAIN 32768
 
+/* [*begin, *end) of [0, n): the calling thread's contiguous share of the
+ * innermost parallel region's team (all of it outside one); called only
+ * inside the kernels' own regions (starts_team). */
+static void this_threads_share(int64_t n, int64_t *begin, int64_t *end)
+{
+    *begin = 0;
+    *end = n;
+#ifdef _OPENMP
+    const int64_t team = omp_get_num_threads(), thread = omp_get_thread_num();
+    *begin = n * thread / team;
+    *end = n * (thread + 1) / team;
+#endif
+}
+
+/* Whether a kernel of `work` should start a team of its own: not inside
+ * another parallel region (a fused block's threads each run their share of
+ * planes; a nested region would only add a team of one per call). */
+static int starts_team(int64_t work)
+{
+#ifdef _OPENMP
+    return work > KERNEL_PARALLEL_GRAIN && !omp_in_parallel();
+#else
+    (void)work;
+    return 0;
+#endif
+}
+
 /* activation codes of an_depthwise_conv2d_forward_act_f32 (the GEMM's) */
 #define DW_ACT_NONE AN_GEMM_ACT_NONE
 #define DW_ACT_RELU AN_GEMM_ACT_RELU
@@ -642,17 +669,16 @@ typedef void (*flat_fn)(const flat_job *j, int64_t chunk0, int64_t chunk1, float
     }
 AN_FOR_EACH_ISA(AN_DEFINE_FLAT)
 
-/* [*begin, *end) of [0, n): the calling thread's contiguous share inside
- * a parallel region (all of it outside one). */
-static void this_threads_share(int64_t n, int64_t *begin, int64_t *end)
+/* The calling thread's share of the chunks in a team of this kernel's
+ * (`shared`), or all of them. */
+static void flat_share(const flat_job *job, flat_fn run, int64_t chunks, int shared)
 {
-    *begin = 0;
-    *end = n;
-#ifdef _OPENMP
-    const int64_t team = omp_get_num_threads(), thread = omp_get_thread_num();
-    *begin = n * thread / team;
-    *end = n * (thread + 1) / team;
-#endif
+    int64_t chunk0 = 0, chunk1 = chunks;
+    if (shared)
+        this_threads_share(chunks, &chunk0, &chunk1);
+    _Alignas(64) float buf[2 * FLAT_BUFFER];
+    memset(buf, 0, sizeof buf);
+    run(job, chunk0, chunk1, buf);
 }
 
 /* y = act(conv(x, w) + bias), or y += conv(x, w rotated by 180 degrees) (the
@@ -664,15 +690,13 @@ static void flat_run(const float *x, const float *w, const float *bias, int rota
     const flat_fn run = AN_BY_ISA(flat3x3_s1_);
     const int64_t vectors = H * W / ROW_LANES;
     const int64_t chunks = vectors >= FLAT_GROUP ? planes : (planes * vectors + FLAT_GROUP - 1) / FLAT_GROUP;
+    if (starts_team(planes * H * W * 9)) {
 #ifdef _OPENMP
-#pragma omp parallel if (planes * H * W * 9 > KERNEL_PARALLEL_GRAIN)
+#pragma omp parallel
 #endif
-    {
-        int64_t chunk0, chunk1;
-        this_threads_share(chunks, &chunk0, &chunk1);
-        _Alignas(64) float buf[2 * FLAT_BUFFER];
-        memset(buf, 0, sizeof buf);
-        run(&job, chunk0, chunk1, buf);
+        flat_share(&job, run, chunks, 1);
+    } else {
+        flat_share(&job, run, chunks, 0);
     }
 }
 #endif
@@ -818,13 +842,17 @@ static void masked_run(const float *x, const float *w, const float *bias, int ac
     static const masked_fn by_act[2][3] = {{masked_w4_none, masked_w4_relu, masked_w4_relu6},
                                            {masked_w8_none, masked_w8_relu, masked_w8_relu6}};
     const masked_fn run = by_act[W == 8][act == DW_ACT_RELU6 ? 2 : act == DW_ACT_RELU ? 1 : 0];
+    if (starts_team(planes * H * W * 9)) {
 #ifdef _OPENMP
-#pragma omp parallel if (planes * H * W * 9 > KERNEL_PARALLEL_GRAIN)
+#pragma omp parallel
 #endif
-    {
-        int64_t p0, p1;
-        this_threads_share(planes, &p0, &p1);
-        run(x, w, bias, C, H, p0, p1, y);
+        {
+            int64_t p0, p1;
+            this_threads_share(planes, &p0, &p1);
+            run(x, w, bias, C, H, p0, p1, y);
+        }
+    } else {
+        run(x, w, bias, C, H, 0, planes, y);
     }
 }
 
@@ -987,13 +1015,17 @@ static void s2_run(const float *x, const float *w, const float *bias, int act, i
     static const s2_fn by_act[2][3] = {{s2_none_w8, s2_relu_w8, s2_relu6_w8},
                                        {s2_none_w16, s2_relu_w16, s2_relu6_w16}};
     const s2_fn run = by_act[W == 16][act == DW_ACT_RELU6 ? 2 : act == DW_ACT_RELU ? 1 : 0];
+    if (starts_team(planes * H * W * 9 / 4)) {
 #ifdef _OPENMP
-#pragma omp parallel if (planes * H * W * 9 / 4 > KERNEL_PARALLEL_GRAIN)
+#pragma omp parallel
 #endif
-    {
-        int64_t p0, p1;
-        this_threads_share(planes, &p0, &p1);
-        run(x, w, bias, C, H, ph, OH, p0, p1, y);
+        {
+            int64_t p0, p1;
+            this_threads_share(planes, &p0, &p1);
+            run(x, w, bias, C, H, ph, OH, p0, p1, y);
+        }
+    } else {
+        run(x, w, bias, C, H, ph, OH, 0, planes, y);
     }
 }
 #endif
@@ -1226,21 +1258,30 @@ static cl_wgrad_fn choose_cl_wgrad(void) { return AN_BY_ISA(cl_wgrad_); }
  * any split across threads gives the same result. */
 typedef void (*cl_unit_fn)(const void *ctx, int64_t u, float *frame, float *out);
 
+static void cl_units(const cl_geometry *g, int64_t u0, int64_t u1, cl_unit_fn unit,
+                     const void *ctx)
+{
+    const int64_t frame_floats = (g->H + 2 * g->ph) * (g->W + 2 * g->pw) * CL_LANES;
+    _Alignas(64) float frame[CL_MAX_FRAME * CL_LANES];
+    _Alignas(64) float out[CL_MAX_OUT * CL_LANES];
+    for (int64_t i = 0; i < frame_floats; ++i) frame[i] = 0.0f;
+    for (int64_t u = u0; u < u1; ++u) unit(ctx, u, frame, out);
+}
+
 static void cl_for_units(const cl_geometry *g, int64_t units, int64_t work, cl_unit_fn unit,
                          const void *ctx)
 {
-    const int64_t frame_floats = (g->H + 2 * g->ph) * (g->W + 2 * g->pw) * CL_LANES;
+    if (starts_team(work)) {
 #ifdef _OPENMP
-#pragma omp parallel if (work > KERNEL_PARALLEL_GRAIN)
+#pragma omp parallel
 #endif
-    {
-        _Alignas(64) float frame[CL_MAX_FRAME * CL_LANES];
-        _Alignas(64) float out[CL_MAX_OUT * CL_LANES];
-        for (int64_t i = 0; i < frame_floats; ++i) frame[i] = 0.0f;
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int64_t u = 0; u < units; ++u) unit(ctx, u, frame, out);
+        {
+            int64_t u0, u1;
+            this_threads_share(units, &u0, &u1);
+            cl_units(g, u0, u1, unit, ctx);
+        }
+    } else {
+        cl_units(g, 0, units, unit, ctx);
     }
 }
 
