@@ -315,6 +315,32 @@ def taps_in_order_float32(x, w, start, stride=1):
     return acc
 
 
+def activated(sums, activation):
+    """The fused activation as the kernels apply it: x <= 0 -> +0 (NaN
+    passes, -0 too becomes +0), then x >= 6 -> 6 for relu6."""
+    if activation is None:
+        return sums
+    out = np.where(sums <= 0, np.float32(0), sums)
+    if activation == "relu6":
+        out = np.where(out >= 6, np.float32(6), out)
+    return out
+
+
+def assert_depthwise_bits(x, w, b, stride, activation, expected, thread_counts):
+    """The depthwise 3x3 (padding 1) forward with its fused activation gives
+    `expected` bit for bit on each thread count."""
+    c = x.shape[1]
+    threads = an.get_num_threads()
+    try:
+        for n in thread_counts:
+            an.set_num_threads(n)
+            got = an._C.conv2d(an.tensor(x), an.tensor(w), an.tensor(b), (stride, stride), (1, 1),
+                               (1, 1), c, activation).numpy()
+            np.testing.assert_array_equal(got.view(np.uint32), expected.astype(np.float32).view(np.uint32))
+    finally:
+        an.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("xs", [(2, 20, 8, 8), (1, 13, 4, 4), (1, 7, 8, 4), (2, 3, 16, 8), (1, 5, 12, 4),
                                 (1, 232, 4, 4), (1, 58, 8, 8)])
 def test_depthwise_small_planes_sum_taps_in_row_major_order(xs):
@@ -347,20 +373,10 @@ def test_depthwise_small_planes_apply_the_activation_as_they_write(xs, activatio
     b[1] = -0.0
     w[1] = 0.0  # channel 1: -0 from the bias alone
     sums = taps_in_order_float32(x, w, np.broadcast_to(b.reshape(1, c, 1, 1), xs))
-    expected = np.where(sums <= 0, np.float32(0), sums)
-    if activation == "relu6":
-        expected = np.where(expected >= 6, np.float32(6), expected)
+    expected = activated(sums, activation)
     assert np.isnan(expected).any() and (expected == 0).any()
     assert activation == "relu" or (expected == 6).any()
-    threads = an.get_num_threads()
-    try:
-        for n in (1, 2):
-            an.set_num_threads(n)
-            got = an._C.conv2d(an.tensor(x), an.tensor(w), an.tensor(b), (1, 1), (1, 1), (1, 1), c,
-                               activation).numpy()
-            np.testing.assert_array_equal(got.view(np.uint32), expected.astype(np.float32).view(np.uint32))
-    finally:
-        an.set_num_threads(threads)
+    assert_depthwise_bits(x, w, b, 1, activation, expected, (1, 2))
 
 
 @pytest.mark.parametrize("xs", [(1, 40, 8, 8), (2, 7, 8, 8), (1, 19, 16, 16), (1, 5, 20, 16),
@@ -378,25 +394,13 @@ def test_depthwise_stride2_small_planes_sum_taps_in_row_major_order(xs, activati
     x[0, 0, h // 2, 3] = np.nan
     oh, ow = (h - 1) // 2 + 1, (wd - 1) // 2 + 1
     sums = taps_in_order_float32(x, w, np.broadcast_to(b.reshape(1, c, 1, 1), (n, c, oh, ow)), 2)
-    expected = sums
-    if activation is not None:
-        expected = np.where(sums <= 0, np.float32(0), sums)
-    if activation == "relu6":
-        expected = np.where(expected >= 6, np.float32(6), expected)
+    expected = activated(sums, activation)
     window = np.zeros((oh, ow), bool)
     for i in range(oh):
         for j in range(ow):
             window[i, j] = abs(2 * i - h // 2) <= 1 and abs(2 * j - 3) <= 1
     np.testing.assert_array_equal(np.isnan(expected[0, 0]), window)
-    threads = an.get_num_threads()
-    try:
-        for n_threads in (1, 2, 3):
-            an.set_num_threads(n_threads)
-            got = an._C.conv2d(an.tensor(x), an.tensor(w), an.tensor(b), (2, 2), (1, 1), (1, 1), c,
-                               activation).numpy()
-            np.testing.assert_array_equal(got.view(np.uint32), expected.astype(np.float32).view(np.uint32))
-    finally:
-        an.set_num_threads(threads)
+    assert_depthwise_bits(x, w, b, 2, activation, expected, (1, 2, 3))
 
 
 @pytest.mark.parametrize("h,w", [(8, 8), (4, 4), (8, 4)])
