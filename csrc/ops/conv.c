@@ -2076,7 +2076,8 @@ static int pdp_bands(const pdp_block *b, int64_t N, const float *x, const float 
    on those channels (its own rows: nothing crosses cores there); after a
    barrier it projects its run of the output's row blocks (with its rows of
    the shortcut convolution, computed first).  When the projection's sum
-   runs in as many K blocks as there are threads (K = 576 on 2 threads),
+   runs in as many K blocks as there are threads (2 threads: an_gemm_kc
+   takes a narrow product's K over 256 in two halves),
    each thread instead runs the depthwise layer on its K block's channels
    and sums that block for every output row into its own partial; after a
    barrier each thread adds the partials of its rows in block order and
@@ -2211,12 +2212,13 @@ static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor 
     const int64_t max_rows = N == 1 ? (OH + team - 1) / team : OH;
     int row_kernel = fits && an_depthwise3x3_rows_applies(x->shape[2], x->shape[3], stride);
     /* Stride 2 onto 8-wide planes too (192x16x16 -> 64x8x8, 2 threads: 38 ->
-       28 us; the same on 1).  Not 8x8 onto 4x4 (two bands of 4 rows expand
-       5 of the 8 input rows each: 42 -> 58 us), nor stride 1 on 8x8 (no
-       faster than the three calls on 2 threads, slower on 1). */
+       28 us; the same on 1).  Not 8x8 onto 4x4 in bands (two bands of 4 rows
+       expand 5 of the 8 input rows each: 42 -> 58 us), nor stride 1 on 8x8
+       (no faster than the three calls on 2 threads, slower on 1): those take
+       pdp_small_planes below. */
     int small_planes = fits && !row_kernel && w1 && stride == 2 && x->shape[3] >= 16 &&
-                             an_depthwise3x3_band_applies(pdp_band_rows(stride, max_rows, 1),
-                                                          x->shape[3], stride);
+                       an_depthwise3x3_band_applies(pdp_band_rows(stride, max_rows, 1),
+                                                    x->shape[3], stride);
     /* A band's products have fewer columns than the three calls' (whole
        planes: a band of `rows` output rows, its input rows clipped by up to
        two at the image's edges); their sums must still run in the same K
