@@ -221,8 +221,8 @@ static gemm_blocking choose_blocking(const an_gemm_ukernel *uk, int64_t M, int64
      * product's bits are the same on any number of threads. */
     if (N <= AN_GEMM_NARROW_MAX_N && K > 256) {
         const int64_t width = N < uk->nr ? round_up(N, 16) : uk->nr;
-        const int64_t wide_kc = clamp_i64((int64_t)cpu->l1d_bytes / (width * (int64_t)sizeof(float)) / 16 * 16,
-                                          128, 768);
+        const int64_t wide_kc =
+            clamp_i64((int64_t)cpu->l1d_bytes / (width * (int64_t)sizeof(float)) / 16 * 16, 128, 768);
         if (K <= 2 * wide_kc) blk.kc = round_up((K + 1) / 2, 8);
     }
 
@@ -835,7 +835,6 @@ static void gemv(const gemv_problem *p)
 /* Narrow products (few columns)                                            */
 /* ------------------------------------------------------------------------ */
 
-
 static int narrow_applies(const gemm_problem *p)
 {
 #if defined(__x86_64__) || defined(_M_X64)
@@ -866,8 +865,9 @@ static void narrow_rows(const gemm_problem *p, int64_t KC, int64_t row0, int64_t
     const float *residual = p->residual ? p->residual + row0 * p->ldr : NULL;
     if (p->a_prepacked)
         an_gemm_narrow_prepacked_avx512(row1 - row0, p->N, p->K, KC, p->a_prepacked + row0 * p->K,
-                                        p->uk->mr, p->K * p->uk->mr, p->B, p->b_row, p->beta, p->C + row0 * p->ldc,
-                                        p->ldc, bias, residual, p->ldr, p->act);
+                                        p->uk->mr, p->K * p->uk->mr, p->B, p->b_row, p->beta,
+                                        p->C + row0 * p->ldc, p->ldc, bias, residual, p->ldr,
+                                        p->act);
     else
         an_gemm_narrow_avx512(row1 - row0, p->N, p->K, KC, p->A + row0 * p->a_row, p->a_row, p->B,
                               p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc, bias, residual,
