@@ -24,38 +24,40 @@
 /* Below this much work a parallel region (thread wake-up) costs more than it saves. */
 #define KERNEL_PARALLEL_GRAIN 32768
 
-/* [*begin, *end) of [0, n): the calling thread's contiguous share of the
- * innermost parallel region's team (all of it outside one); called only
- * inside the kernels' own regions (starts_team). */
-static void this_threads_share(int64_t n, int64_t *begin, int64_t *end)
-{
-    *begin = 0;
-    *end = n;
-#ifdef _OPENMP
-    const int64_t team = omp_get_num_threads(), thread = omp_get_thread_num();
-    *begin = n * thread / team;
-    *end = n * (thread + 1) / team;
-#endif
-}
-
-/* Whether a kernel of `work` should start a team of its own: not inside
- * another parallel region (a fused block's threads each run their share of
- * planes; a nested region would only add a team of one per call). */
-static int starts_team(int64_t work)
-{
-#ifdef _OPENMP
-    return work > KERNEL_PARALLEL_GRAIN && !omp_in_parallel();
-#else
-    (void)work;
-    return 0;
-#endif
-}
-
 /* activation codes of an_depthwise_conv2d_forward_act_f32 (the GEMM's) */
 #define DW_ACT_NONE AN_GEMM_ACT_NONE
 #define DW_ACT_RELU AN_GEMM_ACT_RELU
 #define DW_ACT_RELU6 AN_GEMM_ACT_RELU6
 
+/* body(ctx, begin, end) over [0, n) in independent items.  With more than
+ * KERNEL_PARALLEL_GRAIN of `work`, a team splits the items in contiguous
+ * runs; inside another parallel region (a fused block's threads, each
+ * passing its own share of planes) the calling thread runs them all, with
+ * no nested team of one per call. */
+typedef void (*share_fn)(const void *ctx, int64_t begin, int64_t end);
+
+static inline void run_shared(int64_t n, int64_t work, share_fn body, const void *ctx)
+{
+#ifdef _OPENMP
+    if (work > KERNEL_PARALLEL_GRAIN && !omp_in_parallel()) {
+#pragma omp parallel
+        {
+            const int64_t team = omp_get_num_threads(), thread = omp_get_thread_num();
+            body(ctx, n * thread / team, n * (thread + 1) / team);
+        }
+        return;
+    }
+#else
+    (void)work;
+#endif
+    body(ctx, 0, n);
+}
+
+/* Index of an activation code in the kernels' per-activation tables. */
+static inline int act_index(int act)
+{
+    return act == DW_ACT_RELU6 ? 2 : act == DW_ACT_RELU ? 1 : 0;
+}
 
 /* Outputs o in [0, n_out) read input position o*stride + offset. Returns in
  * [*lo, *hi) the o whose position lies in [0, n_in); lo <= hi always. */
@@ -669,16 +671,17 @@ typedef void (*flat_fn)(const flat_job *j, int64_t chunk0, int64_t chunk1, float
     }
 AN_FOR_EACH_ISA(AN_DEFINE_FLAT)
 
-/* The calling thread's share of the chunks in a team of this kernel's
- * (`shared`), or all of them. */
-static void flat_share(const flat_job *job, flat_fn run, int64_t chunks, int shared)
+typedef struct {
+    flat_job job;
+    flat_fn run;
+} flat_share;
+
+static void flat_chunks(const void *ctx, int64_t chunk0, int64_t chunk1)
 {
-    int64_t chunk0 = 0, chunk1 = chunks;
-    if (shared)
-        this_threads_share(chunks, &chunk0, &chunk1);
+    const flat_share *f = ctx;
     _Alignas(64) float buf[2 * FLAT_BUFFER];
     memset(buf, 0, sizeof buf);
-    run(job, chunk0, chunk1, buf);
+    f->run(&f->job, chunk0, chunk1, buf);
 }
 
 /* y = act(conv(x, w) + bias), or y += conv(x, w rotated by 180 degrees) (the
@@ -686,18 +689,11 @@ static void flat_share(const flat_job *job, flat_fn run, int64_t chunks, int sha
 static void flat_run(const float *x, const float *w, const float *bias, int rotate, int accumulate,
                      int act, int64_t planes, int64_t C, int64_t H, int64_t W, float *y)
 {
-    const flat_job job = {x, w, bias, y, planes, C, H, W, rotate, accumulate, act};
-    const flat_fn run = AN_BY_ISA(flat3x3_s1_);
+    const flat_share f = {{x, w, bias, y, planes, C, H, W, rotate, accumulate, act},
+                          AN_BY_ISA(flat3x3_s1_)};
     const int64_t vectors = H * W / ROW_LANES;
     const int64_t chunks = vectors >= FLAT_GROUP ? planes : (planes * vectors + FLAT_GROUP - 1) / FLAT_GROUP;
-    if (starts_team(planes * H * W * 9)) {
-#ifdef _OPENMP
-#pragma omp parallel
-#endif
-        flat_share(&job, run, chunks, 1);
-    } else {
-        flat_share(&job, run, chunks, 0);
-    }
+    run_shared(chunks, planes * H * W * 9, flat_chunks, &f);
 }
 #endif
 
@@ -812,11 +808,26 @@ masked_planes(const float *x, const float *w, const float *bias, int64_t C, int6
     }
 }
 
+/* A plane kernel of this section, planes [p0, p1) of job j. */
+typedef struct planes_job planes_job;
+typedef void (*planes_fn)(const planes_job *j, int64_t p0, int64_t p1);
+struct planes_job {
+    const float *x, *w, *bias;
+    int64_t C, H, ph, OH; /* ph, OH: the stride-2 kernels' top padding and output rows */
+    float *y;
+    planes_fn run;
+};
+
+static void planes_share(const void *ctx, int64_t p0, int64_t p1)
+{
+    const planes_job *j = ctx;
+    j->run(j, p0, p1);
+}
+
 #define AN_MASKED_VARIANT(WIDTH, ACT, NAME)                                                      \
-    AN_TARGET_AVX512 static void NAME(const float *x, const float *w, const float *bias,         \
-                                      int64_t C, int64_t H, int64_t p0, int64_t p1, float *y)    \
+    AN_TARGET_AVX512 static void NAME(const planes_job *j, int64_t p0, int64_t p1)               \
     {                                                                                            \
-        masked_planes(x, w, bias, C, H, WIDTH, p0, p1, ACT, y);                                  \
+        masked_planes(j->x, j->w, j->bias, j->C, j->H, WIDTH, p0, p1, ACT, j->y);                \
     }
 AN_MASKED_VARIANT(8, DW_ACT_NONE, masked_w8_none)
 AN_MASKED_VARIANT(8, DW_ACT_RELU, masked_w8_relu)
@@ -824,9 +835,6 @@ AN_MASKED_VARIANT(8, DW_ACT_RELU6, masked_w8_relu6)
 AN_MASKED_VARIANT(4, DW_ACT_NONE, masked_w4_none)
 AN_MASKED_VARIANT(4, DW_ACT_RELU, masked_w4_relu)
 AN_MASKED_VARIANT(4, DW_ACT_RELU6, masked_w4_relu6)
-
-typedef void (*masked_fn)(const float *, const float *, const float *, int64_t, int64_t, int64_t,
-                          int64_t, float *);
 
 /* Whether the masked kernel takes what flat3x3 would: its planes, and the
  * CPU running AVX-512. */
@@ -839,21 +847,10 @@ static int masked_fits(int64_t H, int64_t W)
 static void masked_run(const float *x, const float *w, const float *bias, int act, int64_t planes,
                        int64_t C, int64_t H, int64_t W, float *y)
 {
-    static const masked_fn by_act[2][3] = {{masked_w4_none, masked_w4_relu, masked_w4_relu6},
+    static const planes_fn by_act[2][3] = {{masked_w4_none, masked_w4_relu, masked_w4_relu6},
                                            {masked_w8_none, masked_w8_relu, masked_w8_relu6}};
-    const masked_fn run = by_act[W == 8][act == DW_ACT_RELU6 ? 2 : act == DW_ACT_RELU ? 1 : 0];
-    if (starts_team(planes * H * W * 9)) {
-#ifdef _OPENMP
-#pragma omp parallel
-#endif
-        {
-            int64_t p0, p1;
-            this_threads_share(planes, &p0, &p1);
-            run(x, w, bias, C, H, p0, p1, y);
-        }
-    } else {
-        run(x, w, bias, C, H, 0, planes, y);
-    }
+    const planes_job j = {x, w, bias, C, H, 1, H, y, by_act[W == 8][act_index(act)]};
+    run_shared(planes, planes * H * W * 9, planes_share, &j);
 }
 
 /* ---- Stride 2 onto 4- and 8-wide outputs (AVX-512) --------------------- *
@@ -973,25 +970,17 @@ s2_w16_planes(const float *x, const float *w, const float *bias, int64_t C, int6
 #undef S2_SHIFT
 
 #define AN_S2_VARIANT(ACT, NAME)                                                                 \
-    AN_TARGET_AVX512 static void NAME##_w8(const float *x, const float *w, const float *bias,    \
-                                           int64_t C, int64_t H, int64_t ph, int64_t OH,         \
-                                           int64_t p0, int64_t p1, float *y)                     \
+    AN_TARGET_AVX512 static void NAME##_w8(const planes_job *j, int64_t p0, int64_t p1)          \
     {                                                                                            \
-        (void)H, (void)ph, (void)OH;                                                             \
-        s2_w8_planes(x, w, bias, C, p0, p1, ACT, y);                                             \
+        s2_w8_planes(j->x, j->w, j->bias, j->C, p0, p1, ACT, j->y);                              \
     }                                                                                            \
-    AN_TARGET_AVX512 static void NAME##_w16(const float *x, const float *w, const float *bias,   \
-                                            int64_t C, int64_t H, int64_t ph, int64_t OH,        \
-                                            int64_t p0, int64_t p1, float *y)                    \
+    AN_TARGET_AVX512 static void NAME##_w16(const planes_job *j, int64_t p0, int64_t p1)         \
     {                                                                                            \
-        s2_w16_planes(x, w, bias, C, H, ph, OH, p0, p1, ACT, y);                                 \
+        s2_w16_planes(j->x, j->w, j->bias, j->C, j->H, j->ph, j->OH, p0, p1, ACT, j->y);         \
     }
 AN_S2_VARIANT(DW_ACT_NONE, s2_none)
 AN_S2_VARIANT(DW_ACT_RELU, s2_relu)
 AN_S2_VARIANT(DW_ACT_RELU6, s2_relu6)
-
-typedef void (*s2_fn)(const float *, const float *, const float *, int64_t, int64_t, int64_t,
-                      int64_t, int64_t, int64_t, float *);
 
 /* Whether the stride-2 kernels take this geometry (3x3, stride 2,
  * dilation 1, one output per channel, padding 1 on the sides) on this CPU:
@@ -1012,21 +1001,10 @@ static int s2_fits(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int
 static void s2_run(const float *x, const float *w, const float *bias, int act, int64_t planes,
                    int64_t C, int64_t H, int64_t W, int64_t ph, int64_t OH, float *y)
 {
-    static const s2_fn by_act[2][3] = {{s2_none_w8, s2_relu_w8, s2_relu6_w8},
-                                       {s2_none_w16, s2_relu_w16, s2_relu6_w16}};
-    const s2_fn run = by_act[W == 16][act == DW_ACT_RELU6 ? 2 : act == DW_ACT_RELU ? 1 : 0];
-    if (starts_team(planes * H * W * 9 / 4)) {
-#ifdef _OPENMP
-#pragma omp parallel
-#endif
-        {
-            int64_t p0, p1;
-            this_threads_share(planes, &p0, &p1);
-            run(x, w, bias, C, H, ph, OH, p0, p1, y);
-        }
-    } else {
-        run(x, w, bias, C, H, ph, OH, 0, planes, y);
-    }
+    static const planes_fn by_act[2][3] = {{s2_none_w8, s2_relu_w8, s2_relu6_w8},
+                                           {s2_none_w16, s2_relu_w16, s2_relu6_w16}};
+    const planes_job j = {x, w, bias, C, H, ph, OH, y, by_act[W == 16][act_index(act)]};
+    run_shared(planes, planes * H * W * 9 / 4, planes_share, &j);
 }
 #endif
 
@@ -1258,31 +1236,27 @@ static cl_wgrad_fn choose_cl_wgrad(void) { return AN_BY_ISA(cl_wgrad_); }
  * any split across threads gives the same result. */
 typedef void (*cl_unit_fn)(const void *ctx, int64_t u, float *frame, float *out);
 
-static void cl_units(const cl_geometry *g, int64_t u0, int64_t u1, cl_unit_fn unit,
-                     const void *ctx)
+typedef struct {
+    const cl_geometry *g;
+    cl_unit_fn unit;
+    const void *ctx;
+} cl_share;
+
+static void cl_units(const void *ctx, int64_t u0, int64_t u1)
 {
-    const int64_t frame_floats = (g->H + 2 * g->ph) * (g->W + 2 * g->pw) * CL_LANES;
+    const cl_share *c = ctx;
+    const int64_t frame_floats = (c->g->H + 2 * c->g->ph) * (c->g->W + 2 * c->g->pw) * CL_LANES;
     _Alignas(64) float frame[CL_MAX_FRAME * CL_LANES];
     _Alignas(64) float out[CL_MAX_OUT * CL_LANES];
     for (int64_t i = 0; i < frame_floats; ++i) frame[i] = 0.0f;
-    for (int64_t u = u0; u < u1; ++u) unit(ctx, u, frame, out);
+    for (int64_t u = u0; u < u1; ++u) c->unit(c->ctx, u, frame, out);
 }
 
 static void cl_for_units(const cl_geometry *g, int64_t units, int64_t work, cl_unit_fn unit,
                          const void *ctx)
 {
-    if (starts_team(work)) {
-#ifdef _OPENMP
-#pragma omp parallel
-#endif
-        {
-            int64_t u0, u1;
-            this_threads_share(units, &u0, &u1);
-            cl_units(g, u0, u1, unit, ctx);
-        }
-    } else {
-        cl_units(g, 0, units, unit, ctx);
-    }
+    const cl_share c = {g, unit, ctx};
+    run_shared(units, work, cl_units, &c);
 }
 
 typedef struct {
