@@ -857,21 +857,31 @@ static int64_t narrow_rows_per_block(const gemm_problem *p)
     return p->a_prepacked ? p->uk->mr : p->M >= AN_GEMM_NARROW_FINE_ROWS ? 14 : 8;
 }
 
-/* Rows [row0, row1) of the product on the calling thread. */
-static void narrow_rows(const gemm_problem *p, int64_t KC, int64_t row0, int64_t row1)
+/* Rows [row0, row1) of the product's sum over k in [k0, k1) (k0 on a K
+ * block's first column) on the calling thread. */
+static void narrow_part(const gemm_problem *p, int64_t KC, int64_t row0, int64_t row1, int64_t k0,
+                        int64_t k1)
 {
-    if (row0 >= row1) return;
+    if (row0 >= row1 || k0 >= k1) return;
     const float *bias = p->row_bias ? p->row_bias + row0 : NULL;
     const float *residual = p->residual ? p->residual + row0 * p->ldr : NULL;
+    const float *b = p->B + k0 * p->b_row;
     if (p->a_prepacked)
-        an_gemm_narrow_prepacked_avx512(row1 - row0, p->N, p->K, KC, p->a_prepacked + row0 * p->K,
-                                        p->uk->mr, p->K * p->uk->mr, p->B, p->b_row, p->beta,
+        an_gemm_narrow_prepacked_avx512(row1 - row0, p->N, k1 - k0, KC,
+                                        p->a_prepacked + row0 * p->K + k0 * p->uk->mr, p->uk->mr,
+                                        p->K * p->uk->mr, b, p->b_row, p->beta,
                                         p->C + row0 * p->ldc, p->ldc, bias, residual, p->ldr,
                                         p->act);
     else
-        an_gemm_narrow_avx512(row1 - row0, p->N, p->K, KC, p->A + row0 * p->a_row, p->a_row, p->B,
-                              p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc, bias, residual,
-                              p->ldr, p->act);
+        an_gemm_narrow_avx512(row1 - row0, p->N, k1 - k0, KC, p->A + row0 * p->a_row + k0,
+                              p->a_row, b, p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc, bias,
+                              residual, p->ldr, p->act);
+}
+
+/* Rows [row0, row1) of the product on the calling thread. */
+static void narrow_rows(const gemm_problem *p, int64_t KC, int64_t row0, int64_t row1)
+{
+    narrow_part(p, KC, row0, row1, 0, p->K);
 }
 
 /* Rows split across threads in contiguous runs of blocks of 14 rows (8 for
@@ -1062,18 +1072,10 @@ void an_gemm_f32_prepacked_k_range(int64_t M, int64_t N, int64_t K, const float 
                                    int64_t ldc, int64_t k0, int64_t k1)
 {
 #if defined(__x86_64__) || defined(_M_X64)
-    const an_gemm_ukernel *uk = select_ukernel(M);
-    const int64_t KC = choose_blocking(uk, M, N, K).kc;
-    if (k0 < 0) k0 = 0;
-    if (k1 > K) k1 = K;
-    if (k1 <= k0 || M <= 0 || N <= 0) return;
-    if (a_packed)
-        an_gemm_narrow_prepacked_avx512(M, N, k1 - k0, KC, a_packed + k0 * uk->mr, uk->mr,
-                                        K * uk->mr, B + k0 * ldb, ldb, 0.0f, C, ldc, NULL, NULL,
-                                        0, AN_GEMM_ACT_NONE);
-    else
-        an_gemm_narrow_avx512(M, N, k1 - k0, KC, A + k0, lda, B + k0 * ldb, ldb, 0.0f, C, ldc,
-                              NULL, NULL, 0, AN_GEMM_ACT_NONE);
+    gemm_problem p;
+    epilogue_problem(&p, M, N, K, A, lda, a_packed, B, ldb, C, ldc, NULL, NULL, 0,
+                     AN_GEMM_ACT_NONE);
+    narrow_part(&p, choose_blocking(p.uk, M, N, K).kc, 0, M, k0 < 0 ? 0 : k0, k1 > K ? K : k1);
 #else
     (void)M, (void)N, (void)K, (void)A, (void)lda, (void)a_packed, (void)B, (void)ldb, (void)C;
     (void)ldc, (void)k0, (void)k1;

@@ -98,9 +98,10 @@ int64_t an_gemm_narrow_blocks(int64_t M, int64_t N, int64_t K, int prepacked,
                               int64_t *rows_per_block);
 /* A product's sums over K run in blocks of an_gemm_kc(M, N, K) products
    each (a function of M, N, K and the CPU only), added block after block
-   onto C: ((B0 + B1) + B2) ..., then the epilogue.  an_gemm_f32_prepacked_k_range writes C = the sum of
-   the blocks in [k0, k1) (k0 on a block boundary), all M rows, no epilogue,
-   on the calling thread: with one block per thread, P1 + P0 followed by
+   onto C: ((B0 + B1) + B2) ..., then the epilogue.  On the narrow path,
+   an_gemm_f32_prepacked_k_range writes C = the sum of the blocks in
+   [k0, k1) (k0 on a block boundary), all M rows, no epilogue, on the
+   calling thread: with one block per thread, P1 + P0 followed by
    an_epilogue_rows is the whole call's result, bit for bit. */
 int64_t an_gemm_kc(int64_t M, int64_t N, int64_t K);
 void an_gemm_f32_prepacked_k_range(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,

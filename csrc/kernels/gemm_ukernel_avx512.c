@@ -32,14 +32,15 @@ finish_vector(__m512 v, const float *row_bias, int i, const float *residual, __m
     return v;
 }
 
-/* One body for every row count; `mr` is a compile-time constant in each
- * instantiation below, so the accumulators stay in registers. */
 /* The packed B micro-panel is read again for every micro-tile of a row
  * block, but the A panel streaming past it evicts some of its lines from
  * L1: a prefetch 64 rows (8 KB) ahead brings them back before they are
  * needed (2048^2 on one thread: +1.5%, paired medians of 16 alternating
  * runs; 8 and 32 rows ahead: +0.4% and +1%). */
 #define AN_B_PREFETCH_ROWS 64
+
+/* One body for every row count; `mr` is a compile-time constant in each
+ * instantiation below, so the accumulators stay in registers. */
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
 gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const float *packed_b,
                          const int64_t *b_offsets, float *c, int64_t ldc, float alpha, float beta,
