@@ -1,10 +1,10 @@
-"""conv2d through Winograd's F(2x2, 3x3) (csrc/kernels/winograd.c, the
+"""conv2d through Winograd's F(4x4, 3x3) (csrc/kernels/winograd.c, the
 "winograd" entry of csrc/ops/conv.c): 3x3, stride 1, padding 1, no groups,
 32+ channels in and out, planes up to 64x64, batches of 32+ images and
-1024+ tiles (smaller ones stay direct).  The forward, the data
+4096+ outputs per channel (smaller ones stay direct).  The forward, the data
 gradient (a convolution of dy with the flipped kernel) and the weight
 gradient (through the same transforms) take it.  Checked against torch in float64
-on the zoo's layer shapes and on planes and channel counts around the 2x2
+on the zoo's layer shapes and on planes and channel counts around the 4x4
 tile and the 16-channel vectors; against the direct lowering; for 1 and 2
 threads; and with non-finite inputs and weights, which go to the direct
 lowering so that a NaN reaches exactly the outputs whose window covers it."""
@@ -18,13 +18,13 @@ from appealnet import _C
 from appealnet.nn import functional as F
 from gradcheck import torch_or_skip
 
-# (N, C_in, C_out, H, W); every case has 32+ images and 1024+ 2x2 tiles
+# (N, C_in, C_out, H, W); every case has 32+ images and 1024+ 2x2 blocks of outputs
 CASES = [
     (32, 32, 32, 16, 16),   # ResNet-20 stage 2
     (64, 64, 64, 8, 8),     # ResNet-20 stage 3
     (32, 32, 40, 32, 32),   # ResNet-18 layer 1's plane
     (52, 32, 48, 7, 9),     # odd plane: the last tile row and column hang over
-    (1024, 40, 32, 1, 1),   # one pixel: a single tile, three quarters outside
+    (1024, 40, 32, 1, 1),   # one pixel: a single tile, 15 of its 16 outputs outside
     (512, 40, 36, 2, 3),    # channels not a multiple of 16 (partial vectors)
     (114, 33, 47, 5, 5),
     (150, 32, 32, 8, 8),    # several chunks, the last one shorter
@@ -106,10 +106,11 @@ def test_large_layers_match_the_direct_lowering(case, winograd):
 
 
 @pytest.mark.parametrize("case", [(31, 64, 64, 8, 8), (63, 64, 64, 8, 8), (128, 32, 32, 2, 2),
-                                  (32, 40, 32, 64, 64)])
+                                  (32, 64, 64, 64, 64)])
 def test_small_batches_and_large_images_keep_the_direct_lowering(case, winograd):
-    # below 32 images or 1024 tiles the transforms do not pay, and an image
-    # whose transforms need over 4 MB would make the workspace unbounded: the
+    # below 32 images or 4096 outputs per channel the transforms do not pay,
+    # and an image whose transforms need over 4 MB (36 x 128 channels x 256
+    # tiles here) would make the workspace unbounded: the
     # direct lowering runs, and gives its own bits
     fast, direct = _fast_and_direct(case, seed=6)
     for a, d in zip(fast, direct):

@@ -1,13 +1,20 @@
-/* Winograd F(2x2, 3x3) transforms, see winograd.h.
+/* Winograd F(4x4, 3x3) transforms, see winograd.h.
  *
- * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
- * G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
- * A^T = [1 1 1 0; 0 1 -1 -1]
+ * B^T = [4  0 -5  0 1 0]   G = [ 1/4     0    0 ]   A^T = [1 1  1 1  1 0]
+ *       [0 -4 -4  1 1 0]       [-1/6 -1/6 -1/6 ]         [0 1 -1 2 -2 0]
+ *       [0  4 -4 -1 1 0]       [-1/6  1/6 -1/6 ]         [0 1  1 4  4 0]
+ *       [0 -2 -1  2 1 0]       [1/24 1/12  1/6 ]         [0 1 -1 8 -8 1]
+ *       [0  2 -1 -2 1 0]       [1/24 -1/12 1/6 ]
+ *       [0  4  0 -5 0 1]       [  0     0    1 ]
+ * (Lavin & Gray's points 0, +-1, +-2 and infinity.)
  * Sixteen channels at a time: their planes are transposed (SIMD, as the
- * GEMM packs) into a zero-framed channels-last block, each tile is then 16
- * loads, 32 adds and 16 stores of 16-lane vectors, and the outputs go back
+ * GEMM packs) into a zero-framed channels-last block, each tile's 6x6
+ * transform is then done on 16-lane vectors, and the outputs go back
  * through the same transpose.  Transforming plane by plane instead (rows of
- * 4 tiles on 8x8 planes) cost twice the GEMMs. */
+ * 4 tiles on 8x8 planes) cost twice the GEMMs.  F(2x2, 3x3) wrote 16
+ * values per 4 outputs where this writes 36 per 16, and its GEMMs did 16
+ * multiplies per 4 outputs where these do 36 per 16: ResNet-20's Winograd
+ * layers took 20-30% less time. */
 #include "winograd.h"
 
 #include "kernels/gemm.h"
@@ -19,7 +26,51 @@
 
 #define LANES AN_VEC16_LANES
 
-int an_winograd_f2x3_weights(const float *w, int64_t K, int64_t C, float *U)
+/* The five 1-D transforms, on 6 (or 4, or 3) values; `T` is float or a
+ * 16-lane vector.  Written once as macros so the scalar weight transforms
+ * and the vector data transforms are the same expressions. */
+#define BT_ROWS(d, r)                                                                            \
+    do {                                                                                         \
+        r[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];                                                 \
+        r[1] = (d[3] + d[4]) - 4.0f * (d[1] + d[2]);                                             \
+        r[2] = (d[4] - d[3]) + 4.0f * (d[1] - d[2]);                                             \
+        r[3] = (d[4] - d[2]) + 2.0f * (d[3] - d[1]);                                             \
+        r[4] = (d[4] - d[2]) - 2.0f * (d[3] - d[1]);                                             \
+        r[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];                                                 \
+    } while (0)
+#define AT_ROWS(m, s)                                                                            \
+    do {                                                                                         \
+        s[0] = m[0] + (m[1] + m[2]) + (m[3] + m[4]);                                             \
+        s[1] = (m[1] - m[2]) + 2.0f * (m[3] - m[4]);                                             \
+        s[2] = (m[1] + m[2]) + 4.0f * (m[3] + m[4]);                                             \
+        s[3] = (m[1] - m[2]) + 8.0f * (m[3] - m[4]) + m[5];                                      \
+    } while (0)
+#define A_ROWS(q, r) /* A = (A^T)^T, 6 x 4: the output gradient's transform */                  \
+    do {                                                                                         \
+        r[0] = q[0];                                                                             \
+        r[1] = (q[0] + q[2]) + (q[1] + q[3]);                                                    \
+        r[2] = (q[0] + q[2]) - (q[1] + q[3]);                                                    \
+        r[3] = (q[0] + 4.0f * q[2]) + 2.0f * (q[1] + 4.0f * q[3]);                               \
+        r[4] = (q[0] + 4.0f * q[2]) - 2.0f * (q[1] + 4.0f * q[3]);                               \
+        r[5] = q[3];                                                                             \
+    } while (0)
+#define G_ROWS(g, t)                                                                             \
+    do {                                                                                         \
+        t[0] = 0.25f * g[0];                                                                     \
+        t[1] = (g[0] + g[1] + g[2]) * (-1.0f / 6.0f);                                            \
+        t[2] = (g[0] - g[1] + g[2]) * (-1.0f / 6.0f);                                            \
+        t[3] = g[0] * (1.0f / 24.0f) + g[1] * (1.0f / 12.0f) + g[2] * (1.0f / 6.0f);             \
+        t[4] = g[0] * (1.0f / 24.0f) - g[1] * (1.0f / 12.0f) + g[2] * (1.0f / 6.0f);             \
+        t[5] = g[2];                                                                             \
+    } while (0)
+#define GT_ROWS(m, t) /* G^T, 3 x 6: the weight gradient's transform */                          \
+    do {                                                                                         \
+        t[0] = 0.25f * m[0] - (m[1] + m[2]) * (1.0f / 6.0f) + (m[3] + m[4]) * (1.0f / 24.0f);    \
+        t[1] = (m[2] - m[1]) * (1.0f / 6.0f) + (m[3] - m[4]) * (1.0f / 12.0f);                   \
+        t[2] = ((m[3] + m[4]) - (m[1] + m[2])) * (1.0f / 6.0f) + m[5];                           \
+    } while (0)
+
+int an_winograd_f4x3_weights(const float *w, int64_t K, int64_t C, float *U)
 {
     const int64_t plane = C * K;
     int non_finite = 0;
@@ -28,28 +79,26 @@ int an_winograd_f2x3_weights(const float *w, int64_t K, int64_t C, float *U)
             const float *g = w + (k * C + c) * 9;
             for (int t = 0; t < 9; ++t)
                 non_finite |= !(g[t] - g[t] == 0.0f); /* inf - inf and NaN are NaN */
-            float t[4][3]; /* G g */
+            float t[6][3]; /* G g */
             for (int j = 0; j < 3; ++j) {
-                t[0][j] = g[j];
-                t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-                t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-                t[3][j] = g[6 + j];
+                const float column[3] = {g[j], g[3 + j], g[6 + j]};
+                float rows[6];
+                G_ROWS(column, rows);
+                for (int i = 0; i < 6; ++i) t[i][j] = rows[i];
             }
-            for (int i = 0; i < 4; ++i) { /* (G g) G^T */
-                float *u = U + (int64_t)(4 * i) * plane + c * K + k;
-                u[0] = t[i][0];
-                u[plane] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-                u[2 * plane] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-                u[3 * plane] = t[i][2];
+            for (int i = 0; i < 6; ++i) { /* (G g) G^T */
+                float u[6];
+                G_ROWS(t[i], u);
+                for (int j = 0; j < 6; ++j) U[(int64_t)(6 * i + j) * plane + c * K + k] = u[j];
             }
         }
     return non_finite;
 }
 
-/* The framed block (2 TY + 2) x (2 TX + 2) x 16, then a 16 x 16 bounce. */
+/* The framed block (4 TY + 2) x (4 TX + 2) x 16, then a 16 x 16 bounce. */
 int64_t an_winograd_scratch_floats(int64_t H, int64_t W)
 {
-    return (2 * an_winograd_tiles(H) + 2) * (2 * an_winograd_tiles(W) + 2) * LANES +
+    return (4 * an_winograd_tiles(H) + 2) * (4 * an_winograd_tiles(W) + 2) * LANES +
            LANES * LANES;
 }
 
@@ -107,9 +156,9 @@ static AN_ALWAYS_INLINE int input_body(const float *x, int64_t nb, int64_t C, in
                                        int64_t T, float *frame, float *V)
 {
     const int64_t TY = an_winograd_tiles(H), TX = an_winograd_tiles(W), tiles = TY * TX;
-    const int64_t Wf = 2 * TX + 2, Hf = 2 * TY + 2;
+    const int64_t Wf = 4 * TX + 2, Hf = 4 * TY + 2;
     wmask exponents = {0};
-    /* the frame's border (and the columns / rows past an odd edge) stay 0 */
+    /* the frame's border (and the columns / rows past a ragged edge) stay 0 */
     memset(frame, 0, sizeof(float) * (size_t)(Hf * Wf * LANES));
     for (int64_t n = 0; n < nb; ++n)
         for (int64_t c0 = 0; c0 < C; c0 += LANES) {
@@ -118,23 +167,19 @@ static AN_ALWAYS_INLINE int input_body(const float *x, int64_t nb, int64_t C, in
                           Wf * LANES, &exponents);
             for (int64_t ty = 0; ty < TY; ++ty)
                 for (int64_t tx = 0; tx < TX; ++tx) {
-                    const float *p = frame + (2 * ty * Wf + 2 * tx) * LANES;
-                    wvec e[4][4]; /* B^T d */
-                    for (int j = 0; j < 4; ++j) {
-                        const wvec d0 = wload(p + j * LANES), d1 = wload(p + (Wf + j) * LANES),
-                                   d2 = wload(p + (2 * Wf + j) * LANES),
-                                   d3 = wload(p + (3 * Wf + j) * LANES);
-                        e[0][j] = d0 - d2;
-                        e[1][j] = d1 + d2;
-                        e[2][j] = d2 - d1;
-                        e[3][j] = d1 - d3;
+                    const float *p = frame + (4 * ty * Wf + 4 * tx) * LANES;
+                    wvec e[6][6]; /* B^T d */
+                    for (int j = 0; j < 6; ++j) {
+                        wvec d[6], r[6];
+                        for (int i = 0; i < 6; ++i) d[i] = wload(p + (i * Wf + j) * LANES);
+                        BT_ROWS(d, r);
+                        for (int i = 0; i < 6; ++i) e[i][j] = r[i];
                     }
                     float *v = V + (n * tiles + ty * TX + tx) * C + c0;
-                    for (int i = 0; i < 4; ++i) { /* (B^T d) B */
-                        wstore(v + (4 * i) * T * C, e[i][0] - e[i][2], count);
-                        wstore(v + (4 * i + 1) * T * C, e[i][1] + e[i][2], count);
-                        wstore(v + (4 * i + 2) * T * C, e[i][2] - e[i][1], count);
-                        wstore(v + (4 * i + 3) * T * C, e[i][1] - e[i][3], count);
+                    for (int i = 0; i < 6; ++i) { /* (B^T d) B */
+                        wvec r[6];
+                        BT_ROWS(e[i], r);
+                        for (int j = 0; j < 6; ++j) wstore(v + (6 * i + j) * T * C, r[j], count);
                     }
                 }
         }
@@ -146,44 +191,45 @@ static AN_ALWAYS_INLINE void output_body(const float *M, int64_t nb, int64_t K, 
                                          float *y)
 {
     const int64_t TY = an_winograd_tiles(H), TX = an_winograd_tiles(W), tiles = TY * TX;
-    const int64_t HW = H * W;
+    const int64_t HW = H * W, Wb = 4 * TX;
     const wvec zero = {0};
-    float *bounce = block + (2 * TY + 2) * (2 * TX + 2) * LANES;
+    float *bounce = block + (4 * TY + 2) * (4 * TX + 2) * LANES;
     for (int64_t n = 0; n < nb; ++n)
         for (int64_t k0 = 0; k0 < K; k0 += LANES) {
             const int64_t count = K - k0 < LANES ? K - k0 : LANES;
             wvec b = zero;
             if (bias)
                 for (int64_t i = 0; i < count; ++i) b[i] = bias[k0 + i];
-            /* channels-last outputs, rows 2 TX wide */
+            /* channels-last outputs, rows 4 TX wide */
             for (int64_t ty = 0; ty < TY; ++ty)
                 for (int64_t tx = 0; tx < TX; ++tx) {
                     const float *m = M + (n * tiles + ty * TX + tx) * K + k0;
-                    wvec s[2][4]; /* A^T m */
-                    for (int j = 0; j < 4; ++j) {
-                        const wvec m0 = wload(m + j * T * K), m1 = wload(m + (4 + j) * T * K),
-                                   m2 = wload(m + (8 + j) * T * K), m3 = wload(m + (12 + j) * T * K);
-                        s[0][j] = m0 + m1 + m2;
-                        s[1][j] = m1 - m2 - m3;
+                    wvec s[4][6]; /* A^T m */
+                    for (int j = 0; j < 6; ++j) {
+                        wvec c[6], r[4];
+                        for (int i = 0; i < 6; ++i) c[i] = wload(m + (6 * i + j) * T * K);
+                        AT_ROWS(c, r);
+                        for (int a = 0; a < 4; ++a) s[a][j] = r[a];
                     }
-                    for (int a = 0; a < 2; ++a) { /* (A^T m) A + bias, then act */
-                        wvec out[2] = {s[a][0] + s[a][1] + s[a][2] + b, s[a][1] - s[a][2] - s[a][3] + b};
-                        for (int o = 0; o < 2; ++o)
-                            an_vec16_store(block + ((2 * ty + a) * 2 * TX + 2 * tx + o) * LANES,
-                                           an_vec16_activate(out[o], act));
+                    for (int a = 0; a < 4; ++a) { /* (A^T m) A + bias, then act */
+                        wvec out[4];
+                        AT_ROWS(s[a], out);
+                        for (int o = 0; o < 4; ++o)
+                            an_vec16_store(block + ((4 * ty + a) * Wb + 4 * tx + o) * LANES,
+                                           an_vec16_activate(out[o] + b, act));
                     }
                 }
-            /* back to planes, 16 pixels at a time (the overhanging row and
-             * column of an odd edge are skipped) */
+            /* back to planes, 16 pixels at a time (the overhanging rows and
+             * columns of a ragged edge are skipped) */
             float *yb = y + (n * K + k0) * HW;
             for (int64_t p0 = 0; p0 < HW; p0 += LANES) {
                 const int64_t pixels = HW - p0 < LANES ? HW - p0 : LANES;
                 float gathered[LANES * LANES];
-                const float *src = block + p0 * LANES; /* even plane: rows 2 TX = W wide */
-                if (W % 2 || H % 2) { /* odd plane: pick the valid pixels first */
+                const float *src = block + p0 * LANES; /* rows 4 TX = W wide */
+                if (Wb != W) { /* ragged: pick the valid pixels first */
                     for (int64_t r = 0; r < pixels; ++r) {
                         const int64_t p = p0 + r, oh = p / W, ow = p % W;
-                        memcpy(gathered + r * LANES, block + (oh * 2 * TX + ow) * LANES,
+                        memcpy(gathered + r * LANES, block + (oh * Wb + ow) * LANES,
                                sizeof(float) * LANES);
                     }
                     src = gathered;
@@ -199,51 +245,52 @@ static AN_ALWAYS_INLINE int output_grad_body(const float *dy, int64_t nb, int64_
                                              int64_t W, int64_t T, float *block, float *DY)
 {
     const int64_t TY = an_winograd_tiles(H), TX = an_winograd_tiles(W), tiles = TY * TX;
-    const int64_t Wb = 2 * TX;
+    const int64_t Wb = 4 * TX;
     wmask exponents = {0};
-    /* the overhanging row and column of an odd plane stay 0 */
-    memset(block, 0, sizeof(float) * (size_t)(2 * TY * Wb * LANES));
+    /* the overhanging rows and columns of a ragged plane stay 0 */
+    memset(block, 0, sizeof(float) * (size_t)(4 * TY * Wb * LANES));
     for (int64_t n = 0; n < nb; ++n)
         for (int64_t k0 = 0; k0 < K; k0 += LANES) {
             const int64_t count = K - k0 < LANES ? K - k0 : LANES;
             rows_to_block(dy + (n * K + k0) * H * W, count, H, W, block, Wb * LANES, &exponents);
             for (int64_t ty = 0; ty < TY; ++ty)
                 for (int64_t tx = 0; tx < TX; ++tx) {
-                    const float *p = block + (2 * ty * Wb + 2 * tx) * LANES;
-                    const wvec q00 = wload(p), q01 = wload(p + LANES), q10 = wload(p + Wb * LANES),
-                               q11 = wload(p + (Wb + 1) * LANES);
-                    /* A q: rows q0, q0 + q1, q0 - q1, -q1 */
-                    const wvec r[4][2] = {{q00, q01}, {q00 + q10, q01 + q11}, {q00 - q10, q01 - q11},
-                                          {-q10, -q11}};
+                    const float *p = block + (4 * ty * Wb + 4 * tx) * LANES;
+                    wvec r[6][4]; /* A q */
+                    for (int j = 0; j < 4; ++j) {
+                        wvec q[4], c[6];
+                        for (int a = 0; a < 4; ++a) q[a] = wload(p + (a * Wb + j) * LANES);
+                        A_ROWS(q, c);
+                        for (int i = 0; i < 6; ++i) r[i][j] = c[i];
+                    }
                     float *o = DY + (n * tiles + ty * TX + tx) * K + k0;
-                    for (int i = 0; i < 4; ++i) { /* (A q) A^T: a, a + b, a - b, -b */
-                        wstore(o + (4 * i) * T * K, r[i][0], count);
-                        wstore(o + (4 * i + 1) * T * K, r[i][0] + r[i][1], count);
-                        wstore(o + (4 * i + 2) * T * K, r[i][0] - r[i][1], count);
-                        wstore(o + (4 * i + 3) * T * K, -r[i][1], count);
+                    for (int i = 0; i < 6; ++i) { /* (A q) A^T */
+                        wvec c[6];
+                        A_ROWS(r[i], c);
+                        for (int j = 0; j < 6; ++j) wstore(o + (6 * i + j) * T * K, c[j], count);
                     }
                 }
         }
     return any_lane(exponents);
 }
 
-void an_winograd_f2x3_weight_grad(const float *Wt, int64_t K, int64_t C, float *dw)
+void an_winograd_f4x3_weight_grad(const float *Wt, int64_t K, int64_t C, float *dw)
 {
     const int64_t plane = K * C;
     for (int64_t k = 0; k < K; ++k)
         for (int64_t c = 0; c < C; ++c) {
-            float m[4][4], t[3][4];
-            for (int xi = 0; xi < 16; ++xi) m[xi / 4][xi % 4] = Wt[xi * plane + k * C + c];
-            for (int j = 0; j < 4; ++j) { /* G^T m */
-                t[0][j] = m[0][j] + 0.5f * (m[1][j] + m[2][j]);
-                t[1][j] = 0.5f * (m[1][j] - m[2][j]);
-                t[2][j] = 0.5f * (m[1][j] + m[2][j]) + m[3][j];
+            float t[3][6]; /* G^T m */
+            for (int j = 0; j < 6; ++j) {
+                float m[6], r[3];
+                for (int i = 0; i < 6; ++i) m[i] = Wt[(6 * i + j) * plane + k * C + c];
+                GT_ROWS(m, r);
+                for (int a = 0; a < 3; ++a) t[a][j] = r[a];
             }
             float *g = dw + (k * C + c) * 9;
-            for (int i = 0; i < 3; ++i) { /* (G^T m) G */
-                g[3 * i] += t[i][0] + 0.5f * (t[i][1] + t[i][2]);
-                g[3 * i + 1] += 0.5f * (t[i][1] - t[i][2]);
-                g[3 * i + 2] += 0.5f * (t[i][1] + t[i][2]) + t[i][3];
+            for (int a = 0; a < 3; ++a) { /* (G^T m) G */
+                float r[3];
+                GT_ROWS(t[a], r);
+                for (int b = 0; b < 3; ++b) g[3 * a + b] += r[b];
             }
         }
 }
@@ -273,19 +320,19 @@ void an_winograd_f2x3_weight_grad(const float *Wt, int64_t K, int64_t C, float *
 
 AN_FOR_EACH_ISA(AN_DEFINE_WINOGRAD)
 
-int an_winograd_f2x3_input(const float *x, int64_t nb, int64_t C, int64_t H, int64_t W,
+int an_winograd_f4x3_input(const float *x, int64_t nb, int64_t C, int64_t H, int64_t W,
                            int64_t rows, float *scratch, float *V)
 {
     return AN_BY_ISA(input_)(x, nb, C, H, W, rows, scratch, V);
 }
 
-void an_winograd_f2x3_output(const float *M, int64_t nb, int64_t K, int64_t H, int64_t W,
+void an_winograd_f4x3_output(const float *M, int64_t nb, int64_t K, int64_t H, int64_t W,
                              int64_t rows, const float *bias, int act, float *scratch, float *y)
 {
     AN_BY_ISA(output_)(M, nb, K, H, W, rows, bias, act, scratch, y);
 }
 
-int an_winograd_f2x3_output_grad(const float *dy, int64_t nb, int64_t K, int64_t H, int64_t W,
+int an_winograd_f4x3_output_grad(const float *dy, int64_t nb, int64_t K, int64_t H, int64_t W,
                                  int64_t rows, float *scratch, float *DY)
 {
     return AN_BY_ISA(output_grad_)(dy, nb, K, H, W, rows, scratch, DY);

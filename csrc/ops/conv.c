@@ -1255,8 +1255,8 @@ static an_status flipped_data_grad(const conv_geometry *g, const float *dy, cons
 
 /* ------------------------------------------------------------- winograd */
 
-/* 3x3, stride 1, padding 1, no groups: y = A^T [sum_c U * V] A per 2x2
-   output tile (kernels/winograd.h), 16 GEMMs over channels per chunk of
+/* 3x3, stride 1, padding 1, no groups: y = A^T [sum_c U * V] A per 4x4
+   output tile (kernels/winograd.h), 36 GEMMs over channels per chunk of
    images.  It pays where the GEMMs have channels to work with: ResNet-20's
    32- and 64-channel layers (16x16 and 8x8) ran at 0.7-0.9x PyTorch
    through the direct lowerings; 16 channels stay there, and so do small
@@ -1264,6 +1264,7 @@ static an_status flipped_data_grad(const conv_geometry *g, const float *dy, cons
    its whole tile, where a direct sum taints only the outputs whose window
    covers it: such inputs (seen while transforming) and non-finite weights
    go to the direct lowering. */
+#define WINOGRAD_POINTS AN_WINOGRAD_POINTS
 #define WINOGRAD_MIN_CHANNELS 32
 #define WINOGRAD_MAX_PLANE 64
 /* Small batches stay with the direct lowering: their 16 GEMMs have too
@@ -1274,7 +1275,8 @@ static an_status flipped_data_grad(const conv_geometry *g, const float *dy, cons
    1.05x with 32, 1.09x with 64.  The rule depends on the shape alone, so
    the numbers do not depend on the thread count. */
 #define WINOGRAD_MIN_IMAGES 32
-#define WINOGRAD_MIN_TILES 1024
+/* at least 4096 outputs per channel over the batch: 1024 blocks of 2x2 */
+#define WINOGRAD_MIN_QUADS 1024
 /* V and M of one chunk of images, floats (1 MB: a core's L2 share) */
 #define WINOGRAD_CHUNK_FLOATS (1 << 18)
 /* A chunk is at least one image: layers whose single image would need more
@@ -1293,8 +1295,8 @@ static int winograd_accepts(const conv_geometry *g)
            g->C >= WINOGRAD_MIN_CHANNELS && g->Cout >= WINOGRAD_MIN_CHANNELS &&
            g->H <= WINOGRAD_MAX_PLANE && g->W <= WINOGRAD_MAX_PLANE &&
            g->N >= WINOGRAD_MIN_IMAGES &&
-           g->N * an_winograd_tiles(g->H) * an_winograd_tiles(g->W) >= WINOGRAD_MIN_TILES &&
-           16 * (g->C + g->Cout) * an_winograd_tiles(g->H) * an_winograd_tiles(g->W) <=
+           g->N * ((g->H + 1) / 2) * ((g->W + 1) / 2) >= WINOGRAD_MIN_QUADS &&
+           WINOGRAD_POINTS * (g->C + g->Cout) * an_winograd_tiles(g->H) * an_winograd_tiles(g->W) <=
                WINOGRAD_MAX_IMAGE_FLOATS;
 }
 
@@ -1312,7 +1314,7 @@ static winograd_chunking winograd_chunks(const conv_geometry *g)
 {
     winograd_chunking ch;
     ch.tiles = an_winograd_tiles(g->H) * an_winograd_tiles(g->W);
-    const int64_t fit = WINOGRAD_CHUNK_FLOATS / (16 * (g->C + g->Cout) * ch.tiles);
+    const int64_t fit = WINOGRAD_CHUNK_FLOATS / (WINOGRAD_POINTS * (g->C + g->Cout) * ch.tiles);
     ch.images = balanced_piece(g->N, fit < 1 ? 1 : fit);
     ch.chunks = (g->N + ch.images - 1) / ch.images;
     ch.rows = ch.images * ch.tiles;
@@ -1331,13 +1333,13 @@ static an_status winograd_forward(const conv_geometry *g, const float *x, const 
     const int64_t scratch = (an_winograd_scratch_floats(g->H, g->W) + 15) / 16 * 16;
     /* 16 floats of slack after M: the output transform reads whole vectors;
        a scratch block per thread of the team after the last buffers */
-    const int64_t per_thread = 16 * (C + K) * rows + 16 + scratch;
-    float *work = an_alloc(sizeof(float) * (size_t)(16 * K * C + per_thread * threads +
+    const int64_t per_thread = WINOGRAD_POINTS * (C + K) * rows + 16 + scratch;
+    float *work = an_alloc(sizeof(float) * (size_t)(WINOGRAD_POINTS * K * C + per_thread * threads +
                                                     scratch * (team > 1 ? team : 0)));
     if (!work)
         return an_last_status();
     float *U = work;
-    int non_finite = an_winograd_f2x3_weights(w, K, C, U), failed = 0;
+    int non_finite = an_winograd_f4x3_weights(w, K, C, U), failed = 0;
     if (non_finite) {
         /* nothing to do: the direct lowering below */
     } else if (threads > 1 || team == 1) {
@@ -1346,43 +1348,43 @@ static an_status winograd_forward(const conv_geometry *g, const float *x, const 
         for (int64_t chunk = 0; chunk < chunks; chunk++) {
             if (non_finite || failed)
                 continue;
-            float *V = work + 16 * K * C + thread_index() * per_thread;
-            float *M = V + 16 * C * rows, *sc = M + 16 * K * rows + 16;
+            float *V = work + WINOGRAD_POINTS * K * C + thread_index() * per_thread;
+            float *M = V + WINOGRAD_POINTS * C * rows, *sc = M + WINOGRAD_POINTS * K * rows + 16;
             const int64_t n0 = chunk * nb, count = g->N - n0 < nb ? g->N - n0 : nb, T = count * tiles;
-            if (an_winograd_f2x3_input(x + n0 * C * HW, count, C, g->H, g->W, T, sc, V)) {
+            if (an_winograd_f4x3_input(x + n0 * C * HW, count, C, g->H, g->W, T, sc, V)) {
                 non_finite = 1;
                 continue;
             }
             /* M_xi [T, K] = V_xi [T, C] @ U_xi [C, K] */
-            for (int xi = 0; xi < 16 && !failed; xi++)
+            for (int xi = 0; xi < WINOGRAD_POINTS && !failed; xi++)
                 failed |= an_gemm_f32(0, 0, T, K, C, 1.0f, V + xi * T * C, C, U + xi * C * K, K, 0.0f,
                                       M + xi * T * K, K) != 0;
             if (!failed)
-                an_winograd_f2x3_output(M, count, K, g->H, g->W, T, bias, gemm_act(g->act), sc,
+                an_winograd_f4x3_output(M, count, K, g->H, g->W, T, bias, gemm_act(g->act), sc,
                                         y + n0 * K * HW);
         }
     } else {
         /* fewer chunks than the team can share: the team works through each
-           chunk together, images of the transforms and the 16 GEMMs split
+           chunk together, images of the transforms and the 36 GEMMs split
            across threads (a GEMM threaded on its own forks a team per call,
            whose idle threads had gone to sleep during the transforms) */
-        float *V = work + 16 * K * C, *M = V + 16 * C * rows;
+        float *V = work + WINOGRAD_POINTS * K * C, *M = V + WINOGRAD_POINTS * C * rows;
         for (int64_t n0 = 0; n0 < g->N && !non_finite && !failed; n0 += nb) {
             const int64_t count = g->N - n0 < nb ? g->N - n0 : nb, T = count * tiles;
 #pragma omp parallel num_threads(team) reduction(| : non_finite, failed)
             {
-                float *sc = M + 16 * K * rows + 16 + thread_index() * scratch;
+                float *sc = M + WINOGRAD_POINTS * K * rows + 16 + thread_index() * scratch;
 #pragma omp for schedule(static)
                 for (int64_t n = 0; n < count; n++)
-                    non_finite |= an_winograd_f2x3_input(x + (n0 + n) * C * HW, 1, C, g->H, g->W, T,
+                    non_finite |= an_winograd_f4x3_input(x + (n0 + n) * C * HW, 1, C, g->H, g->W, T,
                                                          sc, V + n * tiles * C);
 #pragma omp for schedule(static)
-                for (int xi = 0; xi < 16; xi++)
+                for (int xi = 0; xi < WINOGRAD_POINTS; xi++)
                     failed |= an_gemm_f32(0, 0, T, K, C, 1.0f, V + xi * T * C, C, U + xi * C * K, K,
                                           0.0f, M + xi * T * K, K) != 0;
 #pragma omp for schedule(static)
                 for (int64_t n = 0; n < count; n++)
-                    an_winograd_f2x3_output(M + n * tiles * K, 1, K, g->H, g->W, T, bias,
+                    an_winograd_f4x3_output(M + n * tiles * K, 1, K, g->H, g->W, T, bias,
                                             gemm_act(g->act), sc, y + (n0 + n) * K * HW);
             }
         }
@@ -1396,7 +1398,7 @@ static an_status winograd_forward(const conv_geometry *g, const float *x, const 
 }
 
 /* dW through the same transforms: dL/dU = sum over tiles of
-   (A dy_t A^T) * (B^T d_t B), 16 GEMMs over tiles (K-dimension T) per
+   (A dy_t A^T) * (B^T d_t B), 36 GEMMs over tiles (K-dimension T) per
    chunk of images, then dW = G^T (dL/dU) G.  Chunks are summed in fixed
    parts, in order, as tiled_backward does: the same bits for any thread
    count.  Returns 1 (nothing written to dw) when x or dy holds a
@@ -1410,7 +1412,7 @@ static an_status winograd_weight_grad(const conv_geometry *g, const float *dy, c
         return AN_OK;
     const winograd_chunking ch = winograd_chunks(g);
     const int64_t tiles = ch.tiles, nb = ch.images, chunks = ch.chunks, rows = ch.rows;
-    const int64_t transformed = 16 * K * C;
+    const int64_t transformed = WINOGRAD_POINTS * K * C;
     int64_t parts = chunks < CONV_DW_PARTS ? chunks : CONV_DW_PARTS;
     if (parts * transformed > CONV_DW_ALL_PARTIALS_FLOATS)
         parts = CONV_DW_ALL_PARTIALS_FLOATS / transformed;
@@ -1421,7 +1423,7 @@ static an_status winograd_weight_grad(const conv_geometry *g, const float *dy, c
     if (threads > parts)
         threads = (int)parts;
     const int64_t scratch = (an_winograd_scratch_floats(g->H, g->W) + 15) / 16 * 16;
-    const int64_t per_thread = 16 * (C + K) * rows + scratch;
+    const int64_t per_thread = WINOGRAD_POINTS * (C + K) * rows + scratch;
     float *work = an_alloc(sizeof(float) * (size_t)(transformed * parts + per_thread * threads +
                                                     scratch * (team > 1 ? team : 0)));
     if (!work)
@@ -1432,20 +1434,20 @@ static an_status winograd_weight_grad(const conv_geometry *g, const float *dy, c
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(| : non_finite, failed) if (threads > 1)
         for (int64_t part = 0; part < parts; part++) {
             float *V = work + transformed * parts + thread_index() * per_thread;
-            float *DY = V + 16 * C * rows, *sc = DY + 16 * K * rows;
+            float *DY = V + WINOGRAD_POINTS * C * rows, *sc = DY + WINOGRAD_POINTS * K * rows;
             float *Wt = partials + part * transformed;
             for (int64_t chunk = chunks * part / parts; chunk < chunks * (part + 1) / parts; chunk++) {
                 if (non_finite || failed)
                     break;
                 const int64_t n0 = chunk * nb, count = g->N - n0 < nb ? g->N - n0 : nb, T = count * tiles;
-                if (an_winograd_f2x3_input(x + n0 * C * HW, count, C, g->H, g->W, T, sc, V) ||
-                    an_winograd_f2x3_output_grad(dy + n0 * K * HW, count, K, g->H, g->W, T, sc, DY)) {
+                if (an_winograd_f4x3_input(x + n0 * C * HW, count, C, g->H, g->W, T, sc, V) ||
+                    an_winograd_f4x3_output_grad(dy + n0 * K * HW, count, K, g->H, g->W, T, sc, DY)) {
                     non_finite = 1;
                     break;
                 }
                 const float beta = chunk == chunks * part / parts ? 0.0f : 1.0f;
                 /* Wt_xi [K, C] (+)= DY_xi [T, K]^T @ V_xi [T, C] */
-                for (int xi = 0; xi < 16 && !failed; xi++)
+                for (int xi = 0; xi < WINOGRAD_POINTS && !failed; xi++)
                     failed |= an_gemm_f32(1, 0, K, C, T, 1.0f, DY + xi * T * K, K, V + xi * T * C, C,
                                           beta, Wt + xi * K * C, C) != 0;
             }
@@ -1453,22 +1455,22 @@ static an_status winograd_weight_grad(const conv_geometry *g, const float *dy, c
     } else {
         /* one part: the team shares each chunk (see winograd_forward); the
            same sums in the same order as one thread */
-        float *V = work + transformed * parts, *DY = V + 16 * C * rows;
+        float *V = work + transformed * parts, *DY = V + WINOGRAD_POINTS * C * rows;
         for (int64_t chunk = 0; chunk < chunks && !non_finite && !failed; chunk++) {
             const int64_t n0 = chunk * nb, count = g->N - n0 < nb ? g->N - n0 : nb, T = count * tiles;
             const float beta = chunk == 0 ? 0.0f : 1.0f;
 #pragma omp parallel num_threads(team) reduction(| : non_finite, failed)
             {
-                float *sc = DY + 16 * K * rows + thread_index() * scratch;
+                float *sc = DY + WINOGRAD_POINTS * K * rows + thread_index() * scratch;
 #pragma omp for schedule(static)
                 for (int64_t n = 0; n < count; n++)
                     non_finite |=
-                        an_winograd_f2x3_input(x + (n0 + n) * C * HW, 1, C, g->H, g->W, T, sc,
+                        an_winograd_f4x3_input(x + (n0 + n) * C * HW, 1, C, g->H, g->W, T, sc,
                                                V + n * tiles * C) |
-                        an_winograd_f2x3_output_grad(dy + (n0 + n) * K * HW, 1, K, g->H, g->W, T, sc,
+                        an_winograd_f4x3_output_grad(dy + (n0 + n) * K * HW, 1, K, g->H, g->W, T, sc,
                                                      DY + n * tiles * K);
 #pragma omp for schedule(static)
-                for (int xi = 0; xi < 16; xi++)
+                for (int xi = 0; xi < WINOGRAD_POINTS; xi++)
                     if (!non_finite)
                         failed |= an_gemm_f32(1, 0, K, C, T, 1.0f, DY + xi * T * K, K, V + xi * T * C,
                                               C, beta, partials + xi * K * C, C) != 0;
@@ -1478,7 +1480,7 @@ static an_status winograd_weight_grad(const conv_geometry *g, const float *dy, c
     if (!non_finite && !failed) {
         if (parts > 1) /* part 0 + part 1 + ..., in that order */
             add_partials(partials, partials + transformed, parts - 1, transformed, transformed);
-        an_winograd_f2x3_weight_grad(partials, K, C, dw);
+        an_winograd_f4x3_weight_grad(partials, K, C, dw);
     }
     an_free(work);
     *non_finite_out = non_finite;
