@@ -896,8 +896,14 @@ static void gemm_narrow(const gemm_problem *p)
     int threads = max_threads();
     if ((double)p->M * (double)p->N * (double)p->K < (double)AN_GEMM_MIN_PARALLEL_MACS) threads = 1;
     if ((int64_t)threads > blocks) threads = (int)blocks;
+    if (threads <= 1) {
+        /* no region at all: even a team of one costs an allocation, and
+           Winograd calls this 36 times per chunk from inside its own team */
+        narrow_rows(p, KC, 0, p->M);
+        return;
+    }
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1)
+#pragma omp parallel num_threads(threads)
 #endif
     {
         int64_t b0 = 0, b1 = blocks;
