@@ -197,3 +197,52 @@ def test_strided_conv_identical_for_any_thread_count_and_nan_stays_in_its_window
     covered[0, :, 4:6, 15] = True  # rows 8..10 and 10..12 hold input row 9
     assert np.isnan(y[covered]).all()
     assert np.isfinite(y[~covered]).all()
+
+
+# Strided layers on small planes take tiles of whole images: each image is
+# split into its stride phases in the column workspace (pad_tile), and the
+# forward's B panels and the weight gradient's taps are copied from there.
+# (N, C_in, C_out, (kh, kw), (sh, sw), (ph, pw), (dh, dw), groups, (H, W))
+SMALL_STRIDED_CASES = [
+    (12, 32, 64, (3, 3), (2, 2), (1, 1), (1, 1), 1, (16, 16)),  # ResNet-20 stage 3 downsampling
+    (9, 6, 10, (3, 3), (2, 2), (1, 1), (1, 1), 2, (9, 7)),      # odd planes: uneven phases, groups
+    (8, 5, 7, (5, 5), (2, 2), (2, 2), (1, 1), 1, (12, 12)),     # 5x5: 3 taps in one phase, 2 in the other
+    (8, 4, 6, (3, 3), (2, 2), (0, 0), (1, 1), 1, (11, 10)),     # no padding
+    (8, 4, 6, (3, 3), (2, 2), (2, 1), (2, 1), 1, (12, 12)),     # dilation 2 in one axis, padding 2 / 1
+    (10, 3, 5, (3, 3), (3, 2), (1, 0), (1, 1), 1, (14, 13)),    # strides 3 and 2: the general phases
+]
+
+
+@pytest.mark.parametrize("case", SMALL_STRIDED_CASES, ids=[str(c) for c in SMALL_STRIDED_CASES])
+def test_strided_small_planes_through_phase_tiles_match_torch(case):
+    torch = torch_or_skip()
+    torch.set_num_threads(1)
+    n, cin, cout, (kh, kw), s, p, d, g, (h, w) = case
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
+    wt = (rng.standard_normal((cout, cin // g, kh, kw)) / np.sqrt(cin // g * kh * kw)).astype(np.float32)
+    b = rng.standard_normal(cout).astype(np.float32)
+    results = []
+    previous = an.get_num_threads()
+    try:
+        for threads in (1, 2):
+            an.set_num_threads(threads)
+            ax, aw, ab = (an.tensor(v, requires_grad=True) for v in (x, wt, b))
+            y = F.conv2d(ax, aw, ab, s, p, d, g)
+            assert y.shape[2] * y.shape[3] < 256  # not the in-place strided path
+            gy = np.random.default_rng(14).standard_normal(y.shape).astype(np.float32)
+            y.backward(an.tensor(gy))
+            results.append((y.detach().numpy(), ax.grad.numpy(), aw.grad.numpy()))
+    finally:
+        an.set_num_threads(previous)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+    tx, tw, tb = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (x, wt, b))
+    ty = torch.nn.functional.conv2d(tx, tw, tb, s, p, d, g)
+    ty.backward(torch.tensor(gy, dtype=torch.float64))
+    y, dx, dw = results[0]
+    assert y.shape == tuple(ty.shape)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-4, atol=1e-5 * np.sqrt(cin * kh * kw))
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-4, atol=1e-4 * np.sqrt(cout))
+    np.testing.assert_allclose(dw, tw.grad.numpy(), rtol=1e-4,
+                               atol=1e-4 * np.sqrt(n * y.shape[2] * y.shape[3]))

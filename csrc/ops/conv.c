@@ -537,30 +537,47 @@ typedef struct {
 static implicit_plan plan_implicit(const conv_geometry *g);
 static void pad_image(const conv_geometry *g, const implicit_plan *pl, const float *x, int64_t cg,
                       float *padded);
+static void pad_phases(const conv_geometry *g, const implicit_plan *pl, const float *x, int64_t cg,
+                       float *phases);
+static void phase_offsets(const conv_geometry *g, const implicit_plan *pl, int64_t *offsets);
 
-/* A tile of nb whole images (stride 1), group grp, zero-padded into the
-   column workspace `col`, image i at col + i * pl->pad_floats, with the tap
-   offsets table after them.  Returns the table, or NULL when this path does
-   not apply (strided, one image per tile, or the copies do not fit). */
+/* A tile of nb whole images, group grp, zero-padded into the column
+   workspace `col`, image i at col + i * pl->pad_floats, with the tap offsets
+   table after them; a strided layer's images split into their stride phases
+   (pad_phases), so every tap is again a run of pl->Wq-wide rows.  Returns
+   the table, or NULL when this path does not apply (one image per tile, or
+   the copies do not fit).  Strided small planes took this in the tenth
+   round: ResNet-20's 32 -> 64 stride-2 layer on 16x16 spent 46% of its
+   forward in pack_im2col_panel's bounds-checked gathers. */
 static const int64_t *pad_tile(const conv_geometry *g, const conv_tiling *t, const float *x,
                                int64_t n0, int64_t nb, int64_t grp, float *col, implicit_plan *pl)
 {
     int64_t cg = g->C / g->groups, ckk = cg * g->kh * g->kw;
-    if (t->images <= 1 || g->sh != 1 || g->sw != 1)
+    if (t->images <= 1)
         return NULL;
     *pl = plan_implicit(g);
     if (nb * pl->pad_floats + 2 * ckk > ckk * t->images * t->rows * g->OW)
         return NULL;
     int64_t *offsets = (int64_t *)(col + nb * pl->pad_floats);
-    tap_offsets(g, pl->Hp * pl->Wp, pl->Wp, offsets);
-    for (int64_t i = 0; i < nb; i++)
-        pad_image(g, pl, x + ((n0 + i) * g->C + grp * cg) * g->H * g->W, cg, col + i * pl->pad_floats);
+    const int strided = g->sh != 1 || g->sw != 1;
+    if (strided)
+        phase_offsets(g, pl, offsets);
+    else
+        tap_offsets(g, pl->Hp * pl->Wp, pl->Wp, offsets);
+    for (int64_t i = 0; i < nb; i++) {
+        const float *image = x + ((n0 + i) * g->C + grp * cg) * g->H * g->W;
+        if (strided)
+            pad_phases(g, pl, image, cg, col + i * pl->pad_floats);
+        else
+            pad_image(g, pl, image, cg, col + i * pl->pad_floats);
+    }
     return offsets;
 }
 typedef struct {
     const conv_geometry *g;
     const float *padded;    /* image i at padded + i * image_floats */
-    int64_t image_floats, Wp;
+    int64_t image_floats;
+    int64_t Wp;             /* a padded row (a stride phase's row when strided) */
     const int64_t *offsets; /* tap -> offset in a padded image */
 } padded_tile_source;
 
@@ -595,7 +612,7 @@ static void pack_padded_panel(const void *source, int64_t k0, int64_t kc, int64_
    tile of padded images (see implicit_weight_grad). */
 typedef struct {
     const conv_geometry *g;
-    int64_t Wp;
+    int64_t Wp;             /* a padded row (a stride phase's row when strided) */
     const float *padded;    /* padded image i of one group at padded + i * image_floats */
     const int64_t *offsets; /* tap -> offset in a padded image */
     int64_t image_floats;
@@ -635,7 +652,7 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
             implicit_plan pl;
             const int64_t *offsets = pad_tile(g, t, x, n0, nb, grp, col, &pl);
             if (offsets) {
-                padded_tile_source psrc = {g, col, pl.pad_floats, pl.Wp, offsets};
+                padded_tile_source psrc = {g, col, pl.pad_floats, pl.Wq, offsets};
                 if (an_gemm_f32_pack_b(0, og, cols, ckk, 1.0f, wg, ckk, pack_padded_panel, &psrc, 0.0f,
                                        out, cols) != 0)
                     st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
@@ -703,7 +720,7 @@ static int padded_tile_weight_grad(const conv_geometry *g, const conv_tiling *t,
     const int64_t *offsets = pad_tile(g, t, x, n0, nb, grp, col, &pl);
     if (!offsets)
         return 0;
-    taps_source src = {g, pl.Wp, col, offsets, pl.pad_floats};
+    taps_source src = {g, pl.Wq, col, offsets, pl.pad_floats};
     if (an_gemm_f32_pack_b(0, og, ckk, nb * g->OH * g->OW, 1.0f, dyc, ld_dy, pack_taps_panel, &src,
                            1.0f, dw_g, ckk) != 0)
         *st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
@@ -965,6 +982,26 @@ static void pad_phases(const conv_geometry *g, const implicit_plan *pl, const fl
                        float *phases)
 {
     const int64_t sh = g->sh, sw = g->sw, Hq = pl->Hq, Wq = pl->Wq, HW = g->H * g->W;
+    if (sh == 2 && sw == 2) {
+        /* zeros everywhere, then each source row once, its two column
+           parities into their phases (small planes: rows of 8-16) */
+        memset(phases, 0, sizeof(float) * (size_t)pl->pad_floats);
+        for (int64_t c = 0; c < cg; c++)
+            for (int64_t h = 0; h < g->H; h++) {
+                const int64_t p = h + g->ph, a = p % 2, qi = p / 2;
+                if (qi >= Hq)
+                    continue;
+                const float *restrict src = x + c * HW + h * g->W;
+                for (int64_t b = 0; b < 2; b++) {
+                    float *restrict row = phases + ((c * 2 + a) * 2 + b) * Hq * Wq + qi * Wq;
+                    const int64_t w0 = ((b - g->pw) % 2 + 2) % 2; /* first w with (w + pw) % 2 == b */
+                    int64_t qj = (w0 + g->pw) / 2;
+                    for (int64_t w = w0; w < g->W && qj < Wq; w += 2, qj++)
+                        row[qj] = src[w];
+                }
+            }
+        return;
+    }
     for (int64_t c = 0; c < cg; c++) {
         const float *from = x + c * HW;
         for (int64_t a = 0; a < sh; a++)
