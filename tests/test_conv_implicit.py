@@ -150,28 +150,47 @@ STRIDED_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", STRIDED_CASES, ids=[str(c) for c in STRIDED_CASES])
-def test_strided_conv_matches_torch(case):
-    torch = torch_or_skip()
-    torch.set_num_threads(1)
-    n, cin, cout, (kh, kw), s, p, d, g, (h, w) = case
-    rng = np.random.default_rng(11)
+def _strided_inputs(case, seed):
+    n, cin, cout, (kh, kw), _, _, _, g, (h, w) = case
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
     wt = (rng.standard_normal((cout, cin // g, kh, kw)) / np.sqrt(cin // g * kh * kw)).astype(np.float32)
     b = rng.standard_normal(cout).astype(np.float32)
+    return x, wt, b
+
+
+def _run_strided(case, x, wt, b, gy_seed):
+    """y, dx, dw of the case's convolution, dy drawn from gy_seed; and dy."""
+    _, _, _, _, s, p, d, g, _ = case
     ax, aw, ab = (an.tensor(v, requires_grad=True) for v in (x, wt, b))
     y = F.conv2d(ax, aw, ab, s, p, d, g)
-    assert y.shape[2] * y.shape[3] >= 256  # the strided implicit path
-    gy = rng.standard_normal(y.shape).astype(np.float32)
+    gy = np.random.default_rng(gy_seed).standard_normal(y.shape).astype(np.float32)
     y.backward(an.tensor(gy))
+    return (y.detach().numpy(), ax.grad.numpy(), aw.grad.numpy()), gy
+
+
+def _assert_strided_matches_torch(case, x, wt, b, gy, results):
+    torch = torch_or_skip()
+    torch.set_num_threads(1)
+    n, cin, cout, (kh, kw), s, p, d, g, _ = case
     tx, tw, tb = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (x, wt, b))
     ty = torch.nn.functional.conv2d(tx, tw, tb, s, p, d, g)
     ty.backward(torch.tensor(gy, dtype=torch.float64))
+    y, dx, dw = results
     assert y.shape == tuple(ty.shape)
-    np.testing.assert_allclose(y.detach().numpy(), ty.detach().numpy(), rtol=1e-4, atol=1e-5 * np.sqrt(cin * kh * kw))
-    np.testing.assert_allclose(ax.grad.numpy(), tx.grad.numpy(), rtol=1e-4, atol=1e-4 * np.sqrt(cout))
-    np.testing.assert_allclose(aw.grad.numpy(), tw.grad.numpy(), rtol=1e-4,
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-4, atol=1e-5 * np.sqrt(cin * kh * kw))
+    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-4, atol=1e-4 * np.sqrt(cout))
+    np.testing.assert_allclose(dw, tw.grad.numpy(), rtol=1e-4,
                                atol=1e-4 * np.sqrt(n * y.shape[2] * y.shape[3]))
+
+
+@pytest.mark.parametrize("case", STRIDED_CASES, ids=[str(c) for c in STRIDED_CASES])
+def test_strided_conv_matches_torch(case):
+    torch_or_skip()
+    x, wt, b = _strided_inputs(case, seed=11)
+    results, gy = _run_strided(case, x, wt, b, gy_seed=12)
+    assert results[0].shape[2] * results[0].shape[3] >= 256  # the strided implicit path
+    _assert_strided_matches_torch(case, x, wt, b, gy, results)
 
 
 def test_strided_conv_identical_for_any_thread_count_and_nan_stays_in_its_windows():
@@ -215,34 +234,18 @@ SMALL_STRIDED_CASES = [
 
 @pytest.mark.parametrize("case", SMALL_STRIDED_CASES, ids=[str(c) for c in SMALL_STRIDED_CASES])
 def test_strided_small_planes_through_phase_tiles_match_torch(case):
-    torch = torch_or_skip()
-    torch.set_num_threads(1)
-    n, cin, cout, (kh, kw), s, p, d, g, (h, w) = case
-    rng = np.random.default_rng(13)
-    x = rng.standard_normal((n, cin, h, w)).astype(np.float32)
-    wt = (rng.standard_normal((cout, cin // g, kh, kw)) / np.sqrt(cin // g * kh * kw)).astype(np.float32)
-    b = rng.standard_normal(cout).astype(np.float32)
+    torch_or_skip()
+    x, wt, b = _strided_inputs(case, seed=13)
     results = []
     previous = an.get_num_threads()
     try:
         for threads in (1, 2):
             an.set_num_threads(threads)
-            ax, aw, ab = (an.tensor(v, requires_grad=True) for v in (x, wt, b))
-            y = F.conv2d(ax, aw, ab, s, p, d, g)
-            assert y.shape[2] * y.shape[3] < 256  # not the in-place strided path
-            gy = np.random.default_rng(14).standard_normal(y.shape).astype(np.float32)
-            y.backward(an.tensor(gy))
-            results.append((y.detach().numpy(), ax.grad.numpy(), aw.grad.numpy()))
+            out, gy = _run_strided(case, x, wt, b, gy_seed=14)
+            assert out[0].shape[2] * out[0].shape[3] < 256  # not the in-place strided path
+            results.append(out)
     finally:
         an.set_num_threads(previous)
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
-    tx, tw, tb = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (x, wt, b))
-    ty = torch.nn.functional.conv2d(tx, tw, tb, s, p, d, g)
-    ty.backward(torch.tensor(gy, dtype=torch.float64))
-    y, dx, dw = results[0]
-    assert y.shape == tuple(ty.shape)
-    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-4, atol=1e-5 * np.sqrt(cin * kh * kw))
-    np.testing.assert_allclose(dx, tx.grad.numpy(), rtol=1e-4, atol=1e-4 * np.sqrt(cout))
-    np.testing.assert_allclose(dw, tw.grad.numpy(), rtol=1e-4,
-                               atol=1e-4 * np.sqrt(n * y.shape[2] * y.shape[3]))
+    _assert_strided_matches_torch(case, x, wt, b, gy, results[0])
