@@ -1384,14 +1384,22 @@ static an_status winograd_forward(const conv_geometry *g, const float *x, const 
     if (non_finite) {
         /* nothing to do: the direct lowering below */
     } else if (threads > 1 || team == 1) {
-        /* enough chunks: each thread runs whole chunks, its GEMMs on itself */
+        /* enough chunks: each thread runs whole chunks, its GEMMs on itself.
+           The images are spread evenly over a multiple of the thread count
+           of chunks (at most nb images each): 128 images in chunks of 7
+           left 70 to one thread and 58 to the other.  Each output depends
+           on its own image only, so any split gives the same bits. */
+        const int64_t even_chunks = (chunks + threads - 1) / threads * threads <= g->N
+                                        ? (chunks + threads - 1) / threads * threads
+                                        : chunks;
 #pragma omp parallel for schedule(static) num_threads(threads) reduction(| : non_finite, failed) if (threads > 1)
-        for (int64_t chunk = 0; chunk < chunks; chunk++) {
+        for (int64_t chunk = 0; chunk < even_chunks; chunk++) {
             if (non_finite || failed)
                 continue;
             float *V = work + WINOGRAD_POINTS * K * C + thread_index() * per_thread;
             float *M = V + WINOGRAD_POINTS * C * rows, *sc = M + WINOGRAD_POINTS * K * rows + 16;
-            const int64_t n0 = chunk * nb, count = g->N - n0 < nb ? g->N - n0 : nb, T = count * tiles;
+            const int64_t n0 = chunk * g->N / even_chunks,
+                          count = (chunk + 1) * g->N / even_chunks - n0, T = count * tiles;
             if (an_winograd_f4x3_input(x + n0 * C * HW, count, C, g->H, g->W, T, sc, V)) {
                 non_finite = 1;
                 continue;
