@@ -37,6 +37,12 @@ static float random_unit(void)
     return (float)((double)(g_rng >> 40) / (double)(1ull << 24) * 2.0 - 1.0);
 }
 
+/* p[0 .. n) = the next n values of random_unit(). */
+static void fill_random(float *p, int64_t n)
+{
+    for (int64_t i = 0; i < n; ++i) p[i] = random_unit();
+}
+
 /* Sentinel for padding that must never be written. */
 static const float k_guard = 12345.0f;
 
@@ -90,8 +96,8 @@ static void run_case(const test_case *t, const char *isa)
         printf("test allocation failed\n");
         exit(2);
     }
-    for (int64_t i = 0; i < a_rows * lda + 1; ++i) A[i] = random_unit();
-    for (int64_t i = 0; i < b_rows * ldb + 1; ++i) B[i] = random_unit();
+    fill_random(A, a_rows * lda + 1);
+    fill_random(B, b_rows * ldb + 1);
     for (int64_t i = 0; i < M; ++i)
         for (int64_t j = 0; j < ldc; ++j)
             C0[i * ldc + j] = j >= N ? k_guard : (t->beta == 0.0f ? NAN : random_unit());
@@ -305,9 +311,9 @@ static void test_b_sources(const char *isa)
             free(buffer), free(offsets), free(A), free(B), free(expect), free(got);
             return;
         }
-        for (int64_t i = 0; i < span; ++i) buffer[i] = random_unit();
+        fill_random(buffer, span);
         for (int64_t k = 0; k < K; ++k) offsets[k] = (k * 7919) % (3 * K + 1);
-        for (int64_t i = 0; i < M * K; ++i) A[i] = random_unit();
+        fill_random(A, M * K);
         for (int64_t k = 0; k < K; ++k)
             for (int64_t j = 0; j < N; ++j) B[k * N + j] = buffer[offsets[k] + j];
         const float beta = s % 2 ? 0.5f : 0.0f;
@@ -350,8 +356,8 @@ static void test_column_blocks_two_threads(const char *isa)
         free(A), free(B), free(offsets), free(expect), free(got);
         return;
     }
-    for (int64_t i = 0; i < M * K; ++i) A[i] = random_unit();
-    for (int64_t i = 0; i < K * N; ++i) B[i] = random_unit();
+    fill_random(A, M * K);
+    fill_random(B, K * N);
     for (int64_t k = 0; k < K; ++k) offsets[k] = k * N;
     rows_source src = {B, offsets};
     set_threads(1);
@@ -401,8 +407,8 @@ static void test_narrow(const char *isa)
                     free(A), free(B), free(expect), free(got), free(initial), free(offsets);
                     return;
                 }
-                for (int64_t i = 0; i < M * lda; ++i) A[i] = random_unit();
-                for (int64_t i = 0; i < K * ldb; ++i) B[i] = random_unit();
+                fill_random(A, M * lda);
+                fill_random(B, K * ldb);
                 for (int64_t k = 0; k < K; ++k) offsets[k] = k * ldb; /* B's rows, for the packer */
                 rows_source src = {B, offsets};
                 const float beta = (mi + ni + ki) % 2 ? 0.3f : 0.0f; /* not a power of two: beta * c rounds */
@@ -463,8 +469,8 @@ static void test_bias_act(const char *isa)
             return;
         }
         for (int64_t i = 0; i < M * ldr; ++i) res[i] = 2.0f * random_unit();
-        for (int64_t i = 0; i < M * K; ++i) A[i] = random_unit();
-        for (int64_t i = 0; i < K * N; ++i) B[i] = random_unit();
+        fill_random(A, M * K);
+        fill_random(B, K * N);
         for (int64_t i = 0; i < M; ++i) bias[i] = 3.0f * random_unit();
         /* a NaN in row 1 must come out NaN through relu/relu6 (the register
          * epilogue compares, it does not take a max) */
@@ -527,10 +533,10 @@ static void test_prepacked_a(const char *isa)
                     free(A), free(B), free(packed), free(bias), free(res), free(expect), free(got);
                     return;
                 }
-                for (int64_t i = 0; i < M * lda; ++i) A[i] = random_unit();
-                for (int64_t i = 0; i < K * N; ++i) B[i] = random_unit();
-                for (int64_t i = 0; i < M; ++i) bias[i] = random_unit();
-                for (int64_t i = 0; i < M * ldr; ++i) res[i] = random_unit();
+                fill_random(A, M * lda);
+                fill_random(B, K * N);
+                fill_random(bias, M);
+                fill_random(res, M * ldr);
                 for (int64_t i = 0; i < packed_floats; ++i) packed[i] = k_guard;
                 an_gemm_pack_a(M, K, A, lda, packed);
                 test_case t = {0, 0, M, N, K, 1.0f, 0.0f, ldc - N};
@@ -596,10 +602,10 @@ static void test_k_halves(const char *isa)
             free(A), free(B), free(packed), free(bias), free(res), free(expect), free(halves);
             return;
         }
-        for (int64_t i = 0; i < M * K; ++i) A[i] = random_unit();
-        for (int64_t i = 0; i < K * N; ++i) B[i] = random_unit();
-        for (int64_t i = 0; i < M; ++i) bias[i] = random_unit();
-        for (int64_t i = 0; i < M * N; ++i) res[i] = random_unit();
+        fill_random(A, M * K);
+        fill_random(B, K * N);
+        fill_random(bias, M);
+        fill_random(res, M * N);
         an_gemm_pack_a(M, K, A, K, packed);
         for (int with_packed = 0; with_packed < 2; ++with_packed) {
             const float *ap = with_packed ? packed : NULL;
