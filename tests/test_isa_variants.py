@@ -19,6 +19,10 @@ LAYERS = [
     ("dw3x3_s1_4", (5, 16, 4), (16, 1, 3, 3), 1, 1, 16),  # flattened planes (and the 8x8 below)
     ("dw3x3_s1_8_partial", (3, 20, 8), (20, 1, 3, 3), 1, 1, 20),
     ("dw3x3_s2_15", (3, 8, 15), (8, 1, 3, 3), 2, 1, 8),
+    # rows of a whole number of 8-lane vectors but not of 16: AVX2's row
+    # kernels (8 lanes) against the framed plane of the 16-lane builds
+    ("dw3x3_s1_24", (2, 8, 24), (8, 1, 3, 3), 1, 1, 8),
+    ("dw3x3_s2_16", (2, 8, 16), (8, 1, 3, 3), 2, 1, 8),
     ("dw5x5_s1_8", (3, 8, 8), (8, 1, 5, 5), 1, 2, 8),
     ("dense3x3_s1_20", (2, 6, 20), (10, 6, 3, 3), 1, 1, 1),
     ("dense3x3_s2_16", (2, 6, 16), (10, 6, 3, 3), 2, 1, 1),

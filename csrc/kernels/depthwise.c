@@ -159,122 +159,80 @@ static AN_ALWAYS_INLINE float activate_one(float v, int act)
     return v;
 }
 
+/* The vector width of each ISA's build (AN_BY_ISA(AN_ROW_LANES_) at run
+ * time): AVX2 keeps a vector in one ymm register. */
+#define AN_ROW_LANES_generic 16
+#define AN_ROW_LANES_avx2 8
+#define AN_ROW_LANES_avx512 16
+
 #ifdef AN_HAVE_VEC16
 #define AN_HAVE_ROW_VEC 1
-#define ROW_LANES AN_VEC16_LANES
 /* loops over registers: unrolled so that acc[] and w[] stay in registers */
 #define AN_UNROLL _Pragma("GCC unroll 16")
 /* Output rows computed together by rows3x3_s1. */
 #define ROW_BLOCK 4
-typedef an_vec16 row_vec;
-typedef an_mask16 row_mask;
 
-/* the 9 weights, each in every lane */
-static AN_ALWAYS_INLINE void splat_kernel(const float *wk, row_vec w[9])
+#define FLAT_GROUP 4    /* output vectors computed together */
+#define FLAT_MAX_PLANE 256
+#define FLAT_PAD 16     /* >= W + 1, and a whole vector so the copies stay aligned */
+#define FLAT_SLOT (FLAT_MAX_PLANE + 2 * FLAT_PAD)
+#define FLAT_COPY (FLAT_GROUP * FLAT_SLOT) /* one copy: a slot per plane of a group */
+#define FLAT_BUFFER (3 * FLAT_COPY)          /* copies for the left, centre and right taps */
+
+/* planes p = (image, channel) of x [planes, H, W] -> y; channel p % C */
+typedef struct {
+    const float *x, *w, *bias;
+    float *y;
+    int64_t planes, C, H, W;
+    int rotate, accumulate, act;
+} flat_job;
+
+static int row_lanes(void) { return AN_BY_ISA(AN_ROW_LANES_); }
+
+#define ROW_LANES 16
+#define ROW_IOTA ((an_mask16){0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15})
+#include "kernels/depthwise_rows_impl.h"
+#undef ROW_LANES
+#undef ROW_IOTA
+#define ROW_LANES 8
+#define ROW_IOTA ((an_mask8){0, 1, 2, 3, 4, 5, 6, 7})
+#include "kernels/depthwise_rows_impl.h"
+#undef ROW_LANES
+#undef ROW_IOTA
+
+/* rows3x3_s1 / rows3x3_s2 / flat3x3_s1_body at width LANES (a compile-time
+ * constant in every caller) */
+static AN_ALWAYS_INLINE void rows3x3_s1(const int LANES, const float *restrict xp, int64_t H,
+                                        int64_t W, int64_t oh0, const int ROWS,
+                                        const float *restrict wk, float b, const int accumulate,
+                                        const int act, float *restrict y)
 {
-    AN_UNROLL
-    for (int t = 0; t < 9; ++t) w[t] = (row_vec){0} + wk[t];
+    if (LANES == 8)
+        rows3x3_s1_L8(xp, H, W, oh0, ROWS, wk, b, accumulate, act, y);
+    else
+        rows3x3_s1_L16(xp, H, W, oh0, ROWS, wk, b, accumulate, act, y);
 }
 
-/* acc + the three taps of kernel row k on one input row, in tap order */
-static AN_ALWAYS_INLINE row_vec add_kernel_row(row_vec acc, const row_vec w[9], int k, row_vec left,
-                                               row_vec mid, row_vec right)
-{
-    acc += w[3 * k] * left;
-    acc += w[3 * k + 1] * mid;
-    acc += w[3 * k + 2] * right;
-    return acc;
-}
-
-/* Rows [oh0, oh0 + ROWS) of a 3x3, stride-1, padding-1 plane whose width W
- * is a multiple of ROW_LANES, read straight from x: the sums taps3x3 forms
- * on the zero-framed plane, in its order, with the frame's zeros made in
- * registers (a vector shifted in from zero at the row ends, a zero row above
- * and below) instead of a framed copy.  The copy's unaligned stores, read
- * back at once, had cost as much as the arithmetic; and one row at a time
- * left a 9-add dependency chain per vector exposed (about 1250 cycles per
- * 32x32 plane).  Here the ROWS x W/16 sums are independent chains and each
- * of the ROWS + 2 input rows is loaded once for all the output rows. */
-static AN_ALWAYS_INLINE void rows3x3_s1(const float *restrict xp, int64_t H, int64_t W,
-                                        int64_t oh0, const int ROWS,
-                                        const float *restrict wk, float b,
-                                        const int accumulate, const int act, float *restrict y)
-{
-    const row_vec zero = {0};
-    const row_mask from_left = {15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30};
-    const row_mask from_right = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
-    row_vec w[9];
-    splat_kernel(wk, w);
-    for (int64_t ow = 0; ow < W; ow += ROW_LANES) {
-        row_vec acc[ROW_BLOCK];
-        AN_UNROLL
-        for (int r = 0; r < ROWS; ++r)
-            acc[r] = accumulate ? an_vec16_load(y + r * W + ow) : zero + b;
-        /* input row oh0 - 1 + i feeds output row oh0 + r through kernel row i - r */
-        AN_UNROLL
-        for (int i = 0; i < ROWS + 2; ++i) {
-            const int64_t ih = oh0 - 1 + i;
-            row_vec left = zero, mid = zero, right = zero;
-            if (ih >= 0 && ih < H) {
-                const float *in = xp + ih * W + ow;
-                mid = an_vec16_load(in);
-                left = ow == 0 ? __builtin_shuffle(zero, mid, from_left) : an_vec16_load(in - 1);
-                right = ow + ROW_LANES == W ? __builtin_shuffle(mid, zero, from_right)
-                                            : an_vec16_load(in + 1);
-            }
-            AN_UNROLL
-            for (int r = 0; r < ROWS; ++r)
-                if (i - r >= 0 && i - r <= 2)
-                    acc[r] = add_kernel_row(acc[r], w, i - r, left, mid, right);
-        }
-        AN_UNROLL
-        for (int r = 0; r < ROWS; ++r) an_vec16_store(y + r * W + ow, an_vec16_activate(acc[r], act));
-    }
-}
-
-/* Rows [oh0, oh0 + ROWS) of a 3x3, stride-2, padding-1 plane with OW a
- * multiple of ROW_LANES (W = 2 OW), read straight from x as rows3x3_s1
- * does: each pair of input vectors is split into its even columns (the
- * centre tap) and odd columns (the right tap), and the left tap is the odd
- * columns shifted by one, the first taken from the vector before (or the
- * frame's zero).  The even/odd-column copy this replaces ran a 144x32x32
- * layer at a third of the stride-1 layer's speed per output. */
-static AN_ALWAYS_INLINE void rows3x3_s2(const float *restrict xp, int64_t H, int64_t W,
-                                        int64_t oh0, const int ROWS,
+static AN_ALWAYS_INLINE void rows3x3_s2(const int LANES, const float *restrict xp, int64_t H,
+                                        int64_t W, int64_t oh0, const int ROWS,
                                         const float *restrict wk, float b, const int act,
                                         float *restrict y)
 {
-    const int64_t OW = W / 2;
-    const row_vec zero = {0};
-    const row_mask from_left = {15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30};
-    const row_mask evens = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
-    const row_mask odds = {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31};
-    row_vec w[9];
-    splat_kernel(wk, w);
-    for (int64_t ow = 0; ow < OW; ow += ROW_LANES) {
-        row_vec acc[ROW_BLOCK];
-        AN_UNROLL
-        for (int r = 0; r < ROWS; ++r) acc[r] = zero + b;
-        /* input row 2 oh0 - 1 + i feeds output row oh0 + r through kernel row i - 2 r */
-        AN_UNROLL
-        for (int i = 0; i < 2 * ROWS + 1; ++i) {
-            const int64_t ih = 2 * oh0 - 1 + i;
-            row_vec left = zero, mid = zero, right = zero;
-            if (ih >= 0 && ih < H) {
-                const float *in = xp + ih * W + 2 * ow;
-                const row_vec lo = an_vec16_load(in), hi = an_vec16_load(in + ROW_LANES);
-                mid = __builtin_shuffle(lo, hi, evens);
-                right = __builtin_shuffle(lo, hi, odds);
-                left = __builtin_shuffle(ow == 0 ? zero : an_vec16_load(in - ROW_LANES), right, from_left);
-            }
-            AN_UNROLL
-            for (int r = 0; r < ROWS; ++r)
-                if (i - 2 * r >= 0 && i - 2 * r <= 2)
-                    acc[r] = add_kernel_row(acc[r], w, i - 2 * r, left, mid, right);
-        }
-        AN_UNROLL
-        for (int r = 0; r < ROWS; ++r) an_vec16_store(y + r * OW + ow, an_vec16_activate(acc[r], act));
-    }
+    if (LANES == 8)
+        rows3x3_s2_L8(xp, H, W, oh0, ROWS, wk, b, act, y);
+    else
+        rows3x3_s2_L16(xp, H, W, oh0, ROWS, wk, b, act, y);
+}
+
+static AN_ALWAYS_INLINE void flat3x3_s1_body(const int LANES, const flat_job *j, int64_t chunk0,
+                                             int64_t chunk1, float *restrict buf,
+                                             const int PER_PLANE, const int accumulate,
+                                             const int act)
+{
+    if (LANES == 8)
+        flat3x3_s1_body_L8(j, chunk0, chunk1, buf, PER_PLANE, accumulate, act);
+    else
+        flat3x3_s1_body_L16(j, chunk0, chunk1, buf, PER_PLANE, accumulate, act);
 }
 #endif
 
@@ -282,26 +240,27 @@ static AN_ALWAYS_INLINE void rows3x3_s2(const float *restrict xp, int64_t H, int
  * inlining): xp [H,W] -> yp [OH,OW]. The interior needs no bounds checks and
  * keeps the 9 weights in registers; the one-pixel frame goes through the
  * checked point function. When accumulate is set the existing yp value is the
- * initial accumulator instead of b (used by the input gradient). */
+ * initial accumulator instead of b (used by the input gradient).  LANES:
+ * the row kernels' vector width. */
 static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
-    const float *restrict xp, const float *restrict wk, float b, int64_t H,
+    const int LANES, const float *restrict xp, const float *restrict wk, float b, int64_t H,
     int64_t W, const int64_t s, int64_t OH, int64_t OW, const int accumulate,
     const int act, float *restrict yp)
 {
     if ((H + 2) * (W + 2) <= SMALL_PADDED_PLANE) {
 #ifdef AN_HAVE_ROW_VEC
-        if (s == 1 && OW % ROW_LANES == 0) {
+        if (s == 1 && OW % LANES == 0) {
             int64_t oh = 0;
             for (; oh + ROW_BLOCK <= OH; oh += ROW_BLOCK)
-                rows3x3_s1(xp, H, W, oh, ROW_BLOCK, wk, b, accumulate, act, yp + oh * OW);
-            for (; oh < OH; ++oh) rows3x3_s1(xp, H, W, oh, 1, wk, b, accumulate, act, yp + oh * OW);
+                rows3x3_s1(LANES, xp, H, W, oh, ROW_BLOCK, wk, b, accumulate, act, yp + oh * OW);
+            for (; oh < OH; ++oh) rows3x3_s1(LANES, xp, H, W, oh, 1, wk, b, accumulate, act, yp + oh * OW);
             return;
         }
-        if (s == 2 && OW % ROW_LANES == 0 && W == 2 * OW && !accumulate) {
+        if (s == 2 && OW % LANES == 0 && W == 2 * OW && !accumulate) {
             int64_t oh = 0;
             for (; oh + ROW_BLOCK <= OH; oh += ROW_BLOCK)
-                rows3x3_s2(xp, H, W, oh, ROW_BLOCK, wk, b, act, yp + oh * OW);
-            for (; oh < OH; ++oh) rows3x3_s2(xp, H, W, oh, 1, wk, b, act, yp + oh * OW);
+                rows3x3_s2(LANES, xp, H, W, oh, ROW_BLOCK, wk, b, act, yp + oh * OW);
+            for (; oh < OH; ++oh) rows3x3_s2(LANES, xp, H, W, oh, 1, wk, b, act, yp + oh * OW);
             return;
         }
 #endif
@@ -407,19 +366,20 @@ typedef void (*plane3x3_fn)(const float *xp, const float *wk, float b, int64_t H
 /* stride S with accumulation and the activation fixed at compile time */
 #define AN_PLANE3X3_CASES(S)                                                                     \
     if (accumulate)                                                                              \
-        conv_plane_3x3_p1(xp, wk, b, H, W, S, OH, OW, 1, DW_ACT_NONE, yp);                       \
+        conv_plane_3x3_p1(LANES, xp, wk, b, H, W, S, OH, OW, 1, DW_ACT_NONE, yp);                       \
     else if (act == DW_ACT_RELU)                                                                 \
-        conv_plane_3x3_p1(xp, wk, b, H, W, S, OH, OW, 0, DW_ACT_RELU, yp);                       \
+        conv_plane_3x3_p1(LANES, xp, wk, b, H, W, S, OH, OW, 0, DW_ACT_RELU, yp);                       \
     else if (act == DW_ACT_RELU6)                                                                \
-        conv_plane_3x3_p1(xp, wk, b, H, W, S, OH, OW, 0, DW_ACT_RELU6, yp);                      \
+        conv_plane_3x3_p1(LANES, xp, wk, b, H, W, S, OH, OW, 0, DW_ACT_RELU6, yp);                      \
     else                                                                                         \
-        conv_plane_3x3_p1(xp, wk, b, H, W, S, OH, OW, 0, DW_ACT_NONE, yp);
+        conv_plane_3x3_p1(LANES, xp, wk, b, H, W, S, OH, OW, 0, DW_ACT_NONE, yp);
 
 #define AN_DEFINE_PLANE3X3(suffix, attribute)                                                    \
     attribute AN_INLINE_COPIES static void plane3x3_##suffix(const float *xp, const float *wk, float b,           \
                                             int64_t H, int64_t W, int64_t s, int64_t OH,          \
                                             int64_t OW, int accumulate, int act, float *yp)      \
     {                                                                                            \
+        const int LANES = AN_ROW_LANES_##suffix;                                                 \
         if (s == 1) {                                                                            \
             AN_PLANE3X3_CASES(1)                                                                 \
         } else {                                                                                 \
@@ -446,8 +406,8 @@ typedef void (*plane3x3_rows_fn)(const float *xp, const float *wk, float b, int6
         for (; oh < r1; ++oh)                                                                    \
             AN_ROWS3X3_CALL(S, 1, ACT);                                                          \
     } while (0)
-#define AN_ROWS3X3_CALL_1(ROWS, ACT) rows3x3_s1(xp, H, W, oh, ROWS, wk, b, 0, ACT, yp + (oh - r0) * OW)
-#define AN_ROWS3X3_CALL_2(ROWS, ACT) rows3x3_s2(xp, H, W, oh, ROWS, wk, b, ACT, yp + (oh - r0) * OW)
+#define AN_ROWS3X3_CALL_1(ROWS, ACT) rows3x3_s1(LANES, xp, H, W, oh, ROWS, wk, b, 0, ACT, yp + (oh - r0) * OW)
+#define AN_ROWS3X3_CALL_2(ROWS, ACT) rows3x3_s2(LANES, xp, H, W, oh, ROWS, wk, b, ACT, yp + (oh - r0) * OW)
 #define AN_ROWS3X3_CALL(S, ROWS, ACT) AN_ROWS3X3_CALL_##S(ROWS, ACT)
 #define AN_ROWS3X3_ACTS(S)                                                                       \
     if (act == DW_ACT_RELU)                                                                      \
@@ -463,6 +423,7 @@ typedef void (*plane3x3_rows_fn)(const float *xp, const float *wk, float b, int6
         int64_t r1, int act, float *yp)                                                          \
     {                                                                                            \
         const int64_t OW = W / s;                                                                \
+        const int LANES = AN_ROW_LANES_##suffix;                                                 \
         if (s == 1) {                                                                            \
             AN_ROWS3X3_ACTS(1)                                                                   \
         } else {                                                                                 \
@@ -490,7 +451,7 @@ static int rows3x3_fits(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh
                         int64_t ph, int64_t pw, int64_t dh, int64_t dw)
 {
 #ifdef AN_HAVE_ROW_VEC
-    return is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == 1 && sw == 1 && W % ROW_LANES == 0 &&
+    return is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == 1 && sw == 1 && W % row_lanes() == 0 &&
            (H + 2) * (W + 2) <= SMALL_PADDED_PLANE;
 #else
     (void)H, (void)W, (void)kh, (void)kw, (void)sh, (void)sw, (void)ph, (void)pw, (void)dh, (void)dw;
@@ -498,149 +459,18 @@ static int rows3x3_fits(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh
 #endif
 }
 
-/* ---- Narrow planes, flattened ----------------------------------------- *
- * A 3x3, stride-1, padding-1 plane 4 or 8 wide (the 4x4 and 8x8 stages of
- * MobileNetV2) is read as one flat run of H*W floats, 16 outputs per vector:
- * output o = oh*W + ow takes tap (i, j) from flat position o + (i-1)*W +
- * (j-1), the same offset for every lane.  What the offset gets wrong at the
- * plane's edges reads zero: rows above and below fall in a zero pad at each
- * end of the run, and a tap that would wrap into the neighbouring row (the
- * left tap at ow = 0, the right one at ow = W-1) reads from a copy of the
- * plane whose column W-1 (for the left tap) or 0 (for the right one) is
- * zeroed: the column it would wrap to, which no in-range tap of that kind
- * reads.  So each output sums its start (the bias, or the value it
- * accumulates onto) and w * x over the 9 taps in row-major order, the
- * frame's taps adding w * 0: the sums of the framed and channels-last paths,
- * bit for bit, without the latter's transposes (two thirds of its time on a
- * 576x8x8 layer) and with the activation applied in registers.  Vectors are
- * taken four at a time (four 4x4 planes, two 8x4 or one 8x8), so four
- * independent sums hide the add latency. */
+/* ---- Narrow planes, flattened: see depthwise_rows_impl.h ------------- */
 #ifdef AN_HAVE_ROW_VEC
-#define FLAT_GROUP 4    /* output vectors computed together */
-#define FLAT_MAX_PLANE 256
-#define FLAT_PAD 16     /* >= W + 1, and a whole vector so the copies stay aligned */
-#define FLAT_SLOT (FLAT_MAX_PLANE + 2 * FLAT_PAD)
-#define FLAT_COPY (FLAT_GROUP * FLAT_SLOT) /* one copy: a slot per plane of a group */
-#define FLAT_BUFFER (3 * FLAT_COPY)          /* copies for the left, centre and right taps */
-
-/* planes p = (image, channel) of x [planes, H, W] -> y; channel p % C */
-typedef struct {
-    const float *x, *w, *bias;
-    float *y;
-    int64_t planes, C, H, W;
-    int rotate, accumulate, act;
-} flat_job;
-
 /* Whether flat3x3_s1 takes the plane: W divides the vector (so the wrap
  * columns fall on the same lanes of every vector) and H*W is whole vectors,
  * four of them a whole number of planes or the other way round. */
 static int flat3x3_fits(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                         int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t multiplier)
 {
-    const int64_t vectors = H * W / ROW_LANES;
+    const int64_t lanes = row_lanes(), vectors = H * W / lanes;
     return multiplier == 1 && is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == 1 && sw == 1 &&
-           (W == 4 || W == 8) && H > 0 && H * W % ROW_LANES == 0 && H * W <= FLAT_MAX_PLANE &&
+           (W == 4 || W == 8) && H > 0 && H * W % lanes == 0 && H * W <= FLAT_MAX_PLANE &&
            (FLAT_GROUP % vectors == 0 || vectors % FLAT_GROUP == 0);
-}
-
-/* Copies plane xp into slot `slot` of the three copies (column W-1 zeroed,
- * as is, column 0 zeroed); their pads are zero and stay so. */
-static AN_ALWAYS_INLINE void flat_fill(const float *restrict xp, int64_t HW, row_mask keep_left,
-                                       row_mask keep_right, float *restrict buf, int64_t slot)
-{
-    float *mid = buf + FLAT_COPY + slot * FLAT_SLOT + FLAT_PAD;
-    float *left = mid - FLAT_COPY, *right = mid + FLAT_COPY;
-    for (int64_t o = 0; o < HW; o += ROW_LANES) {
-        const row_vec v = an_vec16_load(xp + o);
-        an_vec16_store(mid + o, v);
-        an_vec16_store(left + o, (row_vec)((row_mask)v & keep_left));
-        an_vec16_store(right + o, (row_vec)((row_mask)v & keep_right));
-    }
-}
-
-/* The copies of chunk `chunk` (group_planes planes from plane p0) into buf,
- * and each slot's channel. */
-static AN_ALWAYS_INLINE void flat_fill_chunk(const flat_job *j, int64_t p0, int group_planes,
-                                             row_mask keep_left, row_mask keep_right,
-                                             float *restrict buf, int64_t channel[FLAT_GROUP])
-{
-    const int64_t HW = j->H * j->W;
-    for (int slot = 0; slot < group_planes; ++slot) {
-        channel[slot] = slot == 0 ? p0 % j->C : channel[slot - 1] + 1;
-        while (channel[slot] >= j->C) channel[slot] -= j->C;
-        /* a slot past the last plane gets a copy of it, its output discarded */
-        const int64_t p = p0 + slot < j->planes ? p0 + slot : j->planes - 1;
-        flat_fill(j->x + p * HW, HW, keep_left, keep_right, buf, slot);
-    }
-}
-
-/* Chunks [chunk0, chunk1) of group_planes planes each; buf: 2 * FLAT_BUFFER
- * floats, zero, chunk c's copies in half c & 1.  The next chunk is copied
- * before this one is computed: read right after they were stored, the
- * copies' unaligned loads would each wait for a store that cannot forward to
- * them (that doubled the time).
- * PER_PLANE: the plane's vectors, 1, 2 or (FLAT_GROUP for) a multiple of
- * FLAT_GROUP, a compile-time constant so that placing a group's vectors
- * costs no division. */
-static AN_ALWAYS_INLINE void flat3x3_s1_body(const flat_job *j, int64_t chunk0, int64_t chunk1,
-                                             float *restrict buf, const int PER_PLANE,
-                                             const int accumulate, const int act)
-{
-    const int64_t W = j->W, HW = j->H * W;
-    const int group_planes = FLAT_GROUP / PER_PLANE;
-    row_mask keep_left, keep_right;
-    for (int l = 0; l < ROW_LANES; ++l) {
-        keep_left[l] = l % W == W - 1 ? 0 : -1;
-        keep_right[l] = l % W == 0 ? 0 : -1;
-    }
-    _Alignas(64) float discard[FLAT_GROUP * ROW_LANES];
-    int64_t channels[2][FLAT_GROUP];
-    if (chunk0 < chunk1)
-        flat_fill_chunk(j, chunk0 * group_planes, group_planes, keep_left, keep_right,
-                        buf + (chunk0 & 1) * FLAT_BUFFER, channels[chunk0 & 1]);
-    for (int64_t chunk = chunk0; chunk < chunk1; ++chunk) {
-        if (chunk + 1 < chunk1)
-            flat_fill_chunk(j, (chunk + 1) * group_planes, group_planes, keep_left, keep_right,
-                            buf + ((chunk + 1) & 1) * FLAT_BUFFER, channels[(chunk + 1) & 1]);
-        const float *copies = buf + (chunk & 1) * FLAT_BUFFER;
-        const int64_t *channel = channels[chunk & 1];
-        const int64_t p0 = chunk * group_planes;
-        float wk[FLAT_GROUP][9], start[FLAT_GROUP];
-        for (int slot = 0; slot < group_planes; ++slot) {
-            const float *k = j->w + channel[slot] * 9;
-            for (int t = 0; t < 9; ++t) wk[slot][t] = k[j->rotate ? 8 - t : t];
-            start[slot] = j->bias ? j->bias[channel[slot]] : 0.0f;
-        }
-        const int64_t chunk_vectors = PER_PLANE < FLAT_GROUP ? FLAT_GROUP : HW / ROW_LANES;
-        for (int64_t o0 = 0; o0 < chunk_vectors; o0 += FLAT_GROUP) {
-            const float *mid[FLAT_GROUP];
-            float *out[FLAT_GROUP];
-            row_vec acc[FLAT_GROUP];
-            AN_UNROLL
-            for (int g = 0; g < FLAT_GROUP; ++g) {
-                /* vector g: plane slot g / PER_PLANE, its vector g % PER_PLANE
-                 * (or o0 + g of a plane of several groups) */
-                const int slot = PER_PLANE < FLAT_GROUP ? g / PER_PLANE : 0;
-                const int64_t o = (PER_PLANE < FLAT_GROUP ? g % PER_PLANE : o0 + g) * ROW_LANES;
-                mid[g] = copies + FLAT_COPY + slot * FLAT_SLOT + FLAT_PAD + o;
-                out[g] = p0 + slot < j->planes ? j->y + (p0 + slot) * HW + o : discard + g * ROW_LANES;
-                acc[g] = accumulate ? an_vec16_load(out[g]) : (row_vec){0} + start[slot];
-            }
-            AN_UNROLL
-            for (int t = 0; t < 9; ++t) {
-                const int64_t i = t / 3, jj = t % 3;
-                /* the copy for this column of taps, then the flat offset */
-                const int64_t offset = (jj - 1) * FLAT_COPY + (i - 1) * W + (jj - 1);
-                AN_UNROLL
-                for (int g = 0; g < FLAT_GROUP; ++g) {
-                    const int slot = PER_PLANE < FLAT_GROUP ? g / PER_PLANE : 0;
-                    acc[g] += ((row_vec){0} + wk[slot][t]) * an_vec16_load(mid[g] + offset);
-                }
-            }
-            AN_UNROLL
-            for (int g = 0; g < FLAT_GROUP; ++g) an_vec16_store(out[g], an_vec16_activate(acc[g], act));
-        }
-    }
 }
 
 typedef void (*flat_fn)(const flat_job *j, int64_t chunk0, int64_t chunk1, float *buf);
@@ -649,19 +479,20 @@ typedef void (*flat_fn)(const flat_job *j, int64_t chunk0, int64_t chunk1, float
 #define flat3x3_s1_acts(PER_PLANE)                                                               \
     do {                                                                                         \
         if (j->accumulate)                                                                       \
-            flat3x3_s1_body(j, chunk0, chunk1, buf, PER_PLANE, 1, DW_ACT_NONE);                  \
+            flat3x3_s1_body(LANES, j, chunk0, chunk1, buf, PER_PLANE, 1, DW_ACT_NONE);                  \
         else if (j->act == DW_ACT_RELU)                                                          \
-            flat3x3_s1_body(j, chunk0, chunk1, buf, PER_PLANE, 0, DW_ACT_RELU);                  \
+            flat3x3_s1_body(LANES, j, chunk0, chunk1, buf, PER_PLANE, 0, DW_ACT_RELU);                  \
         else if (j->act == DW_ACT_RELU6)                                                         \
-            flat3x3_s1_body(j, chunk0, chunk1, buf, PER_PLANE, 0, DW_ACT_RELU6);                 \
+            flat3x3_s1_body(LANES, j, chunk0, chunk1, buf, PER_PLANE, 0, DW_ACT_RELU6);                 \
         else                                                                                     \
-            flat3x3_s1_body(j, chunk0, chunk1, buf, PER_PLANE, 0, DW_ACT_NONE);                  \
+            flat3x3_s1_body(LANES, j, chunk0, chunk1, buf, PER_PLANE, 0, DW_ACT_NONE);                  \
     } while (0)
 #define AN_DEFINE_FLAT(suffix, attribute)                                                        \
     attribute static void flat3x3_s1_##suffix(const flat_job *j, int64_t chunk0, int64_t chunk1, \
                                               float *buf)                                        \
     {                                                                                            \
-        const int64_t vectors = j->H * j->W / ROW_LANES;                                        \
+        const int LANES = AN_ROW_LANES_##suffix;                                                 \
+        const int64_t vectors = j->H * j->W / LANES;                                             \
         if (vectors == 1)                                                                        \
             flat3x3_s1_acts(1);                                                                  \
         else if (vectors == 2)                                                                   \
@@ -691,7 +522,7 @@ static void flat_run(const float *x, const float *w, const float *bias, int rota
 {
     const flat_share f = {{x, w, bias, y, planes, C, H, W, rotate, accumulate, act},
                           AN_BY_ISA(flat3x3_s1_)};
-    const int64_t vectors = H * W / ROW_LANES;
+    const int64_t vectors = H * W / row_lanes();
     const int64_t chunks = vectors >= FLAT_GROUP ? planes : (planes * vectors + FLAT_GROUP - 1) / FLAT_GROUP;
     run_shared(chunks, planes * H * W * 9, flat_chunks, &f);
 }
@@ -1396,7 +1227,7 @@ int an_depthwise3x3_rows_applies(int64_t H, int64_t W, int64_t stride)
 #endif
     /* and the planes conv_plane_3x3_p1 runs row by row */
     (void)OH;
-    return (H + 2) * (W + 2) <= SMALL_PADDED_PLANE && OW % ROW_LANES == 0 &&
+    return (H + 2) * (W + 2) <= SMALL_PADDED_PLANE && OW % row_lanes() == 0 &&
            (stride == 1 || W == 2 * OW);
 #else
     (void)H, (void)W, (void)stride;
