@@ -15,6 +15,8 @@ void an_pack_transpose_narrow_avx512(const float *src, int64_t row_stride, int64
 /* The same with row r at rows[r] (rows[r][k], k < kc); count <= width. */
 void an_pack_transpose_rows_avx512(const float *const *rows, int64_t count, int64_t kc, int width,
                                    float *panel);
+void an_pack_transpose_rows_avx2(const float *const *rows, int64_t count, int64_t kc, int width,
+                                 float *panel);
 void an_pack_transpose_avx2(const float *src, int64_t row_stride, int64_t rows, int64_t kc,
                             int width, float *panel);
 /* an_epilogue_rows built for each ISA (bias_act_impl.h). */

@@ -170,6 +170,30 @@ AN_TARGET_AVX2 void an_pack_transpose_avx2(const float *src, int64_t row_stride,
     }
 }
 
+/* an_pack_transpose_rows_avx512 through 8 x 8 blocks: rows[r] + k is
+ * element (r, k); the convolution's weight gradient gathers its taps this
+ * way (scalar, it took 9% of a ResNet-20 training step on a Zen 3). */
+AN_TARGET_AVX2 void an_pack_transpose_rows_avx2(const float *const *rows, int64_t count, int64_t kc,
+                                                int width, float *panel)
+{
+    int64_t r0 = 0;
+    for (; r0 + 8 <= count && r0 + 8 <= width; r0 += 8) {
+        int64_t k = 0;
+        for (; k + 8 <= kc; k += 8) {
+            __m256 block[8];
+            for (int i = 0; i < 8; ++i) block[i] = _mm256_loadu_ps(rows[r0 + i] + k);
+            transpose_8x8(block);
+            for (int i = 0; i < 8; ++i) _mm256_storeu_ps(panel + (k + i) * width + r0, block[i]);
+        }
+        for (; k < kc; ++k)
+            for (int64_t r = r0; r < r0 + 8; ++r) panel[k * width + r] = rows[r][k];
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+        for (int64_t r = r0; r < count; ++r) panel[k * width + r] = rows[r][k];
+        for (int64_t r = count > r0 ? count : r0; r < width; ++r) panel[k * width + r] = 0.0f;
+    }
+}
+
 /* an_epilogue_rows for each ISA: the portable loops of bias_act_impl.h,
  * vectorised by the compiler for the target. */
 #pragma GCC push_options

@@ -1144,8 +1144,13 @@ static void pack_rows_transposed(const float *const *rows, int64_t count, int64_
                                  float *panel)
 {
 #if defined(__x86_64__) || defined(_M_X64)
-    if (an_cpu_info_get()->isa == AN_ISA_AVX512) {
+    const an_isa isa = an_cpu_info_get()->isa;
+    if (isa == AN_ISA_AVX512) {
         an_pack_transpose_rows_avx512(rows, count, kc, width, panel);
+        return;
+    }
+    if (isa == AN_ISA_AVX2) {
+        an_pack_transpose_rows_avx2(rows, count, kc, width, panel);
         return;
     }
 #endif
