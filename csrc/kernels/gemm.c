@@ -698,8 +698,12 @@ static int gemm_blocked(gemm_problem *p)
      * output channels) use each B panel a few times: packing B, a copy of
      * all of it, then costs more than reading its rows where they are (the
      * *_rows micro-kernels, the same sums).  Each thread reads only its own
-     * panels, so this needs a split over N alone. */
-    const int b_rows = !p->b_offsets && !p->pack_b && p->b_col == 1 && m_tiles <= 4 &&
+     * panels, so this needs a split over N alone.  AVX-512 only: the AVX2
+     * tile reads one 64-byte line per row of B, rows 4 KB apart on the
+     * conv shapes, which share an L1 set; packed B ran 16 x 1024 x 144 at
+     * 47 instead of 32 GFLOP/s and 24 x 1024 x 144 at 60 instead of 44
+     * (Zen 3, one thread). */
+    const int b_rows = !p->b_offsets && !p->pack_b && p->b_col == 1 && m_tiles <= 4 && uk->nr == 32 &&
                        p->threads_m == 1 && p->N >= uk->nr;
     const size_t rows_floats = b_rows ? (size_t)round_up(2 * p->blk.kc, align_floats) : 0;
     const size_t bytes = ((size_t)packed_b_floats + (size_t)p->packed_a_stride * (size_t)threads +
