@@ -106,28 +106,6 @@ AN_TARGET_AVX512 void an_pack_transpose_narrow_avx512(const float *src, int64_t 
     }
 }
 
-/* Same, with row r read from its own pointer: rows[r][k]. */
-AN_TARGET_AVX512 void an_pack_transpose_rows_avx512(const float *const *rows, int64_t count,
-                                                    int64_t kc, int width, float *panel)
-{
-    int64_t r0 = 0;
-    for (; r0 + 16 <= count && r0 + 16 <= width; r0 += 16) {
-        int64_t k = 0;
-        for (; k + 16 <= kc; k += 16) {
-            __m512 block[16];
-            for (int i = 0; i < 16; ++i) block[i] = _mm512_loadu_ps(rows[r0 + i] + k);
-            transpose_16x16(block);
-            for (int i = 0; i < 16; ++i) _mm512_storeu_ps(panel + (k + i) * width + r0, block[i]);
-        }
-        for (; k < kc; ++k)
-            for (int64_t r = r0; r < r0 + 16; ++r) panel[k * width + r] = rows[r][k];
-    }
-    for (int64_t k = 0; k < kc; ++k) {
-        for (int64_t r = r0; r < count; ++r) panel[k * width + r] = rows[r][k];
-        for (int64_t r = count > r0 ? count : r0; r < width; ++r) panel[k * width + r] = 0.0f;
-    }
-}
-
 /* 8 x 8 through ymm registers: rows[i] holds 8 k of row i; returns columns. */
 AN_TARGET_AVX2 static inline __attribute__((always_inline)) void transpose_8x8(__m256 r[8])
 {
@@ -170,29 +148,34 @@ AN_TARGET_AVX2 void an_pack_transpose_avx2(const float *src, int64_t row_stride,
     }
 }
 
-/* an_pack_transpose_rows_avx512 through 8 x 8 blocks: rows[r] + k is
- * element (r, k); the convolution's weight gradient gathers its taps this
- * way (scalar, it took 9% of a ResNet-20 training step on a Zen 3). */
-AN_TARGET_AVX2 void an_pack_transpose_rows_avx2(const float *const *rows, int64_t count, int64_t kc,
-                                                int width, float *panel)
-{
-    int64_t r0 = 0;
-    for (; r0 + 8 <= count && r0 + 8 <= width; r0 += 8) {
-        int64_t k = 0;
-        for (; k + 8 <= kc; k += 8) {
-            __m256 block[8];
-            for (int i = 0; i < 8; ++i) block[i] = _mm256_loadu_ps(rows[r0 + i] + k);
-            transpose_8x8(block);
-            for (int i = 0; i < 8; ++i) _mm256_storeu_ps(panel + (k + i) * width + r0, block[i]);
-        }
-        for (; k < kc; ++k)
-            for (int64_t r = r0; r < r0 + 8; ++r) panel[k * width + r] = rows[r][k];
+/* an_pack_transpose_* with row r read from its own pointer, rows[r][k]
+ * (the convolution's weight gradient gathers its taps this way: scalar on
+ * AVX2, it took 9% of a ResNet-20 training step on a Zen 3), through
+ * BLOCK x BLOCK register transposes. */
+#define AN_DEFINE_PACK_TRANSPOSE_ROWS(NAME, TARGET, BLOCK, VEC, LOADU, STOREU, TRANSPOSE)           \
+    TARGET void NAME(const float *const *rows, int64_t count, int64_t kc, int width, float *panel) \
+    {                                                                                            \
+        int64_t r0 = 0;                                                                          \
+        for (; r0 + BLOCK <= count && r0 + BLOCK <= width; r0 += BLOCK) {                        \
+            int64_t k = 0;                                                                       \
+            for (; k + BLOCK <= kc; k += BLOCK) {                                                \
+                VEC block[BLOCK];                                                                \
+                for (int i = 0; i < BLOCK; ++i) block[i] = LOADU(rows[r0 + i] + k);              \
+                TRANSPOSE(block);                                                                \
+                for (int i = 0; i < BLOCK; ++i) STOREU(panel + (k + i) * width + r0, block[i]);  \
+            }                                                                                    \
+            for (; k < kc; ++k)                                                                  \
+                for (int64_t r = r0; r < r0 + BLOCK; ++r) panel[k * width + r] = rows[r][k];     \
+        }                                                                                        \
+        for (int64_t k = 0; k < kc; ++k) {                                                       \
+            for (int64_t r = r0; r < count; ++r) panel[k * width + r] = rows[r][k];              \
+            for (int64_t r = count > r0 ? count : r0; r < width; ++r) panel[k * width + r] = 0.0f; \
+        }                                                                                        \
     }
-    for (int64_t k = 0; k < kc; ++k) {
-        for (int64_t r = r0; r < count; ++r) panel[k * width + r] = rows[r][k];
-        for (int64_t r = count > r0 ? count : r0; r < width; ++r) panel[k * width + r] = 0.0f;
-    }
-}
+AN_DEFINE_PACK_TRANSPOSE_ROWS(an_pack_transpose_rows_avx512, AN_TARGET_AVX512, 16, __m512,
+                              _mm512_loadu_ps, _mm512_storeu_ps, transpose_16x16)
+AN_DEFINE_PACK_TRANSPOSE_ROWS(an_pack_transpose_rows_avx2, AN_TARGET_AVX2, 8, __m256, _mm256_loadu_ps,
+                              _mm256_storeu_ps, transpose_8x8)
 
 /* an_epilogue_rows for each ISA: the portable loops of bias_act_impl.h,
  * vectorised by the compiler for the target. */
