@@ -39,7 +39,7 @@ static AN_ALWAYS_INLINE row_vec ROW_FN(add_kernel_row)(row_vec acc, const row_ve
  * and below) instead of a framed copy.  The copy's unaligned stores, read
  * back at once, had cost as much as the arithmetic; and one row at a time
  * left a 9-add dependency chain per vector exposed (about 1250 cycles per
- * 32x32 plane).  Here the ROWS x W/16 sums are independent chains and each
+ * 32x32 plane).  Here the ROWS x W/ROW_LANES sums are independent chains and each
  * of the ROWS + 2 input rows is loaded once for all the output rows. */
 static AN_ALWAYS_INLINE void ROW_FN(rows3x3_s1)(const float *restrict xp, int64_t H, int64_t W,
                                         int64_t oh0, const int ROWS,
@@ -125,7 +125,7 @@ static AN_ALWAYS_INLINE void ROW_FN(rows3x3_s2)(const float *restrict xp, int64_
 
 /* ---- Narrow planes, flattened ----------------------------------------- *
  * A 3x3, stride-1, padding-1 plane 4 or 8 wide (the 4x4 and 8x8 stages of
- * MobileNetV2) is read as one flat run of H*W floats, 16 outputs per vector:
+ * MobileNetV2) is read as one flat run of H*W floats, ROW_LANES outputs per vector:
  * output o = oh*W + ow takes tap (i, j) from flat position o + (i-1)*W +
  * (j-1), the same offset for every lane.  What the offset gets wrong at the
  * plane's edges reads zero: rows above and below fall in a zero pad at each
@@ -138,7 +138,8 @@ static AN_ALWAYS_INLINE void ROW_FN(rows3x3_s2)(const float *restrict xp, int64_
  * frame's taps adding w * 0: the sums of the framed and channels-last paths,
  * bit for bit, without the latter's transposes (two thirds of its time on a
  * 576x8x8 layer) and with the activation applied in registers.  Vectors are
- * taken four at a time (four 4x4 planes, two 8x4 or one 8x8), so four
+ * taken four at a time (at 16 lanes four 4x4 planes, two 8x4 or one 8x8; at
+ * 8, two 4x4 planes or half an 8x8), so four
  * independent sums hide the add latency. */
 /* Copies plane xp into slot `slot` of the three copies (column W-1 zeroed,
  * as is, column 0 zeroed); their pads are zero and stay so. */
