@@ -29,10 +29,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _record  # noqa: E402
 
-ORT_CHILD = r"""
-import sys, time, statistics
+# An onnxruntime session on argv[1] with argv[2] threads, warmed up: the
+# start of this script's child and of paired_latency.py's.
+ORT_SESSION = r"""
+import json, sys, time, statistics
 import numpy as np, onnxruntime as ort
-path, threads, runs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, threads = sys.argv[1], int(sys.argv[2])
 options = ort.SessionOptions()
 options.intra_op_num_threads = threads
 options.inter_op_num_threads = 1
@@ -42,6 +44,10 @@ name = session.get_inputs()[0].name
 x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
 for _ in range(50):
     session.run(None, {name: x})
+"""
+
+ORT_CHILD = ORT_SESSION + r"""
+runs = int(sys.argv[3])
 times = []
 for _ in range(runs):
     start = time.perf_counter()
