@@ -335,6 +335,25 @@ int an_pack_transpose_simd(const float *src, int64_t row_stride, int64_t rows, i
     return 0;
 }
 
+int an_pack_transpose_rows_simd(const float *const *rows, int64_t count, int64_t kc, int width,
+                                float *panel)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    const an_isa isa = an_cpu_info_get()->isa;
+    if (isa == AN_ISA_AVX512) {
+        an_pack_transpose_rows_avx512(rows, count, kc, width, panel);
+        return 1;
+    }
+    if (isa == AN_ISA_AVX2) {
+        an_pack_transpose_rows_avx2(rows, count, kc, width, panel);
+        return 1;
+    }
+#else
+    (void)rows, (void)count, (void)kc, (void)width, (void)panel;
+#endif
+    return 0;
+}
+
 /* Panels [panel0, panel1) of a row-major B block (row k at b + k * ldb),
  * all 32 columns wide, each KC x 32 floats apart in `packed`: row by row
  * across the panels, so B is read front to back.  Packed panel by panel,

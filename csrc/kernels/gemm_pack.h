@@ -31,5 +31,8 @@ void an_epilogue_rows_avx2(float *c, int64_t rows, int64_t cols, int64_t ldc,
  * it element by element. */
 int an_pack_transpose_simd(const float *src, int64_t row_stride, int64_t rows, int64_t kc,
                            int width, float *panel);
+/* The same with row r at rows[r] (an_pack_transpose_rows_avx512 / _avx2). */
+int an_pack_transpose_rows_simd(const float *const *rows, int64_t count, int64_t kc, int width,
+                                float *panel);
 
 #endif

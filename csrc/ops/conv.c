@@ -1143,17 +1143,8 @@ static an_status implicit_forward(const conv_geometry *g, const float *x, const 
 static void pack_rows_transposed(const float *const *rows, int64_t count, int64_t kc, int width,
                                  float *panel)
 {
-#if defined(__x86_64__) || defined(_M_X64)
-    const an_isa isa = an_cpu_info_get()->isa;
-    if (isa == AN_ISA_AVX512) {
-        an_pack_transpose_rows_avx512(rows, count, kc, width, panel);
+    if (an_pack_transpose_rows_simd(rows, count, kc, width, panel))
         return;
-    }
-    if (isa == AN_ISA_AVX2) {
-        an_pack_transpose_rows_avx2(rows, count, kc, width, panel);
-        return;
-    }
-#endif
     for (int64_t k = 0; k < kc; k++) {
         float *to = panel + k * width;
         int64_t r = 0;
