@@ -860,24 +860,22 @@ static void gemv(const gemv_problem *p)
 
 static int narrow_applies(const gemm_problem *p)
 {
-#if defined(__x86_64__) || defined(_M_X64)
-    return an_cpu_info_get()->isa == AN_ISA_AVX512 && p->alpha == 1.0f && p->a_col == 1 &&
-           p->b_col == 1 && !p->pack_b && !p->b_offsets && p->N <= AN_GEMM_NARROW_MAX_N;
-#else
-    (void)p;
-    return 0;
-#endif
+    return p->uk->narrow && p->alpha == 1.0f && p->a_col == 1 && p->b_col == 1 && !p->pack_b &&
+           !p->b_offsets && p->N <= AN_GEMM_NARROW_MAX_N;
 }
 
-#if defined(__x86_64__) || defined(_M_X64)
-/* Below this many rows the narrow path splits them in blocks of 8, not 14:
- * a 64-row product then splits 32 / 32 between two threads, not 42 / 22. */
+/* Below this many rows the AVX-512 narrow path splits them in blocks of 8,
+ * not 14: a 64-row product then splits 32 / 32 between two threads, not
+ * 42 / 22. */
 #define AN_GEMM_NARROW_FINE_ROWS 224
 
-/* Rows in a block: the split never cuts a pre-packed A's panel. */
+/* Rows in a block: the split never cuts a pre-packed A's panel.  A kernel
+ * of one tile height under 8 rows (AVX2's 6) takes blocks of that height;
+ * AVX-512's narrow kernels have blocks of 14 and 8 rows. */
 static int64_t narrow_rows_per_block(const gemm_problem *p)
 {
-    return p->a_prepacked ? p->uk->mr : p->M >= AN_GEMM_NARROW_FINE_ROWS ? 14 : 8;
+    if (p->a_prepacked || p->uk->mr < 8) return p->uk->mr;
+    return p->M >= AN_GEMM_NARROW_FINE_ROWS ? 14 : 8;
 }
 
 /* Rows [row0, row1) of the product's sum over k in [k0, k1) (k0 on a K
@@ -890,15 +888,14 @@ static void narrow_part(const gemm_problem *p, int64_t KC, int64_t row0, int64_t
     const float *residual = p->residual ? p->residual + row0 * p->ldr : NULL;
     const float *b = p->B + k0 * p->b_row;
     if (p->a_prepacked)
-        an_gemm_narrow_prepacked_avx512(row1 - row0, p->N, k1 - k0, KC,
-                                        p->a_prepacked + row0 * p->K + k0 * p->uk->mr, p->uk->mr,
-                                        p->K * p->uk->mr, b, p->b_row, p->beta,
-                                        p->C + row0 * p->ldc, p->ldc, bias, residual, p->ldr,
-                                        p->act);
+        p->uk->narrow_prepacked(row1 - row0, p->N, k1 - k0, KC,
+                                p->a_prepacked + row0 * p->K + k0 * p->uk->mr, p->uk->mr,
+                                p->K * p->uk->mr, b, p->b_row, p->beta, p->C + row0 * p->ldc,
+                                p->ldc, bias, residual, p->ldr, p->act);
     else
-        an_gemm_narrow_avx512(row1 - row0, p->N, k1 - k0, KC, p->A + row0 * p->a_row + k0,
-                              p->a_row, b, p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc, bias,
-                              residual, p->ldr, p->act);
+        p->uk->narrow(row1 - row0, p->N, k1 - k0, KC, p->A + row0 * p->a_row + k0, p->a_row, b,
+                      p->b_row, p->beta, p->C + row0 * p->ldc, p->ldc, bias, residual, p->ldr,
+                      p->act);
 }
 
 /* Rows [row0, row1) of the product on the calling thread. */
@@ -937,7 +934,6 @@ static void gemm_narrow(const gemm_problem *p)
                     b1 * rows_per_block < p->M ? b1 * rows_per_block : p->M);
     }
 }
-#endif
 
 /* ------------------------------------------------------------------------ */
 /* Entry point                                                              */
@@ -986,12 +982,10 @@ static void problem_init(gemm_problem *p, int trans_a, int64_t M, int64_t N, int
 /* A problem with B in memory: the narrow path where it applies, else blocked. */
 static int gemm_run(gemm_problem *p)
 {
-#if defined(__x86_64__) || defined(_M_X64)
     if (narrow_applies(p)) {
         gemm_narrow(p);
         return 0;
     }
-#endif
     return gemm_blocked(p);
 }
 
@@ -1076,7 +1070,6 @@ int64_t an_gemm_narrow_blocks(int64_t M, int64_t N, int64_t K, int prepacked,
                               int64_t *rows_per_block)
 {
     *rows_per_block = 0;
-#if defined(__x86_64__) || defined(_M_X64)
     if (M < 2 || N < 2 || K < 1) return 0;
     static const float dummy;
     gemm_problem p;
@@ -1085,10 +1078,6 @@ int64_t an_gemm_narrow_blocks(int64_t M, int64_t N, int64_t K, int prepacked,
     if (!narrow_applies(&p)) return 0;
     *rows_per_block = narrow_rows_per_block(&p);
     return (M + *rows_per_block - 1) / *rows_per_block;
-#else
-    (void)M, (void)N, (void)K, (void)prepacked;
-    return 0;
-#endif
 }
 
 int64_t an_gemm_kc(int64_t M, int64_t N, int64_t K)
@@ -1100,15 +1089,11 @@ void an_gemm_f32_prepacked_k_range(int64_t M, int64_t N, int64_t K, const float 
                                    const float *a_packed, const float *B, int64_t ldb, float *C,
                                    int64_t ldc, int64_t k0, int64_t k1)
 {
-#if defined(__x86_64__) || defined(_M_X64)
     gemm_problem p;
     epilogue_problem(&p, M, N, K, A, lda, a_packed, B, ldb, C, ldc, NULL, NULL, 0,
                      AN_GEMM_ACT_NONE);
-    narrow_part(&p, choose_blocking(p.uk, M, N, K).kc, 0, M, k0 < 0 ? 0 : k0, k1 > K ? K : k1);
-#else
-    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)a_packed, (void)B, (void)ldb, (void)C;
-    (void)ldc, (void)k0, (void)k1;
-#endif
+    if (narrow_applies(&p))
+        narrow_part(&p, choose_blocking(p.uk, M, N, K).kc, 0, M, k0 < 0 ? 0 : k0, k1 > K ? K : k1);
 }
 
 void an_gemm_f32_epilogue_prepacked_rows(int64_t M, int64_t N, int64_t K, const float *A,
@@ -1117,14 +1102,10 @@ void an_gemm_f32_epilogue_prepacked_rows(int64_t M, int64_t N, int64_t K, const 
                                          const float *row_bias, const float *residual,
                                          int64_t ldr, int act, int64_t row0, int64_t row1)
 {
-#if defined(__x86_64__) || defined(_M_X64)
     gemm_problem p;
     epilogue_problem(&p, M, N, K, A, lda, a_packed, B, ldb, C, ldc, row_bias, residual, ldr, act);
-    narrow_rows(&p, choose_blocking(p.uk, M, N, K).kc, row0 < 0 ? 0 : row0, row1 > M ? M : row1);
-#else
-    (void)M, (void)N, (void)K, (void)A, (void)lda, (void)a_packed, (void)B, (void)ldb, (void)C;
-    (void)ldc, (void)row_bias, (void)residual, (void)ldr, (void)act, (void)row0, (void)row1;
-#endif
+    if (narrow_applies(&p))
+        narrow_rows(&p, choose_blocking(p.uk, M, N, K).kc, row0 < 0 ? 0 : row0, row1 > M ? M : row1);
 }
 
 int an_gemm_f32_epilogue_prepacked(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,

@@ -86,14 +86,16 @@ int an_gemm_f32_epilogue_prepacked(int64_t M, int64_t N, int64_t K, const float 
                                    int64_t ldr, int act);
 
 /* The narrow path of an_gemm_f32_epilogue_prepacked (a few tens of
-   columns, AVX-512), split by the caller: a product that one parallel region
+   columns, AVX-512 and AVX2), split by the caller: a product that one parallel region
    runs beside other work (an inverted-residual block on small planes) takes
    its share of the rows on the calling thread.  an_gemm_narrow_blocks
    returns how many blocks of *rows_per_block rows the product of M x N x K
    splits into (a pre-packed A: its panels), or 0 when the call would not
    take the narrow path.  an_gemm_f32_epilogue_prepacked_rows computes rows
    [row0, row1) of that call's C (row0 on a block's first row), with the
-   bits of the whole call, for any split: no workspace, no threads. */
+   bits of the whole call, for any split: no workspace, no threads.  Both
+   it and an_gemm_f32_prepacked_k_range do nothing for a product that
+   an_gemm_narrow_blocks gives 0. */
 int64_t an_gemm_narrow_blocks(int64_t M, int64_t N, int64_t K, int prepacked,
                               int64_t *rows_per_block);
 /* A product's sums over K run in blocks of an_gemm_kc(M, N, K) products
@@ -170,6 +172,27 @@ typedef void (*an_gemm_ukernel_epilogue_fn)(int64_t kc, const float *packed_a, c
                                             float beta, const float *row_bias,
                                             const float *residual, int64_t ldr, int act);
 
+/* C[rows, N] = A[rows, K] B[K, N] + beta * C, alpha == 1, A and B row-major
+ * and read in place (no packing), the K sum taken in blocks of KC exactly as
+ * the blocked driver takes it: bit-identical to it.  For narrow products
+ * (N up to AN_GEMM_NARROW_MAX_N columns), where packing A costs more than
+ * the product.  row_bias, residual (NULL: none) and act are applied as the
+ * last K block is stored, as an_epilogue_rows would. */
+typedef void (*an_gemm_narrow_fn)(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
+                                  int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                                  int64_t ldc, const float *row_bias, const float *residual,
+                                  int64_t ldr, int act);
+/* The same product with A pre-packed (an_gemm_pack_a, panels of panel_rows
+ * = the kernel's MR rows, panel_stride floats apart: panel_rows times the
+ * packed matrix's whole K) and A_packed at column 0 of the panel holding
+ * row 0 of these rows (a K range starting at k0: k0 * panel_rows further). */
+typedef void (*an_gemm_narrow_prepacked_fn)(int64_t rows, int64_t N, int64_t K, int64_t KC,
+                                            const float *A_packed, int panel_rows,
+                                            int64_t panel_stride, const float *B, int64_t ldb,
+                                            float beta, float *C, int64_t ldc,
+                                            const float *row_bias, const float *residual,
+                                            int64_t ldr, int act);
+
 typedef struct an_gemm_ukernel {
     const char *name;
     int mr;
@@ -177,6 +200,8 @@ typedef struct an_gemm_ukernel {
     an_gemm_ukernel_fn compute;
     an_gemm_ukernel_rows_fn compute_rows;
     an_gemm_ukernel_epilogue_fn compute_epilogue; /* NULL: the driver runs the pass */
+    an_gemm_narrow_fn narrow;                     /* NULL (both): no narrow path */
+    an_gemm_narrow_prepacked_fn narrow_prepacked;
 } an_gemm_ukernel;
 
 /* Largest tile any kernel uses: sizes the on-stack fringe tile buffer. */
@@ -188,29 +213,6 @@ extern const an_gemm_ukernel an_gemm_ukernel_generic;
 extern const an_gemm_ukernel an_gemm_ukernel_avx2;
 extern const an_gemm_ukernel an_gemm_ukernel_avx512;      /* 14 x 32, the default */
 extern const an_gemm_ukernel an_gemm_ukernel_avx512_8x32; /* chosen per call by M */
-#endif
-
-#if defined(__x86_64__) || defined(_M_X64)
-/* C[rows, N] = A[rows, K] B[K, N] + beta * C, alpha == 1, A and B row-major
- * and read in place (no packing), the K sum taken in blocks of KC exactly as
- * the blocked driver takes it: bit-identical to it.  For narrow products
- * (N up to a few tens of columns), where packing A costs more than the
- * product.  row_bias, residual (NULL: none) and act are applied as the last K block is
- * stored, as an_epilogue_rows would.  AVX-512 only; the driver calls it. */
-void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
-                           int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                           int64_t ldc, const float *row_bias, const float *residual,
-                           int64_t ldr, int act);
-/* The same product with A pre-packed (an_gemm_pack_a, panels of panel_rows
- * = 14 or 8 rows, panel_stride floats apart: panel_rows times the packed
- * matrix's whole K) and A_packed at column 0 of the panel holding row 0 of
- * these rows (a K range starting at k0: k0 * panel_rows further). */
-void an_gemm_narrow_prepacked_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC,
-                                     const float *A_packed, int panel_rows,
-                                     int64_t panel_stride, const float *B,
-                                     int64_t ldb, float beta, float *C, int64_t ldc,
-                                     const float *row_bias, const float *residual, int64_t ldr,
-                                     int act);
 #endif
 
 #ifdef __cplusplus

@@ -11,19 +11,36 @@
 
 #define AN_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
-/* The epilogue of one vector of row i, as an_epilogue_rows computes it:
- * + row_bias[i], + the residual, then the activation.  x <= 0 -> 0 and
- * x >= 6 -> 6 are compares, not a max, so NaN passes and -0 becomes +0. */
-AN_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
-finish_vector(__m256 v, const float *row_bias, int i, const float *residual, int act)
+/* The activation of the epilogue: x <= 0 -> 0 and x >= 6 -> 6 are
+ * compares, not a max, so NaN passes and -0 becomes +0. */
+AN_TARGET_AVX2 static inline __attribute__((always_inline)) __m256 activate(__m256 v, int act)
 {
-    if (row_bias) v = _mm256_add_ps(v, _mm256_set1_ps(row_bias[i]));
-    if (residual) v = _mm256_add_ps(v, _mm256_loadu_ps(residual));
     if (act != AN_GEMM_ACT_NONE)
         v = _mm256_blendv_ps(v, _mm256_setzero_ps(), _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LE_OQ));
     if (act == AN_GEMM_ACT_RELU6)
         v = _mm256_blendv_ps(v, _mm256_set1_ps(6.0f), _mm256_cmp_ps(v, _mm256_set1_ps(6.0f), _CMP_GE_OQ));
     return v;
+}
+
+/* The epilogue of one vector of row i, as an_epilogue_rows computes it:
+ * + row_bias[i], + the residual, then the activation. */
+AN_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
+finish_vector(__m256 v, const float *row_bias, int i, const float *residual, int act)
+{
+    if (row_bias) v = _mm256_add_ps(v, _mm256_set1_ps(row_bias[i]));
+    if (residual) v = _mm256_add_ps(v, _mm256_loadu_ps(residual));
+    return activate(v, act);
+}
+
+/* finish_vector with the residual read in the lanes of `mask` only (the
+ * last vector of a narrow product's row, which may end past C's columns). */
+AN_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
+finish_vector_masked(__m256 v, const float *row_bias, int i, const float *residual,
+                     __m256i mask, int act)
+{
+    if (row_bias) v = _mm256_add_ps(v, _mm256_set1_ps(row_bias[i]));
+    if (residual) v = _mm256_add_ps(v, _mm256_maskload_ps(residual, mask));
+    return activate(v, act);
 }
 
 /* B row k at packed_b + k * NR (packed, aligned) or at b + b_offsets[k].
@@ -127,8 +144,165 @@ static void gemm_ukernel_avx2_6x16_epilogue(int64_t kc, const float *packed_a, c
         gemm_avx2_body(kc, packed_a, b, NULL, c, ldc, 1.0f, beta, 1, row_bias, residual, ldr, act);
 }
 
+/* ---- Narrow products: N <= 64 columns, A and B read in place ----------- */
+
+/* The AVX-512 narrow path's contract (see narrow_rows_body there) at 8
+ * lanes: a block of `mr` rows (6, 4, 2 or 1) times one chunk of n <= 16
+ * columns (nv = 1 or 2 vectors), each KC block's sums started at zero, one
+ * FMA per k in increasing k, then added to C: bit-identical to the blocked
+ * driver with alpha 1, with neither A nor B packed.  With `masked`, the
+ * chunk's last vector holds fewer than 8 columns and is read and written
+ * in those lanes only.  With `prepacked`, element (i, k) of A is
+ * A[k * lda + i] (a panel of an_gemm_pack_a). */
+AN_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
+load_lanes(const float *p, const int masked, __m256i mask)
+{
+    return masked ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
+}
+
+AN_TARGET_AVX2 static inline __attribute__((always_inline)) void
+store_lanes(float *p, __m256 v, const int masked, __m256i mask)
+{
+    if (masked)
+        _mm256_maskstore_ps(p, mask, v);
+    else
+        _mm256_storeu_ps(p, v);
+}
+
+AN_TARGET_AVX2 static inline __attribute__((always_inline)) void
+narrow_rows_body(const int mr, const int nv, const int masked, const int prepacked, int64_t K,
+                 int64_t KC, const float *A, int64_t lda, const float *B, int64_t ldb, int n,
+                 float beta, float *C, int64_t ldc, const float *row_bias, const float *residual,
+                 int64_t ldr, int act)
+{
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - 8 * (nv - 1)),
+                                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int64_t pc = 0; pc < K; pc += KC) {
+        const int64_t kc = K - pc < KC ? K - pc : KC;
+        __m256 acc[AVX2_MR][2];
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; ++i) {
+            acc[i][0] = _mm256_setzero_ps();
+            acc[i][1] = _mm256_setzero_ps();
+        }
+        const float *a = prepacked ? A + pc * lda : A + pc;
+        const float *b = B + pc * ldb;
+        for (int64_t k = 0; k < kc; ++k) {
+            const __m256 b0 = load_lanes(b, masked && nv == 1, mask);
+            const __m256 b1 = nv == 2 ? load_lanes(b + 8, masked, mask) : b0;
+#pragma GCC unroll 8
+            for (int i = 0; i < mr; ++i) {
+                const __m256 ai = _mm256_broadcast_ss(prepacked ? a + k * lda + i : a + i * lda + k);
+                acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+                if (nv == 2) acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+            }
+            b += ldb;
+        }
+        const float block_beta = pc == 0 ? beta : 1.0f;
+        const int finish = pc + kc >= K && (row_bias || residual || act != AN_GEMM_ACT_NONE);
+#pragma GCC unroll 8
+        for (int i = 0; i < mr; ++i) {
+            float *row = C + i * ldc;
+            for (int h = 0; h < nv; ++h) {
+                const int part = masked && h == nv - 1;
+                __m256 v = acc[i][h];
+                if (block_beta != 0.0f)
+                    v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(block_beta),
+                                                       load_lanes(row + 8 * h, part, mask)));
+                if (finish) {
+                    const float *res = residual ? residual + i * ldr + 8 * h : NULL;
+                    v = part ? finish_vector_masked(v, row_bias, i, res, mask, act)
+                             : finish_vector(v, row_bias, i, res, act);
+                }
+                store_lanes(row + 8 * h, v, part, mask);
+            }
+        }
+    }
+}
+
+typedef void (*narrow_rows_fn)(int64_t, int64_t, const float *, int64_t, const float *, int64_t,
+                               int, float, float *, int64_t, const float *, const float *,
+                               int64_t, int);
+
+#define AN_NARROW_AVX2(MR, NV, MASKED, PREPACKED)                                                 \
+    AN_TARGET_AVX2 static void narrow_##MR##_##NV##_##MASKED##_##PREPACKED(                       \
+        int64_t K, int64_t KC, const float *A, int64_t lda, const float *B, int64_t ldb, int n,   \
+        float beta, float *C, int64_t ldc, const float *row_bias, const float *residual,          \
+        int64_t ldr, int act)                                                                     \
+    {                                                                                             \
+        narrow_rows_body(MR, NV, MASKED, PREPACKED, K, KC, A, lda, B, ldb, n, beta, C, ldc,       \
+                         row_bias, residual, ldr, act);                                           \
+    }
+/* the four chunk kinds of one height: [vectors - 1][masked] */
+#define AN_NARROW_AVX2_HEIGHT(MR, PREPACKED)                                                      \
+    AN_NARROW_AVX2(MR, 1, 0, PREPACKED)                                                           \
+    AN_NARROW_AVX2(MR, 1, 1, PREPACKED)                                                           \
+    AN_NARROW_AVX2(MR, 2, 0, PREPACKED)                                                           \
+    AN_NARROW_AVX2(MR, 2, 1, PREPACKED)                                                           \
+    static narrow_rows_fn const narrow_##MR##_##PREPACKED[2][2] = {                               \
+        {narrow_##MR##_1_0_##PREPACKED, narrow_##MR##_1_1_##PREPACKED},                           \
+        {narrow_##MR##_2_0_##PREPACKED, narrow_##MR##_2_1_##PREPACKED}};
+AN_NARROW_AVX2_HEIGHT(6, 0)
+AN_NARROW_AVX2_HEIGHT(4, 0)
+AN_NARROW_AVX2_HEIGHT(2, 0)
+AN_NARROW_AVX2_HEIGHT(1, 0)
+AN_NARROW_AVX2_HEIGHT(6, 1)
+AN_NARROW_AVX2_HEIGHT(4, 1)
+AN_NARROW_AVX2_HEIGHT(2, 1)
+AN_NARROW_AVX2_HEIGHT(1, 1)
+
+static const int narrow_heights[] = {6, 4, 2, 1};
+static narrow_rows_fn const (*const narrow_by_height[2][4])[2] = {
+    {narrow_6_0, narrow_4_0, narrow_2_0, narrow_1_0},
+    {narrow_6_1, narrow_4_1, narrow_2_1, narrow_1_1}};
+
+/* Rows [i, i + height) of C in chunks of 16 columns: the block's A slice
+ * is read again from L1 for each chunk. */
+static void narrow_block(narrow_rows_fn const fns[2][2], int64_t N, int64_t K, int64_t KC,
+                         const float *a, int64_t a_step, const float *B, int64_t ldb, float beta,
+                         float *C, int64_t ldc, const float *row_bias, const float *residual,
+                         int64_t ldr, int act)
+{
+    for (int64_t j = 0; j < N; j += AVX2_NR) {
+        const int n = N - j < AVX2_NR ? (int)(N - j) : AVX2_NR;
+        fns[n > 8][n % 8 != 0](K, KC, a, a_step, B + j, ldb, n, beta, C + j, ldc, row_bias,
+                               residual ? residual + j : NULL, ldr, act);
+    }
+}
+
+static void gemm_narrow_avx2(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
+                             int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                             int64_t ldc, const float *row_bias, const float *residual,
+                             int64_t ldr, int act)
+{
+    int64_t i = 0;
+    for (int h = 0; h < 4; ++h)
+        for (; rows - i >= narrow_heights[h]; i += narrow_heights[h])
+            narrow_block(narrow_by_height[0][h], N, K, KC, A + i * lda, lda, B, ldb, beta,
+                         C + i * ldc, ldc, row_bias ? row_bias + i : NULL,
+                         residual ? residual + i * ldr : NULL, ldr, act);
+}
+
+static void gemm_narrow_prepacked_avx2(int64_t rows, int64_t N, int64_t K, int64_t KC,
+                                       const float *A_packed, int panel_rows,
+                                       int64_t panel_stride, const float *B, int64_t ldb,
+                                       float beta, float *C, int64_t ldc, const float *row_bias,
+                                       const float *residual, int64_t ldr, int act)
+{
+    /* full panels of 6 rows, then the last, partial one in blocks of 4, 2,
+       1 rows read at their offset inside it */
+    int64_t i = 0;
+    for (int h = 0; h < 4; ++h)
+        for (; rows - i >= narrow_heights[h]; i += narrow_heights[h]) {
+            const float *a = A_packed + (i / panel_rows) * panel_stride + i % panel_rows;
+            narrow_block(narrow_by_height[1][h], N, K, KC, a, panel_rows, B, ldb, beta,
+                         C + i * ldc, ldc, row_bias ? row_bias + i : NULL,
+                         residual ? residual + i * ldr : NULL, ldr, act);
+        }
+}
+
 const an_gemm_ukernel an_gemm_ukernel_avx2 = {
     "avx2_6x16", AVX2_MR, AVX2_NR, gemm_ukernel_avx2_6x16, gemm_ukernel_avx2_6x16_rows,
-    gemm_ukernel_avx2_6x16_epilogue};
+    gemm_ukernel_avx2_6x16_epilogue, gemm_narrow_avx2, gemm_narrow_prepacked_avx2};
 
 #endif

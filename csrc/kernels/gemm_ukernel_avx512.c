@@ -308,10 +308,10 @@ static void narrow_block(narrow_rows_fn const fns[2], int64_t N, int64_t K, int6
     }
 }
 
-void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
-                           int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                           int64_t ldc, const float *row_bias, const float *residual,
-                           int64_t ldr, int act)
+static void gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
+                               int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                               int64_t ldc, const float *row_bias, const float *residual,
+                               int64_t ldr, int act)
 {
     /* Rows in blocks of 14 (then 8, 4, 2, 1), columns in chunks of 32
      * inside a block: the block's A slice is read again from L1 for each
@@ -324,12 +324,11 @@ void an_gemm_narrow_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC, const
                          residual ? residual + i * ldr : NULL, ldr, act);
 }
 
-void an_gemm_narrow_prepacked_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC,
-                                     const float *A_packed, int panel_rows,
-                                     int64_t panel_stride, const float *B,
-                                     int64_t ldb, float beta, float *C, int64_t ldc,
-                                     const float *row_bias, const float *residual, int64_t ldr,
-                                     int act)
+static void gemm_narrow_prepacked_avx512(int64_t rows, int64_t N, int64_t K, int64_t KC,
+                                         const float *A_packed, int panel_rows,
+                                         int64_t panel_stride, const float *B, int64_t ldb,
+                                         float beta, float *C, int64_t ldc, const float *row_bias,
+                                         const float *residual, int64_t ldr, int act)
 {
     /* Full panels in one block of panel_rows (14 or 8); the last, partial
      * panel in blocks of 8, 4, 2, 1 rows read at their offset inside it. */
@@ -347,9 +346,9 @@ void an_gemm_narrow_prepacked_avx512(int64_t rows, int64_t N, int64_t K, int64_t
 
 const an_gemm_ukernel an_gemm_ukernel_avx512 = {
     "avx512_14x32", 14, AVX512_NR, gemm_ukernel_avx512_14x32, gemm_ukernel_avx512_14x32_rows,
-    gemm_ukernel_avx512_14x32_epilogue};
+    gemm_ukernel_avx512_14x32_epilogue, gemm_narrow_avx512, gemm_narrow_prepacked_avx512};
 const an_gemm_ukernel an_gemm_ukernel_avx512_8x32 = {
     "avx512_8x32", 8, AVX512_NR, gemm_ukernel_avx512_8x32, gemm_ukernel_avx512_8x32_rows,
-    gemm_ukernel_avx512_8x32_epilogue};
+    gemm_ukernel_avx512_8x32_epilogue, gemm_narrow_avx512, gemm_narrow_prepacked_avx512};
 
 #endif

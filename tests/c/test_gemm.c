@@ -380,15 +380,18 @@ static void test_column_blocks_two_threads(const char *isa)
 }
 
 /* Narrow products (alpha 1, row-major A and B, N up to 64) skip packing on
- * AVX-512: they must equal the packed path (forced through pack_b) bit for
- * bit, for every row fringe (14-row blocks, then 8, 4, 2, 1), column
- * fringe (masks on 16-column vectors, 32-column chunks) and K spanning
+ * AVX-512 and AVX2: they must equal the packed path (forced through pack_b)
+ * bit for bit, for every row fringe (14-row blocks, then 8, 4, 2, 1; 6, 4,
+ * 2, 1 on AVX2), column fringe (masks on 16- and 8-column vectors, chunks
+ * of 32 and 16 columns) and K spanning
  * several KC blocks, with padded strides whose guard columns must not be
  * written, on 1 and 2 threads. */
 static void test_narrow(const char *isa)
 {
-    static const int64_t ms[] = {2, 13, 14, 15, 23, 29, 31, 64, 230}; /* 8-row blocks below 224 rows */
-    static const int64_t ns[] = {2, 15, 16, 17, 31, 32, 33, 48, 63, 64, 65};
+    /* AVX-512: 8-row blocks below 224 rows; AVX2: blocks of 6, then 4, 2, 1 */
+    static const int64_t ms[] = {2, 3, 5, 7, 13, 14, 15, 23, 29, 31, 64, 230};
+    /* AVX2 chunks of 16 columns: a masked or whole last vector */
+    static const int64_t ns[] = {2, 8, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65};
     static const int64_t ks[] = {1, 5, 383, 900};
     for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; ++mi)
         for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ++ni)
@@ -577,7 +580,7 @@ static void test_prepacked_a(const char *isa)
  * an_gemm_f32_prepacked_k_range sums one K block for every row: the second
  * half's block added to the first's, then an_epilogue_rows, is the whole
  * call bit for bit (what conv_pw_dw_pw's threads do with one half each),
- * A pre-packed or not.  AVX-512 (the narrow path) only. */
+ * A pre-packed or not.  The ISAs with a narrow path (AVX-512, AVX2) only. */
 static void test_k_halves(const char *isa)
 {
     static const int64_t shapes[][3] = {{20, 64, 384}, {64, 64, 576}, {29, 16, 960}, {15, 33, 300}};
@@ -651,7 +654,7 @@ int main(int argc, char **argv)
         g_cases = g_failures = 0;
         test_isa(isa);
         if (level == AN_ISA_AVX512) test_avx512_row_kernels(isa);
-        if (level == AN_ISA_AVX512) test_k_halves(isa);
+        if (level >= AN_ISA_AVX2) test_k_halves(isa); /* the ISAs with a narrow path */
         test_b_sources(isa);
         test_narrow(isa);
         test_bias_act(isa);
