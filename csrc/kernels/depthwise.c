@@ -538,7 +538,7 @@ static void flat_run(const float *x, const float *w, const float *bias, int rota
  * every tap in row-major order (a multiply and an add, as the vector code
  * above compiles to under -std=c11), w * 0 on the padding. */
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(AN_HAVE_ROW_VEC)
-#include "kernels/avx512_activate.h"
+#include "kernels/simd_activate.h"
 #define AN_HAVE_MASKED_SMALL 1
 
 /* One vector of output rows, its sum started from the bias. */

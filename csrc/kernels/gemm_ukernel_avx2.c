@@ -2,25 +2,13 @@
  * + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers; 12 FMAs per
  * 2 loads + 6 broadcasts per k step. */
 #include "kernels/gemm.h"
+#include "kernels/simd_activate.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
 #define AVX2_MR 6
 #define AVX2_NR 16
-
-#define AN_TARGET_AVX2 __attribute__((target("avx2,fma")))
-
-/* The activation of the epilogue: x <= 0 -> 0 and x >= 6 -> 6 are
- * compares, not a max, so NaN passes and -0 becomes +0. */
-AN_TARGET_AVX2 static inline __attribute__((always_inline)) __m256 activate(__m256 v, int act)
-{
-    if (act != AN_GEMM_ACT_NONE)
-        v = _mm256_blendv_ps(v, _mm256_setzero_ps(), _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LE_OQ));
-    if (act == AN_GEMM_ACT_RELU6)
-        v = _mm256_blendv_ps(v, _mm256_set1_ps(6.0f), _mm256_cmp_ps(v, _mm256_set1_ps(6.0f), _CMP_GE_OQ));
-    return v;
-}
 
 /* The epilogue of one vector of row i, as an_epilogue_rows computes it:
  * + row_bias[i], + the residual, then the activation. */
@@ -29,7 +17,7 @@ finish_vector(__m256 v, const float *row_bias, int i, const float *residual, int
 {
     if (row_bias) v = _mm256_add_ps(v, _mm256_set1_ps(row_bias[i]));
     if (residual) v = _mm256_add_ps(v, _mm256_loadu_ps(residual));
-    return activate(v, act);
+    return an_avx2_activate(v, act);
 }
 
 /* finish_vector with the residual read in the lanes of `mask` only (the
@@ -40,7 +28,7 @@ finish_vector_masked(__m256 v, const float *row_bias, int i, const float *residu
 {
     if (row_bias) v = _mm256_add_ps(v, _mm256_set1_ps(row_bias[i]));
     if (residual) v = _mm256_add_ps(v, _mm256_maskload_ps(residual, mask));
-    return activate(v, act);
+    return an_avx2_activate(v, act);
 }
 
 /* B row k at packed_b + k * NR (packed, aligned) or at b + b_offsets[k].
