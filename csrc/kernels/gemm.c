@@ -186,12 +186,9 @@ static int64_t round_up(int64_t value, int64_t step)
     return (value + step - 1) / step * step;
 }
 
-/* Columns up to which a row-major product skips packing: each A element
- * then serves at most two column chunks of 32, so the packed copy of A
- * would be written and read once for one or two uses.  (A 1x1 convolution
- * on a 4x4 plane at batch 1 has N = 16; packing A, the weights, was half of
- * its time.) */
-#define AN_GEMM_NARROW_MAX_N 64
+/* Products of up to this many columns (batch-1 1x1 layers on 8x8 and 4x4
+ * planes) take a long K in two halves: see choose_blocking. */
+#define AN_GEMM_SMALL_PLANE_MAX_N 64
 
 /* KC: the B micro-panel (KC x NR) as large as L1 (384 with 48 KiB and
  * NR = 32); the A micro-panel streams past it from L2.  Longer K runs per C
@@ -219,7 +216,7 @@ static gemm_blocking choose_blocking(const an_gemm_ukernel *uk, int64_t M, int64
      * (conv_pw_dw_pw), the halves then added in the order one thread adds
      * them.  Depends on M, N and K only, like every choice here, so each
      * product's bits are the same on any number of threads. */
-    if (N <= AN_GEMM_NARROW_MAX_N && K > 256) {
+    if (N <= AN_GEMM_SMALL_PLANE_MAX_N && K > 256) {
         const int64_t width = N < uk->nr ? round_up(N, 16) : uk->nr;
         const int64_t wide_kc =
             clamp_i64((int64_t)cpu->l1d_bytes / (width * (int64_t)sizeof(float)) / 16 * 16, 128, 768);
@@ -861,7 +858,7 @@ static void gemv(const gemv_problem *p)
 static int narrow_applies(const gemm_problem *p)
 {
     return p->uk->narrow && p->alpha == 1.0f && p->a_col == 1 && p->b_col == 1 && !p->pack_b &&
-           !p->b_offsets && p->N <= AN_GEMM_NARROW_MAX_N;
+           !p->b_offsets && p->N <= p->uk->narrow_max_n;
 }
 
 /* Below this many rows the AVX-512 narrow path splits them in blocks of 8,

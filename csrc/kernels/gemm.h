@@ -175,8 +175,8 @@ typedef void (*an_gemm_ukernel_epilogue_fn)(int64_t kc, const float *packed_a, c
 /* C[rows, N] = A[rows, K] B[K, N] + beta * C, alpha == 1, A and B row-major
  * and read in place (no packing), the K sum taken in blocks of KC exactly as
  * the blocked driver takes it: bit-identical to it.  For narrow products
- * (N up to AN_GEMM_NARROW_MAX_N columns), where packing A costs more than
- * the product.  row_bias, residual (NULL: none) and act are applied as the
+ * (N up to the kernel's narrow_max_n columns), where packing costs more
+ * than it saves.  row_bias, residual (NULL: none) and act are applied as the
  * last K block is stored, as an_epilogue_rows would. */
 typedef void (*an_gemm_narrow_fn)(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
                                   int64_t lda, const float *B, int64_t ldb, float beta, float *C,
@@ -202,6 +202,7 @@ typedef struct an_gemm_ukernel {
     an_gemm_ukernel_epilogue_fn compute_epilogue; /* NULL: the driver runs the pass */
     an_gemm_narrow_fn narrow;                     /* NULL (both): no narrow path */
     an_gemm_narrow_prepacked_fn narrow_prepacked;
+    int narrow_max_n; /* the widest product (columns) the narrow path takes */
 } an_gemm_ukernel;
 
 /* Largest tile any kernel uses: sizes the on-stack fringe tile buffer. */

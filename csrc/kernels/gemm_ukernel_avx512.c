@@ -344,11 +344,18 @@ static void gemm_narrow_prepacked_avx512(int64_t rows, int64_t N, int64_t K, int
     }
 }
 
+/* Columns up to which a row-major product skips packing: each A element
+ * then serves at most two column chunks of 32, so the packed copy of A
+ * would be written and read once for one or two uses.  (A 1x1 convolution
+ * on a 4x4 plane at batch 1 has N = 16; packing A, the weights, was half of
+ * its time.) */
+#define AVX512_NARROW_MAX_N 64
+
 const an_gemm_ukernel an_gemm_ukernel_avx512 = {
     "avx512_14x32", 14, AVX512_NR, gemm_ukernel_avx512_14x32, gemm_ukernel_avx512_14x32_rows,
-    gemm_ukernel_avx512_14x32_epilogue, gemm_narrow_avx512, gemm_narrow_prepacked_avx512};
+    gemm_ukernel_avx512_14x32_epilogue, gemm_narrow_avx512, gemm_narrow_prepacked_avx512, AVX512_NARROW_MAX_N};
 const an_gemm_ukernel an_gemm_ukernel_avx512_8x32 = {
     "avx512_8x32", 8, AVX512_NR, gemm_ukernel_avx512_8x32, gemm_ukernel_avx512_8x32_rows,
-    gemm_ukernel_avx512_8x32_epilogue, gemm_narrow_avx512, gemm_narrow_prepacked_avx512};
+    gemm_ukernel_avx512_8x32_epilogue, gemm_narrow_avx512, gemm_narrow_prepacked_avx512, AVX512_NARROW_MAX_N};
 
 #endif

@@ -45,4 +45,4 @@ static void gemm_ukernel_generic_6x8_rows(int64_t kc, const float *packed_a, con
 
 const an_gemm_ukernel an_gemm_ukernel_generic = {
     "generic_6x8", GENERIC_MR, GENERIC_NR, gemm_ukernel_generic_6x8, gemm_ukernel_generic_6x8_rows, NULL,
-    NULL, NULL};
+    NULL, NULL, 0};

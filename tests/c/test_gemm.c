@@ -379,7 +379,7 @@ static void test_column_blocks_two_threads(const char *isa)
     free(A), free(B), free(offsets), free(expect), free(got);
 }
 
-/* Narrow products (alpha 1, row-major A and B, N up to 64) skip packing on
+/* Narrow products (alpha 1, row-major A and B, N up to 64 or 160) skip packing on
  * AVX-512 and AVX2: they must equal the packed path (forced through pack_b)
  * bit for bit, for every row fringe (14-row blocks, then 8, 4, 2, 1; 6, 4,
  * 2, 1 on AVX2), column fringe (masks on 16- and 8-column vectors, chunks
@@ -390,8 +390,9 @@ static void test_narrow(const char *isa)
 {
     /* AVX-512: 8-row blocks below 224 rows; AVX2: blocks of 6, then 4, 2, 1 */
     static const int64_t ms[] = {2, 3, 5, 7, 13, 14, 15, 23, 29, 31, 64, 230};
-    /* AVX2 chunks of 16 columns: a masked or whole last vector */
-    static const int64_t ns[] = {2, 8, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65};
+    /* AVX2 chunks of 16 columns: a masked or whole last vector; its narrow
+       path takes up to 160 columns, AVX-512's up to 64 */
+    static const int64_t ns[] = {2, 8, 15, 16, 17, 24, 31, 32, 33, 48, 63, 64, 65, 127, 160, 161};
     static const int64_t ks[] = {1, 5, 383, 900};
     for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; ++mi)
         for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ++ni)
