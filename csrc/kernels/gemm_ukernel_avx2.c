@@ -10,24 +10,32 @@
 #define AVX2_MR 6
 #define AVX2_NR 16
 
-/* The epilogue of one vector of row i, as an_epilogue_rows computes it:
- * + row_bias[i], + the residual, then the activation. */
+/* A vector at p, or (masked) only its lanes in `mask`: the last vector of
+ * a narrow product's row, which may end past C's columns. */
 AN_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
-finish_vector(__m256 v, const float *row_bias, int i, const float *residual, int act)
+load_lanes(const float *p, const int masked, __m256i mask)
 {
-    if (row_bias) v = _mm256_add_ps(v, _mm256_set1_ps(row_bias[i]));
-    if (residual) v = _mm256_add_ps(v, _mm256_loadu_ps(residual));
-    return an_avx2_activate(v, act);
+    return masked ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
 }
 
-/* finish_vector with the residual read in the lanes of `mask` only (the
- * last vector of a narrow product's row, which may end past C's columns). */
+AN_TARGET_AVX2 static inline __attribute__((always_inline)) void
+store_lanes(float *p, __m256 v, const int masked, __m256i mask)
+{
+    if (masked)
+        _mm256_maskstore_ps(p, mask, v);
+    else
+        _mm256_storeu_ps(p, v);
+}
+
+/* The epilogue of one vector of row i, as an_epilogue_rows computes it:
+ * + row_bias[i], + the residual (read as load_lanes reads), then the
+ * activation. */
 AN_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
-finish_vector_masked(__m256 v, const float *row_bias, int i, const float *residual,
-                     __m256i mask, int act)
+finish_vector(__m256 v, const float *row_bias, int i, const float *residual, const int masked,
+              __m256i mask, int act)
 {
     if (row_bias) v = _mm256_add_ps(v, _mm256_set1_ps(row_bias[i]));
-    if (residual) v = _mm256_add_ps(v, _mm256_maskload_ps(residual, mask));
+    if (residual) v = _mm256_add_ps(v, load_lanes(residual, masked, mask));
     return an_avx2_activate(v, act);
 }
 
@@ -79,7 +87,8 @@ gemm_avx2_body(int64_t kc, const float *packed_a, const float *packed_b, const i
                 __m256 v = acc[i][h];
                 if (beta != 0.0f)
                     v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(row + 8 * h)));
-                v = finish_vector(v, row_bias, i, residual ? residual + i * ldr + 8 * h : NULL, act);
+                v = finish_vector(v, row_bias, i, residual ? residual + i * ldr + 8 * h : NULL, 0,
+                                  _mm256_setzero_si256(), act);
                 _mm256_storeu_ps(row + 8 * h, v);
             }
         }
@@ -153,7 +162,7 @@ static void gemm_ukernel_avx2_6x16_epilogue(int64_t kc, const float *packed_a, c
 #undef AVX2_EPILOGUE_BODY
 }
 
-/* ---- Narrow products: N <= 64 columns, A and B read in place ----------- */
+/* ---- Narrow products: up to AVX2_NARROW_MAX_N columns, A and B read in place */
 
 /* The AVX-512 narrow path's contract (see narrow_rows_body there) at 8
  * lanes: a block of `mr` rows (6, 4, 2 or 1) times one chunk of n <= 16
@@ -163,21 +172,6 @@ static void gemm_ukernel_avx2_6x16_epilogue(int64_t kc, const float *packed_a, c
  * chunk's last vector holds fewer than 8 columns and is read and written
  * in those lanes only.  With `prepacked`, element (i, k) of A is
  * A[k * lda + i] (a panel of an_gemm_pack_a). */
-AN_TARGET_AVX2 static inline __attribute__((always_inline)) __m256
-load_lanes(const float *p, const int masked, __m256i mask)
-{
-    return masked ? _mm256_maskload_ps(p, mask) : _mm256_loadu_ps(p);
-}
-
-AN_TARGET_AVX2 static inline __attribute__((always_inline)) void
-store_lanes(float *p, __m256 v, const int masked, __m256i mask)
-{
-    if (masked)
-        _mm256_maskstore_ps(p, mask, v);
-    else
-        _mm256_storeu_ps(p, v);
-}
-
 AN_TARGET_AVX2 static inline __attribute__((always_inline)) void
 narrow_rows_body(const int mr, const int nv, const int masked, const int prepacked, int64_t K,
                  int64_t KC, const float *A, int64_t lda, const float *B, int64_t ldb, int n,
@@ -218,11 +212,9 @@ narrow_rows_body(const int mr, const int nv, const int masked, const int prepack
                 if (block_beta != 0.0f)
                     v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(block_beta),
                                                        load_lanes(row + 8 * h, part, mask)));
-                if (finish) {
-                    const float *res = residual ? residual + i * ldr + 8 * h : NULL;
-                    v = part ? finish_vector_masked(v, row_bias, i, res, mask, act)
-                             : finish_vector(v, row_bias, i, res, act);
-                }
+                if (finish)
+                    v = finish_vector(v, row_bias, i, residual ? residual + i * ldr + 8 * h : NULL,
+                                      part, mask, act);
                 store_lanes(row + 8 * h, v, part, mask);
             }
         }
@@ -287,17 +279,32 @@ static void narrow_block(narrow_rows_fn const fns[2][2], int64_t N, int64_t K, i
     }
 }
 
+/* Rows [0, rows) in blocks of 6, then 4, 2, 1 rows.  A as given (row i at
+ * A + i * lda) or pre-packed (panels of panel_rows, panel_stride floats
+ * apart: full panels of 6 rows, then the last, partial one in blocks of 4,
+ * 2, 1 rows read at their offset inside it). */
+static void narrow_walk(const int prepacked, int64_t rows, int64_t N, int64_t K, int64_t KC,
+                        const float *A, int64_t lda, int panel_rows, int64_t panel_stride,
+                        const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                        const float *row_bias, const float *residual, int64_t ldr, int act)
+{
+    int64_t i = 0;
+    for (int h = 0; h < 4; ++h)
+        for (; rows - i >= narrow_heights[h]; i += narrow_heights[h]) {
+            const float *a = prepacked ? A + (i / panel_rows) * panel_stride + i % panel_rows
+                                       : A + i * lda;
+            narrow_block(narrow_by_height[prepacked][h], N, K, KC, a, prepacked ? panel_rows : lda,
+                         B, ldb, beta, C + i * ldc, ldc, row_bias ? row_bias + i : NULL,
+                         residual ? residual + i * ldr : NULL, ldr, act);
+        }
+}
+
 static void gemm_narrow_avx2(int64_t rows, int64_t N, int64_t K, int64_t KC, const float *A,
                              int64_t lda, const float *B, int64_t ldb, float beta, float *C,
                              int64_t ldc, const float *row_bias, const float *residual,
                              int64_t ldr, int act)
 {
-    int64_t i = 0;
-    for (int h = 0; h < 4; ++h)
-        for (; rows - i >= narrow_heights[h]; i += narrow_heights[h])
-            narrow_block(narrow_by_height[0][h], N, K, KC, A + i * lda, lda, B, ldb, beta,
-                         C + i * ldc, ldc, row_bias ? row_bias + i : NULL,
-                         residual ? residual + i * ldr : NULL, ldr, act);
+    narrow_walk(0, rows, N, K, KC, A, lda, 0, 0, B, ldb, beta, C, ldc, row_bias, residual, ldr, act);
 }
 
 static void gemm_narrow_prepacked_avx2(int64_t rows, int64_t N, int64_t K, int64_t KC,
@@ -306,16 +313,8 @@ static void gemm_narrow_prepacked_avx2(int64_t rows, int64_t N, int64_t K, int64
                                        float beta, float *C, int64_t ldc, const float *row_bias,
                                        const float *residual, int64_t ldr, int act)
 {
-    /* full panels of 6 rows, then the last, partial one in blocks of 4, 2,
-       1 rows read at their offset inside it */
-    int64_t i = 0;
-    for (int h = 0; h < 4; ++h)
-        for (; rows - i >= narrow_heights[h]; i += narrow_heights[h]) {
-            const float *a = A_packed + (i / panel_rows) * panel_stride + i % panel_rows;
-            narrow_block(narrow_by_height[1][h], N, K, KC, a, panel_rows, B, ldb, beta,
-                         C + i * ldc, ldc, row_bias ? row_bias + i : NULL,
-                         residual ? residual + i * ldr : NULL, ldr, act);
-        }
+    narrow_walk(1, rows, N, K, KC, A_packed, 0, panel_rows, panel_stride, B, ldb, beta, C, ldc,
+                row_bias, residual, ldr, act);
 }
 
 const an_gemm_ukernel an_gemm_ukernel_avx2 = {
