@@ -322,7 +322,7 @@ int an_pack_transpose_simd(const float *src, int64_t row_stride, int64_t rows, i
         an_pack_transpose_narrow_avx512(src, row_stride, rows, kc, width, panel);
         return 1;
     }
-    if (isa >= AN_ISA_AVX2 && width >= 8 && rows >= 8) {
+    if (isa >= AN_ISA_AVX2 && ((width >= 8 && rows >= 8) || (width == 6 && rows <= 6))) {
         an_pack_transpose_avx2(src, row_stride, rows, kc, width, panel);
         return 1;
     }
