@@ -129,9 +129,10 @@ AN_TARGET_AVX2 static inline __attribute__((always_inline)) void transpose_8x8(_
 
 /* A panel of the AVX2 micro-kernel's height, 6 (rows <= 6): rows[i] gives
  * row i, two zero rows complete the 8 x 8 transpose, and each column of 6
- * leaves as a 4- and a 2-float store.  Element by element, packing a
- * row-major A (every NN product) took 7-11% of 1280 x 512 x 320 on a Zen 3,
- * and of the weight gradients, whose A is the output gradient. */
+ * leaves as a 4- and a 2-float store.  Every product with a row-major A
+ * packs it this way, and so do the weight gradients (their A is the output
+ * gradient): a 1280 x 320 A took 170 us element by element and 89 us here,
+ * a 64 x 576 one 15.4 and 7.0 us (Zen 3). */
 AN_TARGET_AVX2 static void pack_transpose_6_avx2(const float *const rows[6], int64_t count,
                                                  int64_t kc, float *panel)
 {
