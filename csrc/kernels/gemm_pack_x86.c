@@ -139,8 +139,9 @@ AN_TARGET_AVX2 static void pack_transpose_6_avx2(const float *const rows[6], int
     int64_t k = 0;
     for (; k + 8 <= kc; k += 8) {
         __m256 block[8];
-        for (int i = 0; i < 8; ++i)
+        for (int i = 0; i < 6; ++i)
             block[i] = i < count ? _mm256_loadu_ps(rows[i] + k) : _mm256_setzero_ps();
+        block[6] = block[7] = _mm256_setzero_ps();
         transpose_8x8(block);
         float *to = panel + k * 6;
         for (int i = 0; i < 8; ++i) {
