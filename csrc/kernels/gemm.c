@@ -196,7 +196,8 @@ static int64_t round_up(int64_t value, int64_t step)
  * at 170 GFLOP/s with 3/4 of L1 and 177 with all of it, mean of 8
  * alternating runs on one thread.  MC: the A block (MC x KC) takes ~1/8 of L2 (but
  * at least ~160 KB when L2 is small), which measured better than half of L2:
- * the shared B block and C tiles also live there.  NC: the B block
+ * the shared B block and C tiles also live there.  All of M, when it fits
+ * half of L2, is one block (see below).  NC: the B block
  * (KC x NC) stays well inside the L3 share; capped so it stays a few MB. */
 static gemm_blocking choose_blocking(const an_gemm_ukernel *uk, int64_t M, int64_t N, int64_t K)
 {
