@@ -606,28 +606,30 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
             const int shared_b = threads_m > 1;
             /* With all of this thread's rows in one A block and no other
              * thread reading its B panels, each panel is packed just
-             * before its tiles, into one of two slots of its own that stay
-             * in L1.  Packing the whole KC x NC block first wrote it out to
-             * L3 whenever it passed L2, and read it back from there.  On a
+             * before its tiles, into one slot of the thread's own (its
+             * first panel's) that stays in L1, and nothing is packed here.
+             * Packing the whole KC x NC block first wrote it out to L3
+             * whenever it passed L2, and read it back from there.  On a
              * Zen 3, 64 x 1024 x 576 ran faster in 42-52 of 60 paired
              * rounds on one thread and 46 of 60 on two; 24 x 1024 x 144 on
              * two threads at 88 instead of 82 GFLOP/s (medians); no shape
              * tried was slower.  The tiles and their sums are the same. */
             const int pack_per_panel = threads_m == 1 && !p->b_rows && !p->b_offsets &&
                                        !p->rows_outer && row_end - row_begin <= MC;
-            if (pack_per_panel) pack1 = pack0;
-            if (!p->pack_b && !p->b_rows && p->b_col == 1 && nr == 32) {
-                /* a row-major B: its full panels row by row, the fringe below */
-                const int64_t full_end = nc / nr < pack1 ? nc / nr : pack1;
-                pack_b_full_panels_by_rows(p->B + pc * p->b_row + jc, p->b_row, kc, pack0, full_end,
-                                           KC, packed_b);
-                if (full_end > pack0) pack0 = full_end;
-            }
-            for (int64_t jp = pack0; jp < pack1; ++jp) {
-                const int64_t j = jc + jp * nr;
-                if (p->b_rows && p->N - j >= nr)
-                    continue; /* read in place */
-                pack_b_panel(p, j, pc, kc, packed_b + jp * KC * nr);
+            if (!pack_per_panel) {
+                if (!p->pack_b && !p->b_rows && p->b_col == 1 && nr == 32) {
+                    /* a row-major B: its full panels row by row, the fringe below */
+                    const int64_t full_end = nc / nr < pack1 ? nc / nr : pack1;
+                    pack_b_full_panels_by_rows(p->B + pc * p->b_row + jc, p->b_row, kc, pack0,
+                                               full_end, KC, packed_b);
+                    if (full_end > pack0) pack0 = full_end;
+                }
+                for (int64_t jp = pack0; jp < pack1; ++jp) {
+                    const int64_t j = jc + jp * nr;
+                    if (p->b_rows && p->N - j >= nr)
+                        continue; /* read in place */
+                    pack_b_panel(p, j, pc, kc, packed_b + jp * KC * nr);
+                }
             }
 #ifdef _OPENMP
             if (team > 1 && shared_b && !p->b_offsets) {
@@ -652,8 +654,9 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                     }
                 }
                 if (pack_per_panel) {
+                    /* one slot (a second, alternating, measured no faster) */
+                    float *slot = packed_b + panel0 * KC * nr;
                     for (int64_t jp = panel0; jp < panel1; ++jp) {
-                        float *slot = packed_b + (panel0 + ((jp - panel0) & 1)) * KC * nr;
                         pack_b_panel(p, jc + jp * nr, pc, kc, slot);
                         for (int64_t ip = 0; ip < m_panels; ++ip)
                             gemm_tile(p, a_block + ip * a_panel_stride, slot, ic + ip * mr,
