@@ -19,7 +19,6 @@
 
 #include "cpu/cpu.h"
 #include "kernels/gemm_pack.h"
-#include "core/work_share.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -715,15 +714,6 @@ static int max_threads(void)
 #endif
 }
 
-static int thread_index_in_region(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
-
 static int gemm_blocked(gemm_problem *p)
 {
     const an_gemm_ukernel *uk = p->uk;
@@ -948,10 +938,10 @@ static void narrow_rows(const gemm_problem *p, int64_t KC, int64_t row0, int64_t
     narrow_part(p, KC, row0, row1, 0, p->K);
 }
 
-/* Rows split across threads in items of blocks of 14 rows (8 for fewer
- * than AN_GEMM_NARROW_FINE_ROWS); every element is summed the same way
- * whichever block (and thread) holds it, so this is bit-identical to
- * gemm_blocked on the same problem, for any thread count. */
+/* Rows split across threads in contiguous runs of blocks of 14 rows (8 for
+ * fewer than AN_GEMM_NARROW_FINE_ROWS); every element is summed the same way
+ * whichever block holds it, so this is bit-identical to gemm_blocked on the
+ * same problem, for any thread count. */
 static void gemm_narrow(const gemm_problem *p)
 {
     const int64_t KC = choose_blocking(p->uk, p->M, p->N, p->K).kc;
@@ -966,23 +956,16 @@ static void gemm_narrow(const gemm_problem *p)
         narrow_rows(p, KC, 0, p->M);
         return;
     }
-    /* items of about 1/8 of a thread's share, handed out at run time
-       (work_share.h): a slower core takes fewer */
-    int64_t blocks_per_item = blocks / (8 * (int64_t)threads);
-    if (blocks_per_item < 1) blocks_per_item = 1;
-    an_work_share items;
-    an_work_share_init(&items, (blocks + blocks_per_item - 1) / blocks_per_item, threads);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(threads)
 #endif
     {
-        an_work_cursor cursor = an_work_cursor_for(&items, thread_index_in_region());
-        for (int64_t item; (item = an_work_next(&items, &cursor)) >= 0;) {
-            const int64_t b0 = item * blocks_per_item;
-            const int64_t b1 = b0 + blocks_per_item < blocks ? b0 + blocks_per_item : blocks;
-            narrow_rows(p, KC, b0 * rows_per_block,
-                        b1 * rows_per_block < p->M ? b1 * rows_per_block : p->M);
-        }
+        int64_t b0 = 0, b1 = blocks;
+#ifdef _OPENMP
+        split_range(blocks, omp_get_num_threads(), omp_get_thread_num(), &b0, &b1);
+#endif
+        narrow_rows(p, KC, b0 * rows_per_block,
+                    b1 * rows_per_block < p->M ? b1 * rows_per_block : p->M);
     }
 }
 
@@ -1138,15 +1121,13 @@ int64_t an_gemm_kc(int64_t M, int64_t N, int64_t K)
 
 void an_gemm_f32_prepacked_k_range(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                                    const float *a_packed, const float *B, int64_t ldb, float *C,
-                                   int64_t ldc, int64_t k0, int64_t k1, int64_t row0,
-                                   int64_t row1)
+                                   int64_t ldc, int64_t k0, int64_t k1)
 {
     gemm_problem p;
     epilogue_problem(&p, M, N, K, A, lda, a_packed, B, ldb, C, ldc, NULL, NULL, 0,
                      AN_GEMM_ACT_NONE);
     if (narrow_applies(&p))
-        narrow_part(&p, choose_blocking(p.uk, M, N, K).kc, row0 < 0 ? 0 : row0, row1 > M ? M : row1,
-                    k0 < 0 ? 0 : k0, k1 > K ? K : k1);
+        narrow_part(&p, choose_blocking(p.uk, M, N, K).kc, 0, M, k0 < 0 ? 0 : k0, k1 > K ? K : k1);
 }
 
 void an_gemm_f32_epilogue_prepacked_rows(int64_t M, int64_t N, int64_t K, const float *A,

@@ -101,16 +101,14 @@ int64_t an_gemm_narrow_blocks(int64_t M, int64_t N, int64_t K, int prepacked,
 /* A product's sums over K run in blocks of an_gemm_kc(M, N, K) products
    each (a function of M, N, K and the CPU only), added block after block
    onto C: ((B0 + B1) + B2) ..., then the epilogue.  On the narrow path,
-   an_gemm_f32_prepacked_k_range writes rows [row0, row1) (row0 on a
-   block's first row, as an_gemm_narrow_blocks counts them) of C = the sum
-   of the blocks in [k0, k1) (k0 on a block boundary), no epilogue, on the
+   an_gemm_f32_prepacked_k_range writes C = the sum of the blocks in
+   [k0, k1) (k0 on a block boundary), all M rows, no epilogue, on the
    calling thread: with one block per thread, P1 + P0 followed by
    an_epilogue_rows is the whole call's result, bit for bit. */
 int64_t an_gemm_kc(int64_t M, int64_t N, int64_t K);
 void an_gemm_f32_prepacked_k_range(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                                    const float *a_packed, const float *B, int64_t ldb, float *C,
-                                   int64_t ldc, int64_t k0, int64_t k1, int64_t row0,
-                                   int64_t row1);
+                                   int64_t ldc, int64_t k0, int64_t k1);
 void an_gemm_f32_epilogue_prepacked_rows(int64_t M, int64_t N, int64_t K, const float *A,
                                          int64_t lda, const float *a_packed, const float *B,
                                          int64_t ldb, float *C, int64_t ldc,

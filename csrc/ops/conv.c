@@ -13,7 +13,6 @@
    different threads when there are enough of them, else thread each GEMM.  Every sum over images is taken
    in an order fixed by the shape, so 1 and N threads agree bit for bit. */
 #include "../core/internal.h"
-#include "../core/work_share.h"
 #include "../kernels/conv3x3_direct.h"
 #include "../kernels/depthwise.h"
 #include "../kernels/gemm.h"
@@ -2078,10 +2077,8 @@ static int pdp_bands(const pdp_block *b, int64_t N, const float *x, const float 
         if (N == 1) {
             int64_t r0, r1;
             split_rows(b->OH, size, t, &r0, &r1);
-            { static int sub = -1; if (sub < 0) { const char *v = getenv("AN_X_SUB"); sub = v ? atoi(v) : 0; }
-              int64_t step = sub > 0 ? sub : r1 - r0;
-              for (int64_t q = r0; q < r1; q += step)
-                failed |= pdp_band(b, x, r, y, e, d, s, q, q + step < r1 ? q + step : r1); }
+            if (r1 > r0)
+                failed |= pdp_band(b, x, r, y, e, d, s, r0, r1);
         } else {
             for (int64_t n = t; n < N && !failed; n += size)
                 failed |= pdp_band(b, x + n * in_image, r ? r + n * out_image : NULL,
@@ -2091,33 +2088,25 @@ static int pdp_bands(const pdp_block *b, int64_t N, const float *x, const float 
     return failed;
 }
 
-/* Expansion row blocks per work item of pdp_small_planes: items of at
-   least this many channels, so that one item's expansion and depthwise
-   calls are worth claiming. */
-#define PDP_ITEM_CHANNELS 24
-
 /* The block on one image of small planes (8x8, 4x4: the GEMMs' narrow
-   path), in one parallel region instead of three calls' worth.  First the
-   threads take items of the shortcut convolution's row blocks, then items
-   of the expansion's row blocks, each expanded and run through the
-   depthwise layer on the spot (its own channels: nothing crosses cores
-   there); after a barrier they take items of the projection's row blocks.
-   When the projection's sum runs in as many K blocks as there are threads
-   (2 threads: an_gemm_kc takes a narrow product's K over 256 in two
-   halves), the projection instead runs in items of (K block, row block),
-   each thread starting on its own K block's partial, and after a second
-   barrier in items of output rows that add the partials in block order
-   and finish them (bias, residual, activation): a thread's K block is the
-   channels it expanded, so mostly the partials (Co rows) cross cores
-   instead of half of the depthwise output (Ce rows).  Items are handed out
-   at run time (work_share.h), each thread starting on its share of the
-   static split, so a core slowed by a neighbour does fewer of them.  Every
-   product is split where the narrow GEMM splits it (rows or K blocks) and
-   every depthwise plane is independent, so the bits are those of the three
-   calls for any team and any assignment of items.  e [Ce, H*W], d [Ce,
-   OH*OW] and s [Co, H*W] are buffers for the whole image, partials team x
-   part_floats floats; row_block1 / row_block2 the GEMMs' row blocks
-   (expansion; projection and shortcut), kc2 the projection's K block. */
+   path), in one parallel region instead of three calls' worth: each thread
+   expands a run of the expansion's row blocks and runs the depthwise layer
+   on those channels (its own rows: nothing crosses cores there); after a
+   barrier it projects its run of the output's row blocks (with its rows of
+   the shortcut convolution, computed first).  When the projection's sum
+   runs in as many K blocks as there are threads (2 threads: an_gemm_kc
+   takes a narrow product's K over 256 in two halves),
+   each thread instead runs the depthwise layer on its K block's channels
+   and sums that block for every output row into its own partial; after a
+   barrier each thread adds the partials of its rows in block order and
+   finishes them (bias, residual, activation): the other core's partials
+   (Co rows) cross instead of its half of the depthwise output (Ce rows).
+   Every product is split where the narrow GEMM splits it (rows or K
+   blocks) and every depthwise plane is independent, so the bits are those
+   of the three calls for any team.  e [Ce, H*W], d [Ce, OH*OW] and s [Co,
+   H*W] are buffers for the whole image, partials team x part_floats
+   floats; row_block1 / row_block2 the GEMMs' row blocks (expansion;
+   projection and shortcut), kc2 the projection's K block. */
 static void pdp_small_planes(const pdp_block *b, const float *x, const float *r, float *y,
                              float *e, float *d, float *s, float *partials, int64_t part_floats,
                              int64_t row_block1, int64_t row_block2, int64_t kc2, int team)
@@ -2126,81 +2115,63 @@ static void pdp_small_planes(const pdp_block *b, const float *x, const float *r,
     const int64_t blocks1 = (b->Ce + row_block1 - 1) / row_block1;
     const int64_t blocks2 = (b->Co + row_block2 - 1) / row_block2;
     const int64_t k_blocks = (b->Ce + kc2 - 1) / kc2;
-    const int k_split = team > 1 && k_blocks == team;
-    const int64_t per_item1 = (PDP_ITEM_CHANNELS + row_block1 - 1) / row_block1;
-    const int64_t items1 = (blocks1 + per_item1 - 1) / per_item1;
-    /* separate counters per phase: no thread resets one that another may
-       still be reading */
-    an_work_share shortcut_items, expand_items, project_items, finish_items;
-    an_work_share_init(&shortcut_items, b->ws ? blocks2 : 0, team);
-    an_work_share_init(&expand_items, items1, team);
-    an_work_share_init(&project_items, k_split ? k_blocks * blocks2 : blocks2, team);
-    an_work_share_init(&finish_items, k_split ? blocks2 : 0, team);
 #ifdef _OPENMP
 #pragma omp parallel num_threads(team) if (team > 1)
 #endif
     {
-        const int t = thread_index();
-        an_work_cursor cursor;
-        int64_t item;
-        /* the shortcut's output rows, the residual of the projection */
-        cursor = an_work_cursor_for(&shortcut_items, t);
-        while ((item = an_work_next(&shortcut_items, &cursor)) >= 0) {
-            const int64_t o0 = item * row_block2, o1 = o0 + row_block2 < b->Co ? o0 + row_block2 : b->Co;
+        const int t = thread_index(), size = team_size_in_region();
+        const int k_split = size > 1 && k_blocks == size;
+        int64_t b0, b1, c0, c1, o0, o1;
+        split_rows(blocks2, size, t, &b0, &b1);
+        o0 = b0 * row_block2, o1 = b1 * row_block2 < b->Co ? b1 * row_block2 : b->Co;
+        if (b->ws)
             an_gemm_f32_epilogue_prepacked_rows(b->Co, HW, b->C, b->ws, b->C, b->ps, x, HW, s, HW,
                                                 b->bs, NULL, 0, AN_GEMM_ACT_NONE, o0, o1);
+        split_rows(blocks1, size, t, &b0, &b1);
+        c0 = b0 * row_block1, c1 = b1 * row_block1 < b->Ce ? b1 * row_block1 : b->Ce;
+        const float *planes = x;
+        if (b->w1) {
+            an_gemm_f32_epilogue_prepacked_rows(b->Ce, HW, b->C, b->w1, b->C, b->p1, x, HW, e, HW,
+                                                b->b1, NULL, 0, b->act1, c0, c1);
+            planes = e;
         }
-        cursor = an_work_cursor_for(&expand_items, t);
-        while ((item = an_work_next(&expand_items, &cursor)) >= 0) {
-            const int64_t c0 = item * per_item1 * row_block1;
-            const int64_t c1 = c0 + per_item1 * row_block1 < b->Ce ? c0 + per_item1 * row_block1 : b->Ce;
-            const float *planes = x;
-            if (b->w1) {
-                an_gemm_f32_epilogue_prepacked_rows(b->Ce, HW, b->C, b->w1, b->C, b->p1, x, HW, e,
-                                                    HW, b->b1, NULL, 0, b->act1, c0, c1);
-                planes = e;
-            }
+        if (k_split) { /* this thread's K block of channels, expanded partly by another */
+            c0 = t * kc2;
+            c1 = c0 + kc2 < b->Ce ? c0 + kc2 : b->Ce;
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+        }
+        if (c1 > c0)
             an_depthwise_conv2d_forward_act_f32(planes + c0 * HW, b->wd + c0 * 9,
                                                 b->bd ? b->bd + c0 : NULL, 1, c1 - c0, b->H, b->W,
                                                 1, 3, 3, b->stride, b->stride, 1, 1, 1, 1, b->OH,
                                                 b->OW, b->actd, d + c0 * OHW);
-        }
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
         const float *residual = b->ws ? s : r;
-        cursor = an_work_cursor_for(&project_items, t);
-        while ((item = an_work_next(&project_items, &cursor)) >= 0) {
-            const int64_t block = k_split ? item % blocks2 : item;
-            const int64_t o0 = block * row_block2, o1 = o0 + row_block2 < b->Co ? o0 + row_block2 : b->Co;
-            if (k_split) { /* this item's rows of its K block's partial */
-                const int64_t k = item / blocks2, k0 = k * kc2, k1 = k0 + kc2 < b->Ce ? k0 + kc2 : b->Ce;
-                an_gemm_f32_prepacked_k_range(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW,
-                                              partials + k * part_floats, OHW, k0, k1, o0, o1);
-            } else {
-                an_gemm_f32_epilogue_prepacked_rows(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW,
-                                                    y, OHW, b->b2, residual, OHW, b->act2, o0, o1);
-            }
-        }
         if (k_split) {
+            an_gemm_f32_prepacked_k_range(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW,
+                                          partials + t * part_floats, OHW, c0, c1);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-            cursor = an_work_cursor_for(&finish_items, t);
-            while ((item = an_work_next(&finish_items, &cursor)) >= 0) {
-                const int64_t o0 = item * row_block2, o1 = o0 + row_block2 < b->Co ? o0 + row_block2 : b->Co;
-                for (int64_t row = o0; row < o1; ++row) { /* ((P0 + P1) + P2) ..., as the GEMM adds */
-                    float *out = y + row * OHW;
-                    const float *first = partials + row * OHW;
-                    for (int64_t j = 0; j < OHW; ++j) out[j] = first[j];
-                    for (int64_t u = 1; u < k_blocks; ++u) {
-                        const float *part = partials + u * part_floats + row * OHW;
-                        for (int64_t j = 0; j < OHW; ++j) out[j] = part[j] + out[j];
-                    }
+            for (int64_t row = o0; row < o1; ++row) { /* ((P0 + P1) + P2) ..., as the GEMM adds */
+                float *out = y + row * OHW;
+                const float *first = partials + row * OHW;
+                for (int64_t j = 0; j < OHW; ++j) out[j] = first[j];
+                for (int u = 1; u < size; ++u) {
+                    const float *part = partials + u * part_floats + row * OHW;
+                    for (int64_t j = 0; j < OHW; ++j) out[j] = part[j] + out[j];
                 }
+            }
+            if (o1 > o0)
                 an_epilogue_rows(y + o0 * OHW, o1 - o0, OHW, OHW, b->b2 ? b->b2 + o0 : NULL,
                                  residual ? residual + o0 * OHW : NULL, OHW, b->act2);
-            }
+        } else {
+#ifdef _OPENMP
+#pragma omp barrier
+#endif
+            an_gemm_f32_epilogue_prepacked_rows(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW, y,
+                                                OHW, b->b2, residual, OHW, b->act2, o0, o1);
         }
     }
 }

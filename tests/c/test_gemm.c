@@ -578,9 +578,8 @@ static void test_prepacked_a(const char *isa)
 }
 
 /* Narrow products with a long K sum it in two halves (an_gemm_kc), and
- * an_gemm_f32_prepacked_k_range sums one K block for a run of rows (the
- * second half here in two runs): the second half's block added to the
- * first's, then an_epilogue_rows, is the whole
+ * an_gemm_f32_prepacked_k_range sums one K block for every row: the second
+ * half's block added to the first's, then an_epilogue_rows, is the whole
  * call bit for bit (what conv_pw_dw_pw's threads do with one half each),
  * A pre-packed or not.  The ISAs with a narrow path (AVX-512, AVX2) only. */
 static void test_k_halves(const char *isa)
@@ -618,15 +617,8 @@ static void test_k_halves(const char *isa)
             int rc = an_gemm_f32_epilogue_prepacked(M, N, K, A, K, ap, B, N, expect, N, bias, res, N,
                                                     AN_GEMM_ACT_RELU);
             set_threads(1);
-            an_gemm_f32_prepacked_k_range(M, N, K, A, K, ap, B, N, halves, N, 0, kc, 0, M);
-            /* the second half in two runs of rows, split on a block's first row */
-            int64_t rows_per_block = 0;
-            const int64_t blocks = an_gemm_narrow_blocks(M, N, K, with_packed, &rows_per_block);
-            const int64_t split = blocks > 1 ? (blocks / 2) * rows_per_block : M;
-            an_gemm_f32_prepacked_k_range(M, N, K, A, K, ap, B, N, halves + M * N, N, kc, K, 0,
-                                          split);
-            an_gemm_f32_prepacked_k_range(M, N, K, A, K, ap, B, N, halves + M * N, N, kc, K, split,
-                                          M);
+            an_gemm_f32_prepacked_k_range(M, N, K, A, K, ap, B, N, halves, N, 0, kc);
+            an_gemm_f32_prepacked_k_range(M, N, K, A, K, ap, B, N, halves + M * N, N, kc, K);
             for (int64_t i = 0; i < M * N; ++i) halves[i] = halves[M * N + i] + halves[i];
             an_epilogue_rows(halves, M, N, N, bias, res, N, AN_GEMM_ACT_RELU);
             ++g_cases;
