@@ -515,6 +515,13 @@ static inline void gemm_tile(const gemm_problem *p, const float *a_panel, const 
                              p->residual ? p->residual + i * p->ldr + j : NULL, p->ldr, p->act);
         return;
     }
+    if (rows < mr && cols == nr && p->alpha == 1.0f && uk->compute_partial) {
+        uk->compute_partial((int)rows, kc, a_panel, b_in_place ? b_in_place : b_panel,
+                            b_in_place ? offsets : NULL, c, p->ldc, beta, epilogue,
+                            p->row_bias ? p->row_bias + i : NULL,
+                            p->residual ? p->residual + i * p->ldr + j : NULL, p->ldr, p->act);
+        return;
+    }
     if (b_in_place) {
         if (rows == mr && cols == nr) {
             uk->compute_rows(kc, a_panel, b_in_place, offsets, c, p->ldc, p->alpha, beta);

@@ -193,6 +193,20 @@ typedef void (*an_gemm_narrow_prepacked_fn)(int64_t rows, int64_t N, int64_t K, 
                                             const float *row_bias, const float *residual,
                                             int64_t ldr, int act);
 
+/* Rows [0, rows) (1 <= rows < MR) of one tile NR columns wide, written
+   straight into C: the first rows of the A panel (packed_a, MR floats per
+   k) times the B panel (packed, NR floats per k, or in place through
+   b_offsets as compute_rows reads it), + beta * C, then with `finish` the
+   epilogue of an_gemm_ukernel_epilogue_fn.  alpha is 1.  The same bits as
+   the full tile computed into a scratch tile, stored with alpha 1 and beta,
+   then given an_epilogue_rows (the fringe path it replaces), without the
+   unused rows' FMAs or the second pass. */
+typedef void (*an_gemm_ukernel_partial_fn)(int rows, int64_t kc, const float *packed_a,
+                                           const float *b, const int64_t *b_offsets, float *c,
+                                           int64_t ldc, float beta, int finish,
+                                           const float *row_bias, const float *residual,
+                                           int64_t ldr, int act);
+
 typedef struct an_gemm_ukernel {
     const char *name;
     int mr;
@@ -203,6 +217,7 @@ typedef struct an_gemm_ukernel {
     an_gemm_narrow_fn narrow;                     /* NULL (both): no narrow path */
     an_gemm_narrow_prepacked_fn narrow_prepacked;
     int narrow_max_n; /* the widest product (columns) the narrow path takes */
+    an_gemm_ukernel_partial_fn compute_partial; /* NULL: fringe rows via a scratch tile */
 } an_gemm_ukernel;
 
 /* Largest tile any kernel uses: sizes the on-stack fringe tile buffer. */

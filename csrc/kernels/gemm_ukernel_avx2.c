@@ -162,6 +162,94 @@ static void gemm_ukernel_avx2_6x16_epilogue(int64_t kc, const float *packed_a, c
 #undef AVX2_EPILOGUE_BODY
 }
 
+/* ---- A tile's first h (4, 2 or 1) rows of the panel's 6, straight into C */
+
+/* The fringe rows of a product whose M is not a multiple of 6 (16 rows: 6,
+ * 6, 4) were computed as a whole 6-row tile into a scratch tile, copied into
+ * C and then given their epilogue: a third of the work wasted on a 16-row
+ * layer, plus the two passes.  Here the h rows are summed in 2h registers
+ * (the same FMA per k, in increasing k, as the full tile's lanes) and leave
+ * as the epilogue kernel's rows do: + beta * C, then (finish) bias, residual
+ * and activation.  alpha is 1, so this is the scratch tile's bits: alpha *
+ * from + beta * to with alpha 1 rounds as the vector add of beta * C does. */
+AN_TARGET_AVX2 static inline __attribute__((always_inline)) void
+gemm_avx2_rows_body(const int h, int64_t kc, const float *packed_a, const float *b,
+                    const int64_t *b_offsets, float *c, int64_t ldc, float beta, int finish,
+                    const float *row_bias, const float *residual, int64_t ldr, int act)
+{
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (int i = 0; i < h; ++i) {
+        acc[i][0] = _mm256_setzero_ps();
+        acc[i][1] = _mm256_setzero_ps();
+    }
+    const float *a = packed_a;
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kc; ++k) {
+        const float *row = b_offsets ? b + b_offsets[k] : b + k * AVX2_NR;
+        const __m256 b0 = _mm256_loadu_ps(row), b1 = _mm256_loadu_ps(row + 8);
+#pragma GCC unroll 4
+        for (int i = 0; i < h; ++i) {
+            const __m256 ai = _mm256_broadcast_ss(a + i);
+            acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+        }
+        a += AVX2_MR;
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < h; ++i) {
+        float *out = c + i * ldc;
+        for (int half = 0; half < 2; ++half) {
+            __m256 v = acc[i][half];
+            if (beta != 0.0f)
+                v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(out + 8 * half)));
+            if (finish)
+                v = finish_vector(v, row_bias, i, residual ? residual + i * ldr + 8 * half : NULL, 0,
+                                  _mm256_setzero_si256(), act);
+            _mm256_storeu_ps(out + 8 * half, v);
+        }
+    }
+}
+
+#define AN_AVX2_ROWS(H)                                                                           \
+    AN_TARGET_AVX2 static void gemm_avx2_rows_##H(int64_t kc, const float *packed_a,              \
+                                                  const float *b, const int64_t *b_offsets,       \
+                                                  float *c, int64_t ldc, float beta, int finish,  \
+                                                  const float *row_bias, const float *residual,   \
+                                                  int64_t ldr, int act)                           \
+    {                                                                                             \
+        gemm_avx2_rows_body(H, kc, packed_a, b, b_offsets, c, ldc, beta, finish, row_bias,        \
+                            residual, ldr, act);                                                  \
+    }
+AN_AVX2_ROWS(4)
+AN_AVX2_ROWS(2)
+AN_AVX2_ROWS(1)
+
+/* rows (1-5) of the tile in pieces of 4, 2 and 1 rows */
+static void gemm_ukernel_avx2_6x16_partial(int rows, int64_t kc, const float *packed_a,
+                                           const float *b, const int64_t *b_offsets, float *c,
+                                           int64_t ldc, float beta, int finish,
+                                           const float *row_bias, const float *residual,
+                                           int64_t ldr, int act)
+{
+    int i = 0;
+    if (rows - i >= 4) {
+        gemm_avx2_rows_4(kc, packed_a, b, b_offsets, c, ldc, beta, finish, row_bias, residual,
+                         ldr, act);
+        i += 4;
+    }
+    if (rows - i >= 2) {
+        gemm_avx2_rows_2(kc, packed_a + i, b, b_offsets, c + i * ldc, ldc, beta, finish,
+                         row_bias ? row_bias + i : NULL, residual ? residual + i * ldr : NULL,
+                         ldr, act);
+        i += 2;
+    }
+    if (rows - i >= 1)
+        gemm_avx2_rows_1(kc, packed_a + i, b, b_offsets, c + i * ldc, ldc, beta, finish,
+                         row_bias ? row_bias + i : NULL, residual ? residual + i * ldr : NULL,
+                         ldr, act);
+}
+
 /* ---- Narrow products: up to AVX2_NARROW_MAX_N columns, A and B read in place */
 
 /* The AVX-512 narrow path's contract (see narrow_rows_body there) at 8
@@ -320,6 +408,6 @@ static void gemm_narrow_prepacked_avx2(int64_t rows, int64_t N, int64_t K, int64
 const an_gemm_ukernel an_gemm_ukernel_avx2 = {
     "avx2_6x16", AVX2_MR, AVX2_NR, gemm_ukernel_avx2_6x16, gemm_ukernel_avx2_6x16_rows,
     gemm_ukernel_avx2_6x16_epilogue, gemm_narrow_avx2, gemm_narrow_prepacked_avx2,
-    AVX2_NARROW_MAX_N};
+    AVX2_NARROW_MAX_N, gemm_ukernel_avx2_6x16_partial};
 
 #endif

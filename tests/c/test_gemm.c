@@ -577,6 +577,81 @@ static void test_prepacked_a(const char *isa)
             }
 }
 
+/* A tile's lanes never depend on where the tile sits, so the rows of a
+ * product whose last row tile is short (the fringe: 16 rows are 6 + 6 + 4
+ * on AVX2) must equal, bit for bit, the same rows computed as part of a
+ * product that fills that tile (rows past M given other values), for beta 0
+ * and not, with and without the epilogue, one and several K blocks, the
+ * narrow and the blocked path, A packed per call and pre-packed. */
+static void test_fringe_rows(const char *isa)
+{
+    static const int64_t ms[] = {2, 4, 5, 7, 10, 11, 13, 16, 17, 28, 29}; /* M = 1: the gemv path */
+    static const int64_t ns[] = {33, 200};
+    static const int64_t ks[] = {1, 24, 900};
+    for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; ++mi)
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ++ni)
+            for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ++ki) {
+                const int64_t M = ms[mi], N = ns[ni], K = ks[ki];
+                const int64_t mr = an_gemm_packed_a_rows(M), full = (M + mr - 1) / mr * mr;
+                if (an_gemm_packed_a_rows(full) != mr) continue; /* another kernel for the full rows */
+                const int64_t ldc = N + 3, ldr = N + 1;
+                float *A = malloc(sizeof(float) * (size_t)(full * K));
+                float *B = malloc(sizeof(float) * (size_t)(K * N));
+                float *packed = malloc(sizeof(float) * (size_t)an_gemm_packed_a_floats(full, K));
+                float *bias = malloc(sizeof(float) * (size_t)full);
+                float *res = malloc(sizeof(float) * (size_t)(full * ldr));
+                float *start = malloc(sizeof(float) * (size_t)(full * ldc));
+                float *expect = malloc(sizeof(float) * (size_t)(full * ldc));
+                float *got = malloc(sizeof(float) * (size_t)(full * ldc));
+                if (!A || !B || !packed || !bias || !res || !start || !expect || !got) {
+                    printf("FAIL: out of memory in test_fringe_rows\n");
+                    ++g_failures;
+                    free(A), free(B), free(packed), free(bias), free(res), free(start);
+                    free(expect), free(got);
+                    return;
+                }
+                fill_random(A, full * K);
+                fill_random(B, K * N);
+                fill_random(bias, full);
+                fill_random(res, full * ldr);
+                fill_random(start, full * ldc);
+                test_case t = {0, 0, M, N, K, 1.0f, 0.0f, ldc - N};
+                for (int variant = 0; variant < 4; ++variant) {
+                    const float beta = (variant & 1) ? 0.5f : 0.0f;
+                    const int epilogue = variant >= 2;
+                    for (int64_t i = 0; i < full * ldc; ++i) expect[i] = got[i] = start[i];
+                    int rc;
+                    if (epilogue) { /* the epilogue entry points take beta 0 */
+                        rc = an_gemm_f32_epilogue(full, N, K, A, K, B, N, expect, ldc, bias, res, ldr,
+                                                  AN_GEMM_ACT_RELU);
+                        rc |= an_gemm_f32_epilogue(M, N, K, A, K, B, N, got, ldc, bias, res, ldr,
+                                                   AN_GEMM_ACT_RELU);
+                    } else {
+                        rc = an_gemm_f32(0, 0, full, N, K, 1.0f, A, K, B, N, beta, expect, ldc);
+                        rc |= an_gemm_f32(0, 0, M, N, K, 1.0f, A, K, B, N, beta, got, ldc);
+                    }
+                    ++g_cases;
+                    if (rc != 0 || memcmp(expect, got, sizeof(float) * (size_t)(M * ldc)) != 0)
+                        fail(&t, isa, 1, epilogue ? "short last row tile differs from a full one (epilogue)"
+                                                  : "short last row tile differs from a full one");
+                    if (rc == 0 && memcmp(start + M * ldc, got + M * ldc,
+                                          sizeof(float) * (size_t)((full - M) * ldc)) != 0)
+                        fail(&t, isa, 1, "a short last row tile wrote past row M");
+                }
+                /* pre-packed: the full product's packing holds the short one's rows */
+                an_gemm_pack_a(full, K, A, K, packed);
+                for (int64_t i = 0; i < full * ldc; ++i) expect[i] = got[i] = start[i];
+                int rc = an_gemm_f32_epilogue_prepacked(full, N, K, A, K, packed, B, N, expect, ldc,
+                                                        bias, NULL, 0, AN_GEMM_ACT_RELU6);
+                rc |= an_gemm_f32_epilogue_prepacked(M, N, K, A, K, packed, B, N, got, ldc, bias, NULL,
+                                                     0, AN_GEMM_ACT_RELU6);
+                ++g_cases;
+                if (rc != 0 || memcmp(expect, got, sizeof(float) * (size_t)(M * ldc)) != 0)
+                    fail(&t, isa, 1, "short last row tile differs from a full one (pre-packed A)");
+                free(A), free(B), free(packed), free(bias), free(res), free(start), free(expect), free(got);
+            }
+}
+
 /* Narrow products with a long K sum it in two halves (an_gemm_kc), and
  * an_gemm_f32_prepacked_k_range sums one K block for every row: the second
  * half's block added to the first's, then an_epilogue_rows, is the whole
@@ -660,6 +735,7 @@ int main(int argc, char **argv)
         test_narrow(isa);
         test_bias_act(isa);
         test_prepacked_a(isa);
+        test_fringe_rows(isa);
         if (level == (int)cpu->isa_best) /* the driver's threads, whatever the kernel */
             test_column_blocks_two_threads(isa);
         if (level == AN_ISA_AVX512) { /* both tile heights, whatever M would pick */
