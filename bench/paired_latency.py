@@ -7,7 +7,11 @@ over minutes moves both sides of a round together, so the median of the
 per-round ratios is steadier than two medians taken minutes apart.
 
     python bench/paired_latency.py [--model mobilenet_v2] [--threads 2] [--rounds 20]
-                                   [--per-round 60] [--save [PATH]]
+                                   [--per-round 60] [--pause 0.25] [--save [PATH]]
+
+onnxruntime's pool spins ~60 ms after a run, ours ~3 ms (process CPU time
+measured while idle), so the default pause covers both; a 1 s pause gave
+the same ratios.
 """
 import argparse
 import json
@@ -82,6 +86,8 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--per-round", type=int, default=60)
+    parser.add_argument("--pause", type=float, default=0.25,
+                        help="seconds of idle before each turn (the other side's threads stop spinning)")
     _record.add_argument(parser)
     args = parser.parse_args()
     if args.threads < 1 or args.rounds < 2 or args.per_round < 5:
@@ -115,7 +121,7 @@ def main():
                     order.reverse()
                 turn = {}
                 for side, process in order:
-                    time.sleep(0.25)  # the other side's idle threads stop spinning
+                    time.sleep(args.pause)  # the other side's idle threads stop spinning
                     turn[side] = _ask(process, args.per_round)
                 ours_times.append(turn["ours"])
                 peer_times.append(turn["peer"])
