@@ -39,6 +39,24 @@ finish_vector(__m256 v, const float *row_bias, int i, const float *residual, con
     return an_avx2_activate(v, act);
 }
 
+/* Row i of a tile leaving with its epilogue (alpha 1): its two vectors +
+ * beta * C (beta 0: C not read), then with `finish` finish_vector. */
+AN_TARGET_AVX2 static inline __attribute__((always_inline)) void
+store_row_epilogue(float *row, const __m256 acc[2], float beta, const int finish,
+                   const float *row_bias, int i, const float *residual_row, int act)
+{
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+        __m256 v = acc[h];
+        if (beta != 0.0f)
+            v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(row + 8 * h)));
+        if (finish)
+            v = finish_vector(v, row_bias, i, residual_row ? residual_row + 8 * h : NULL, 0,
+                              _mm256_setzero_si256(), act);
+        _mm256_storeu_ps(row + 8 * h, v);
+    }
+}
+
 /* B row k at packed_b + k * NR (packed, aligned) or at b + b_offsets[k].
  * With `epilogue` (alpha 1) the tile leaves through finish_vector: the
  * bias, residual and activation pass of the driver, fused into the store. */
@@ -81,17 +99,9 @@ gemm_avx2_body(int64_t kc, const float *packed_a, const float *packed_b, const i
     }
     if (epilogue) { /* alpha is 1: C + beta * C_old rounds as the FMA below does */
 #pragma GCC unroll 8
-        for (int i = 0; i < AVX2_MR; ++i) {
-            float *row = c + i * ldc;
-            for (int h = 0; h < 2; ++h) {
-                __m256 v = acc[i][h];
-                if (beta != 0.0f)
-                    v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(row + 8 * h)));
-                v = finish_vector(v, row_bias, i, residual ? residual + i * ldr + 8 * h : NULL, 0,
-                                  _mm256_setzero_si256(), act);
-                _mm256_storeu_ps(row + 8 * h, v);
-            }
-        }
+        for (int i = 0; i < AVX2_MR; ++i)
+            store_row_epilogue(c + i * ldc, acc[i], beta, 1, row_bias, i,
+                               residual ? residual + i * ldr : NULL, act);
         return;
     }
     __m256 valpha = _mm256_set1_ps(alpha);
@@ -197,18 +207,9 @@ gemm_avx2_rows_body(const int h, int64_t kc, const float *packed_a, const float 
         a += AVX2_MR;
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < h; ++i) {
-        float *out = c + i * ldc;
-        for (int half = 0; half < 2; ++half) {
-            __m256 v = acc[i][half];
-            if (beta != 0.0f)
-                v = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(beta), _mm256_loadu_ps(out + 8 * half)));
-            if (finish)
-                v = finish_vector(v, row_bias, i, residual ? residual + i * ldr + 8 * half : NULL, 0,
-                                  _mm256_setzero_si256(), act);
-            _mm256_storeu_ps(out + 8 * half, v);
-        }
-    }
+    for (int i = 0; i < h; ++i)
+        store_row_epilogue(c + i * ldc, acc[i], beta, finish, row_bias, i,
+                           residual ? residual + i * ldr : NULL, act);
 }
 
 #define AN_AVX2_ROWS(H)                                                                           \
