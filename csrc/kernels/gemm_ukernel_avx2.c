@@ -226,6 +226,9 @@ AN_AVX2_ROWS(4)
 AN_AVX2_ROWS(2)
 AN_AVX2_ROWS(1)
 
+typedef void (*avx2_rows_fn)(int64_t, const float *, const float *, const int64_t *, float *,
+                             int64_t, float, int, const float *, const float *, int64_t, int);
+
 /* rows (1-5) of the tile in pieces of 4, 2 and 1 rows */
 static void gemm_ukernel_avx2_6x16_partial(int rows, int64_t kc, const float *packed_a,
                                            const float *b, const int64_t *b_offsets, float *c,
@@ -233,22 +236,16 @@ static void gemm_ukernel_avx2_6x16_partial(int rows, int64_t kc, const float *pa
                                            const float *row_bias, const float *residual,
                                            int64_t ldr, int act)
 {
+    static const int heights[] = {4, 2, 1};
+    static const avx2_rows_fn pieces[] = {gemm_avx2_rows_4, gemm_avx2_rows_2, gemm_avx2_rows_1};
     int i = 0;
-    if (rows - i >= 4) {
-        gemm_avx2_rows_4(kc, packed_a, b, b_offsets, c, ldc, beta, finish, row_bias, residual,
-                         ldr, act);
-        i += 4;
-    }
-    if (rows - i >= 2) {
-        gemm_avx2_rows_2(kc, packed_a + i, b, b_offsets, c + i * ldc, ldc, beta, finish,
-                         row_bias ? row_bias + i : NULL, residual ? residual + i * ldr : NULL,
-                         ldr, act);
-        i += 2;
-    }
-    if (rows - i >= 1)
-        gemm_avx2_rows_1(kc, packed_a + i, b, b_offsets, c + i * ldc, ldc, beta, finish,
-                         row_bias ? row_bias + i : NULL, residual ? residual + i * ldr : NULL,
-                         ldr, act);
+    for (int h = 0; h < 3; ++h)
+        if (rows - i >= heights[h]) {
+            pieces[h](kc, packed_a + i, b, b_offsets, c + i * ldc, ldc, beta, finish,
+                      row_bias ? row_bias + i : NULL, residual ? residual + i * ldr : NULL, ldr,
+                      act);
+            i += heights[h];
+        }
 }
 
 /* ---- Narrow products: up to AVX2_NARROW_MAX_N columns, A and B read in place */
