@@ -290,7 +290,7 @@ BLOCKS = [
     ("4x4 (one region, narrow GEMMs)", 1, 16, 96, 16, 4, 1, True, True),
     ("8x8 odd channels (one region)", 1, 5, 37, 11, 8, 1, True, True),
     ("4x4 no expansion (one region)", 1, 40, 40, 24, 4, 1, False, True),
-    ("16x16 s2 bands, channels-last depthwise", 1, 32, 192, 64, 16, 2, True, False),
+    ("16x16 s2 bands (column-split depthwise, top padding 0)", 1, 32, 192, 64, 16, 2, True, False),
     ("20x20 s2 bands of 5 rows (three calls on 1 thread)", 1, 12, 40, 16, 20, 2, True, False),
     ("18x18 s2 odd output rows", 1, 12, 40, 16, 18, 2, True, True),
     ("batch 2 16x16 s2 (three calls)", 2, 16, 48, 24, 16, 2, True, False),

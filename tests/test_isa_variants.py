@@ -23,6 +23,9 @@ LAYERS = [
     # kernels (8 lanes) against the framed plane of the 16-lane builds
     ("dw3x3_s1_24", (2, 8, 24), (8, 1, 3, 3), 1, 1, 8),
     ("dw3x3_s2_16", (2, 8, 16), (8, 1, 3, 3), 2, 1, 8),
+    # stride 2 onto 4-wide outputs: the column-split kernel under the
+    # generic and AVX2 builds, the permute kernel under AVX-512
+    ("dw3x3_s2_8", (2, 12, 8), (12, 1, 3, 3), 2, 1, 12),
     ("dw5x5_s1_8", (3, 8, 8), (8, 1, 5, 5), 1, 2, 8),
     ("dense3x3_s1_20", (2, 6, 20), (10, 6, 3, 3), 1, 1, 1),
     ("dense3x3_s2_16", (2, 6, 16), (10, 6, 3, 3), 2, 1, 1),
