@@ -630,6 +630,24 @@ static void flat_run(const float *x, const float *w, const float *bias, int rota
  * planes: there the row kernel (rows3x3_s2), which splits the columns in
  * registers, took 0.81-0.89x this kernel's time (the split's stores and
  * reloads), hence the limit of 64 outputs. */
+/* A plane-at-a-time kernel (the column-split stride-2 one below, the
+   AVX-512 masked ones after it), planes [p0, p1) of job j. */
+typedef struct planes_job planes_job;
+typedef void (*planes_fn)(const planes_job *j, int64_t p0, int64_t p1);
+struct planes_job {
+    const float *x, *w, *bias;
+    int64_t C, H, W, ph, OH; /* ph, OH: the stride-2 kernels' top padding and output rows */
+    int act;                 /* where the kernel does not fix it at compile time */
+    float *y;
+    planes_fn run;
+};
+
+static void planes_share(const void *ctx, int64_t p0, int64_t p1)
+{
+    const planes_job *j = ctx;
+    j->run(j, p0, p1);
+}
+
 #ifdef AN_HAVE_ROW_VEC
 #define S2D_LANES 8
 #define S2D_MAX_OUT 64           /* output positions of a plane, 8 x 8 */
@@ -703,17 +721,8 @@ static AN_ALWAYS_INLINE void s2d_plane(const float *restrict xp, const float *re
     }
 }
 
-typedef struct {
-    const float *x, *w, *bias;
-    float *y;
-    int64_t C, H, W, ph, OH;
-    int act;
-} s2d_job;
-
-typedef void (*s2d_fn)(const s2d_job *j, int64_t p0, int64_t p1);
-
 #define AN_DEFINE_S2D(suffix, attribute)                                                         \
-    attribute static void s2d_planes_##suffix(const s2d_job *j, int64_t p0, int64_t p1)          \
+    attribute static void s2d_planes_##suffix(const planes_job *j, int64_t p0, int64_t p1)       \
     {                                                                                            \
         const int64_t OW = j->W / 2;                                                             \
         for (int64_t p = p0; p < p1; ++p) {                                                      \
@@ -724,23 +733,12 @@ typedef void (*s2d_fn)(const s2d_job *j, int64_t p0, int64_t p1);
     }
 AN_FOR_EACH_ISA(AN_DEFINE_S2D)
 
-typedef struct {
-    s2d_job job;
-    s2d_fn run;
-} s2d_share;
-
-static void s2d_chunks(const void *ctx, int64_t p0, int64_t p1)
-{
-    const s2d_share *s = ctx;
-    s->run(&s->job, p0, p1);
-}
-
 /* y = act(conv(x, w) + bias) over planes = N * C planes (s2d_fits). */
 static void s2d_run(const float *x, const float *w, const float *bias, int act, int64_t planes,
                     int64_t C, int64_t H, int64_t W, int64_t ph, int64_t OH, float *y)
 {
-    const s2d_share s = {{x, w, bias, y, C, H, W, ph, OH, act}, AN_BY_ISA(s2d_planes_)};
-    run_shared(planes, planes * OH * (W / 2) * 9, s2d_chunks, &s);
+    const planes_job j = {x, w, bias, C, H, W, ph, OH, act, y, AN_BY_ISA(s2d_planes_)};
+    run_shared(planes, planes * OH * (W / 2) * 9, planes_share, &j);
 }
 #endif
 
@@ -855,22 +853,6 @@ masked_planes(const float *x, const float *w, const float *bias, int64_t C, int6
     }
 }
 
-/* A plane kernel of this section, planes [p0, p1) of job j. */
-typedef struct planes_job planes_job;
-typedef void (*planes_fn)(const planes_job *j, int64_t p0, int64_t p1);
-struct planes_job {
-    const float *x, *w, *bias;
-    int64_t C, H, ph, OH; /* ph, OH: the stride-2 kernels' top padding and output rows */
-    float *y;
-    planes_fn run;
-};
-
-static void planes_share(const void *ctx, int64_t p0, int64_t p1)
-{
-    const planes_job *j = ctx;
-    j->run(j, p0, p1);
-}
-
 #define AN_MASKED_VARIANT(WIDTH, ACT, NAME)                                                      \
     AN_TARGET_AVX512 static void NAME(const planes_job *j, int64_t p0, int64_t p1)               \
     {                                                                                            \
@@ -896,7 +878,7 @@ static void masked_run(const float *x, const float *w, const float *bias, int ac
 {
     static const planes_fn by_act[2][3] = {{masked_w4_none, masked_w4_relu, masked_w4_relu6},
                                            {masked_w8_none, masked_w8_relu, masked_w8_relu6}};
-    const planes_job j = {x, w, bias, C, H, 1, H, y, by_act[W == 8][act_index(act)]};
+    const planes_job j = {x, w, bias, C, H, W, 1, H, act, y, by_act[W == 8][act_index(act)]};
     run_shared(planes, planes * H * W * 9, planes_share, &j);
 }
 
@@ -1050,7 +1032,7 @@ static void s2_run(const float *x, const float *w, const float *bias, int act, i
 {
     static const planes_fn by_act[2][3] = {{s2_none_w8, s2_relu_w8, s2_relu6_w8},
                                            {s2_none_w16, s2_relu_w16, s2_relu6_w16}};
-    const planes_job j = {x, w, bias, C, H, ph, OH, y, by_act[W == 16][act_index(act)]};
+    const planes_job j = {x, w, bias, C, H, W, ph, OH, act, y, by_act[W == 16][act_index(act)]};
     run_shared(planes, planes * H * W * 9 / 4, planes_share, &j);
 }
 #endif
