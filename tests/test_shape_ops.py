@@ -328,6 +328,41 @@ def test_slice_backward_same_for_thread_counts(threads):
     np.testing.assert_array_equal(g, expected)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_strided_copies_merge_contiguous_dims(threads):
+    """Copies into and out of views (contiguous(), a slice's gradient) go row
+    by row over the dims left after merging those that step over each other:
+    a channel slice of NCHW is one run per image, a view with size-1 dims and
+    a transposed one keep their element order; each against numpy, on 1
+    and 2 threads."""
+    prev = an.get_num_threads()
+    an.set_num_threads(threads)
+    try:
+        a = randn(8, 12, 16, 16)
+        x = an.tensor(a)
+        views = {
+            "channel slice": (x[:, 3:9], a[:, 3:9]),
+            "strided channels": (x[:, 1:11:3], a[:, 1:11:3]),
+            "one channel, then rows": (x[:, 5:6, 2:14], a[:, 5:6, 2:14]),
+            "last columns": (x[:, :, :, 4:], a[:, :, :, 4:]),
+            "transposed planes": (x.transpose(2, 3)[:, 2:7], a.transpose(0, 1, 3, 2)[:, 2:7]),
+            "size-1 dims": (x[2:3, 4:5], a[2:3, 4:5]),
+        }
+        for name, (view, expected) in views.items():
+            np.testing.assert_array_equal(view.contiguous().numpy(), expected, err_msg=name)
+        # a channel slice's gradient: zeros outside, the cotangent inside
+        for keep in (slice(0, 5), slice(5, 12), slice(2, 10, 2)):
+            leaf_x = leaf(a)
+            y = leaf_x[:, keep]
+            g = randn(*y.shape)
+            backward_with(y, g)
+            expected = np.zeros_like(a)
+            expected[:, keep] = g
+            np.testing.assert_array_equal(leaf_x.grad.numpy(), expected, err_msg=str(keep))
+    finally:
+        an.set_num_threads(prev)
+
+
 # -------------------------------------------------------------- index_select
 def test_index_select_matches_numpy_take():
     a = randn(4, 5, 6)

@@ -31,6 +31,13 @@ an_tensor *an_zeros_like(const an_tensor *t);
 an_tensor *an_make_view(an_tensor *base, int ndim, const int64_t *shape,
                         const int64_t *strides, int64_t offset);
 void an_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+/* The same elements in the same order as fewer, longer dims: size-1 dims
+   dropped, and each dim merged into the one outside it where the outer one
+   steps exactly over it (stride = size * stride).  Returns the new count
+   (0 for a single element); for strided copies, whose per-row cost paid
+   for each 16-float row of a channel slice. */
+int an_merge_dims(int ndim, const int64_t *shape, const int64_t *strides, int64_t *merged_shape,
+                  int64_t *merged_strides);
 int an_same_shape(const an_tensor *a, const an_tensor *b);
 
 /* numpy broadcasting of two shapes into out (ndim = max); error names op. */

@@ -62,6 +62,25 @@ void an_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides)
     }
 }
 
+int an_merge_dims(int ndim, const int64_t *shape, const int64_t *strides, int64_t *merged_shape,
+                  int64_t *merged_strides)
+{
+    int n = 0;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 1)
+            continue;
+        if (n > 0 && merged_strides[n - 1] == shape[d] * strides[d]) {
+            merged_shape[n - 1] *= shape[d];
+            merged_strides[n - 1] = strides[d];
+        } else {
+            merged_shape[n] = shape[d];
+            merged_strides[n] = strides[d];
+            n++;
+        }
+    }
+    return n;
+}
+
 static an_status check_shape(int ndim, const int64_t *shape, int64_t *numel)
 {
     if (ndim < 0 || ndim > AN_MAX_DIMS)
@@ -248,21 +267,22 @@ static void gather_strided(const an_tensor *src, float *dst)
     int64_t numel = an_numel(src);
     if (numel == 0)
         return;
-    int nd = src->ndim;
+    int64_t shape[AN_MAX_DIMS], strides[AN_MAX_DIMS];
+    const int nd = an_merge_dims(src->ndim, src->shape, src->strides, shape, strides);
     if (nd == 0) {
         dst[0] = an_data_ptr(src)[0];
         return;
     }
     const float *base = an_data_ptr(src);
-    int64_t inner = src->shape[nd - 1], inner_stride = src->strides[nd - 1];
+    int64_t inner = shape[nd - 1], inner_stride = strides[nd - 1];
     int64_t rows = numel / inner;
 #pragma omp parallel for schedule(static) if (numel > AN_PARALLEL_GRAIN)
     for (int64_t r = 0; r < rows; r++) {
         /* decompose the row index over the outer dims */
         int64_t rem = r, off = 0;
         for (int d = nd - 2; d >= 0; d--) {
-            off += (rem % src->shape[d]) * src->strides[d];
-            rem /= src->shape[d];
+            off += (rem % shape[d]) * strides[d];
+            rem /= shape[d];
         }
         const float *s = base + off;
         float *o = dst + r * inner;

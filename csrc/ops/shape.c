@@ -56,20 +56,21 @@ static void scatter_into_strided(an_tensor *dst, const float *src)
     int64_t numel = an_numel(dst);
     if (numel == 0)
         return;
-    int nd = dst->ndim;
+    int64_t shape[AN_MAX_DIMS], strides[AN_MAX_DIMS];
+    const int nd = an_merge_dims(dst->ndim, dst->shape, dst->strides, shape, strides);
     float *base = an_data_ptr(dst);
     if (nd == 0) {
         base[0] = src[0];
         return;
     }
-    int64_t inner = dst->shape[nd - 1], inner_stride = dst->strides[nd - 1];
+    int64_t inner = shape[nd - 1], inner_stride = strides[nd - 1];
     int64_t rows = numel / inner;
 #pragma omp parallel for schedule(static) if (numel > AN_PARALLEL_GRAIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t rem = r, off = 0;
         for (int d = nd - 2; d >= 0; d--) {
-            off += (rem % dst->shape[d]) * dst->strides[d];
-            rem /= dst->shape[d];
+            off += (rem % shape[d]) * strides[d];
+            rem /= shape[d];
         }
         float *o = base + off;
         const float *s = src + r * inner;
