@@ -49,8 +49,9 @@ static int64_t product(int from, int to, const int64_t *shape)
     return p;
 }
 
-/* Writes a contiguous buffer through the strides of `dst` (a view whose
-   elements never alias each other, so rows can go to different threads). */
+/* Writes a contiguous buffer (src NULL: zeros) through the strides of `dst`
+   (a view whose elements never alias each other, so rows can go to
+   different threads). */
 static void scatter_into_strided(an_tensor *dst, const float *src)
 {
     int64_t numel = an_numel(dst);
@@ -60,7 +61,7 @@ static void scatter_into_strided(an_tensor *dst, const float *src)
     const int nd = an_merge_dims(dst->ndim, dst->shape, dst->strides, shape, strides);
     float *base = an_data_ptr(dst);
     if (nd == 0) {
-        base[0] = src[0];
+        base[0] = src ? src[0] : 0.0f;
         return;
     }
     int64_t inner = shape[nd - 1], inner_stride = strides[nd - 1];
@@ -73,12 +74,14 @@ static void scatter_into_strided(an_tensor *dst, const float *src)
             rem /= shape[d];
         }
         float *o = base + off;
-        const float *s = src + r * inner;
-        if (inner_stride == 1)
+        const float *s = src ? src + r * inner : NULL;
+        if (inner_stride == 1 && s)
             memcpy(o, s, (size_t)inner * sizeof(float));
+        else if (inner_stride == 1)
+            memset(o, 0, (size_t)inner * sizeof(float));
         else
             for (int64_t i = 0; i < inner; i++)
-                o[i * inner_stride] = s[i];
+                o[i * inner_stride] = s ? s[i] : 0.0f;
     }
 }
 
@@ -377,26 +380,45 @@ static an_tensor *select_view(an_tensor *x, int dim, int64_t index)
 }
 
 /* Zeros of the saved input shape with grad written into the region that the
-   forward view selected (the region is rebuilt on the zeros tensor). */
+   forward view selected (the region is rebuilt on the new tensor).  A
+   select or a slice with step 1 zeroes only the two slabs beside its region
+   along dim: ShuffleNetV2 splits its channels in two at every unit, and
+   zeroing the whole of each half's gradient first wrote it twice. */
 static an_status scatter_backward(an_node *node, an_tensor *grad, an_tensor **grad_inputs, int is_select)
 {
     int64_t shape[AN_MAX_DIMS];
     int ndim = saved_input_shape(node, shape);
-    an_tensor *zeros = an_zeros(ndim, shape);
-    if (!zeros)
-        return an_last_status();
     const int64_t *p = node->ints + INT_PARAM;
-    an_tensor *region = is_select ? select_view(zeros, (int)p[0], p[1]) : slice_view(zeros, (int)p[0], p[1], p[2], p[3]);
+    const int dim = (int)p[0];
+    const int slabs = is_select || p[3] == 1;
+    an_tensor *full = slabs ? an_empty(ndim, shape) : an_zeros(ndim, shape);
+    if (!full)
+        return an_last_status();
+    an_tensor *region = is_select ? select_view(full, dim, p[1]) : slice_view(full, dim, p[1], p[2], p[3]);
     an_tensor *g = region ? an_contiguous(grad) : NULL;
-    if (!g) {
+    an_tensor *before = NULL, *after = NULL;
+    if (g && slabs) {
+        const int64_t first = p[1], end = is_select ? p[1] + 1 : p[1] + region->shape[dim];
+        before = slice_view(full, dim, 0, first, 1);
+        after = before ? slice_view(full, dim, end, shape[dim], 1) : NULL;
+    }
+    if (!g || (slabs && !after)) {
+        an_release(before);
+        an_release(g);
         an_release(region);
-        an_release(zeros);
+        an_release(full);
         return an_last_status();
     }
+    if (slabs) {
+        scatter_into_strided(before, NULL);
+        scatter_into_strided(after, NULL);
+    }
     scatter_into_strided(region, an_data_ptr(g));
+    an_release(before);
+    an_release(after);
     an_release(g);
     an_release(region);
-    grad_inputs[0] = zeros;
+    grad_inputs[0] = full;
     return AN_OK;
 }
 
