@@ -610,26 +610,6 @@ static void flat_run(const float *x, const float *w, const float *bias, int rota
 }
 #endif
 
-/* ---- Stride 2, columns split once ------------------------------------ *
- * A 3x3, stride-2 layer (padding 1 on the sides, 0 or 1 on top: a fused
- * block's band of rows, or a whole plane) whose output rows are 4 wide or a
- * whole number of 8-lane vectors, at most S2D_MAX_OUT outputs a plane.
- * Output (oh, ow) reads columns 2 ow - 1, 2 ow and 2 ow + 1 (odd, even, odd)
- * of input rows 2 oh - ph + i.  The plane's rows are first split, two input
- * vectors at a time, into their even columns, their odd columns, and the
- * odd columns moved one place right behind the frame's zero: in two streams
- * of rows (those of kernel rows 0 and 2: rows -ph, 2 - ph, ...; those of
- * kernel row 1: rows 1 - ph, 3 - ph, ...), OW floats a row, one row after
- * another, rows outside the plane zero.  Every output vector then takes 9
- * plain loads, at the same offset in each stream (kernel row 2 one stream
- * row on), and sums the bias, then w * x tap by tap in row-major order: the
- * framed plane's sum, bit for bit.  The channels-last blocks this replaces
- * on these planes transpose each plane in and out: on the AVX2 Zen 3 (in
- * one process, alternating) 192 16x16 planes took 0.58x their time on one
- * thread and 0.62x on two, 576 8x8 planes 0.55x and 0.67x.  Not on 32x32
- * planes: there the row kernel (rows3x3_s2), which splits the columns in
- * registers, took 0.81-0.89x this kernel's time (the split's stores and
- * reloads), hence the limit of 64 outputs. */
 /* A plane-at-a-time kernel (the column-split stride-2 one below, the
    AVX-512 masked ones after it), planes [p0, p1) of job j. */
 typedef struct planes_job planes_job;
@@ -648,6 +628,27 @@ static void planes_share(const void *ctx, int64_t p0, int64_t p1)
     j->run(j, p0, p1);
 }
 
+/* ---- Stride 2, columns split once ------------------------------------ *
+ * A 3x3, stride-2 layer (padding 1 on the sides, 0 or 1 on top: a fused
+ * block's band of rows, or a whole plane) whose output rows are 4 wide or a
+ * whole number of 8-lane vectors, at most S2D_MAX_OUT outputs a plane.
+ * Output (oh, ow) reads columns 2 ow - 1, 2 ow and 2 ow + 1 (odd, even, odd)
+ * of input rows 2 oh - ph + i.  The plane's rows are first split, two input
+ * vectors at a time, into their even columns, their odd columns, and the
+ * odd columns moved one place right behind the frame's zero: in two streams
+ * of rows (those of kernel rows 0 and 2: rows -ph, 2 - ph, ...; those of
+ * kernel row 1: rows 1 - ph, 3 - ph, ...), OW floats a row, one row after
+ * another, rows outside the plane zero.  Every output vector then takes 9
+ * plain loads, at the same offset in each stream (kernel row 2 one stream
+ * row on), and sums the bias, then w * x tap by tap in row-major order: the
+ * framed plane's sum, bit for bit.  The channels-last blocks this replaces
+ * on these planes transpose each plane in and out: on the AVX2 Zen 3 (in
+ * one process, alternating) 192 16x16 planes took 0.58x their time on one
+ * thread and 0.62x on two, 576 8x8 planes 0.55x and 0.67x.  Not on 32x32
+ * planes: there the generic 8-lane row kernel (rows3x3_s2_L8), which splits
+ * the columns in registers, took 0.81-0.89x this kernel's time (the split's
+ * stores and reloads; AVX2's own row kernel, rows3x3_s2_avx2, is faster
+ * still), hence the limit of 64 outputs. */
 #ifdef AN_HAVE_ROW_VEC
 #define S2D_LANES 8
 #define S2D_MAX_OUT 64           /* output positions of a plane, 8 x 8 */
