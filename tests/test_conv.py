@@ -381,13 +381,15 @@ def test_depthwise_small_planes_apply_the_activation_as_they_write(xs, activatio
 
 @pytest.mark.parametrize("xs", [(1, 40, 8, 8), (2, 7, 8, 8), (1, 19, 16, 16), (1, 5, 20, 16),
                                 (2, 3, 7, 16), (1, 4, 1, 16), (1, 6, 7, 8), (1, 5, 4, 32),
-                                (1, 3, 6, 8), (1, 3, 10, 32), (1, 4, 32, 32), (1, 2, 6, 96)])
+                                (1, 3, 6, 8), (1, 3, 10, 32), (1, 4, 32, 32), (1, 2, 6, 96),
+                                (1, 3, 4, 64), (2, 2, 3, 64)])
 @pytest.mark.parametrize("activation", [None, "relu", "relu6"])
 def test_depthwise_stride2_small_planes_sum_taps_in_row_major_order(xs, activation):
     """Stride 2 onto small outputs (the permute kernels on AVX-512; the
     column-split kernel elsewhere, for outputs 4 wide or whole 8-lane
     vectors up to 64 a plane: 8x8, 16x16, 7x8 with its last window off the
-    bottom, 4x32 with two vectors a row; channels-last blocks for 20x16 and
+    bottom, 4x32 with two vectors a row, 4x64 and 3x64 whose streams hold
+    a 32-wide row past the 64 outputs; channels-last blocks for 20x16 and
     6x8 with 12 outputs; the row kernels for 10x32 and 32x32, AVX2's
     lane-order one included, and for 6x96, wider than it takes): bit for bit the taps in row-major order
     from the bias, then the activation, on 1, 2 and 3 threads; odd and

@@ -653,7 +653,9 @@ static void planes_share(const void *ctx, int64_t p0, int64_t p1)
 #define S2D_LANES 8
 #define S2D_MAX_OUT 64           /* output positions of a plane, 8 x 8 */
 #define S2D_MAX_W 64             /* input row width (the zero row's) */
-#define S2D_STREAM (S2D_MAX_OUT + 3 * S2D_LANES) /* one stream row more, rounded */
+/* floats of a stream: the outputs' rows and one more (up to S2D_MAX_W / 2
+   wide), and the last vector's lanes past them (4-wide rows go in pairs) */
+#define S2D_STREAM (S2D_MAX_OUT + S2D_MAX_W / 2 + S2D_LANES)
 
 static int s2d_fits(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                     int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t multiplier,
@@ -701,16 +703,15 @@ static AN_ALWAYS_INLINE void s2d_split(const float *restrict xp, int64_t H, int6
         }
 }
 
-/* Output rows [r0, r0 + rows) of one plane (ph its top padding), yp their
- * first. */
+/* The `rows` output rows of one plane (ph its top padding) into yp. */
 static AN_ALWAYS_INLINE void s2d_plane(const float *restrict xp, const float *restrict wk, float b,
-                                       int64_t H, int64_t W, int64_t ph, int64_t r0, int64_t rows,
-                                       int act, float *restrict yp)
+                                       int64_t H, int64_t W, int64_t ph, int64_t rows, int act,
+                                       float *restrict yp)
 {
     _Alignas(32) float outer[3][S2D_STREAM], inner[3][S2D_STREAM];
     const int64_t OW = W / 2;
-    s2d_split(xp, H, W, OW, 2 * r0 - ph, rows + 1, outer[0], outer[1], outer[2]);
-    s2d_split(xp, H, W, OW, 2 * r0 - ph + 1, rows, inner[0], inner[1], inner[2]);
+    s2d_split(xp, H, W, OW, -ph, rows + 1, outer[0], outer[1], outer[2]);
+    s2d_split(xp, H, W, OW, 1 - ph, rows, inner[0], inner[1], inner[2]);
     an_vec8 w[9];
     for (int t = 0; t < 9; ++t) w[t] = (an_vec8){0} + wk[t];
     for (int64_t o = 0; o < rows * OW; o += S2D_LANES) {
@@ -729,7 +730,7 @@ static AN_ALWAYS_INLINE void s2d_plane(const float *restrict xp, const float *re
         for (int64_t p = p0; p < p1; ++p) {                                                      \
             const int64_t c = p % j->C;                                                          \
             s2d_plane(j->x + p * j->H * j->W, j->w + c * 9, j->bias ? j->bias[c] : 0.0f, j->H,   \
-                      j->W, j->ph, 0, j->OH, j->act, j->y + p * j->OH * OW);                     \
+                      j->W, j->ph, j->OH, j->act, j->y + p * j->OH * OW);                        \
         }                                                                                        \
     }
 AN_FOR_EACH_ISA(AN_DEFINE_S2D)
