@@ -183,8 +183,8 @@ PACKED_POINTWISE = [
     ("8x8, 64 x 384 (narrow, 8-row panels)", (1, 384, 8, 8), (64, 384, 1, 1)),
     ("8x8, 37 x 19 (narrow, partial panel)", (1, 19, 8, 8), (37, 19, 1, 1)),
     # the narrow kernel takes k two steps at a time (a prefetch per pair):
-    # an odd count in each of several K blocks
-    ("4x4, 13 x 701 (narrow, K past one block, odd)", (1, 701, 4, 4), (13, 701, 1, 1)),
+    # K = 701 in two K blocks (352 and 349 on AVX2), the last an odd count
+    ("4x4, 13 x 701 (narrow, two K blocks, the last odd)", (1, 701, 4, 4), (13, 701, 1, 1)),
     ("32x32, 144 x 24 (blocked, one K block)", (1, 24, 32, 32), (144, 24, 1, 1)),
     ("16x16, 29 x 700 (blocked, K past one block)", (1, 700, 16, 16), (29, 700, 1, 1)),
     ("batch 3, 5x5, 20 x 12 (images batched per GEMM)", (3, 12, 5, 5), (20, 12, 1, 1)),

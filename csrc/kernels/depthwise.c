@@ -172,6 +172,11 @@ static AN_ALWAYS_INLINE float activate_one(float v, int act)
 /* Output rows computed together by rows3x3_s1. */
 #define ROW_BLOCK 4
 
+/* An input row outside the plane, for the stride-2 kernels that read rows
+   through a pointer (rows3x3_s2_avx2, s2d_split): up to 64 floats wide. */
+#define ZERO_ROW_FLOATS 64
+static const float zero_row[ZERO_ROW_FLOATS] = {0};
+
 #define FLAT_GROUP 4    /* output vectors computed together */
 #define FLAT_MAX_PLANE 256
 #define FLAT_PAD 16     /* >= W + 1, and a whole vector so the copies stay aligned */
@@ -232,13 +237,12 @@ static AN_ALWAYS_INLINE void rows3x3_s1(const int LANES, const float *restrict x
  * planes to 16x16, alternating processes: 0.73x that kernel's time on one
  * thread, 0.65x on two; MobileNetV2's fused stride-2 block on them 0.93x
  * with the chunked bands of the same round. */
-#define S2_AVX2_MAX_W 64 /* rows up to 64 wide (the zero row's); wider ones take rows3x3_s2_L8 */
+#define S2_AVX2_MAX_W ZERO_ROW_FLOATS /* rows up to the zero row's width; wider ones take rows3x3_s2_L8 */
 
 AN_TARGET_AVX2 static AN_ALWAYS_INLINE void rows3x3_s2_avx2_body(
     const float *restrict xp, int64_t H, int64_t W, int64_t oh0, const int ROWS,
     const float *restrict wk, float b, const int act, float *restrict y)
 {
-    static const float zero_row[S2_AVX2_MAX_W + 16] = {0};
     const __m256i past_column_minus_one = _mm256_setr_epi32(0, 0, -1, -1, -1, -1, -1, -1);
     const int64_t OW = W / 2;
     __m256 w[9];
@@ -652,7 +656,7 @@ static void planes_share(const void *ctx, int64_t p0, int64_t p1)
 #ifdef AN_HAVE_ROW_VEC
 #define S2D_LANES 8
 #define S2D_MAX_OUT 64           /* output positions of a plane, 8 x 8 */
-#define S2D_MAX_W 64             /* input row width (the zero row's) */
+#define S2D_MAX_W ZERO_ROW_FLOATS /* input row width (the zero row's) */
 /* floats of a stream: the outputs' rows and one more (up to S2D_MAX_W / 2
    wide), and the last vector's lanes past them (4-wide rows go in pairs) */
 #define S2D_STREAM (S2D_MAX_OUT + S2D_MAX_W / 2 + S2D_LANES)
@@ -675,7 +679,6 @@ static AN_ALWAYS_INLINE void s2d_split(const float *restrict xp, int64_t H, int6
                                        int64_t first, int64_t rows, float *restrict left,
                                        float *restrict centre, float *restrict right)
 {
-    static const float zero_row[S2D_MAX_W] = {0};
     const an_mask8 evens = {0, 2, 4, 6, 8, 10, 12, 14}, odds = {1, 3, 5, 7, 9, 11, 13, 15};
     const an_mask8 from_left = {7, 8, 9, 10, 11, 12, 13, 14};
     const an_mask8 all = {-1, -1, -1, -1, -1, -1, -1, -1};
