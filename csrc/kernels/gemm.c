@@ -721,6 +721,17 @@ static int max_threads(void)
 #endif
 }
 
+/* Whether this kernel reads a few-row product's B rows in place (see
+ * gemm_blocked) when they lie b_row floats apart. */
+static int b_rows_in_place_pays(const an_gemm_ukernel *uk, int64_t b_row)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    if (uk == &an_gemm_ukernel_avx2) return (b_row * (int64_t)sizeof(float)) % 4096 != 0;
+#endif
+    (void)b_row;
+    return uk->nr == 32; /* AVX-512 */
+}
+
 static int gemm_blocked(gemm_problem *p)
 {
     const an_gemm_ukernel *uk = p->uk;
@@ -758,12 +769,22 @@ static int gemm_blocked(gemm_problem *p)
      * output channels) use each B panel a few times: packing B, a copy of
      * all of it, then costs more than reading its rows where they are (the
      * *_rows micro-kernels, the same sums).  Each thread reads only its own
-     * panels, so this needs a split over N alone.  AVX-512 only: the AVX2
-     * tile reads one 64-byte line per row of B, rows 4 KB apart on the
-     * conv shapes, which share an L1 set; packed B ran 16 x 1024 x 144 at
-     * 47 instead of 32 GFLOP/s and 24 x 1024 x 144 at 60 instead of 44
-     * (Zen 3, one thread). */
-    const int b_rows = !p->b_offsets && !p->pack_b && p->b_col == 1 && m_tiles <= 4 && uk->nr == 32 &&
+     * panels, so this needs a split over N alone.  The AVX2 tile reads one
+     * 64-byte line per row of B: on rows 4 KB apart (a whole plane of 1024
+     * or more pixels), which share an L1 set, packed B ran 16 x 1024 x 144 at
+     * 47 instead of 32 GFLOP/s and 24 x 1024 x 144 at 60 instead of 44 (Zen
+     * 3, one thread), so AVX2 packs those (and the portable kernel, not
+     * measured, packs all).  Rows closer than that, a fused
+     * block's chunk of 8 rows of a 32x32 plane (1 KB apart), it reads in
+     * place: MobileNetV2's batch-1 plan 0.965x the time on two threads (14
+     * of 20 rounds faster) and 0.975x on one (11 of 14), in one process
+     * alternating with packed B; its 24 -> 144 -> 24 block on 32x32 0.970x
+     * on both.  In training the rule also takes ShuffleNetV2's 24 x 256 x 58
+     * input gradients (one per image): its step at batch 128 0.935x (6 of 8);
+     * ResNet-20's and MobileNetV2's steps within the noise (1.03x, 3 of 6;
+     * 1.01x, 1 of 4). */
+    const int b_rows = !p->b_offsets && !p->pack_b && p->b_col == 1 && m_tiles <= 4 &&
+                       b_rows_in_place_pays(uk, p->b_row) &&
                        p->threads_m == 1 && p->N >= uk->nr;
     const size_t rows_floats = b_rows ? (size_t)round_up(2 * p->blk.kc, align_floats) : 0;
     const size_t bytes = ((size_t)packed_b_floats + (size_t)p->packed_a_stride * (size_t)threads +
