@@ -207,6 +207,16 @@ typedef void (*an_gemm_ukernel_partial_fn)(int rows, int64_t kc, const float *pa
                                            const float *row_bias, const float *residual,
                                            int64_t ldr, int act);
 
+/* `tiles` full tiles side by side along a row of C, each as
+   an_gemm_ukernel_epilogue_fn computes it from packed B panels b_stride
+   floats apart (tile t: b + t * b_stride, c + t * NR, residual + t * NR):
+   one call for a row of short sums, whose per-tile call and set-up cost a
+   tenth of the tile's time at K = 24. */
+typedef void (*an_gemm_ukernel_epilogue_row_fn)(int64_t tiles, int64_t kc, const float *packed_a,
+                                                const float *b, int64_t b_stride, float *c,
+                                                int64_t ldc, float beta, const float *row_bias,
+                                                const float *residual, int64_t ldr, int act);
+
 typedef struct an_gemm_ukernel {
     const char *name;
     int mr;
@@ -218,6 +228,7 @@ typedef struct an_gemm_ukernel {
     an_gemm_narrow_prepacked_fn narrow_prepacked;
     int narrow_max_n; /* the widest product (columns) the narrow path takes */
     an_gemm_ukernel_partial_fn compute_partial; /* NULL: fringe rows via a scratch tile */
+    an_gemm_ukernel_epilogue_row_fn compute_epilogue_row; /* NULL: tile by tile */
 } an_gemm_ukernel;
 
 /* Largest tile any kernel uses: sizes the on-stack fringe tile buffer. */

@@ -172,6 +172,37 @@ static void gemm_ukernel_avx2_6x16_epilogue(int64_t kc, const float *packed_a, c
 #undef AVX2_EPILOGUE_BODY
 }
 
+AN_TARGET_AVX2
+static void gemm_ukernel_avx2_6x16_epilogue_row(int64_t tiles, int64_t kc, const float *packed_a,
+                                                const float *b, int64_t b_stride, float *c,
+                                                int64_t ldc, float beta, const float *row_bias,
+                                                const float *residual, int64_t ldr, int act)
+{
+    /* as gemm_ukernel_avx2_6x16_epilogue's packed bodies, a loop in each */
+#define AVX2_EPILOGUE_ROW(ACT)                                                                   \
+    do {                                                                                         \
+        if (residual)                                                                            \
+            for (int64_t t = 0; t < tiles; ++t)                                                  \
+                gemm_avx2_body(kc, packed_a, b + t * b_stride, NULL, c + t * AVX2_NR, ldc, 1.0f, \
+                               beta, 1, row_bias, residual + t * AVX2_NR, ldr, ACT);             \
+        else if (beta == 0.0f)                                                                   \
+            for (int64_t t = 0; t < tiles; ++t)                                                  \
+                gemm_avx2_body(kc, packed_a, b + t * b_stride, NULL, c + t * AVX2_NR, ldc, 1.0f, \
+                               0.0f, 1, row_bias, NULL, 0, ACT);                                 \
+        else                                                                                     \
+            for (int64_t t = 0; t < tiles; ++t)                                                  \
+                gemm_avx2_body(kc, packed_a, b + t * b_stride, NULL, c + t * AVX2_NR, ldc, 1.0f, \
+                               beta, 1, row_bias, NULL, 0, ACT);                                 \
+    } while (0)
+    if (act == AN_GEMM_ACT_RELU6)
+        AVX2_EPILOGUE_ROW(AN_GEMM_ACT_RELU6);
+    else if (act == AN_GEMM_ACT_RELU)
+        AVX2_EPILOGUE_ROW(AN_GEMM_ACT_RELU);
+    else
+        AVX2_EPILOGUE_ROW(AN_GEMM_ACT_NONE);
+#undef AVX2_EPILOGUE_ROW
+}
+
 /* ---- A tile's first h (4, 2 or 1) rows of the panel's 6, straight into C */
 
 /* The fringe rows of a product whose M is not a multiple of 6 (16 rows: 6,
@@ -438,6 +469,6 @@ static void gemm_narrow_prepacked_avx2(int64_t rows, int64_t N, int64_t K, int64
 const an_gemm_ukernel an_gemm_ukernel_avx2 = {
     "avx2_6x16", AVX2_MR, AVX2_NR, gemm_ukernel_avx2_6x16, gemm_ukernel_avx2_6x16_rows,
     gemm_ukernel_avx2_6x16_epilogue, gemm_narrow_avx2, gemm_narrow_prepacked_avx2,
-    AVX2_NARROW_MAX_N, gemm_ukernel_avx2_6x16_partial};
+    AVX2_NARROW_MAX_N, gemm_ukernel_avx2_6x16_partial, gemm_ukernel_avx2_6x16_epilogue_row};
 
 #endif
