@@ -680,7 +680,7 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                      * 16 -> 96 -> 24 0.959x; the MobileNetV2 plan 0.992x on two
                      * threads (13 of 24), 1.001x on one (6 of 14).  The same
                      * tiles, so the same bits. */
-                    const int row_calls = uk->compute_epilogue_row && !p->b_rows &&
+                    const int row_calls = uk->compute_epilogue_row && !p->b_rows && !p->b_offsets &&
                                           p->alpha == 1.0f && pc + kc >= p->K &&
                                           (p->row_bias || p->residual || p->act);
                     const int64_t full_end = nc / nr < panel1 ? nc / nr : panel1;
