@@ -139,46 +139,16 @@ static void gemm_ukernel_avx2_6x16_rows(int64_t kc, const float *packed_a, const
     gemm_avx2_body(kc, packed_a, b, b_offsets, c, ldc, alpha, beta, 0, NULL, NULL, 0, 0);
 }
 
-AN_TARGET_AVX2
-static void gemm_ukernel_avx2_6x16_epilogue(int64_t kc, const float *packed_a, const float *b,
-                                            const int64_t *b_offsets, float *c, int64_t ldc,
-                                            float beta, const float *row_bias,
-                                            const float *residual, int64_t ldr, int act)
+/* `tiles` full tiles side by side along a row of C from packed B panels
+ * b_stride floats apart, each leaving through its epilogue: a body per
+ * activation, residual or none and beta 0 (a product's first K block) or
+ * not, so that the tile's epilogue carries no tests; with 16-24 products
+ * per tile it costs as much as the sums. */
+AN_TARGET_AVX2 static inline __attribute__((always_inline)) void
+epilogue_row_body(int64_t tiles, int64_t kc, const float *packed_a, const float *b,
+                  int64_t b_stride, float *c, int64_t ldc, float beta, const float *row_bias,
+                  const float *residual, int64_t ldr, int act)
 {
-    if (b_offsets) {
-        gemm_avx2_body(kc, packed_a, b, b_offsets, c, ldc, 1.0f, beta, 1, row_bias, residual, ldr, act);
-        return;
-    }
-    /* Packed B (the 1x1 layers): a body per activation, residual or none
-     * and beta 0 (a product's first K block) or not, so that the tile's
-     * epilogue carries no tests; with 16-24 products per tile it costs as
-     * much as the sums. */
-#define AVX2_EPILOGUE_BODY(ACT)                                                                      \
-    do {                                                                                         \
-        if (residual)                                                                            \
-            gemm_avx2_body(kc, packed_a, b, NULL, c, ldc, 1.0f, beta, 1, row_bias, residual, ldr,  \
-                           ACT);                                                                 \
-        else if (beta == 0.0f)                                                                   \
-            gemm_avx2_body(kc, packed_a, b, NULL, c, ldc, 1.0f, 0.0f, 1, row_bias, NULL, 0, ACT);  \
-        else                                                                                     \
-            gemm_avx2_body(kc, packed_a, b, NULL, c, ldc, 1.0f, beta, 1, row_bias, NULL, 0, ACT);  \
-    } while (0)
-    if (act == AN_GEMM_ACT_RELU6)
-        AVX2_EPILOGUE_BODY(AN_GEMM_ACT_RELU6);
-    else if (act == AN_GEMM_ACT_RELU)
-        AVX2_EPILOGUE_BODY(AN_GEMM_ACT_RELU);
-    else
-        AVX2_EPILOGUE_BODY(AN_GEMM_ACT_NONE);
-#undef AVX2_EPILOGUE_BODY
-}
-
-AN_TARGET_AVX2
-static void gemm_ukernel_avx2_6x16_epilogue_row(int64_t tiles, int64_t kc, const float *packed_a,
-                                                const float *b, int64_t b_stride, float *c,
-                                                int64_t ldc, float beta, const float *row_bias,
-                                                const float *residual, int64_t ldr, int act)
-{
-    /* as gemm_ukernel_avx2_6x16_epilogue's packed bodies, a loop in each */
 #define AVX2_EPILOGUE_ROW(ACT)                                                                   \
     do {                                                                                         \
         if (residual)                                                                            \
@@ -201,6 +171,27 @@ static void gemm_ukernel_avx2_6x16_epilogue_row(int64_t tiles, int64_t kc, const
     else
         AVX2_EPILOGUE_ROW(AN_GEMM_ACT_NONE);
 #undef AVX2_EPILOGUE_ROW
+}
+
+AN_TARGET_AVX2
+static void gemm_ukernel_avx2_6x16_epilogue(int64_t kc, const float *packed_a, const float *b,
+                                            const int64_t *b_offsets, float *c, int64_t ldc,
+                                            float beta, const float *row_bias,
+                                            const float *residual, int64_t ldr, int act)
+{
+    if (b_offsets)
+        gemm_avx2_body(kc, packed_a, b, b_offsets, c, ldc, 1.0f, beta, 1, row_bias, residual, ldr, act);
+    else /* packed B (the 1x1 layers) */
+        epilogue_row_body(1, kc, packed_a, b, 0, c, ldc, beta, row_bias, residual, ldr, act);
+}
+
+AN_TARGET_AVX2
+static void gemm_ukernel_avx2_6x16_epilogue_row(int64_t tiles, int64_t kc, const float *packed_a,
+                                                const float *b, int64_t b_stride, float *c,
+                                                int64_t ldc, float beta, const float *row_bias,
+                                                const float *residual, int64_t ldr, int act)
+{
+    epilogue_row_body(tiles, kc, packed_a, b, b_stride, c, ldc, beta, row_bias, residual, ldr, act);
 }
 
 /* ---- A tile's first h (4, 2 or 1) rows of the panel's 6, straight into C */
