@@ -564,9 +564,21 @@ static void pack_b_panel(const gemm_problem *p, int64_t j, int64_t pc, int64_t k
  * 1.00-1.09x, so those pack without it, and so do B rows less than 2 KB
  * apart, which the hardware prefetcher follows: the per-image products of
  * a MobileNetV2 training step on 8x8 planes (64 x 64 x 384, 1426 calls a
- * step) took it before that rule, and the step ran 1.01-1.02x the time. */
+ * step) took it before that rule, and the step ran 1.01-1.02x the time.
+ * Measured with the AVX2 kernel only (no AVX-512 machine since): the
+ * AVX-512 and portable kernels pack as before. */
 #define PREFETCH_B_MIN_TILES 10
 #define PREFETCH_B_MIN_ROW_BYTES 2048
+
+static int prefetch_b_measured(const an_gemm_ukernel *uk)
+{
+#if defined(__x86_64__) || defined(_M_X64)
+    return uk == &an_gemm_ukernel_avx2;
+#else
+    (void)uk;
+    return 0;
+#endif
+}
 
 /* Rows [k0, k1) of a B panel `width` floats wide whose rows lie row_stride
  * floats apart, into L1 (both lines where a row straddles two). */
@@ -692,7 +704,8 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                 if (pack_per_panel) {
                     /* one slot (a second, alternating, measured no faster) */
                     float *slot = packed_b + panel0 * KC * nr;
-                    const int prefetch = p->b_col == 1 && !p->pack_b && m_panels >= PREFETCH_B_MIN_TILES &&
+                    const int prefetch = prefetch_b_measured(uk) && p->b_col == 1 && !p->pack_b &&
+                                         m_panels >= PREFETCH_B_MIN_TILES &&
                                          p->b_row * (int64_t)sizeof(float) >= PREFETCH_B_MIN_ROW_BYTES;
                     const int64_t rows_per_tile = (kc + m_panels - 1) / m_panels;
                     for (int64_t jp = panel0; jp < panel1; ++jp) {
