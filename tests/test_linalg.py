@@ -121,6 +121,30 @@ def test_matmul_errors():
         F.matmul(an.tensor(1.0), an.zeros(3))
 
 
+# A row-major B whose panels the GEMM packs one by one (all of M in one A
+# block): in pairs from one pass over B's rows for 3-9 row tiles and short K
+# blocks, with the next panel prefetched for 10+ tiles and rows 2 KB apart;
+# a last panel narrower than 16, two K blocks.  The same product with B
+# transposed in memory (its panels packed by the transposing path) gives the
+# same bits, and both agree with float64.
+@pytest.mark.parametrize("m,k,n", [(16, 144, 1024), (40, 144, 1040), (24, 96, 1032), (16, 64, 48),
+                                   (64, 576, 1024), (60, 200, 2056), (128, 1152, 520)])
+def test_matmul_row_major_b_panel_paths(m, k, n):
+    rng = np.random.default_rng(m * 7 + k)
+    a, b = rand(rng, m, k), rand(rng, k, n)
+    b_transposed = np.ascontiguousarray(b.T)
+    prev = an.get_num_threads()
+    try:
+        for threads in (1, 2):
+            an.set_num_threads(threads)
+            out = (an.tensor(a) @ an.tensor(b)).numpy()
+            via_transposed = (an.tensor(a) @ an.tensor(b_transposed).T).numpy()
+            np.testing.assert_array_equal(out, via_transposed)
+            np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4)
+    finally:
+        an.set_num_threads(prev)
+
+
 def test_matmul_thread_count_does_not_change_results():
     rng = np.random.default_rng(5)
     a, b = an.tensor(rand(rng, 4, 96, 200), requires_grad=True), an.tensor(rand(rng, 4, 200, 150), requires_grad=True)
