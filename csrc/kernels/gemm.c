@@ -607,6 +607,7 @@ static void prefetch_panel_rows(const float *panel, int64_t row_stride, int64_t 
  * two slots of a long K block crowd L1, so pairs take K blocks whose two
  * slots fit L1 (a K block up to 256 with 32 KB; at 288, 32 x 1024 x 288,
  * pairs measured 0.99x).  The same panels, so the same sums. */
+/* Two adjacent full 16-column panels (AVX2's width) of a row-major B. */
 static void pack_b_panel_pair(const float *b, int64_t b_row, int64_t kc, float *first,
                               float *second)
 {
