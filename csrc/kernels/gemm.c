@@ -571,7 +571,7 @@ static void pack_b_panel(const gemm_problem *p, int64_t j, int64_t pc, int64_t k
 #define PREFETCH_B_MIN_TILES 10
 #define PREFETCH_B_MIN_ROW_BYTES 2048
 
-static int row_major_b_rules_measured(const an_gemm_ukernel *uk)
+static int is_avx2(const an_gemm_ukernel *uk)
 {
 #if defined(__x86_64__) || defined(_M_X64)
     return uk == &an_gemm_ukernel_avx2;
@@ -606,8 +606,8 @@ static void prefetch_panel_rows(const float *panel, int64_t row_stride, int64_t 
  * 1.05-1.15x slower (128 x 512 x 1152, 64 x 1024 x 576): they bypass it, and
  * two slots of a long K block crowd L1, so pairs take K blocks whose two
  * slots fit L1 (a K block up to 256 with 32 KB; at 288, 32 x 1024 x 288,
- * pairs measured 0.99x).  The same panels, so the same sums. */
-/* Two adjacent full 16-column panels (AVX2's width) of a row-major B. */
+ * pairs measured 0.99x).  The same panels, so the same sums.  Packs two
+ * adjacent full 16-column panels (AVX2's width) of a row-major B. */
 static void pack_b_panel_pair(const float *b, int64_t b_row, int64_t kc, float *first,
                               float *second)
 {
@@ -729,12 +729,12 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                 if (pack_per_panel) {
                     /* one slot (a second, alternating, measured no faster) */
                     float *slot = packed_b + panel0 * KC * nr;
-                    const int prefetch = row_major_b_rules_measured(uk) && p->b_col == 1 && !p->pack_b &&
-                                         m_panels >= PREFETCH_B_MIN_TILES &&
+                    /* a row-major B read by the AVX2 kernel: the rules measured above */
+                    const int row_major = is_avx2(uk) && p->b_col == 1 && !p->pack_b;
+                    const int prefetch = row_major && m_panels >= PREFETCH_B_MIN_TILES &&
                                          p->b_row * (int64_t)sizeof(float) >= PREFETCH_B_MIN_ROW_BYTES;
                     const int64_t rows_per_tile = (kc + m_panels - 1) / m_panels;
-                    const int pairs = !prefetch && nr == 16 && row_major_b_rules_measured(uk) &&
-                                      p->b_col == 1 && !p->pack_b &&
+                    const int pairs = row_major && !prefetch && nr == 16 &&
                                       2 * kc * nr * (int64_t)sizeof(float) <=
                                           (int64_t)an_cpu_info_get()->l1d_bytes;
                     for (int64_t jp = panel0; jp < panel1; ++jp) {
@@ -849,10 +849,7 @@ static int max_threads(void)
  * gemm_blocked) when they lie b_row floats apart. */
 static int b_rows_in_place_pays(const an_gemm_ukernel *uk, int64_t b_row)
 {
-#if defined(__x86_64__) || defined(_M_X64)
-    if (uk == &an_gemm_ukernel_avx2) return (b_row * (int64_t)sizeof(float)) % 4096 != 0;
-#endif
-    (void)b_row;
+    if (is_avx2(uk)) return (b_row * (int64_t)sizeof(float)) % 4096 != 0;
     return uk->nr == 32; /* AVX-512 */
 }
 
