@@ -124,11 +124,13 @@ def test_matmul_errors():
 # A row-major B whose panels the GEMM packs one by one (all of M in one A
 # block): in pairs from one pass over B's rows for 3-9 row tiles and short K
 # blocks, with the next panel prefetched for 10+ tiles and rows 2 KB apart;
-# a last panel narrower than 16, several K blocks.  The same product with B
-# transposed in memory (its panels packed by the transposing path) gives the
-# same bits, and both agree with float64.
+# a last panel narrower than 16, several K blocks.  With M over several A
+# blocks (the last case) the full panels are packed row by row across the
+# block.  The same product with B transposed in memory (its panels packed by
+# the transposing path) gives the same bits, and both agree with float64.
 @pytest.mark.parametrize("m,k,n", [(16, 144, 1024), (40, 144, 1040), (24, 96, 1032), (16, 64, 48),
-                                   (64, 576, 1024), (60, 200, 2056), (128, 1152, 520)])
+                                   (64, 576, 1024), (60, 200, 2056), (128, 1152, 520),
+                                   (700, 800, 520)])
 def test_matmul_row_major_b_panel_paths(m, k, n):
     rng = np.random.default_rng(m * 7 + k)
     a, b = rand(rng, m, k), rand(rng, k, n)

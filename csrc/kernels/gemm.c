@@ -359,19 +359,39 @@ int an_pack_transpose_rows_simd(const float *const *rows, int64_t count, int64_t
 }
 
 /* Panels [panel0, panel1) of a row-major B block (row k at b + k * ldb),
- * all 32 columns wide, each KC x 32 floats apart in `packed`: row by row
- * across the panels, so B is read front to back.  Packed panel by panel,
- * each panel read a 128-byte piece of every one of kc rows (8 KB apart on a
- * 2048-wide B): 3.6% of a 2048^2 GEMM, 2.5% this way. */
-static void pack_b_full_panels_by_rows(const float *b, int64_t ldb, int64_t kc, int64_t panel0,
-                                       int64_t panel1, int64_t KC, float *packed)
+ * all `width` (a constant at each call) columns wide, each KC x width floats
+ * apart in `packed`: row by row across the panels, so B is read front to
+ * back. */
+static inline __attribute__((always_inline)) void
+copy_panels_by_rows(const float *b, int64_t ldb, int64_t kc, int64_t panel0, int64_t panel1,
+                    int64_t KC, const int width, float *packed)
 {
     for (int64_t k = 0; k < kc && panel0 < panel1; ++k)
-        for (int64_t jp = panel0; jp < panel1; ++jp) {
-            float *to = packed + jp * KC * 32 + k * 32;
-            const float *from = b + k * ldb + jp * 32;
-            for (int c = 0; c < 32; ++c) to[c] = from[c];
-        }
+        for (int64_t jp = panel0; jp < panel1; ++jp)
+            memcpy(packed + jp * KC * width + k * width, b + k * ldb + jp * width,
+                   (size_t)width * sizeof(float));
+}
+
+/* Packed panel by panel, each panel reads a 64- or 128-byte piece of every
+ * one of kc rows, each row on another page when B is 512 or more floats
+ * wide: the hardware prefetchers do not follow, and with rows 2-8 KB apart
+ * the pieces of one panel share a few sets of L1 and L2.  Read row by row
+ * instead: 3.6% of a 2048^2 GEMM on AVX-512 (32-wide panels) became 2.5%.
+ * The packed block is then read by every A block, so this is taken where
+ * the block goes to several A blocks (or always with 32-wide panels); for
+ * a block read by one A block, packing each panel just before its tiles
+ * keeps it in L1 and measured faster (gemm_thread).  On a Zen 3 (16-wide
+ * panels), one thread, in one process alternating with panel by panel:
+ * 512 x 512 x 4608 0.93-0.94x the time (20 of 20 rounds faster, twice),
+ * 1024^3 0.97x, 1280 x 512 x 320 0.98x; two threads 0.98-1.00x. */
+static void pack_b_full_panels_by_rows(const float *b, int64_t ldb, int64_t kc, int64_t panel0,
+                                       int64_t panel1, int64_t KC, int nr, float *packed)
+{
+    switch (nr) {
+    case 16: copy_panels_by_rows(b, ldb, kc, panel0, panel1, KC, 16, packed); return;
+    case 32: copy_panels_by_rows(b, ldb, kc, panel0, panel1, KC, 32, packed); return;
+    default: copy_panels_by_rows(b, ldb, kc, panel0, panel1, KC, nr, packed); return;
+    }
 }
 
 static void pack_panel(const float *src, int64_t row_stride, int64_t k_stride, int64_t rows,
@@ -690,11 +710,12 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
             const int pack_per_panel = threads_m == 1 && !p->b_rows && !p->b_offsets &&
                                        !p->rows_outer && row_end - row_begin <= MC;
             if (!pack_per_panel) {
-                if (!p->pack_b && !p->b_rows && p->b_col == 1 && nr == 32) {
-                    /* a row-major B: its full panels row by row, the fringe below */
+                if (!p->pack_b && !p->b_rows && p->b_col == 1 && (nr == 32 || row_end - row_begin > MC)) {
+                    /* a row-major B: its full panels row by row (see
+                     * pack_b_full_panels_by_rows), the fringe below */
                     const int64_t full_end = nc / nr < pack1 ? nc / nr : pack1;
                     pack_b_full_panels_by_rows(p->B + pc * p->b_row + jc, p->b_row, kc, pack0,
-                                               full_end, KC, packed_b);
+                                               full_end, KC, nr, packed_b);
                     if (full_end > pack0) pack0 = full_end;
                 }
                 for (int64_t jp = pack0; jp < pack1; ++jp) {
