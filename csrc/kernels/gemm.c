@@ -378,9 +378,11 @@ copy_panels_by_rows(const float *b, int64_t ldb, int64_t kc, int64_t panel0, int
  * the pieces of one panel share a few sets of L1 and L2.  Read row by row
  * instead: 3.6% of a 2048^2 GEMM on AVX-512 (32-wide panels) became 2.5%.
  * The packed block is then read by every A block, so this is taken where
- * the block goes to several A blocks (or always with 32-wide panels); for
- * a block read by one A block, packing each panel just before its tiles
- * keeps it in L1 and measured faster (gemm_thread).  On a Zen 3 (16-wide
+ * the packing thread's rows span several A blocks (or always with 32-wide
+ * panels); for a block read by one A block, packing each panel just before
+ * its tiles keeps it in L1 and measured faster (gemm_thread), and the
+ * row-by-row copy of a shared block for few-row products measured 10-15%
+ * slower (the twelfth round).  Either way the panels hold the same bytes.  On a Zen 3 (16-wide
  * panels), one thread, in one process alternating with panel by panel:
  * 512 x 512 x 4608 0.93-0.94x the time (20 of 20 rounds faster, twice),
  * 1024^3 0.97x, 1280 x 512 x 320 0.98x; two threads 0.98-1.00x. */
