@@ -300,19 +300,42 @@ def test_conv2d_thread_count_does_not_change_results(xs, ws, stride, padding, gr
 
 
 def taps_in_order_float32(x, w, start, stride=1):
-    """3x3, padding 1 depthwise in float32 the way the small-plane paths sum:
-    start, then + w * x for the 9 taps in row-major order, a tap on the zero
-    frame adding w * 0, each product and sum rounded to float32."""
+    """k x k (3x3 or 5x5), padding k // 2 depthwise in float32 the way the
+    small-plane paths sum: start, then + w * x for the taps in row-major
+    order, a tap on the zero frame adding w * 0, each product and sum
+    rounded to float32."""
     n, c, h, wd = x.shape
-    oh, ow = (h - 1) // stride + 1, (wd - 1) // stride + 1
-    xp = np.zeros((n, c, h + 2, wd + 2), np.float32)
-    xp[:, :, 1:-1, 1:-1] = x
+    k = w.shape[2]
+    pad = k // 2
+    oh, ow = (h + 2 * pad - k) // stride + 1, (wd + 2 * pad - k) // stride + 1
+    xp = np.zeros((n, c, h + 2 * pad, wd + 2 * pad), np.float32)
+    xp[:, :, pad:pad + h, pad:pad + wd] = x
     acc = np.array(start, np.float32)
-    for i in range(3):
-        for j in range(3):
+    for i in range(k):
+        for j in range(k):
             acc = acc + w[:, 0, i, j].reshape(1, c, 1, 1) * xp[:, :, i:i + stride * (oh - 1) + 1:stride,
                                                                j:j + stride * (ow - 1) + 1:stride]
     return acc
+
+
+def weight_gradient_in_order(x, dy, k, stride):
+    """The depthwise weight gradient as the channels-last blocks sum it: per
+    image, + dy * x over the output positions in row-major order from +0 in
+    float32 (the zero frame included), the images then added in order in
+    float64, rounded once to float32."""
+    n, c, h, wd = x.shape
+    pad = k // 2
+    xp = np.zeros((n, c, h + 2 * pad, wd + 2 * pad), np.float32)
+    xp[:, :, pad:pad + h, pad:pad + wd] = x
+    total = np.zeros((c, k, k))
+    for image in range(n):
+        acc = np.zeros((c, k, k), np.float32)
+        for i in range(dy.shape[2]):
+            for j in range(dy.shape[3]):
+                window = xp[image, :, i * stride:i * stride + k, j * stride:j * stride + k]
+                acc = acc + dy[image, :, i, j].reshape(c, 1, 1) * window
+        total += acc
+    return total.astype(np.float32).reshape(c, 1, k, k)
 
 
 def activated(sums, activation):
@@ -357,6 +380,39 @@ def test_depthwise_small_planes_sum_taps_in_row_major_order(xs):
     backward_with(out, g)
     # dx: dy convolved with the kernel rotated by 180 degrees, onto zero
     np.testing.assert_array_equal(tx.grad.numpy(), taps_in_order_float32(g, w[:, :, ::-1, ::-1], np.zeros(xs)))
+
+
+# Planes up to 16x16 that no row kernel takes run 16 channels at a time,
+# channels-last (in 8-lane halves on AVX2 and the portable build): 5x5 on
+# EfficientNet's 4x4 and 2x2 planes, stride 2 onto 4x4 and onto odd planes,
+# a 14x14 plane, 3x3 onto 4x4; 17-20 channels leave a partial block.
+@pytest.mark.parametrize("xs,k,stride", [((2, 20, 4, 4), 5, 1), ((1, 17, 2, 2), 5, 1),
+                                         ((2, 18, 8, 8), 5, 2), ((1, 19, 7, 7), 5, 2),
+                                         ((1, 20, 14, 14), 5, 1), ((3, 17, 4, 4), 3, 1)])
+def test_depthwise_channels_last_blocks_sum_in_order(xs, k, stride):
+    """Forward, data gradient (stride 1: dy convolved with the rotated
+    kernel) and weight gradient bit for bit against float32 sums in the
+    documented order, on 1 and 2 threads."""
+    rng = np.random.default_rng(xs[1] * k + stride)
+    c = xs[1]
+    x, w, b = rand(rng, *xs), rand(rng, c, 1, k, k), rand(rng, c)
+    threads = an.get_num_threads()
+    try:
+        for n in (1, 2):
+            an.set_num_threads(n)
+            tx, tw = an.tensor(x, requires_grad=True), an.tensor(w, requires_grad=True)
+            out = F.conv2d(tx, tw, an.tensor(b), stride, k // 2, 1, c)
+            y = out.detach().numpy()
+            np.testing.assert_array_equal(y, taps_in_order_float32(x, w, np.broadcast_to(b.reshape(1, c, 1, 1), y.shape),
+                                                                   stride))
+            g = rand(np.random.default_rng(n), *y.shape)
+            backward_with(out, g)
+            np.testing.assert_array_equal(tw.grad.numpy(), weight_gradient_in_order(x, g, k, stride))
+            if stride == 1:
+                np.testing.assert_array_equal(tx.grad.numpy(),
+                                              taps_in_order_float32(g, w[:, :, ::-1, ::-1], np.zeros(xs)))
+    finally:
+        an.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("xs", [(1, 40, 8, 8), (1, 37, 4, 4), (2, 3, 16, 8), (1, 5, 8, 4)])

@@ -1048,7 +1048,8 @@ static void s2_run(const float *x, const float *w, const float *bias, int act, i
  * are paid per channel (960-channel 4x4 layers ran at 5 GFLOP/s).  Here 16
  * channels are convolved together: their planes are copied transposed into
  * a zero-framed channels-last block, every tap is then one 16-lane multiply
- * and add per output position, and the outputs are transposed back.  Each
+ * and add per output position (two 8-lane ones on AVX2 and the portable
+ * build: cl_taps8), and the outputs are transposed back.  Each
  * output sums  bias (or the value it accumulates onto), then w * x for every
  * tap in row-major order, as the framed 3x3 path does, so both agree bit for
  * bit (a tap on the frame adds w * 0). */
@@ -1060,6 +1061,12 @@ static void s2_run(const float *x, const float *w, const float *bias, int act, i
  * faster than the plane-at-a-time kernels (144x16x16 forward 24 -> 19 us,
  * stride 2 20 -> 10 us); 8x8 and below by 2-4x. */
 #define CL_MAX_PLANE 256
+/* The builds that compute the taps in 8-lane halves (cl_taps8): AVX2 (its
+ * row width is 8) and the portable one, whose 16-lane vectors also went
+ * through the stack; AVX-512 keeps its 16-lane zmm. */
+#define AN_CL_NARROW_generic 1
+#define AN_CL_NARROW_avx2 1
+#define AN_CL_NARROW_avx512 0
 
 #if defined(__GNUC__)
 #define AN_HAVE_CHANNELS_LAST 1
@@ -1110,6 +1117,72 @@ static AN_ALWAYS_INLINE void cl_taps(const cl_geometry *g, const int KH, const i
     }
 }
 
+/* cl_taps for up to P (a constant, <= 4) adjacent outputs of a row, the 16
+ * channels as two 8-lane halves: each tap's weights are loaded once for the
+ * P outputs, whose 2P sums stay in registers.  at: the frame at the first
+ * output's window; o: its output position. */
+static AN_ALWAYS_INLINE void cl_taps8_group(const int P, const int64_t kh, const int64_t kw,
+                                            const int64_t sw, const int64_t dh, const int64_t dw,
+                                            const int64_t Wf, const float *restrict wt,
+                                            const float *restrict at, const an_vec8 bias[2],
+                                            int accumulate, float *restrict o)
+{
+    an_vec8 acc[4][2];
+    for (int p = 0; p < P; ++p)
+        for (int h = 0; h < 2; ++h)
+            acc[p][h] = accumulate ? an_vec8_load(o + p * CL_LANES + 8 * h) : bias[h];
+    for (int64_t i = 0; i < kh; ++i) {
+        const float *row = at + i * dh * Wf * CL_LANES;
+        for (int64_t j = 0; j < kw; ++j) {
+            const float *tap = wt + (i * kw + j) * CL_LANES;
+            const an_vec8 w0 = an_vec8_load(tap), w1 = an_vec8_load(tap + 8);
+            for (int p = 0; p < P; ++p) {
+                const float *xv = row + (p * sw + j * dw) * CL_LANES;
+                acc[p][0] = acc[p][0] + w0 * an_vec8_load(xv);
+                acc[p][1] = acc[p][1] + w1 * an_vec8_load(xv + 8);
+            }
+        }
+    }
+    for (int p = 0; p < P; ++p)
+        for (int h = 0; h < 2; ++h) an_vec8_store(o + p * CL_LANES + 8 * h, acc[p][h]);
+}
+
+/* cl_taps in 8-lane halves, four outputs of a row at a time, for the
+ * builds whose vectors are 8 floats or narrower (AVX2, the portable one).
+ * There the 16-lane vectors of cl_taps went through the stack, each load
+ * as four 16-byte moves whose 32-byte reload could not be forwarded: the
+ * 5x5 depthwise layers of EfficientNet-B0 at 4x4 and 2x2 ran at about half
+ * PyTorch's speed.  On a Zen 3, batch 32, in one process alternating with
+ * cl_taps: 240 channels 5x5 at 4x4 0.44x the time on one thread, 672 at
+ * 2x2 0.57x, 144 at 8x8 stride 2 0.37x, 40 at 14x14 0.32x (0.36-0.58x on
+ * two threads).  Every lane sums the same products in the same order, so
+ * the bits are those of cl_taps. */
+static AN_ALWAYS_INLINE void cl_taps8(const cl_geometry *g, const int KH, const int KW, const int S,
+                                      const float *restrict wt, const float *restrict frame,
+                                      int accumulate, float *restrict out)
+{
+    const int64_t kh = KH ? KH : g->kh, kw = KW ? KW : g->kw;
+    const int64_t sh = S ? S : g->sh, sw = S ? S : g->sw;
+    const int64_t dh = KH ? 1 : g->dh, dw = KH ? 1 : g->dw;
+    const int64_t Wf = g->W + 2 * g->pw;
+    /* the bias sits where the first output goes */
+    const an_vec8 bias[2] = {an_vec8_load(out), an_vec8_load(out + 8)};
+    for (int64_t oh = 0; oh < g->OH; ++oh) {
+        const float *row = frame + oh * sh * Wf * CL_LANES;
+        float *o = out + oh * g->OW * CL_LANES;
+        int64_t ow = 0;
+        for (; ow + 4 <= g->OW; ow += 4)
+            cl_taps8_group(4, kh, kw, sw, dh, dw, Wf, wt, row + ow * sw * CL_LANES, bias,
+                           accumulate, o + ow * CL_LANES);
+        for (; ow + 2 <= g->OW; ow += 2)
+            cl_taps8_group(2, kh, kw, sw, dh, dw, Wf, wt, row + ow * sw * CL_LANES, bias,
+                           accumulate, o + ow * CL_LANES);
+        for (; ow < g->OW; ++ow)
+            cl_taps8_group(1, kh, kw, sw, dh, dw, Wf, wt, row + ow * sw * CL_LANES, bias,
+                           accumulate, o + ow * CL_LANES);
+    }
+}
+
 /* One block of `channels` (<= 16) planes: x planes `x_plane` floats apart,
  * y planes OH*OW apart, weights kh*kw apart (rotated by 180 degrees when
  * `rotate`: the data gradient as a convolution).  frame: (H+2ph) x (W+2pw)
@@ -1118,7 +1191,7 @@ static AN_ALWAYS_INLINE void cl_taps(const cl_geometry *g, const int KH, const i
 static AN_ALWAYS_INLINE void cl_block(const cl_geometry *g, const float *x, int64_t x_plane,
                                       const float *w, int rotate, const float *bias, int accumulate,
                                       int64_t channels, float *y, float *restrict frame,
-                                      float *restrict out)
+                                      float *restrict out, const int narrow)
 {
     const int64_t Wf = g->W + 2 * g->pw, taps = g->kh * g->kw, OHW = g->OH * g->OW;
     _Alignas(64) float wt[CL_MAX_TAPS * CL_LANES];
@@ -1145,16 +1218,24 @@ static AN_ALWAYS_INLINE void cl_block(const cl_geometry *g, const float *x, int6
     }
     const int s = g->sh == g->sw && g->sh <= 2 ? (int)g->sh : 0;
     const int unit = g->dh == 1 && g->dw == 1;
+#define CL_TAPS(KH, KW, S)                                                \
+    do {                                                                  \
+        if (narrow)                                          \
+            cl_taps8(g, KH, KW, S, wt, frame, accumulate, out);           \
+        else                                                              \
+            cl_taps(g, KH, KW, S, wt, frame, accumulate, out);            \
+    } while (0)
     if (unit && g->kh == 3 && g->kw == 3 && s == 1)
-        cl_taps(g, 3, 3, 1, wt, frame, accumulate, out);
+        CL_TAPS(3, 3, 1);
     else if (unit && g->kh == 3 && g->kw == 3 && s == 2)
-        cl_taps(g, 3, 3, 2, wt, frame, accumulate, out);
+        CL_TAPS(3, 3, 2);
     else if (unit && g->kh == 5 && g->kw == 5 && s == 1)
-        cl_taps(g, 5, 5, 1, wt, frame, accumulate, out);
+        CL_TAPS(5, 5, 1);
     else if (unit && g->kh == 5 && g->kw == 5 && s == 2)
-        cl_taps(g, 5, 5, 2, wt, frame, accumulate, out);
+        CL_TAPS(5, 5, 2);
     else
-        cl_taps(g, 0, 0, 0, wt, frame, accumulate, out);
+        CL_TAPS(0, 0, 0);
+#undef CL_TAPS
     cl_transpose(out, CL_LANES, OHW, channels, (int)OHW, y);
 }
 
@@ -1184,9 +1265,61 @@ static AN_ALWAYS_INLINE void cl_wgrad_taps(const cl_geometry *g, const int KH, c
     }
 }
 
+/* Taps [j0, j0 + J) (J a constant, <= 4) of kernel row i, lanes [h, h + 8):
+ * each tap's 8 sums over the output positions in cl_wgrad_taps' order, the
+ * J of them in registers while dy is read once. */
+static AN_ALWAYS_INLINE void cl_wgrad_taps8_group(const int J, const int64_t i, const int64_t j0,
+                                                  const int64_t h, const int64_t kw,
+                                                  const int64_t sh, const int64_t sw,
+                                                  const int64_t dh, const int64_t dw,
+                                                  const cl_geometry *g, const float *restrict frame,
+                                                  const float *restrict dyt, float *restrict acc)
+{
+    const int64_t Wf = g->W + 2 * g->pw;
+    an_vec8 sum[4];
+    for (int jj = 0; jj < J; ++jj) sum[jj] = (an_vec8){0};
+    for (int64_t oh = 0; oh < g->OH; ++oh) {
+        const float *row = frame + ((oh * sh + i * dh) * Wf + j0 * dw) * CL_LANES + h;
+        for (int64_t ow = 0; ow < g->OW; ++ow) {
+            const an_vec8 d = an_vec8_load(dyt + (oh * g->OW + ow) * CL_LANES + h);
+            for (int jj = 0; jj < J; ++jj)
+                sum[jj] = sum[jj] + d * an_vec8_load(row + (ow * sw + jj * dw) * CL_LANES);
+        }
+    }
+    for (int jj = 0; jj < J; ++jj) an_vec8_store(acc + (i * kw + j0 + jj) * CL_LANES + h, sum[jj]);
+}
+
+/* cl_wgrad_taps in 8-lane halves for the narrow builds (see cl_taps8):
+ * there the 9 or 25 16-lane sums of a kernel lived on the stack, each
+ * update a split load and store.  Here up to four taps of a kernel row are
+ * summed at a time, over the positions in the same order, so every sum has
+ * the bits of cl_wgrad_taps'.  Forward and backward of a layer together,
+ * batch 32, one thread, against cl_wgrad_taps (and cl_taps): 5x5 0.25-0.71x
+ * the time, 3x3 at 8x8 and 4x4 (MobileNetV2's 144 and 960 channels)
+ * 0.58x and 0.65x. */
+static AN_ALWAYS_INLINE void cl_wgrad_taps8(const cl_geometry *g, const int KH, const int KW,
+                                            const int S, const float *restrict frame,
+                                            const float *restrict dyt, float *restrict acc)
+{
+    const int64_t kh = KH ? KH : g->kh, kw = KW ? KW : g->kw;
+    const int64_t sh = S ? S : g->sh, sw = S ? S : g->sw;
+    const int64_t dh = KH ? 1 : g->dh, dw = KH ? 1 : g->dw;
+    for (int64_t i = 0; i < kh; ++i)
+        for (int64_t h = 0; h < CL_LANES; h += 8) {
+            int64_t j = 0;
+            for (; j + 4 <= kw; j += 4)
+                cl_wgrad_taps8_group(4, i, j, h, kw, sh, sw, dh, dw, g, frame, dyt, acc);
+            for (; j + 2 <= kw; j += 2)
+                cl_wgrad_taps8_group(2, i, j, h, kw, sh, sw, dh, dw, g, frame, dyt, acc);
+            for (; j < kw; ++j)
+                cl_wgrad_taps8_group(1, i, j, h, kw, sh, sw, dh, dw, g, frame, dyt, acc);
+        }
+}
+
 static AN_ALWAYS_INLINE void cl_wgrad_block(const cl_geometry *g, const float *x, const float *dy,
                                             int64_t N, int64_t C, int64_t channels, float *dweight,
-                                            float *restrict frame, float *restrict out)
+                                            float *restrict frame, float *restrict out,
+                                            const int narrow)
 {
     const int64_t Wf = g->W + 2 * g->pw, taps = g->kh * g->kw, HW = g->H * g->W,
                   OHW = g->OH * g->OW;
@@ -1196,7 +1329,7 @@ static AN_ALWAYS_INLINE void cl_wgrad_block(const cl_geometry *g, const float *x
     const int unit = g->dh == 1 && g->dw == 1;
     for (int64_t n = 0; n < N; ++n) {
         const float *xn = x + n * C * HW, *dyn = dy + n * C * OHW;
-        cl_vec acc[CL_MAX_TAPS];
+        _Alignas(64) float acc[CL_MAX_TAPS * CL_LANES]; /* tap t's lanes at acc + t * CL_LANES */
         if (g->ph == 0 && g->pw == 0) {
             cl_transpose(xn, HW, channels, HW, CL_LANES, frame);
         } else {
@@ -1206,18 +1339,25 @@ static AN_ALWAYS_INLINE void cl_wgrad_block(const cl_geometry *g, const float *x
                        sizeof(float) * (size_t)(g->W * CL_LANES));
         }
         cl_transpose(dyn, OHW, channels, OHW, CL_LANES, out);
+#define CL_WGRAD_TAPS(KH, KW, S)                                          \
+    do {                                                                  \
+        if (narrow)                                          \
+            cl_wgrad_taps8(g, KH, KW, S, frame, out, acc);                \
+        else                                                              \
+            cl_wgrad_taps(g, KH, KW, S, frame, out, (cl_vec *)acc);       \
+    } while (0)
         if (unit && g->kh == 3 && g->kw == 3 && s == 1)
-            cl_wgrad_taps(g, 3, 3, 1, frame, out, acc);
+            CL_WGRAD_TAPS(3, 3, 1);
         else if (unit && g->kh == 3 && g->kw == 3 && s == 2)
-            cl_wgrad_taps(g, 3, 3, 2, frame, out, acc);
+            CL_WGRAD_TAPS(3, 3, 2);
         else if (unit && g->kh == 5 && g->kw == 5 && s == 1)
-            cl_wgrad_taps(g, 5, 5, 1, frame, out, acc);
+            CL_WGRAD_TAPS(5, 5, 1);
         else if (unit && g->kh == 5 && g->kw == 5 && s == 2)
-            cl_wgrad_taps(g, 5, 5, 2, frame, out, acc);
+            CL_WGRAD_TAPS(5, 5, 2);
         else
-            cl_wgrad_taps(g, 0, 0, 0, frame, out, acc);
-        for (int64_t t = 0; t < taps; ++t)
-            for (int c = 0; c < CL_LANES; ++c) total[t * CL_LANES + c] += (double)acc[t][c];
+            CL_WGRAD_TAPS(0, 0, 0);
+#undef CL_WGRAD_TAPS
+        for (int64_t i = 0; i < taps * CL_LANES; ++i) total[i] += (double)acc[i];
     }
     for (int64_t c = 0; c < channels; ++c)
         for (int64_t t = 0; t < taps; ++t) dweight[c * taps + t] += (float)total[t * CL_LANES + c];
@@ -1231,7 +1371,7 @@ typedef void (*cl_wgrad_fn)(const cl_geometry *g, const float *x, const float *d
                                             int64_t N, int64_t C, int64_t channels,               \
                                             float *dweight, float *frame, float *out)            \
     {                                                                                            \
-        cl_wgrad_block(g, x, dy, N, C, channels, dweight, frame, out);                           \
+        cl_wgrad_block(g, x, dy, N, C, channels, dweight, frame, out, AN_CL_NARROW_##suffix);    \
     }
 
 typedef void (*cl_block_fn)(const cl_geometry *g, const float *x, int64_t x_plane, const float *w,
@@ -1245,9 +1385,11 @@ typedef void (*cl_block_fn)(const cl_geometry *g, const float *x, int64_t x_plan
                                             float *frame, float *out)                            \
     {                                                                                            \
         if (accumulate)                                                                          \
-            cl_block(g, x, x_plane, w, rotate, bias, 1, channels, y, frame, out);                \
+            cl_block(g, x, x_plane, w, rotate, bias, 1, channels, y, frame, out,                 \
+                     AN_CL_NARROW_##suffix);                                                        \
         else                                                                                     \
-            cl_block(g, x, x_plane, w, rotate, bias, 0, channels, y, frame, out);                \
+            cl_block(g, x, x_plane, w, rotate, bias, 0, channels, y, frame, out,                 \
+                     AN_CL_NARROW_##suffix);                                                        \
     }
 #endif
 #ifdef AN_HAVE_CHANNELS_LAST
