@@ -1093,15 +1093,29 @@ static void cl_transpose(const float *src, int64_t row_stride, int64_t rows, int
     }
 }
 
+/* A kernel's taps and steps: the compile-time constants KH, KW and S of the
+ * common instantiations (unit dilation), or g's where they are 0. */
+typedef struct {
+    int64_t kh, kw, sh, sw, dh, dw;
+} cl_steps;
+
+static AN_ALWAYS_INLINE cl_steps cl_steps_of(const cl_geometry *g, const int KH, const int KW,
+                                             const int S)
+{
+    const cl_steps t = {KH ? KH : g->kh, KW ? KW : g->kw, S ? S : g->sh,
+                        S ? S : g->sw,   KH ? 1 : g->dh,  KH ? 1 : g->dw};
+    return t;
+}
+
 /* The taps of every output position: kh, kw and the strides are
  * compile-time constants in the common instantiations (0 = read from g). */
 static AN_ALWAYS_INLINE void cl_taps(const cl_geometry *g, const int KH, const int KW, const int S,
                                      const float *restrict wt, const float *restrict frame,
                                      int accumulate, float *restrict out)
 {
-    const int64_t kh = KH ? KH : g->kh, kw = KW ? KW : g->kw;
-    const int64_t sh = S ? S : g->sh, sw = S ? S : g->sw;
-    const int64_t dh = KH ? 1 : g->dh, dw = KH ? 1 : g->dw;
+    const cl_steps steps = cl_steps_of(g, KH, KW, S);
+    const int64_t kh = steps.kh, kw = steps.kw, sh = steps.sh, sw = steps.sw, dh = steps.dh,
+                  dw = steps.dw;
     const int64_t Wf = g->W + 2 * g->pw;
     const cl_vec vbias = *(const cl_vec *)out;
     for (int64_t oh = 0; oh < g->OH; ++oh) {
@@ -1163,24 +1177,22 @@ static AN_ALWAYS_INLINE void cl_taps8(const cl_geometry *g, const int KH, const 
                                       const float *restrict wt, const float *restrict frame,
                                       int accumulate, float *restrict out)
 {
-    const int64_t kh = KH ? KH : g->kh, kw = KW ? KW : g->kw;
-    const int64_t sh = S ? S : g->sh, sw = S ? S : g->sw;
-    const int64_t dh = KH ? 1 : g->dh, dw = KH ? 1 : g->dw;
-    const int64_t Wf = g->W + 2 * g->pw;
+    const cl_steps st = cl_steps_of(g, KH, KW, S);
+    const int64_t Wf = g->W + 2 * g->pw, step = st.sw * CL_LANES;
     /* the bias sits where the first output goes */
     const an_vec8 bias[2] = {an_vec8_load(out), an_vec8_load(out + 8)};
     for (int64_t oh = 0; oh < g->OH; ++oh) {
-        const float *row = frame + oh * sh * Wf * CL_LANES;
+        const float *row = frame + oh * st.sh * Wf * CL_LANES;
         float *o = out + oh * g->OW * CL_LANES;
         int64_t ow = 0;
         for (; ow + 4 <= g->OW; ow += 4)
-            cl_taps8_group(4, kh, kw, sw, dh, dw, Wf, wt, row + ow * sw * CL_LANES, bias,
+            cl_taps8_group(4, st.kh, st.kw, st.sw, st.dh, st.dw, Wf, wt, row + ow * step, bias,
                            accumulate, o + ow * CL_LANES);
         for (; ow + 2 <= g->OW; ow += 2)
-            cl_taps8_group(2, kh, kw, sw, dh, dw, Wf, wt, row + ow * sw * CL_LANES, bias,
+            cl_taps8_group(2, st.kh, st.kw, st.sw, st.dh, st.dw, Wf, wt, row + ow * step, bias,
                            accumulate, o + ow * CL_LANES);
         for (; ow < g->OW; ++ow)
-            cl_taps8_group(1, kh, kw, sw, dh, dw, Wf, wt, row + ow * sw * CL_LANES, bias,
+            cl_taps8_group(1, st.kh, st.kw, st.sw, st.dh, st.dw, Wf, wt, row + ow * step, bias,
                            accumulate, o + ow * CL_LANES);
     }
 }
@@ -1250,9 +1262,9 @@ static AN_ALWAYS_INLINE void cl_wgrad_taps(const cl_geometry *g, const int KH, c
                                            const int S, const float *restrict frame,
                                            const float *restrict dyt, cl_vec *restrict acc)
 {
-    const int64_t kh = KH ? KH : g->kh, kw = KW ? KW : g->kw;
-    const int64_t sh = S ? S : g->sh, sw = S ? S : g->sw;
-    const int64_t dh = KH ? 1 : g->dh, dw = KH ? 1 : g->dw;
+    const cl_steps steps = cl_steps_of(g, KH, KW, S);
+    const int64_t kh = steps.kh, kw = steps.kw, sh = steps.sh, sw = steps.sw, dh = steps.dh,
+                  dw = steps.dw;
     const int64_t Wf = g->W + 2 * g->pw, OH = g->OH, OW = g->OW;
     for (int64_t t = 0; t < kh * kw; ++t) acc[t] = (cl_vec){0};
     for (int64_t oh = 0; oh < OH; ++oh) {
@@ -1271,9 +1283,7 @@ static AN_ALWAYS_INLINE void cl_wgrad_taps(const cl_geometry *g, const int KH, c
  * each tap's 8 sums over the output positions in cl_wgrad_taps' order, the
  * J of them in registers while dy is read once. */
 static AN_ALWAYS_INLINE void cl_wgrad_taps8_group(const int J, const int64_t i, const int64_t j0,
-                                                  const int64_t h, const int64_t kw,
-                                                  const int64_t sh, const int64_t sw,
-                                                  const int64_t dh, const int64_t dw,
+                                                  const int64_t h, const cl_steps *st,
                                                   const cl_geometry *g, const float *restrict frame,
                                                   const float *restrict dyt, float *restrict acc)
 {
@@ -1281,14 +1291,15 @@ static AN_ALWAYS_INLINE void cl_wgrad_taps8_group(const int J, const int64_t i, 
     an_vec8 sum[4];
     for (int jj = 0; jj < J; ++jj) sum[jj] = (an_vec8){0};
     for (int64_t oh = 0; oh < g->OH; ++oh) {
-        const float *row = frame + ((oh * sh + i * dh) * Wf + j0 * dw) * CL_LANES + h;
+        const float *row = frame + ((oh * st->sh + i * st->dh) * Wf + j0 * st->dw) * CL_LANES + h;
         for (int64_t ow = 0; ow < g->OW; ++ow) {
             const an_vec8 d = an_vec8_load(dyt + (oh * g->OW + ow) * CL_LANES + h);
             for (int jj = 0; jj < J; ++jj)
-                sum[jj] = sum[jj] + d * an_vec8_load(row + (ow * sw + jj * dw) * CL_LANES);
+                sum[jj] = sum[jj] + d * an_vec8_load(row + (ow * st->sw + jj * st->dw) * CL_LANES);
         }
     }
-    for (int jj = 0; jj < J; ++jj) an_vec8_store(acc + (i * kw + j0 + jj) * CL_LANES + h, sum[jj]);
+    for (int jj = 0; jj < J; ++jj)
+        an_vec8_store(acc + (i * st->kw + j0 + jj) * CL_LANES + h, sum[jj]);
 }
 
 /* cl_wgrad_taps in 8-lane halves for the narrow builds (see cl_taps8):
@@ -1303,18 +1314,16 @@ static AN_ALWAYS_INLINE void cl_wgrad_taps8(const cl_geometry *g, const int KH, 
                                             const int S, const float *restrict frame,
                                             const float *restrict dyt, float *restrict acc)
 {
-    const int64_t kh = KH ? KH : g->kh, kw = KW ? KW : g->kw;
-    const int64_t sh = S ? S : g->sh, sw = S ? S : g->sw;
-    const int64_t dh = KH ? 1 : g->dh, dw = KH ? 1 : g->dw;
-    for (int64_t i = 0; i < kh; ++i)
+    const cl_steps st = cl_steps_of(g, KH, KW, S);
+    for (int64_t i = 0; i < st.kh; ++i)
         for (int64_t h = 0; h < CL_LANES; h += 8) {
             int64_t j = 0;
-            for (; j + 4 <= kw; j += 4)
-                cl_wgrad_taps8_group(4, i, j, h, kw, sh, sw, dh, dw, g, frame, dyt, acc);
-            for (; j + 2 <= kw; j += 2)
-                cl_wgrad_taps8_group(2, i, j, h, kw, sh, sw, dh, dw, g, frame, dyt, acc);
-            for (; j < kw; ++j)
-                cl_wgrad_taps8_group(1, i, j, h, kw, sh, sw, dh, dw, g, frame, dyt, acc);
+            for (; j + 4 <= st.kw; j += 4)
+                cl_wgrad_taps8_group(4, i, j, h, &st, g, frame, dyt, acc);
+            for (; j + 2 <= st.kw; j += 2)
+                cl_wgrad_taps8_group(2, i, j, h, &st, g, frame, dyt, acc);
+            for (; j < st.kw; ++j)
+                cl_wgrad_taps8_group(1, i, j, h, &st, g, frame, dyt, acc);
         }
 }
 
