@@ -1137,9 +1137,8 @@ static AN_ALWAYS_INLINE void cl_taps(const cl_geometry *g, const int KH, const i
  * channels as two 8-lane halves: each tap's weights are loaded once for the
  * P outputs, whose 2P sums stay in registers.  at: the frame at the first
  * output's window; o: its output position. */
-static AN_ALWAYS_INLINE void cl_taps8_group(const int P, const int64_t kh, const int64_t kw,
-                                            const int64_t sw, const int64_t dh, const int64_t dw,
-                                            const int64_t Wf, const float *restrict wt,
+static AN_ALWAYS_INLINE void cl_taps8_group(const int P, const cl_steps *st, const int64_t Wf,
+                                            const float *restrict wt,
                                             const float *restrict at, const an_vec8 bias[2],
                                             int accumulate, float *restrict o)
 {
@@ -1147,13 +1146,13 @@ static AN_ALWAYS_INLINE void cl_taps8_group(const int P, const int64_t kh, const
     for (int p = 0; p < P; ++p)
         for (int h = 0; h < 2; ++h)
             acc[p][h] = accumulate ? an_vec8_load(o + p * CL_LANES + 8 * h) : bias[h];
-    for (int64_t i = 0; i < kh; ++i) {
-        const float *row = at + i * dh * Wf * CL_LANES;
-        for (int64_t j = 0; j < kw; ++j) {
-            const float *tap = wt + (i * kw + j) * CL_LANES;
+    for (int64_t i = 0; i < st->kh; ++i) {
+        const float *row = at + i * st->dh * Wf * CL_LANES;
+        for (int64_t j = 0; j < st->kw; ++j) {
+            const float *tap = wt + (i * st->kw + j) * CL_LANES;
             const an_vec8 w0 = an_vec8_load(tap), w1 = an_vec8_load(tap + 8);
             for (int p = 0; p < P; ++p) {
-                const float *xv = row + (p * sw + j * dw) * CL_LANES;
+                const float *xv = row + (p * st->sw + j * st->dw) * CL_LANES;
                 acc[p][0] = acc[p][0] + w0 * an_vec8_load(xv);
                 acc[p][1] = acc[p][1] + w1 * an_vec8_load(xv + 8);
             }
@@ -1186,14 +1185,11 @@ static AN_ALWAYS_INLINE void cl_taps8(const cl_geometry *g, const int KH, const 
         float *o = out + oh * g->OW * CL_LANES;
         int64_t ow = 0;
         for (; ow + 4 <= g->OW; ow += 4)
-            cl_taps8_group(4, st.kh, st.kw, st.sw, st.dh, st.dw, Wf, wt, row + ow * step, bias,
-                           accumulate, o + ow * CL_LANES);
+            cl_taps8_group(4, &st, Wf, wt, row + ow * step, bias, accumulate, o + ow * CL_LANES);
         for (; ow + 2 <= g->OW; ow += 2)
-            cl_taps8_group(2, st.kh, st.kw, st.sw, st.dh, st.dw, Wf, wt, row + ow * step, bias,
-                           accumulate, o + ow * CL_LANES);
+            cl_taps8_group(2, &st, Wf, wt, row + ow * step, bias, accumulate, o + ow * CL_LANES);
         for (; ow < g->OW; ++ow)
-            cl_taps8_group(1, st.kh, st.kw, st.sw, st.dh, st.dw, Wf, wt, row + ow * step, bias,
-                           accumulate, o + ow * CL_LANES);
+            cl_taps8_group(1, &st, Wf, wt, row + ow * step, bias, accumulate, o + ow * CL_LANES);
     }
 }
 

@@ -382,14 +382,17 @@ copy_panels_by_rows(const float *b, int64_t ldb, int64_t kc, int64_t panel0, int
  * panels); for a block read by one A block, packing each panel just before
  * its tiles keeps it in L1 and measured faster (gemm_thread), and the
  * row-by-row copy of a shared block for few-row products measured 10-15%
- * slower (the twelfth round).  Either way the panels hold the same bytes.  On a Zen 3 (16-wide
- * panels), one thread, in one process alternating with panel by panel:
- * 512 x 512 x 4608 0.93-0.94x the time (20 of 20 rounds faster, twice),
- * 1024^3 0.97x, 1280 x 512 x 320 0.98x; two threads 0.98-1.00x. */
+ * slower (the twelfth round).  Either way the panels hold the same bytes.
+ * On a Zen 3 (16-wide panels), one thread, in one process alternating with
+ * panel by panel: 512 x 512 x 4608 0.93-0.94x the time (20 of 20 rounds
+ * faster, twice), 1024^3 0.97x, 1280 x 512 x 320 0.98x; two threads
+ * 0.98-1.00x.  The AVX2 kernel's panel pairs (gemm_thread) are this copy
+ * over two panels. */
 static void pack_b_full_panels_by_rows(const float *b, int64_t ldb, int64_t kc, int64_t panel0,
                                        int64_t panel1, int64_t KC, int nr, float *packed)
 {
     switch (nr) {
+    case 8: copy_panels_by_rows(b, ldb, kc, panel0, panel1, KC, 8, packed); return;
     case 16: copy_panels_by_rows(b, ldb, kc, panel0, panel1, KC, 16, packed); return;
     case 32: copy_panels_by_rows(b, ldb, kc, panel0, panel1, KC, 32, packed); return;
     default: copy_panels_by_rows(b, ldb, kc, panel0, panel1, KC, nr, packed); return;
@@ -589,7 +592,7 @@ static void pack_b_panel(const gemm_problem *p, int64_t j, int64_t pc, int64_t k
  * step) took it before that rule, and the step ran 1.01-1.02x the time.
  * Measured with the AVX2 kernel only (no AVX-512 machine since): the
  * AVX-512 and portable kernels pack as before (and so for the panel pairs
- * below). */
+ * in gemm_thread). */
 #define PREFETCH_B_MIN_TILES 10
 #define PREFETCH_B_MIN_ROW_BYTES 2048
 
@@ -612,30 +615,6 @@ static void prefetch_panel_rows(const float *panel, int64_t row_stride, int64_t 
         const float *first = panel + k * row_stride, *last = first + width - 1;
         __builtin_prefetch(first, 0, 3);
         if (((uintptr_t)first ^ (uintptr_t)last) >= 64) __builtin_prefetch(last, 0, 3);
-    }
-}
-
-/* Panels with fewer than 10 tiles (16-48 rows) are packed two at a time
- * instead, from one pass over B's rows: 128 bytes of each row, both halves
- * of an adjacent-line pair, where packing one panel read 64 bytes of a row
- * and the next panel came back for the other 64 after they had left L1
- * (rows 4 KB apart all fall in one L1 set) and often L2.  On a Zen 3, one
- * thread, in one process alternating with one panel at a time: 16 x 1024 x
- * 144 0.85-0.88x the time, 24 x 1024 x 144 0.84x (24 of 24 rounds faster
- * each), 16 x 1024 x 64 0.79x, 32 x 1024 x 144 0.88x, 40 x 1024 x 144 0.98x,
- * 48 x 1024 x 256 0.98x; two threads 0.92x, 0.96x and 1.00x for 16, 24 and
- * 32 x 1024 x 144.  Where the prefetch above applies, pairs measured
- * 1.05-1.15x slower (128 x 512 x 1152, 64 x 1024 x 576): they bypass it, and
- * two slots of a long K block crowd L1, so pairs take K blocks whose two
- * slots fit L1 (a K block up to 256 with 32 KB; at 288, 32 x 1024 x 288,
- * pairs measured 0.99x).  The same panels, so the same sums.  Packs two
- * adjacent full 16-column panels (AVX2's width) of a row-major B. */
-static void pack_b_panel_pair(const float *b, int64_t b_row, int64_t kc, float *first,
-                              float *second)
-{
-    for (int64_t k = 0; k < kc; ++k) {
-        memcpy(first + k * 16, b + k * b_row, 16 * sizeof(float));
-        memcpy(second + k * 16, b + k * b_row + 16, 16 * sizeof(float));
     }
 }
 
@@ -757,6 +736,24 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                     const int prefetch = row_major && m_panels >= PREFETCH_B_MIN_TILES &&
                                          p->b_row * (int64_t)sizeof(float) >= PREFETCH_B_MIN_ROW_BYTES;
                     const int64_t rows_per_tile = (kc + m_panels - 1) / m_panels;
+                    /* Panels with fewer than 10 tiles (16-48 rows) are packed two at
+                     * a time instead, from one pass over B's rows (the row-by-row
+                     * packer over two panels): 128 bytes of each row, both halves
+                     * of an adjacent-line pair, where packing one panel read 64
+                     * bytes of a row and the next panel came back for the other 64
+                     * after they had left L1 (rows 4 KB apart all fall in one L1
+                     * set) and often L2.  On a Zen 3, one thread, in one process
+                     * alternating with one panel at a time: 16 x 1024 x 144
+                     * 0.85-0.88x the time, 24 x 1024 x 144 0.84x (24 of 24 rounds
+                     * faster each), 16 x 1024 x 64 0.79x, 32 x 1024 x 144 0.88x,
+                     * 40 x 1024 x 144 0.98x, 48 x 1024 x 256 0.98x; two threads
+                     * 0.92x, 0.96x and 1.00x for 16, 24 and 32 x 1024 x 144.
+                     * Where the prefetch applies, pairs measured 1.05-1.15x slower
+                     * (128 x 512 x 1152, 64 x 1024 x 576): they bypass it, and two
+                     * slots of a long K block crowd L1, so pairs take K blocks
+                     * whose two slots fit L1 (up to 256 with 32 KB; at 288, 32 x
+                     * 1024 x 288, pairs measured 0.99x).  The same panels, so the
+                     * same sums. */
                     const int pairs = row_major && !prefetch && nr == 16 &&
                                       2 * kc * nr * (int64_t)sizeof(float) <=
                                           (int64_t)an_cpu_info_get()->l1d_bytes;
@@ -764,7 +761,8 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
                         const int64_t j = jc + jp * nr;
                         if (pairs && jp + 1 < panel1 && p->N - (j + nr) >= nr) {
                             float *second = slot + KC * nr; /* the next panel's own slot */
-                            pack_b_panel_pair(p->B + pc * p->b_row + j, p->b_row, kc, slot, second);
+                            pack_b_full_panels_by_rows(p->B + pc * p->b_row + j, p->b_row, kc, 0, 2,
+                                                       KC, nr, slot);
                             for (int64_t ip = 0; ip < m_panels; ++ip)
                                 gemm_tile(p, a_block + ip * a_panel_stride, slot, ic + ip * mr, j,
                                           pc, kc, beta, tile);
