@@ -147,6 +147,27 @@ def test_matmul_row_major_b_panel_paths(m, k, n):
         an.set_num_threads(prev)
 
 
+# Wide products run over several column blocks of B (NC is capped near
+# 1.5x L2, so 2600 columns take 4-5 blocks with 512 KiB, 2-3 with 1-2 MiB).
+# Column blocks only group the same tiles: the product equals, bit for bit,
+# the same product taken in narrow column slices, each one block.
+@pytest.mark.parametrize("m,k,n", [(300, 700, 2600), (13, 2048, 3001)])
+def test_matmul_wide_b_column_blocks_match_slices(m, k, n):
+    rng = np.random.default_rng(n)
+    a, b = rand(rng, m, k), rand(rng, k, n)
+    prev = an.get_num_threads()
+    try:
+        for threads in (1, 2):
+            an.set_num_threads(threads)
+            out = (an.tensor(a) @ an.tensor(b)).numpy()
+            slices = [(an.tensor(a) @ an.tensor(np.ascontiguousarray(b[:, j:j + 400]))).numpy()
+                      for j in range(0, n, 400)]
+            np.testing.assert_array_equal(out, np.concatenate(slices, axis=1))
+            np.testing.assert_allclose(out, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+    finally:
+        an.set_num_threads(prev)
+
+
 def test_matmul_thread_count_does_not_change_results():
     rng = np.random.default_rng(5)
     a, b = an.tensor(rand(rng, 4, 96, 200), requires_grad=True), an.tensor(rand(rng, 4, 200, 150), requires_grad=True)
