@@ -147,8 +147,8 @@ def test_matmul_row_major_b_panel_paths(m, k, n):
         an.set_num_threads(prev)
 
 
-# Wide products run over several column blocks of B (NC is capped near
-# 1.5x L2, so 2600 columns take 4-5 blocks with 512 KiB, 2-3 with 1-2 MiB).
+# Wide products run over several column blocks of B (the B block is capped
+# at 3x L2: 2600 columns take 3 blocks with 512 KiB of L2, 2 with 1 MiB).
 # Column blocks only group the same tiles: the product equals, bit for bit,
 # the same product taken in narrow column slices, each one block.
 @pytest.mark.parametrize("m,k,n", [(300, 700, 2600), (13, 2048, 3001)])

@@ -198,7 +198,7 @@ static int64_t round_up(int64_t value, int64_t step)
  * at least ~160 KB when L2 is small), which measured better than half of L2:
  * the shared B block and C tiles also live there.  All of M, when it fits
  * half of L2, is one block (see below).  NC: the B block
- * (KC x NC) stays well inside the L3 share and within 1.5x L2 (below). */
+ * (KC x NC) stays well inside the L3 share and within 3x L2 (below). */
 static gemm_blocking choose_blocking(const an_gemm_ukernel *uk, int64_t M, int64_t N, int64_t K)
 {
     const an_cpu_info *cpu = an_cpu_info_get();
@@ -243,7 +243,7 @@ static gemm_blocking choose_blocking(const an_gemm_ukernel *uk, int64_t M, int64
     nc = clamp_i64(nc, 4 * uk->nr, 4096);
     blk.nc = nc / uk->nr * uk->nr;
     if (blk.nc > round_up(N, uk->nr)) blk.nc = round_up(N, uk->nr);
-    /* ... and at most 1.5x L2 (in even column blocks): the L3 share that
+    /* ... and at most 3x L2 (in even column blocks): the L3 share that
      * CPUID reports under a hypervisor counts the guest's cores, not the
      * CCX's (here 32 MB "shared by 2"), so it said 4096 columns, and a B
      * block of 2.8-4 MB came back from L3 slower than one of 1-1.4 MB for
@@ -251,12 +251,12 @@ static gemm_blocking choose_blocking(const an_gemm_ukernel *uk, int64_t M, int64
      * alternating with the old NC: 2048^3 0.955x the time (11 of 12 rounds
      * faster), 512 x 4096 x 512 0.955x, 512 x 4096 x 2048 0.864x (12 of
      * 12), 2048 x 2048 x 256 0.954x; two threads 0.95-0.98x, 2048^2 x 256
-     * 1.01x (noise).  Caps of 1x L2 also split 1024 columns in two, and
+     * 1.01x (noise).  A cap of 2x L2 also split 1024 columns in two, and
      * 1024^3 ran 1.05x slower.  No product in the training steps or the
      * batch-128 inference of ResNet-20, MobileNetV2 and ShuffleNetV2 takes
      * the cap.  NC only groups the same tiles, so the sums are the same
      * bits. */
-    const int64_t nc_cap = (int64_t)cpu->l2_bytes * 3 / 2 / (blk.kc * (int64_t)sizeof(float));
+    const int64_t nc_cap = (int64_t)cpu->l2_bytes * 3 / (blk.kc * (int64_t)sizeof(float));
     if (blk.nc > nc_cap && nc_cap >= 4 * uk->nr) {
         const int64_t n_blocks = (N + nc_cap - 1) / nc_cap;
         blk.nc = round_up((N + n_blocks - 1) / n_blocks, uk->nr);
