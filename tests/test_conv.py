@@ -299,6 +299,38 @@ def test_conv2d_thread_count_does_not_change_results(xs, ws, stride, padding, gr
         np.testing.assert_array_equal(p, q)
 
 
+# 1x1 layers on planes under 64 pixels run several whole images per GEMM,
+# whose B panels are read straight from x (pack_pointwise_panel): runs of
+# columns that cross images inside a panel (planes of 9, 25 and 49 pixels),
+# several K blocks (600 and 1024 channels), groups, a batch that splits into
+# uneven tiles, and two threads, against the float64 reference.
+@pytest.mark.parametrize("xs,cout,groups", [
+    ((5, 600, 3, 3), 24, 1),
+    ((9, 48, 7, 7), 96, 3),
+    ((33, 40, 2, 2), 16, 2),
+    ((3, 20, 5, 5), 10, 1),
+    ((40, 1024, 4, 4), 40, 1),
+    ((2, 232, 4, 4), 232, 1),
+])
+def test_pointwise_small_planes_batched(xs, cout, groups):
+    rng = np.random.default_rng(xs[1] + cout)
+    x = rand(rng, *xs)
+    w = rand(rng, cout, xs[1] // groups, 1, 1)
+    b = rand(rng, cout)
+    expected = conv_ref(x, w, b, groups=groups)
+    prev = an.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            an.set_num_threads(threads)
+            out = F.conv2d(an.tensor(x), an.tensor(w), an.tensor(b), 1, 0, 1, groups).numpy()
+            np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * np.sqrt(xs[1]))
+            outs.append(out)
+        np.testing.assert_array_equal(outs[0], outs[1])
+    finally:
+        an.set_num_threads(prev)
+
+
 def taps_in_order_float32(x, w, start, stride=1):
     """k x k (3x3 or 5x5), padding k // 2 depthwise in float32 the way the
     small-plane paths sum: start, then + w * x for the taps in row-major
