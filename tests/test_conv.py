@@ -300,10 +300,12 @@ def test_conv2d_thread_count_does_not_change_results(xs, ws, stride, padding, gr
 
 
 # 1x1 layers on planes under 64 pixels run several whole images per GEMM,
-# whose B panels are read straight from x (pack_pointwise_panel): runs of
-# columns that cross images inside a panel (planes of 9, 25 and 49 pixels),
-# several K blocks (600 and 1024 channels), groups, a batch that splits into
-# uneven tiles, and two threads, against the float64 reference.
+# whose B panels are read straight from x (pack_pointwise_panel, and
+# pack_pointwise_taps_panel for the weight gradient): runs of columns that
+# cross images inside a panel (planes of 9, 25 and 49 pixels), several K
+# blocks (600 and 1024 channels), groups, a batch that splits into uneven
+# tiles, and two threads, against the float64 reference.  dx is written
+# whole, never zeroed first: a gradient from reused memory must not leak in.
 @pytest.mark.parametrize("xs,cout,groups", [
     ((5, 600, 3, 3), 24, 1),
     ((9, 48, 7, 7), 96, 3),
@@ -311,22 +313,39 @@ def test_conv2d_thread_count_does_not_change_results(xs, ws, stride, padding, gr
     ((3, 20, 5, 5), 10, 1),
     ((40, 1024, 4, 4), 40, 1),
     ((2, 232, 4, 4), 232, 1),
+    ((2, 24, 16, 16), 40, 2),  # one image per GEMM, x and dx in place
 ])
 def test_pointwise_small_planes_batched(xs, cout, groups):
     rng = np.random.default_rng(xs[1] + cout)
     x = rand(rng, *xs)
     w = rand(rng, cout, xs[1] // groups, 1, 1)
     b = rand(rng, cout)
+    dy = rand(rng, xs[0], cout, xs[2], xs[3])
     expected = conv_ref(x, w, b, groups=groups)
+    og, cg = cout // groups, xs[1] // groups
+    dy64 = dy.astype(np.float64).reshape(xs[0], groups, og, -1)
+    w64 = w.astype(np.float64).reshape(groups, og, cg)
+    x64 = x.astype(np.float64).reshape(xs[0], groups, cg, -1)
+    dx_expected = np.einsum("ngop,goc->ngcp", dy64, w64).reshape(xs)
+    dw_expected = np.einsum("ngop,ngcp->goc", dy64, x64).reshape(w.shape)
+    scale = np.sqrt(max(xs[1], cout, xs[0] * xs[2] * xs[3]))
     prev = an.get_num_threads()
     try:
         outs = []
         for threads in (1, 2):
             an.set_num_threads(threads)
-            out = F.conv2d(an.tensor(x), an.tensor(w), an.tensor(b), 1, 0, 1, groups).numpy()
-            np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4 * np.sqrt(xs[1]))
-            outs.append(out)
-        np.testing.assert_array_equal(outs[0], outs[1])
+            # NaN in the allocator's cache, where dx may be placed next
+            junk = an.tensor(np.full(xs, np.nan, np.float32)) * 1.0
+            del junk
+            xt, wt = an.tensor(x, requires_grad=True), an.tensor(w, requires_grad=True)
+            out = F.conv2d(xt, wt, an.tensor(b), 1, 0, 1, groups)
+            backward_with(out, dy)
+            got = (out.detach().numpy(), xt.grad.numpy(), wt.grad.numpy())
+            for value, want in zip(got, (expected, dx_expected, dw_expected)):
+                np.testing.assert_allclose(value, want, rtol=1e-4, atol=1e-4 * scale)
+            outs.append(got)
+        for p, q in zip(*outs):
+            np.testing.assert_array_equal(p, q)
     finally:
         an.set_num_threads(prev)
 
