@@ -419,20 +419,42 @@ static void col2im_tile(const conv_geometry *g, const float *col, int64_t n0, in
 
 /* Moves between the multi-image layout [og, nb*OHW] and the tensor layout
    y[n0+i, grp*og + o, :].  to_tensor: y = chunk (+ bias[co]); otherwise
-   chunk = y (gathering dy for the backward GEMMs). */
+   chunk = y (gathering dy for the backward GEMMs).
+   The store goes through blocks of EXCHANGE_BLOCK_ROWS rows of the chunk,
+   image by image: 8 read streams moving forward, and each image's 8 rows
+   written as one run.  Row by row (all rows of one image, then the next)
+   read each row's OHW floats nb * OHW floats away from the last, lines the
+   prefetchers did not follow out of a chunk larger than L2.  Batch 32, in
+   one process alternating with that order (Zen 3): MobileNetV2's last 1x1
+   (320 -> 1280 on 4x4) forward 0.75x the time on one thread and 0.83x on
+   two, ResNet-101's 512 -> 2048 0.88x / 0.91x; layers with small outputs
+   (960 -> 160) unchanged; blocks of 4, 16 and 32 rows no better.  The
+   gather, in blocks too, measured 1.00-1.06x: it keeps the row order. */
+#define EXCHANGE_BLOCK_ROWS 8
 static void exchange_chunk(const conv_geometry *g, int64_t n0, int64_t nb, int64_t grp,
                            float *chunk, float *y, const float *bias, int to_tensor)
 {
     int64_t og = g->Cout / g->groups, OHW = g->OH * g->OW, ld = nb * OHW, rows = nb * og;
+    if (!to_tensor) {
 #pragma omp parallel for schedule(static) if (rows * OHW > AN_PARALLEL_GRAIN)
-    for (int64_t r = 0; r < rows; r++) {
-        int64_t i = r / og, o = r % og, co = grp * og + o;
-        float *t = y + ((n0 + i) * g->Cout + co) * OHW;
-        float *c = chunk + o * ld + i * OHW;
-        if (!to_tensor)
-            memcpy(c, t, (size_t)OHW * sizeof(float));
-        else
-            store_run(t, c, OHW, bias ? bias + co : NULL, g->act);
+        for (int64_t r = 0; r < rows; r++) {
+            int64_t i = r / og, o = r % og;
+            memcpy(chunk + o * ld + i * OHW, y + ((n0 + i) * g->Cout + grp * og + o) * OHW,
+                   (size_t)OHW * sizeof(float));
+        }
+        return;
+    }
+    const int64_t blocks = (og + EXCHANGE_BLOCK_ROWS - 1) / EXCHANGE_BLOCK_ROWS;
+#pragma omp parallel for schedule(static) if (rows * OHW > AN_PARALLEL_GRAIN)
+    for (int64_t b = 0; b < blocks; b++) {
+        const int64_t o0 = b * EXCHANGE_BLOCK_ROWS;
+        const int64_t o1 = o0 + EXCHANGE_BLOCK_ROWS < og ? o0 + EXCHANGE_BLOCK_ROWS : og;
+        for (int64_t i = 0; i < nb; i++)
+            for (int64_t o = o0; o < o1; o++) {
+                const int64_t co = grp * og + o;
+                store_run(y + ((n0 + i) * g->Cout + co) * OHW, chunk + o * ld + i * OHW, OHW,
+                          bias ? bias + co : NULL, g->act);
+            }
     }
 }
 
