@@ -28,9 +28,18 @@
    multi-image workspace stays within CONV_CHUNK_FLOATS.  See im2col_gemm. */
 #define CONV_CHUNK_COLUMNS 512
 #define CONV_CHUNK_FLOATS (2 << 20) /* 8 MB */
-/* Smallest plane that a 1x1 convolution reads in place (smaller ones are
-   copied to batch several images into one GEMM). */
-#define CONV_POINTWISE_MIN_PLANE 64
+/* Smallest plane that a 1x1 convolution runs image by image (smaller ones
+   run several images per GEMM, read from x by pack_pointwise_panel).  8x8
+   planes batch since that reader took the place of a copy: batch 32, two
+   threads, in one process alternating with image by image (Zen 3),
+   forward and backward 0.69-0.88x the time (ResNet-101's 1024 -> 256 and
+   256 -> 1024, MobileNetV2's 64 -> 384 and 384 -> 64, ShuffleNetV2's 116;
+   one thread 0.71-0.90x); forward alone 0.88-0.91x for the three with the
+   larger outputs, 1.03-1.05x for 384 -> 64, 116 -> 116 and 256 -> 64 (a
+   pass over the output that image by image fused into the GEMM).  The training steps of
+   MobileNetV2 and ShuffleNetV2 at batch 128 did not move (1.00x, 1.02x, 3
+   and 2 of 6 rounds faster).  16x16 planes measured 0.98-1.2x: they stay. */
+#define CONV_POINTWISE_MIN_PLANE 128
 
 typedef struct {
     int64_t N, C, H, W;        /* input */
@@ -180,7 +189,7 @@ static an_status depthwise_backward(const conv_geometry *g, const conv_grads *gr
 
 /* A 1x1 stride-1 unpadded convolution is y[n, g] = W_g @ x[n, g] with x
    already in GEMM layout [C/groups, H*W]: the tiled driver below runs it
-   with no im2col copy at all (planes under 64 pixels run several images per
+   with no im2col copy at all (planes under 128 pixels run several images per
    GEMM, its B panels gathered straight from x by pack_pointwise_panel), and
    the data gradient is a GEMM adding straight into dx. */
 static int pointwise_accepts(const conv_geometry *g)
