@@ -36,9 +36,10 @@
    256 -> 1024, MobileNetV2's 64 -> 384 and 384 -> 64, ShuffleNetV2's 116;
    one thread 0.71-0.90x); forward alone 0.88-0.91x for the three with the
    larger outputs, 1.03-1.05x for 384 -> 64, 116 -> 116 and 256 -> 64 (a
-   pass over the output that image by image fused into the GEMM).  The training steps of
-   MobileNetV2 and ShuffleNetV2 at batch 128 did not move (1.00x, 1.02x, 3
-   and 2 of 6 rounds faster).  16x16 planes measured 0.98-1.2x: they stay. */
+   pass over the output that image by image fused into the GEMM).  The
+   training steps of MobileNetV2 and ShuffleNetV2 at batch 128 did not move
+   (1.00x, 1.02x; 3 and 2 of 6 rounds faster).  16x16 planes measured
+   0.98-1.2x: they stay image by image. */
 #define CONV_POINTWISE_MIN_PLANE 128
 
 typedef struct {
@@ -191,7 +192,7 @@ static an_status depthwise_backward(const conv_geometry *g, const conv_grads *gr
    already in GEMM layout [C/groups, H*W]: the tiled driver below runs it
    with no im2col copy at all (planes under 128 pixels run several images per
    GEMM, its B panels gathered straight from x by pack_pointwise_panel), and
-   the data gradient is a GEMM adding straight into dx. */
+   the data gradient is a GEMM writing straight into dx. */
 static int pointwise_accepts(const conv_geometry *g)
 {
     return g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
@@ -738,7 +739,8 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
                 pointwise_source psrc = {x + (n0 * g->C + grp * cg) * OHW, g->C * OHW, OHW};
                 if (an_gemm_f32_pack_b(0, og, cols, ckk, 1.0f, wg, ckk, pack_pointwise_panel, &psrc,
                                        0.0f, out, cols) != 0)
-                    st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
+                    st = an_set_error(AN_ERR_MEMORY,
+                                      "conv2d: out of memory for the GEMM packing workspace");
                 if (!st)
                     exchange_chunk(g, n0, nb, grp, out, y, bias, 1);
                 continue;
@@ -1785,7 +1787,8 @@ static an_status conv2d_backward(an_node *node, an_tensor *grad, an_tensor **gra
        it first.  MobileNetV2's 144 -> 24 on 32x32, batch 32, forward and
        backward on two threads: 0.88x the time of zeroing dx and adding
        into it; its 960 -> 160 on 4x4 0.95x. */
-    int dx_overwritten = work && impl->backward == im2col_gemm_backward && (flipped_data_grad_applies(&g) || pointwise_accepts(&g));
+    int dx_overwritten = work && impl->backward == im2col_gemm_backward &&
+                         (flipped_data_grad_applies(&g) || pointwise_accepts(&g));
     if (!st && an_node_input_needs_grad(node, 0) &&
         !(dx = dx_overwritten ? an_empty(x->ndim, x->shape) : an_zeros(x->ndim, x->shape)))
         st = an_last_status();
