@@ -302,7 +302,8 @@ def test_conv2d_thread_count_does_not_change_results(xs, ws, stride, padding, gr
 # 1x1 layers on planes under 64 pixels run several whole images per GEMM,
 # whose B panels are read straight from x (pack_pointwise_panel, and
 # pack_pointwise_taps_panel for the weight gradient): runs of columns that
-# cross images inside a panel (planes of 9, 25 and 49 pixels), several K
+# cross images inside a panel (planes of 9, 25 and 49 pixels; 64, the
+# largest that batch), several K
 # blocks (600 and 1024 channels), groups, a batch that splits into uneven
 # tiles, and two threads, against the float64 reference.  dx is written
 # whole, never zeroed first: a gradient from reused memory must not leak in.
@@ -313,6 +314,7 @@ def test_conv2d_thread_count_does_not_change_results(xs, ws, stride, padding, gr
     ((3, 20, 5, 5), 10, 1),
     ((40, 1024, 4, 4), 40, 1),
     ((2, 232, 4, 4), 232, 1),
+    ((11, 64, 8, 8), 96, 1),   # 8x8, the largest planes that batch
     ((2, 24, 16, 16), 40, 2),  # one image per GEMM, x and dx in place
 ])
 def test_pointwise_small_planes_batched(xs, cout, groups):

@@ -261,21 +261,13 @@ static conv_tiling plan_tiles(const conv_geometry *g)
    output rows [oh0, oh0+rows).  A band of rows is the convolution of a
    virtual image whose top padding is ph - oh0*sh (negative past the first
    band).  One (image, channel) pair per iteration, each writing its own
-   block of rows and columns, so pairs split across threads. */
+   block of rows and columns, so pairs split across threads.  (1x1 tiles
+   never come here: their panels are read from x, see pack_pointwise_panel.) */
 static void im2col_tile(const conv_geometry *g, const float *x, int64_t n0, int64_t nb,
                         int64_t oh0, int64_t rows, int64_t grp, float *col)
 {
     int64_t cg = g->C / g->groups, HW = g->H * g->W, cols = rows * g->OW;
     int64_t kk = g->kh * g->kw, ld = nb * cols, pairs = nb * cg;
-    if (pointwise_accepts(g)) { /* the band is one contiguous run of the plane */
-#pragma omp parallel for schedule(static) if (pairs * cols > AN_PARALLEL_GRAIN)
-        for (int64_t p = 0; p < pairs; p++) {
-            int64_t i = p / cg, c = p % cg;
-            memcpy(col + c * ld + i * cols, x + ((n0 + i) * g->C + grp * cg + c) * HW + oh0 * g->W,
-                   sizeof(float) * (size_t)cols);
-        }
-        return;
-    }
 #pragma omp parallel for schedule(static) if (pairs * kk * cols > AN_PARALLEL_GRAIN)
     for (int64_t p = 0; p < pairs; p++) {
         int64_t i = p / cg, c = p % cg;
@@ -312,6 +304,15 @@ static inline void valid_outputs(int64_t n_out, int64_t n_in, int64_t stride, in
         end = first;
     *lo = first;
     *hi = end;
+}
+
+/* Columns [cols, width) of a packed panel's kc rows: zero, so the
+   micro-kernel runs a full tile past the last column. */
+static void zero_panel_columns(float *panel, int64_t kc, int64_t cols, int width)
+{
+    for (int64_t k = 0; k < kc && cols < width; k++)
+        for (int64_t j = cols; j < width; j++)
+            panel[k * width + j] = 0.0f;
 }
 
 /* Kernels up to this size gather through small per-run tables. */
@@ -393,10 +394,7 @@ static void pack_im2col_panel(const void *source, int64_t k0, int64_t kc, int64_
         }
         j += run;
     }
-    if (cols < width)
-        for (int64_t k = 0; k < kc; k++)
-            for (int64_t j = cols; j < width; j++)
-                panel[k * width + j] = 0.0f;
+    zero_panel_columns(panel, kc, cols, width);
 }
 
 /* dx[n0+i, grp channels] += col2im(col) of a tile: one (image, channel)
@@ -634,10 +632,7 @@ static void pack_padded_panel(const void *source, int64_t k0, int64_t kc, int64_
         }
         j += run;
     }
-    if (cols < width)
-        for (int64_t k = 0; k < kc; k++)
-            for (int64_t j = cols; j < width; j++)
-                panel[k * width + j] = 0.0f;
+    zero_panel_columns(panel, kc, cols, width);
 }
 
 /* B of a 1x1 tile of whole images, read straight from x: column j is pixel
@@ -687,10 +682,7 @@ static void pack_pointwise_panel(const void *source, int64_t k0, int64_t kc, int
             copy_runs(from, plane, kc, panel + j, width, run);
         j += run;
     }
-    if (cols < width)
-        for (int64_t k = 0; k < kc; k++)
-            for (int64_t j = cols; j < width; j++)
-                panel[k * width + j] = 0.0f;
+    zero_panel_columns(panel, kc, cols, width);
 }
 
 /* B of a weight gradient, op(B)(k, t): what tap t reads for output k of a
