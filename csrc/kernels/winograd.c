@@ -95,10 +95,11 @@ int64_t an_winograd_scratch_floats(int64_t H, int64_t W)
 #define WINOGRAD_FN_(name, lanes) name##_L##lanes
 #define WINOGRAD_FN(name, lanes) WINOGRAD_FN_(name, lanes)
 
-void an_winograd_f4x3_weight_grad(const float *Wt, int64_t K, int64_t C, float *dw)
+void an_winograd_f4x3_weight_grad(const float *Wt, int64_t K, int64_t C, int64_t k_begin,
+                                  int64_t k_end, float *dw)
 {
     const int64_t plane = K * C;
-    for (int64_t k = 0; k < K; ++k)
+    for (int64_t k = k_begin; k < k_end; ++k)
         for (int64_t c = 0; c < C; ++c) {
             float t[3][6]; /* G^T m */
             for (int j = 0; j < 6; ++j) {
@@ -117,9 +118,10 @@ void an_winograd_f4x3_weight_grad(const float *Wt, int64_t K, int64_t C, float *
 }
 
 #define AN_DEFINE_WINOGRAD(suffix, attribute)                                                    \
-    attribute static int weights_##suffix(const float *w, int64_t K, int64_t C, float *U)         \
+    attribute static int weights_##suffix(const float *w, int64_t K, int64_t C, int64_t k_begin,  \
+                                          int64_t k_end, float *U)                               \
     {                                                                                            \
-        return WINOGRAD_FN(weights_body, AN_WINOGRAD_LANES_##suffix)(w, K, C, U);                \
+        return WINOGRAD_FN(weights_body, AN_WINOGRAD_LANES_##suffix)(w, K, C, k_begin, k_end, U); \
     }                                                                                            \
     attribute static int input_##suffix(const float *x, int64_t nb, int64_t C, int64_t H,         \
                                         int64_t W, int64_t T, float *frame, float *V)            \
@@ -149,9 +151,10 @@ void an_winograd_f4x3_weight_grad(const float *Wt, int64_t K, int64_t C, float *
 
 AN_FOR_EACH_ISA(AN_DEFINE_WINOGRAD)
 
-int an_winograd_f4x3_weights(const float *w, int64_t K, int64_t C, float *U)
+int an_winograd_f4x3_weights(const float *w, int64_t K, int64_t C, int64_t k_begin, int64_t k_end,
+                             float *U)
 {
-    return AN_BY_ISA(weights_)(w, K, C, U);
+    return AN_BY_ISA(weights_)(w, K, C, k_begin, k_end, U);
 }
 
 int an_winograd_f4x3_input(const float *x, int64_t nb, int64_t C, int64_t H, int64_t W,

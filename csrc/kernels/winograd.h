@@ -23,9 +23,12 @@ static inline int64_t an_winograd_tiles(int64_t extent) { return (extent + 3) / 
 /* Floats of scratch the transforms of an H x W plane need. */
 int64_t an_winograd_scratch_floats(int64_t H, int64_t W);
 
-/* U[36][C][K] from w [K][C][3][3].  Returns 0 when every weight is finite,
- * else 1 (U is then of no use, as for the inputs below). */
-int an_winograd_f4x3_weights(const float *w, int64_t K, int64_t C, float *U);
+/* U[36][C][k] for output channels k_begin <= k < k_end of U[36][C][K], from
+ * w [K][C][3][3] (a split of K across threads writes disjoint parts; k_begin
+ * a multiple of 16).  Returns 0 when each of those weights is finite, else 1
+ * (U is then of no use, as for the inputs below). */
+int an_winograd_f4x3_weights(const float *w, int64_t K, int64_t C, int64_t k_begin, int64_t k_end,
+                             float *U);
 
 /* V[36][rows][C] from images x [nb][C][H][W]: their tiles go to rows
  * 0 .. nb * tiles per image - 1 (V may point into a larger buffer).
@@ -46,8 +49,9 @@ void an_winograd_f4x3_output(const float *M, int64_t nb, int64_t K, int64_t H, i
 int an_winograd_f4x3_output_grad(const float *dy, int64_t nb, int64_t K, int64_t H, int64_t W,
                                  int64_t rows, float *scratch, float *DY);
 
-/* dw [K][C][3][3] += G^T W G from W[36][K][C] (the transformed weight
- * gradient, summed over tiles). */
-void an_winograd_f4x3_weight_grad(const float *Wt, int64_t K, int64_t C, float *dw);
+/* dw [k][C][3][3] += G^T W G for k_begin <= k < k_end, from W[36][K][C]
+ * (the transformed weight gradient, summed over tiles). */
+void an_winograd_f4x3_weight_grad(const float *Wt, int64_t K, int64_t C, int64_t k_begin,
+                                  int64_t k_end, float *dw);
 
 #endif

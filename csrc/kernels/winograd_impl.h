@@ -181,38 +181,52 @@ static AN_ALWAYS_INLINE int W_FN(output_grad_body)(const float *dy, int64_t nb, 
 }
 
 /* U = G g G^T for 16 output channels k at a time (one input channel c):
- * the 9 taps of each are gathered into lanes, then every transform is one
- * vector expression and each of the 36 results one store of 16 adjacent
- * floats.  (One pair at a time in scalar code cost 1.3% of a ResNet-20
- * training step, on one thread while the other waited.) */
-static AN_ALWAYS_INLINE int W_FN(weights_body)(const float *w, int64_t K, int64_t C, float *U)
+ * the 9 taps of each go to lanes, then every transform is one vector
+ * expression and each of the 36 results one store of 16 adjacent floats.
+ * (One pair at a time in scalar code cost 1.3% of a ResNet-20 training
+ * step, on one thread while the other waited.)  The taps reach the lanes
+ * through the SIMD transpose, 16 input channels (144 floats of each of
+ * the 16 rows of w) at a time: gathered one float at a time, 256 -> 256
+ * weights took 20 ns per pair of channels, a quarter of that layer's
+ * forward on 8x8 planes at batch 32. */
+#define W_WEIGHT_CHANNELS 16
+
+static AN_ALWAYS_INLINE int W_FN(weights_body)(const float *w, int64_t K, int64_t C, int64_t k_begin,
+                                                 int64_t k_end, float *U)
 {
     const int64_t plane = C * K;
     const wvec zero = {0};
     const wmask none = {0};
     wmask finite = none - 1; /* every lane true (-1), as a vector compare gives */
-    for (int64_t c = 0; c < C; ++c)
-        for (int64_t k0 = 0; k0 < K; k0 += LANES) {
-            const int64_t count = K - k0 < LANES ? K - k0 : LANES;
-            wvec g[9];
-            for (int t = 0; t < 9; ++t) {
-                g[t] = zero;
-                for (int64_t i = 0; i < count; ++i) g[t][i] = w[((k0 + i) * C + c) * 9 + t];
-                finite &= g[t] - g[t] == zero; /* inf - inf and NaN are NaN */
-            }
-            wvec t[6][3]; /* G g */
-            for (int j = 0; j < 3; ++j) {
-                const wvec column[3] = {g[j], g[3 + j], g[6 + j]};
-                wvec rows[6];
-                G_ROWS(column, rows);
-                for (int i = 0; i < 6; ++i) t[i][j] = rows[i];
-            }
-            for (int i = 0; i < 6; ++i) { /* (G g) G^T */
-                wvec u[6];
-                G_ROWS(t[i], u);
-                for (int j = 0; j < 6; ++j) W_FN(wstore)(U + (6 * i + j) * plane + c * K + k0, u[j], count);
+    _Alignas(64) float taps[W_WEIGHT_CHANNELS * 9 * LANES];
+    for (int64_t c0 = 0; c0 < C; c0 += W_WEIGHT_CHANNELS) {
+        const int64_t channels = C - c0 < W_WEIGHT_CHANNELS ? C - c0 : W_WEIGHT_CHANNELS;
+        for (int64_t k0 = k_begin; k0 < k_end; k0 += LANES) {
+            const int64_t count = k_end - k0 < LANES ? k_end - k0 : LANES;
+            /* taps[((c - c0) * 9 + t) * LANES + i] = w[k0 + i][c][t] (zero past count) */
+            W_FN(transpose_block)(w + (k0 * C + c0) * 9, C * 9, count, channels * 9, taps);
+            for (int64_t c = c0; c < c0 + channels; ++c) {
+                wvec g[9];
+                for (int t = 0; t < 9; ++t) {
+                    g[t] = wload(taps + ((c - c0) * 9 + t) * LANES);
+                    finite &= g[t] - g[t] == zero; /* inf - inf and NaN are NaN */
+                }
+                wvec t[6][3]; /* G g */
+                for (int j = 0; j < 3; ++j) {
+                    const wvec column[3] = {g[j], g[3 + j], g[6 + j]};
+                    wvec rows[6];
+                    G_ROWS(column, rows);
+                    for (int i = 0; i < 6; ++i) t[i][j] = rows[i];
+                }
+                for (int i = 0; i < 6; ++i) { /* (G g) G^T */
+                    wvec u[6];
+                    G_ROWS(t[i], u);
+                    for (int j = 0; j < 6; ++j)
+                        W_FN(wstore)(U + (6 * i + j) * plane + c * K + k0, u[j], count);
+                }
             }
         }
+    }
     int non_finite = 0;
     for (int lane = 0; lane < LANES; ++lane) non_finite |= finite[lane] == 0;
     return non_finite;
