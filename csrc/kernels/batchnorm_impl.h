@@ -289,7 +289,14 @@ static inline float inv_sqrt_eps(float var, float eps)
  * threads take contiguous runs of planes (image by image), where they took
  * channels, each one's N planes C * HW floats apart: runs of 256 bytes
  * 16 KB apart on 8x8 planes with 64 channels, which the prefetchers did
- * not follow.  Each value's arithmetic is the same. */
+ * not follow.  Each value's arithmetic is the same.  Eval, 2 threads, on a
+ * Zen 5: 64 channels of 8x8 at batch 128 0.43x the time, 960 of 4x4 at
+ * batch 32 0.63x, 16 of 32x32 0.9x; ResNet-20's inference at batch 128
+ * 0.978x (8 of 8 rounds faster, in one process alternating with the
+ * channel order), its training step 1.000x.  (Plane order in the training
+ * statistics and backward, which read each channel's planes twice, was
+ * 1.05-1.15x slower: a channel's planes no longer stayed in L2 between its
+ * two passes.) */
 static void normalize_all(const float *x, const float *mean, const float *var, const float *gamma,
                           const float *beta, float eps, an_bn_activation act, int64_t N,
                           int64_t C, int64_t HW, float *y, float *invstd_out)
