@@ -229,6 +229,8 @@ SMALL_STRIDED_CASES = [
     (8, 4, 6, (3, 3), (2, 2), (0, 0), (1, 1), 1, (11, 10)),     # no padding
     (8, 4, 6, (3, 3), (2, 2), (2, 1), (2, 1), 1, (12, 12)),     # dilation 2 in one axis, padding 2 / 1
     (10, 3, 5, (3, 3), (3, 2), (1, 0), (1, 1), 1, (14, 13)),    # strides 3 and 2: the general phases
+    (16, 8, 12, (1, 1), (2, 2), (0, 0), (1, 1), 1, (12, 12)),   # 1x1 downsample: only phase (0, 0) copied
+    (8, 4, 6, (2, 2), (3, 3), (0, 0), (1, 1), 1, (14, 14)),     # 2 taps of stride 3: phase 2 never read
 ]
 
 
