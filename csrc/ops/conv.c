@@ -611,6 +611,16 @@ typedef struct {
     const int64_t *offsets; /* tap -> offset in a padded image */
 } padded_tile_source;
 
+/* rows [0, kc) of `run` floats, row k from base + offsets[k] */
+static inline __attribute__((always_inline)) void copy_tap_runs(const float *base,
+                                                                const int64_t *offsets, int64_t kc,
+                                                                float *restrict to, int width,
+                                                                int64_t run)
+{
+    for (int64_t k = 0; k < kc; k++)
+        memcpy(to + k * width, base + offsets[k], sizeof(float) * (size_t)run);
+}
+
 #if defined(__GNUC__) && !defined(__clang__)
 __attribute__((optimize("no-tree-loop-distribute-patterns")))
 #endif
@@ -624,11 +634,21 @@ static void pack_padded_panel(const void *source, int64_t k0, int64_t kc, int64_
         const int64_t oh = rem / OW, ow0 = rem % OW;
         const int64_t run = OW - ow0 < cols - j ? OW - ow0 : cols - j;
         const float *base = src->padded + image * src->image_floats + oh * src->Wp + ow0;
-        for (int64_t k = 0; k < kc; k++) {
-            const float *restrict from = base + src->offsets[k0 + k];
-            float *restrict to = panel + k * width + j;
-            for (int64_t t = 0; t < run; t++)
-                to[t] = from[t];
+        /* constant widths become vector moves: the runs are output rows, 8
+           or 16 floats on the 8x8 and 16x16 planes of strided layers */
+        if (run == 16) {
+            copy_tap_runs(base, src->offsets + k0, kc, panel + j, width, 16);
+        } else if (run == 8) {
+            copy_tap_runs(base, src->offsets + k0, kc, panel + j, width, 8);
+        } else if (run == 4) {
+            copy_tap_runs(base, src->offsets + k0, kc, panel + j, width, 4);
+        } else {
+            for (int64_t k = 0; k < kc; k++) {
+                const float *restrict from = base + src->offsets[k0 + k];
+                float *restrict to = panel + k * width + j;
+                for (int64_t t = 0; t < run; t++)
+                    to[t] = from[t];
+            }
         }
         j += run;
     }
