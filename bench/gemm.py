@@ -19,6 +19,13 @@ Fairness:
   * Both sides allocate their output every call (numpy's a @ b and
     appealnet's matmul); calls are interleaved (ours, numpy, numpy, ours, ...)
     and the figure is the median over rounds.
+  * Each timed sample follows one untimed call: after the pause between
+    workers' turns, libgomp's threads have stopped spinning and gone to
+    sleep (OpenBLAS's spin far longer), and waking a sleeping vCPU under
+    the hypervisor cost up to milliseconds, which a sample of one or two
+    calls (the large shapes on two threads) then measured instead of the
+    GEMM (a Zen 5: 1024^2 on two threads at 206 GFLOP/s in such samples,
+    448 in one process calling it back to back).
   * --clock cpu divides the process CPU time by the thread count: steadier
     than wall time on a machine shared with other jobs, but it also counts
     any time a runtime's idle threads spin.
@@ -146,21 +153,24 @@ def worker(side, threads, clock):
             oa, ob = an.from_numpy(na), an.from_numpy(nb)
             np.testing.assert_allclose(_C.matmul(oa, ob).numpy(), na @ nb, rtol=2e-3, atol=2e-3)
 
-            def run():
-                for _ in range(reps):
-                    _C.matmul(oa, ob)
+            def once():
+                _C.matmul(oa, ob)
         else:
-            def run():
-                for _ in range(reps):
-                    na @ nb
+            def once():
+                na @ nb
+
+        def run():
+            for _ in range(reps):
+                once()
         run()  # warm-up: packing buffers, thread pools
-        return run, reps
+        return run, once, reps
 
     def handle(req):
         if req["shape"] not in prepared:
             prepared.clear()
             prepared[req["shape"]] = prepare(req["shape"])
-        run, reps = prepared[req["shape"]]
+        run, once, reps = prepared[req["shape"]]
+        once()  # the pool's threads awake again after the other worker's turn (see the docstring)
         return timed(run, clock, threads) / reps
 
     serve({"side": side}, handle)
