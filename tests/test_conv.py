@@ -299,13 +299,13 @@ def test_conv2d_thread_count_does_not_change_results(xs, ws, stride, padding, gr
         np.testing.assert_array_equal(p, q)
 
 
-# 1x1 layers on planes under 64 pixels run several whole images per GEMM,
+# 1x1 layers on planes under 128 pixels run several whole images per GEMM,
 # whose B panels are read straight from x (pack_pointwise_panel, and
 # pack_pointwise_taps_panel for the weight gradient): runs of columns that
-# cross images inside a panel (planes of 9, 25 and 49 pixels; 64, the
-# largest that batch), several K
-# blocks (600 and 1024 channels), groups, a batch that splits into uneven
-# tiles, and two threads, against the float64 reference.  dx is written
+# cross images inside a panel (planes of 9, 25, 49 and 64 pixels, 8x8 being
+# the zoo's largest that batch), several K blocks (600 and 1024 channels),
+# groups, a batch that splits into uneven tiles, and two threads, against
+# the float64 reference.  dx is written
 # whole, never zeroed first: a gradient from reused memory must not leak in.
 @pytest.mark.parametrize("xs,cout,groups", [
     ((5, 600, 3, 3), 24, 1),

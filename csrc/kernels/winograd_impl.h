@@ -191,7 +191,9 @@ static AN_ALWAYS_INLINE int W_FN(output_grad_body)(const float *dy, int64_t nb, 
  * forward on 8x8 planes at batch 32.  With this and the split of K over
  * the team (conv.c), that forward took 0.68x the time; what remains of
  * the transform there is mostly writing U (9 MB) to memory. */
+#ifndef W_WEIGHT_CHANNELS /* this header is included once per width */
 #define W_WEIGHT_CHANNELS 16
+#endif
 
 static AN_ALWAYS_INLINE int W_FN(weights_body)(const float *w, int64_t K, int64_t C, int64_t k_begin,
                                                  int64_t k_end, float *U)

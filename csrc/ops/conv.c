@@ -611,14 +611,19 @@ typedef struct {
     const int64_t *offsets; /* tap -> offset in a padded image */
 } padded_tile_source;
 
-/* rows [0, kc) of `run` floats, row k from base + offsets[k] */
+/* rows [0, kc) of `run` floats, row k from base + offsets[k] (an element
+   loop: a constant run becomes vector moves, any other stays inline, where
+   a memcpy call per run of a few floats cost more than the copy) */
 static inline __attribute__((always_inline)) void copy_tap_runs(const float *base,
                                                                 const int64_t *offsets, int64_t kc,
                                                                 float *restrict to, int width,
                                                                 int64_t run)
 {
-    for (int64_t k = 0; k < kc; k++)
-        memcpy(to + k * width, base + offsets[k], sizeof(float) * (size_t)run);
+    for (int64_t k = 0; k < kc; k++) {
+        const float *restrict from = base + offsets[k];
+        for (int64_t t = 0; t < run; t++)
+            to[k * width + t] = from[t];
+    }
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -643,12 +648,7 @@ static void pack_padded_panel(const void *source, int64_t k0, int64_t kc, int64_
         } else if (run == 4) {
             copy_tap_runs(base, src->offsets + k0, kc, panel + j, width, 4);
         } else {
-            for (int64_t k = 0; k < kc; k++) {
-                const float *restrict from = base + src->offsets[k0 + k];
-                float *restrict to = panel + k * width + j;
-                for (int64_t t = 0; t < run; t++)
-                    to[t] = from[t];
-            }
+            copy_tap_runs(base, src->offsets + k0, kc, panel + j, width, run);
         }
         j += run;
     }
