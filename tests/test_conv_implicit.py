@@ -5,7 +5,9 @@ stride-1 kxk convolution whose padding is at most (k-1)*dilation).  Each is
 compared with torch in float64, forward and all three gradients, on shapes
 around the band split, the 32-wide micro-tile and the junk columns of the
 padded width; results are bit-identical for 1 and 2 threads, and a NaN
-reaches exactly the outputs whose window covers it."""
+reaches exactly the outputs whose window covers it.  The strided paths
+(stride phases, and the AVX-512 gather of stride-2 panels from x) are
+checked the same way below."""
 import numpy as np
 import pytest
 
@@ -138,6 +140,8 @@ def test_nan_reaches_only_the_weight_taps_that_read_it(size):
 
 # Strided layers with 256+ outputs read the stride phases of the padded image
 # in place (implicit_gemm_strided); their backward stays with im2col tiles.
+# On AVX-512, stride-2 layers with output rows of up to 16 gather from x
+# instead (GATHER_CASES below): here the ResNet-20 and 1x1 cases.
 # (N, C_in, C_out, (kh, kw), (sh, sw), (ph, pw), (dh, dw), groups, (H, W))
 STRIDED_CASES = [
     (2, 16, 32, (3, 3), (2, 2), (1, 1), (1, 1), 1, (32, 32)),   # ResNet-20 downsampling
@@ -189,7 +193,7 @@ def test_strided_conv_matches_torch(case):
     torch_or_skip()
     x, wt, b = _strided_inputs(case, seed=11)
     results, gy = _run_strided(case, x, wt, b, gy_seed=12)
-    assert results[0].shape[2] * results[0].shape[3] >= 256  # the strided implicit path
+    assert results[0].shape[2] * results[0].shape[3] >= 256  # large planes
     _assert_strided_matches_torch(case, x, wt, b, gy, results)
 
 
@@ -251,3 +255,87 @@ def test_strided_small_planes_through_phase_tiles_match_torch(case):
     for one, two in zip(*results):
         np.testing.assert_array_equal(one, two)
     _assert_strided_matches_torch(case, x, wt, b, gy, results[0])
+
+
+# Stride-2 layers whose output rows are at most 16 wide gather their B panels
+# straight from x on AVX-512 (an_im2col_stride2_panel_avx512): two masked
+# loads and an even-lane permute per tap and output row, small and large
+# planes alike.  Other CPUs take the stride phases above, so these cases
+# check whichever path the machine has.  Output widths 1..17 (17: back to
+# the phases), spans of one vector (rows of up to 8 outputs) and of two, a
+# tap's span starting before the row and ending past it, kernels 1-7.
+# (N, C_in, C_out, (kh, kw), (ph, pw), groups, (H, W))
+GATHER_CASES = [
+    (3, 5, 7, (3, 3), (1, 1), 1, (16, 16)),    # ResNet's 3x3/2: 8 outputs, one vector
+    (2, 4, 6, (3, 3), (1, 1), 1, (32, 32)),    # 16 outputs: two vectors per span
+    (2, 4, 6, (3, 3), (1, 1), 1, (31, 31)),    # 16 outputs, the last tap's span ends past the row
+    (2, 4, 6, (3, 3), (1, 1), 1, (33, 33)),    # 17 outputs: the phases
+    (4, 3, 5, (3, 3), (1, 1), 1, (17, 15)),    # 9 x 8 outputs: runs split across panels
+    (5, 3, 5, (3, 3), (1, 1), 1, (2, 1)),      # one output column
+    (2, 6, 8, (1, 1), (0, 0), 1, (32, 32)),    # 1x1/2 shortcut, 16 outputs
+    (6, 6, 8, (1, 1), (0, 0), 1, (9, 9)),      # 1x1/2 on an odd plane
+    (2, 3, 8, (7, 7), (3, 3), 1, (32, 32)),    # 7x7 stem: spans 3 before and 3 past the row
+    (3, 4, 6, (5, 3), (2, 0), 2, (20, 23)),    # rectangular kernel, no column padding, groups
+    (3, 4, 6, (2, 2), (0, 0), 1, (12, 12)),    # even kernel
+    (1, 8, 16, (3, 3), (1, 1), 1, (32, 32)),   # batch 1: bands of one image
+]
+
+
+@pytest.mark.parametrize("case", GATHER_CASES, ids=[str(c) for c in GATHER_CASES])
+def test_stride2_gathered_panels_match_torch_on_any_thread_count(case):
+    torch_or_skip()
+    n, cin, cout, k, p, g, hw = case
+    full = (n, cin, cout, k, (2, 2), p, (1, 1), g, hw)
+    x, wt, b = _strided_inputs(full, seed=15)
+    results = []
+    previous = an.get_num_threads()
+    try:
+        for threads in (1, 2):
+            an.set_num_threads(threads)
+            out, gy = _run_strided(full, x, wt, b, gy_seed=16)
+            results.append(out)
+    finally:
+        an.set_num_threads(previous)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+    _assert_strided_matches_torch(full, x, wt, b, gy, results[0])
+
+
+GUARDED_CHILD = r"""
+import ctypes, mmap, sys
+import numpy as np
+import appealnet as an
+from appealnet.nn import functional as F
+page = mmap.PAGESIZE
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+for shape, k, p in (((1, page // 4 // 256, 16, 16), 3, 1), ((1, page // 4 // 1024, 32, 32), 3, 1),
+                    ((1, page // 4 // 1024, 32, 32), 1, 0), ((1, page // 4 // 1024, 32, 32), 7, 3)):
+    area = mmap.mmap(-1, 3 * page)
+    floats = np.frombuffer(area, dtype=np.float32)
+    base = floats.ctypes.data
+    # x fills the middle page exactly; the pages before and after fault
+    x = floats[page // 4: 2 * page // 4].reshape(shape)
+    x[...] = np.random.default_rng(0).standard_normal(shape)
+    for at in (base, base + 2 * page):
+        assert libc.mprotect(at, page, 0) == 0, ctypes.get_errno()
+    w = np.random.default_rng(1).standard_normal((4, shape[1], k, k)).astype(np.float32)
+    y = F.conv2d(an.from_numpy(x), an.tensor(w), None, 2, p).numpy()
+    reference = F.conv2d(an.tensor(x.copy()), an.tensor(w), None, 2, p).numpy()
+    np.testing.assert_array_equal(y, reference)
+    for at in (base, base + 2 * page):
+        libc.mprotect(at, page, 3)
+print("ok")
+"""
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork") or __import__("sys").platform != "linux",
+                    reason="mprotect guard pages through ctypes: Linux only")
+def test_stride2_gather_reads_nothing_outside_x():
+    """x alone on a page between two inaccessible ones: the masked loads of
+    taps whose span starts before the first row or ends past the last read
+    none of the lanes outside it (a read there would kill the child)."""
+    from gradcheck import run_python
+    proc = run_python(["-c", GUARDED_CHILD], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -29,6 +29,9 @@ LAYERS = [
     ("dw5x5_s1_8", (3, 8, 8), (8, 1, 5, 5), 1, 2, 8),
     ("dense3x3_s1_20", (2, 6, 20), (10, 6, 3, 3), 1, 1, 1),
     ("dense3x3_s2_16", (2, 6, 16), (10, 6, 3, 3), 2, 1, 1),
+    # 16 outputs a row: two-vector spans of the AVX-512 gather from x, the
+    # stride phases under the other builds
+    ("dense3x3_s2_32", (2, 4, 32), (6, 4, 3, 3), 2, 1, 1),
     ("pointwise_8", (4, 24, 8), (40, 24, 1, 1), 1, 0, 1),
     ("winograd3x3_9", (3, 40, 9), (36, 40, 3, 3), 1, 1, 1),  # transforms built per ISA too
 ]

@@ -43,6 +43,28 @@ void an_col2im_add_ld_f32(const float *col, int64_t ld, int64_t C, int64_t H, in
                           int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                           int64_t OH, int64_t OW, float *dx);
 
+/* A stride-2 convolution's column matrix over `rows` output rows from oh0
+ * of consecutive images (image i at x + i * image_floats, first channel of
+ * the group): column j is output (image j / (rows*OW), row oh0 +
+ * j % (rows*OW) / OW, column j % OW), row k tap (c, ki, kj) = (k / (kh*kw),
+ * k / kw % kh, k % kw), dilation 1. */
+#define AN_STRIDE2_MAX_TAPS 16
+#define AN_STRIDE2_MAX_OW 16
+typedef struct {
+    const float *x;
+    int64_t image_floats;
+    int64_t H, W, kh, kw, ph, pw; /* kh, kw <= AN_STRIDE2_MAX_TAPS */
+    int64_t OW;                   /* <= AN_STRIDE2_MAX_OW: a run fits one vector */
+    int64_t oh0, rows;
+} an_stride2_panel_source;
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* Rows [k0, k0+kc) of columns [j0, j0+cols) packed as panel[k * width + j]
+ * (columns [cols, width) zero), with AVX-512: the caller checks the ISA. */
+void an_im2col_stride2_panel_avx512(const an_stride2_panel_source *s, int64_t k0, int64_t kc,
+                                    int64_t j0, int64_t cols, int width, float *panel);
+#endif
+
 #ifdef __cplusplus
 }
 #endif

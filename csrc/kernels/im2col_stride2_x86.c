@@ -1,0 +1,93 @@
+/* Stride-2 im2col panels gathered straight from x with AVX-512 (see
+ * im2col.h).  A tap's run of up to 16 outputs along one output row reads
+ * every other input of a span of at most 31: two masked loads (the masked
+ * lanes, outside the row, are neither read nor fault) and one two-source
+ * permute of the even lanes.  The forward of ResNet-20's and ResNet-18's
+ * stride-2 layers otherwise copied each image into its four zero-padded
+ * stride phases first (pad_phases in ops/conv.c, 17% of the 32 -> 64
+ * layer's forward on a Zen 5) and then copied runs of the phases into the
+ * panels (15%).  It only moves values and zeros, so the panels, and the
+ * sums, are the same as through the phases. */
+#include "kernels/im2col.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define AN_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
+
+/* Bits [lo, hi) of a 32-bit mask (empty when hi <= lo). */
+static inline uint32_t lane_range(int64_t lo, int64_t hi)
+{
+    if (lo < 0) lo = 0;
+    if (hi > 32) hi = 32;
+    if (hi <= lo) return 0;
+    const uint32_t below_hi = hi == 32 ? 0xFFFFFFFFu : (1u << hi) - 1u;
+    return below_hi & ~((1u << lo) - 1u);
+}
+
+AN_TARGET_AVX512 void an_im2col_stride2_panel_avx512(const an_stride2_panel_source *s, int64_t k0,
+                                                     int64_t kc, int64_t j0, int64_t cols,
+                                                     int width, float *panel)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const int64_t OW = s->OW, W = s->W, HW = s->H * s->W, kw = s->kw, kh = s->kh;
+    const int64_t per_image = s->rows * OW;
+    for (int64_t j = 0; j < cols;) {
+        /* a run of columns along one output row of one image */
+        const int64_t col = j0 + j, image = col / per_image, rem = col % per_image;
+        const int64_t oh = s->oh0 + rem / OW, ow0 = rem % OW;
+        const int64_t run = OW - ow0 < cols - j ? OW - ow0 : cols - j;
+        const float *xi = s->x + image * s->image_floats;
+        /* per tap (ki, kj) of the kernel: where its span of the run starts
+           in a channel plane, and which of the span's 32 lanes lie inside
+           the plane (none when the input row is padding) */
+        int64_t at_tap[AN_STRIDE2_MAX_TAPS * AN_STRIDE2_MAX_TAPS];
+        uint32_t lanes_tap[AN_STRIDE2_MAX_TAPS * AN_STRIDE2_MAX_TAPS];
+        const uint32_t span = lane_range(0, 2 * run - 1);
+        for (int64_t ki = 0; ki < kh; ki++) {
+            const int64_t ih = 2 * oh - s->ph + ki;
+            for (int64_t kj = 0; kj < kw; kj++) {
+                const int64_t iw0 = 2 * ow0 - s->pw + kj;
+                at_tap[ki * kw + kj] = ih * W + iw0;
+                lanes_tap[ki * kw + kj] =
+                    ih >= 0 && ih < s->H ? lane_range(-iw0, W - iw0) & span : 0;
+            }
+        }
+        const __mmask16 keep = (__mmask16)((1u << run) - 1u);
+        const int64_t taps = kh * kw;
+        const float *plane = xi + k0 / taps * HW;
+        int64_t tap = k0 % taps;
+        if (2 * run - 1 <= 16) {
+            /* the span fits one vector: one load, a one-source permute */
+            for (int64_t k = 0; k < kc; k++) {
+                const uintptr_t at = (uintptr_t)plane + (uintptr_t)(at_tap[tap] * (int64_t)sizeof(float));
+                const __m512 v = _mm512_maskz_loadu_ps((__mmask16)lanes_tap[tap], (const float *)at);
+                _mm512_mask_storeu_ps(panel + k * width + j, keep, _mm512_permutexvar_ps(even, v));
+                if (++tap == taps) {
+                    tap = 0;
+                    plane += HW;
+                }
+            }
+        } else {
+            for (int64_t k = 0; k < kc; k++) {
+                /* the address of lane 0, possibly outside the row: only
+                   lanes inside it are loaded */
+                const uintptr_t at = (uintptr_t)plane + (uintptr_t)(at_tap[tap] * (int64_t)sizeof(float));
+                const uint32_t lanes = lanes_tap[tap];
+                const __m512 lo = _mm512_maskz_loadu_ps((__mmask16)lanes, (const float *)at);
+                const __m512 hi = _mm512_maskz_loadu_ps((__mmask16)(lanes >> 16), (const float *)(at + 64));
+                _mm512_mask_storeu_ps(panel + k * width + j, keep, _mm512_permutex2var_ps(lo, even, hi));
+                if (++tap == taps) {
+                    tap = 0;
+                    plane += HW;
+                }
+            }
+        }
+        j += run;
+    }
+    for (int64_t k = 0; k < kc && cols < width; k++)
+        for (int64_t jj = cols; jj < width; jj++)
+            panel[k * width + jj] = 0.0f;
+}
+
+#endif
