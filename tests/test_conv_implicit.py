@@ -173,6 +173,23 @@ def _run_strided(case, x, wt, b, gy_seed):
     return (y.detach().numpy(), ax.grad.numpy(), aw.grad.numpy()), gy
 
 
+def _strided_on_one_and_two_threads(case, x, wt, b, gy_seed):
+    """_run_strided on 1 and 2 threads, asserted bit-identical: ([results
+    on 1, on 2], dy)."""
+    results = []
+    previous = an.get_num_threads()
+    try:
+        for threads in (1, 2):
+            an.set_num_threads(threads)
+            out, gy = _run_strided(case, x, wt, b, gy_seed)
+            results.append(out)
+    finally:
+        an.set_num_threads(previous)
+    for one, two in zip(*results):
+        np.testing.assert_array_equal(one, two)
+    return results, gy
+
+
 def _assert_strided_matches_torch(case, x, wt, b, gy, results):
     torch = torch_or_skip()
     torch.set_num_threads(1)
@@ -242,18 +259,8 @@ SMALL_STRIDED_CASES = [
 def test_strided_small_planes_through_phase_tiles_match_torch(case):
     torch_or_skip()
     x, wt, b = _strided_inputs(case, seed=13)
-    results = []
-    previous = an.get_num_threads()
-    try:
-        for threads in (1, 2):
-            an.set_num_threads(threads)
-            out, gy = _run_strided(case, x, wt, b, gy_seed=14)
-            assert out[0].shape[2] * out[0].shape[3] < 256  # not the in-place strided path
-            results.append(out)
-    finally:
-        an.set_num_threads(previous)
-    for one, two in zip(*results):
-        np.testing.assert_array_equal(one, two)
+    results, gy = _strided_on_one_and_two_threads(case, x, wt, b, gy_seed=14)
+    assert results[0][0].shape[2] * results[0][0].shape[3] < 256  # not the in-place strided path
     _assert_strided_matches_torch(case, x, wt, b, gy, results[0])
 
 
@@ -287,17 +294,7 @@ def test_stride2_gathered_panels_match_torch_on_any_thread_count(case):
     n, cin, cout, k, p, g, hw = case
     full = (n, cin, cout, k, (2, 2), p, (1, 1), g, hw)
     x, wt, b = _strided_inputs(full, seed=15)
-    results = []
-    previous = an.get_num_threads()
-    try:
-        for threads in (1, 2):
-            an.set_num_threads(threads)
-            out, gy = _run_strided(full, x, wt, b, gy_seed=16)
-            results.append(out)
-    finally:
-        an.set_num_threads(previous)
-    for one, two in zip(*results):
-        np.testing.assert_array_equal(one, two)
+    results, gy = _strided_on_one_and_two_threads(full, x, wt, b, gy_seed=16)
     _assert_strided_matches_torch(full, x, wt, b, gy, results[0])
 
 
