@@ -58,11 +58,31 @@ typedef struct {
     int64_t oh0, rows;
 } an_stride2_panel_source;
 
+/* Where each tap column's values land in a stride-2 input row, as lanes
+ * L = 2 ow + j of up to three vectors (input column L - pw): a permute
+ * index and a lane mask per (tap column, vector), the lanes of all of them,
+ * and how many vectors the row's span needs.  Same sizes, same plan: built
+ * once per layer, in portable C. */
+typedef struct {
+    _Alignas(64) int32_t index[AN_STRIDE2_MAX_TAPS][3][16];
+    uint16_t taken[AN_STRIDE2_MAX_TAPS][3];
+    uint16_t row_lanes[3];
+    int vectors;
+} an_col2im_stride2_plan;
+void an_col2im_stride2_plan_init(an_col2im_stride2_plan *plan, int64_t W, int64_t kw, int64_t pw,
+                                 int64_t OW);
+
 #if defined(__x86_64__) && defined(__GNUC__)
 /* Rows [k0, k0+kc) of columns [j0, j0+cols) packed as panel[k * width + j]
  * (columns [cols, width) zero), with AVX-512: the caller checks the ISA. */
 void an_im2col_stride2_panel_avx512(const an_stride2_panel_source *s, int64_t k0, int64_t kc,
                                     int64_t j0, int64_t cols, int width, float *panel);
+/* an_col2im_add_ld_f32 for one channel (C = 1), stride 2, dilation 1,
+ * OW <= AN_STRIDE2_MAX_OW and kw <= AN_STRIDE2_MAX_TAPS, with AVX-512: the
+ * same bits.  `plan` comes from an_col2im_stride2_plan_init. */
+void an_col2im_add_stride2_avx512(const an_col2im_stride2_plan *plan, const float *col, int64_t ld,
+                                  int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t ph,
+                                  int64_t pw, int64_t OH, int64_t OW, float *dx);
 #endif
 
 #ifdef __cplusplus

@@ -90,4 +90,79 @@ AN_TARGET_AVX512 void an_im2col_stride2_panel_avx512(const an_stride2_panel_sour
             panel[k * width + jj] = 0.0f;
 }
 
+/* One channel of a stride-2 col2im (an_col2im_add_ld_f32 with C = 1,
+ * dilation 1, OW <= 16): for each kernel row i and output row oh, the
+ * input row that they reach is loaded once as lanes L = 2 ow + j of up to
+ * three vectors (input column L - pw), each tap column j's OW values are
+ * spread onto its lanes by a permute and added under a mask (lanes of
+ * other taps, and -0.0 there, are left alone), and the row is stored once.
+ * A fixed kernel row reaches an input row from one output row only, so
+ * each element receives its additions in the scalar loop's order (kernel
+ * row, then tap column): the same bits.  A load and store per tap instead
+ * lost: each masked store was followed at once by the next tap's load of
+ * the same span, which the store could not forward. */
+static inline __attribute__((always_inline)) AN_TARGET_AVX512 void
+col2im_stride2_rows(const int vectors, const an_col2im_stride2_plan *plan, const float *col,
+                    int64_t ld, int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t ph, int64_t pw,
+                    int64_t OH, int64_t OW, float *dx)
+{
+    const __mmask16 values = (__mmask16)((1u << OW) - 1u);
+    for (int64_t i = 0; i < kh; ++i) {
+        for (int64_t oh = 0; oh < OH; ++oh) {
+            const int64_t ih = 2 * oh - ph + i;
+            if (ih < 0 || ih >= H) continue;
+            /* lane 0 is input column -pw: only lanes inside the row are touched */
+            const uintptr_t row = (uintptr_t)(dx + ih * W) - (uintptr_t)(pw * (int64_t)sizeof(float));
+            __m512 acc[3];
+            for (int r = 0; r < vectors; ++r)
+                acc[r] = _mm512_maskz_loadu_ps(plan->row_lanes[r], (const float *)(row + 64 * (uintptr_t)r));
+            for (int64_t j = 0; j < kw; ++j) {
+                const __m512 v = _mm512_maskz_loadu_ps(values, col + (i * kw + j) * ld + oh * OW);
+                for (int r = 0; r < vectors; ++r)
+                    acc[r] = _mm512_mask_add_ps(
+                        acc[r], plan->taken[j][r], acc[r],
+                        _mm512_permutexvar_ps(_mm512_load_si512(plan->index[j][r]), v));
+            }
+            for (int r = 0; r < vectors; ++r)
+                _mm512_mask_storeu_ps((float *)(row + 64 * (uintptr_t)r), plan->row_lanes[r], acc[r]);
+        }
+    }
+}
+
+AN_TARGET_AVX512 void an_col2im_add_stride2_avx512(const an_col2im_stride2_plan *plan,
+                                                   const float *col, int64_t ld, int64_t H,
+                                                   int64_t W, int64_t kh, int64_t kw, int64_t ph,
+                                                   int64_t pw, int64_t OH, int64_t OW, float *dx)
+{
+    switch (plan->vectors) {
+    case 1: col2im_stride2_rows(1, plan, col, ld, H, W, kh, kw, ph, pw, OH, OW, dx); return;
+    case 2: col2im_stride2_rows(2, plan, col, ld, H, W, kh, kw, ph, pw, OH, OW, dx); return;
+    default: col2im_stride2_rows(3, plan, col, ld, H, W, kh, kw, ph, pw, OH, OW, dx); return;
+    }
+}
+
 #endif
+
+void an_col2im_stride2_plan_init(an_col2im_stride2_plan *plan, int64_t W, int64_t kw, int64_t pw,
+                                 int64_t OW)
+{
+    const int64_t span = 2 * (OW - 1) + kw; /* lanes 0 .. 2 (OW-1) + kw - 1 */
+    plan->vectors = (int)((span + 15) / 16);
+    for (int r = 0; r < 3; ++r) plan->row_lanes[r] = 0;
+    for (int64_t j = 0; j < kw; ++j) {
+        /* outputs ow with 0 <= 2 ow + j - pw < W */
+        const int64_t first = j - pw >= 0 ? 0 : (pw - j + 1) / 2;
+        int64_t end = W - (j - pw) > 0 ? (W - (j - pw) + 1) / 2 : 0;
+        if (end > OW) end = OW;
+        for (int r = 0; r < 3; ++r) {
+            uint32_t lanes = 0;
+            for (int l = 0; l < 16; ++l) {
+                const int64_t twice_ow = 16 * r + l - j, ow = twice_ow / 2;
+                plan->index[j][r][l] = twice_ow >= 0 && ow < 16 ? (int32_t)ow : 0;
+                if (twice_ow >= 0 && twice_ow % 2 == 0 && ow >= first && ow < end) lanes |= 1u << l;
+            }
+            plan->taken[j][r] = (uint16_t)lanes;
+            plan->row_lanes[r] = (uint16_t)(plan->row_lanes[r] | lanes);
+        }
+    }
+}

@@ -416,9 +416,31 @@ static void col2im_tile(const conv_geometry *g, const float *col, int64_t n0, in
         }
         return;
     }
+#if defined(__x86_64__) && defined(__GNUC__)
+    /* stride 2 with rows of up to 16 outputs: a row of dx at a time in
+       registers (an_col2im_add_stride2_avx512, the same bits).  Forward and
+       backward, 2 threads, batch 32, in one process alternating with the
+       scalar loop (Zen 5): ResNet-20's 16 -> 32 0.89x the time, 32 -> 64
+       0.95x, ResNet-18's 64 -> 128 0.95x, 128 -> 256 and 256 -> 512 0.98x,
+       its 1x1/2 shortcut 0.96x, EfficientNet's stem 0.89x. */
+    const int stride2_rows = g->sh == 2 && g->sw == 2 && g->dh == 1 && g->dw == 1 &&
+                             g->OW <= AN_STRIDE2_MAX_OW && g->kw <= AN_STRIDE2_MAX_TAPS &&
+                             an_cpu_info_get()->isa == AN_ISA_AVX512;
+    an_col2im_stride2_plan plan;
+    if (stride2_rows)
+        an_col2im_stride2_plan_init(&plan, g->W, g->kw, g->pw, g->OW);
+#endif
 #pragma omp parallel for schedule(static) if (pairs * kk * cols > AN_PARALLEL_GRAIN)
     for (int64_t p = 0; p < pairs; p++) {
         int64_t i = p / cg, c = p % cg;
+#if defined(__x86_64__) && defined(__GNUC__)
+        if (stride2_rows) {
+            an_col2im_add_stride2_avx512(&plan, col + c * kk * ld + i * cols, ld, g->H, g->W, g->kh, g->kw,
+                                         g->ph - oh0 * 2, g->pw, rows, g->OW,
+                                         dx + ((n0 + i) * g->C + grp * cg + c) * HW);
+            continue;
+        }
+#endif
         an_col2im_add_ld_f32(col + c * kk * ld + i * cols, ld, 1, g->H, g->W, g->kh, g->kw, g->sh,
                              g->sw, g->ph - oh0 * g->sh, g->pw, g->dh, g->dw, rows, g->OW,
                              dx + ((n0 + i) * g->C + grp * cg + c) * HW);
