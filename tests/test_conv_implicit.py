@@ -317,9 +317,14 @@ for shape, k, p in (((1, page // 4 // 256, 16, 16), 3, 1), ((1, page // 4 // 102
     for at in (base, base + 2 * page):
         assert libc.mprotect(at, page, 0) == 0, ctypes.get_errno()
     w = np.random.default_rng(1).standard_normal((4, shape[1], k, k)).astype(np.float32)
-    y = F.conv2d(an.from_numpy(x), an.tensor(w), None, 2, p).numpy()
-    reference = F.conv2d(an.tensor(x.copy()), an.tensor(w), None, 2, p).numpy()
-    np.testing.assert_array_equal(y, reference)
+    results = []
+    for source in (an.from_numpy(x), an.tensor(x.copy())):
+        weight = an.tensor(w, requires_grad=True)
+        y = F.conv2d(source, weight, None, 2, p)
+        y.backward(an.tensor(np.ones(y.shape, np.float32)))  # the weight gradient reads x too
+        results.append((y.detach().numpy(), weight.grad.numpy()))
+    for guarded, reference in zip(*results):
+        np.testing.assert_array_equal(guarded, reference)
     for at in (base, base + 2 * page):
         libc.mprotect(at, page, 3)
 print("ok")
@@ -330,8 +335,9 @@ print("ok")
                     reason="mprotect guard pages through ctypes: Linux only")
 def test_stride2_gather_reads_nothing_outside_x():
     """x alone on a page between two inaccessible ones: the masked loads of
-    taps whose span starts before the first row or ends past the last read
-    none of the lanes outside it (a read there would kill the child)."""
+    taps whose span starts before the first row or ends past the last, in
+    the forward and in the weight gradient's gather, read none of the lanes
+    outside it (a read there would kill the child)."""
     from gradcheck import run_python
     proc = run_python(["-c", GUARDED_CHILD], timeout=120)
     assert proc.returncode == 0, proc.stderr
