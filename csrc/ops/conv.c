@@ -397,6 +397,30 @@ static void pack_im2col_panel(const void *source, int64_t k0, int64_t kc, int64_
     zero_panel_columns(panel, kc, cols, width);
 }
 
+/* Stride-2 layers with output rows of up to 16 gather their B panels
+   straight from x with AVX-512 (an_im2col_stride2_panel_avx512), on small
+   planes instead of copying each tile's images into their stride phases
+   first (pad_tile), on large planes instead of the phases read in place
+   (implicit_strided_accepts).  Forward, 2 threads, batch 32, in one
+   process alternating with the phases (Zen 5): ResNet-20's 16 -> 32 on
+   32x32 0.78x the time and 32 -> 64 on 16x16 0.82x; ResNet-18's 64 -> 128
+   0.87x, its 1x1/2 shortcut 0.49x, 128 -> 256 0.95x, 256 -> 512 0.91x;
+   EfficientNet's 3 -> 32 stem 0.78x.  The panels hold the same values.
+   Their weight gradients gather the taps the same way
+   (pack_stride2_taps_panel) and their data gradients add a row of dx at a
+   time (col2im_tile). */
+static int stride2_gather_applies(const conv_geometry *g)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return g->sh == 2 && g->sw == 2 && g->dh == 1 && g->dw == 1 && g->kh <= AN_STRIDE2_MAX_TAPS &&
+           g->kw <= AN_STRIDE2_MAX_TAPS && g->OW <= AN_STRIDE2_MAX_OW &&
+           an_cpu_info_get()->isa == AN_ISA_AVX512;
+#else
+    (void)g;
+    return 0;
+#endif
+}
+
 /* dx[n0+i, grp channels] += col2im(col) of a tile: one (image, channel)
    plane per iteration, so no two threads add into the same plane; bands
    overlapping in input rows are added one after the other.  At 1x1 each
@@ -423,9 +447,7 @@ static void col2im_tile(const conv_geometry *g, const float *col, int64_t n0, in
        scalar loop (Zen 5): ResNet-20's 16 -> 32 0.89x the time, 32 -> 64
        0.95x, ResNet-18's 64 -> 128 0.95x, 128 -> 256 and 256 -> 512 0.98x,
        its 1x1/2 shortcut 0.96x, EfficientNet's stem 0.89x. */
-    const int stride2_rows = g->sh == 2 && g->sw == 2 && g->dh == 1 && g->dw == 1 &&
-                             g->OW <= AN_STRIDE2_MAX_OW && g->kw <= AN_STRIDE2_MAX_TAPS &&
-                             an_cpu_info_get()->isa == AN_ISA_AVX512;
+    const int stride2_rows = stride2_gather_applies(g);
     an_col2im_stride2_plan plan;
     if (stride2_rows)
         an_col2im_stride2_plan_init(&plan, g->W, g->kw, g->pw, g->OW);
@@ -740,27 +762,6 @@ static void pack_taps_panel(const void *source, int64_t k0, int64_t kc, int64_t 
                             int width, float *panel);
 static void pack_pointwise_taps_panel(const void *source, int64_t k0, int64_t kc, int64_t j0,
                                       int64_t cols, int width, float *panel);
-
-/* Stride-2 layers with output rows of up to 16 gather their B panels
-   straight from x with AVX-512 (an_im2col_stride2_panel_avx512), on small
-   planes instead of copying each tile's images into their stride phases
-   first (pad_tile), on large planes instead of the phases read in place
-   (implicit_strided_accepts).  Forward, 2 threads, batch 32, in one
-   process alternating with the phases (Zen 5): ResNet-20's 16 -> 32 on
-   32x32 0.78x the time and 32 -> 64 on 16x16 0.82x; ResNet-18's 64 -> 128
-   0.87x, its 1x1/2 shortcut 0.49x, 128 -> 256 0.95x, 256 -> 512 0.91x;
-   EfficientNet's 3 -> 32 stem 0.78x.  The panels hold the same values. */
-static int stride2_gather_applies(const conv_geometry *g)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    return g->sh == 2 && g->sw == 2 && g->dh == 1 && g->dw == 1 && g->kh <= AN_STRIDE2_MAX_TAPS &&
-           g->kw <= AN_STRIDE2_MAX_TAPS && g->OW <= AN_STRIDE2_MAX_OW &&
-           an_cpu_info_get()->isa == AN_ISA_AVX512;
-#else
-    (void)g;
-    return 0;
-#endif
-}
 
 #if defined(__x86_64__) && defined(__GNUC__)
 static void pack_stride2_panel(const void *source, int64_t k0, int64_t kc, int64_t j0, int64_t cols,
