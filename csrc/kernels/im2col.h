@@ -61,8 +61,8 @@ typedef struct {
 /* Where each tap column's values land in a stride-2 input row, as lanes
  * L = 2 ow + j of up to three vectors (input column L - pw): a permute
  * index and a lane mask per (tap column, vector), the lanes of all of them,
- * and how many vectors the row's span needs.  Same sizes, same plan: built
- * once per layer, in portable C. */
+ * and how many vectors the row's span needs.  It depends on the sizes
+ * only: built once per tile, in portable C. */
 typedef struct {
     _Alignas(64) int32_t index[AN_STRIDE2_MAX_TAPS][3][16];
     uint16_t taken[AN_STRIDE2_MAX_TAPS][3];

@@ -1,5 +1,7 @@
-/* Stride-2 im2col panels gathered straight from x with AVX-512 (see
- * im2col.h).  A tap's run of up to 16 outputs along one output row reads
+/* Stride-2 convolutions with AVX-512 (see im2col.h): im2col panels
+ * gathered straight from x (the forward's B, and through a transpose the
+ * weight gradient's), and col2im a row of dx at a time; the col2im's lane
+ * plan is built in portable C at the end.  A tap's run of up to 16 outputs along one output row reads
  * every other input of a span of at most 31: two masked loads (the masked
  * lanes, outside the row, are neither read nor fault) and one two-source
  * permute of the even lanes.  The forward of ResNet-20's and ResNet-18's
