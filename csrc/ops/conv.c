@@ -573,11 +573,13 @@ static void split_rows(int64_t rows, int parts, int index, int64_t *r0, int64_t 
     *r1 = rows * (index + 1) / parts;
 }
 
-/* y = W_g @ im2col(tile) with the column matrix packed on the fly. */
+/* y = W_g @ im2col(tile) with the column matrix packed on the fly by
+   `pack` from `src`. */
 static an_status gemm_packed_or_fail(int64_t M, int64_t N, int64_t K, const float *w,
-                                     const im2col_source *src, float beta, float *y, int64_t ldy)
+                                     an_gemm_pack_b_fn pack, const void *src, float beta, float *y,
+                                     int64_t ldy)
 {
-    if (an_gemm_f32_pack_b(0, M, N, K, 1.0f, w, K, pack_im2col_panel, src, beta, y, ldy) != 0)
+    if (an_gemm_f32_pack_b(0, M, N, K, 1.0f, w, K, pack, src, beta, y, ldy) != 0)
         return an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
     return AN_OK;
 }
@@ -762,8 +764,20 @@ static void pack_taps_panel(const void *source, int64_t k0, int64_t kc, int64_t 
                             int width, float *panel);
 static void pack_pointwise_taps_panel(const void *source, int64_t k0, int64_t kc, int64_t j0,
                                       int64_t cols, int width, float *panel);
+static void pack_rows_transposed(const float *const *rows, int64_t count, int64_t kc, int width,
+                                 float *panel);
 
 #if defined(__x86_64__) && defined(__GNUC__)
+/* The stride-2 gather's view of output rows [oh0, oh0+rows) of the tile's
+   images, x at image n0's first channel of the group. */
+static an_stride2_panel_source stride2_source(const conv_geometry *g, const float *x, int64_t oh0,
+                                              int64_t rows)
+{
+    const an_stride2_panel_source s2 = {x,     g->C * g->H * g->W, g->H,  g->W, g->kh, g->kw,
+                                        g->ph, g->pw,              g->OW, oh0,  rows};
+    return s2;
+}
+
 static void pack_stride2_panel(const void *source, int64_t k0, int64_t kc, int64_t j0, int64_t cols,
                                int width, float *panel)
 {
@@ -788,14 +802,13 @@ static void pack_stride2_taps_panel(const void *source, int64_t k0, int64_t kc, 
                                     int64_t cols, int width, float *panel)
 {
     _Alignas(64) float block[AN_GEMM_MAX_NR * STRIDE2_TAPS_CHUNK];
+    const float *rows[AN_GEMM_MAX_NR];
+    for (int64_t t = 0; t < cols; t++)
+        rows[t] = block + t * STRIDE2_TAPS_CHUNK;
     for (int64_t o = 0; o < kc; o += STRIDE2_TAPS_CHUNK) {
         const int64_t n = kc - o < STRIDE2_TAPS_CHUNK ? kc - o : STRIDE2_TAPS_CHUNK;
         an_im2col_stride2_panel_avx512(source, j0, cols, k0 + o, n, STRIDE2_TAPS_CHUNK, block);
-        float *to = panel + o * width;
-        if (!an_pack_transpose_simd(block, STRIDE2_TAPS_CHUNK, cols, n, width, to))
-            for (int64_t k = 0; k < n; k++)
-                for (int64_t t = 0; t < width; t++)
-                    to[k * width + t] = t < cols ? block[t * STRIDE2_TAPS_CHUNK + k] : 0.0f;
+        pack_rows_transposed(rows, cols, n, width, panel + o * width);
     }
 }
 #endif
@@ -838,24 +851,22 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
                     exchange_chunk(g, n0, nb, grp, out, y, bias, 1);
                 continue;
             }
+            /* the column matrix packed straight from x: by the stride-2
+               gather where it applies, else by the bounds-checked gather
+               unless the tile's images are padded first (pad_tile) */
             im2col_source src = {g, x + (n0 * g->C + grp * cg) * g->H * g->W, oh0, rows};
+            an_gemm_pack_b_fn pack = pack_im2col_panel;
+            const void *source = &src;
 #if defined(__x86_64__) && defined(__GNUC__)
+            const an_stride2_panel_source s2 = stride2_source(g, src.x, oh0, rows);
             if (stride2_gather_applies(g)) {
-                const an_stride2_panel_source s2 = {src.x, g->C * g->H * g->W, g->H, g->W,
-                                                    g->kh, g->kw, g->ph, g->pw, g->OW, oh0, rows};
-                float *to = t->images == 1 ? y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW : out;
-                if (an_gemm_f32_pack_b(0, og, cols, ckk, 1.0f, wg, ckk, pack_stride2_panel, &s2, 0.0f,
-                                       to, t->images == 1 ? OHW : cols) != 0)
-                    st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
-                else if (t->images == 1)
-                    finish_planes(to, og, OHW, cols, bias ? bias + grp * og : NULL, g->act);
-                else
-                    exchange_chunk(g, n0, nb, grp, out, y, bias, 1);
-                continue;
+                pack = pack_stride2_panel;
+                source = &s2;
             }
 #endif
             implicit_plan pl;
-            const int64_t *offsets = pad_tile(g, t, x, n0, nb, grp, col, &pl);
+            const int64_t *offsets =
+                pack == pack_im2col_panel ? pad_tile(g, t, x, n0, nb, grp, col, &pl) : NULL;
             if (offsets) {
                 padded_tile_source psrc = {g, col, pl.pad_floats, pl.Wq, offsets};
                 if (an_gemm_f32_pack_b(0, og, cols, ckk, 1.0f, wg, ckk, pack_padded_panel, &psrc, 0.0f,
@@ -867,11 +878,11 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
             }
             if (t->images == 1) { /* in place; bias and activation after */
                 float *yb = y + (n0 * g->Cout + grp * og) * OHW + oh0 * g->OW;
-                st = gemm_packed_or_fail(og, cols, ckk, wg, &src, 0.0f, yb, OHW);
+                st = gemm_packed_or_fail(og, cols, ckk, wg, pack, source, 0.0f, yb, OHW);
                 if (!st)
                     finish_planes(yb, og, OHW, cols, bias ? bias + grp * og : NULL, g->act);
             } else {
-                st = gemm_packed_or_fail(og, cols, ckk, wg, &src, 0.0f, out, cols);
+                st = gemm_packed_or_fail(og, cols, ckk, wg, pack, source, 0.0f, out, cols);
                 if (!st)
                     exchange_chunk(g, n0, nb, grp, out, y, bias, 1);
             }
@@ -910,24 +921,40 @@ static an_status im2col_gemm_forward(const conv_geometry *g, const float *x, con
     return st;
 }
 
-/* dW_g += dyc @ (taps of the tile) with the tile's images zero-padded into
-   the column workspace and the taps gathered from there into the GEMM's
-   panels (register transposes), as implicit_weight_grad does for large
-   planes: no im2col, no transposing pack of it.  Stride 1, tiles of whole
-   images whose padded copies fit the workspace; returns 0 (nothing done)
-   otherwise. */
-static int padded_tile_weight_grad(const conv_geometry *g, const conv_tiling *t, const float *x,
-                                   int64_t n0, int64_t nb, int64_t grp, const float *dyc,
-                                   int64_t ld_dy, float *dw_g, float *col, an_status *st)
+/* dW_g += dyc @ (taps of the tile) with the taps gathered into the GEMM's
+   panels, never written out as an im2col matrix: on AVX-512 a stride-2
+   layer's straight from x (pack_stride2_taps_panel); else, for stride-1
+   tiles of whole images whose padded copies fit the workspace, from the
+   images zero-padded into the column workspace (register transposes), as
+   implicit_weight_grad does for large planes.  Returns 0 (nothing done)
+   when neither applies. */
+static int gathered_tile_weight_grad(const conv_geometry *g, const conv_tiling *t, const float *x,
+                                     int64_t n0, int64_t nb, int64_t oh0, int64_t rows, int64_t grp,
+                                     const float *dyc, int64_t ld_dy, float *dw_g, float *col,
+                                     an_status *st)
 {
-    int64_t og = g->Cout / g->groups, ckk = g->C / g->groups * g->kh * g->kw;
-    implicit_plan pl;
-    const int64_t *offsets = pad_tile(g, t, x, n0, nb, grp, col, &pl);
-    if (!offsets)
-        return 0;
-    taps_source src = {g, pl.Wq, col, offsets, pl.pad_floats};
-    if (an_gemm_f32_pack_b(0, og, ckk, nb * g->OH * g->OW, 1.0f, dyc, ld_dy, pack_taps_panel, &src,
-                           1.0f, dw_g, ckk) != 0)
+    int64_t og = g->Cout / g->groups, cg = g->C / g->groups, ckk = cg * g->kh * g->kw;
+    an_gemm_pack_b_fn pack = pack_taps_panel;
+    const void *source;
+    taps_source src;
+#if defined(__x86_64__) && defined(__GNUC__)
+    const an_stride2_panel_source s2 =
+        stride2_source(g, x + (n0 * g->C + grp * cg) * g->H * g->W, oh0, rows);
+    if (stride2_gather_applies(g)) {
+        pack = pack_stride2_taps_panel;
+        source = &s2;
+    }
+#endif
+    if (pack == pack_taps_panel) {
+        implicit_plan pl;
+        const int64_t *offsets = pad_tile(g, t, x, n0, nb, grp, col, &pl);
+        if (!offsets)
+            return 0;
+        src = (taps_source){g, pl.Wq, col, offsets, pl.pad_floats};
+        source = &src;
+    }
+    if (an_gemm_f32_pack_b(0, og, ckk, nb * rows * g->OW, 1.0f, dyc, ld_dy, pack, source, 1.0f, dw_g,
+                           ckk) != 0)
         *st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
     return 1;
 }
@@ -983,19 +1010,8 @@ static an_status backward_unit(const conv_geometry *g, const conv_tiling *t, con
                 }
                 continue;
             }
-#if defined(__x86_64__) && defined(__GNUC__)
-            if (dw && stride2_gather_applies(g)) {
-                const an_stride2_panel_source s2 = {gr->x + (n0 * g->C + grp * cg) * g->H * g->W,
-                                                    g->C * g->H * g->W, g->H, g->W, g->kh, g->kw,
-                                                    g->ph, g->pw, g->OW, oh0, rows};
-                if (an_gemm_f32_pack_b(0, og, ckk, cols, 1.0f, dyc, ld_dy, pack_stride2_taps_panel,
-                                       &s2, 1.0f, dw + grp * og * ckk, ckk) != 0)
-                    st = an_set_error(AN_ERR_MEMORY,
-                                      "conv2d: out of memory for the GEMM packing workspace");
-            } else
-#endif
-            if (dw && !padded_tile_weight_grad(g, t, gr->x, n0, nb, grp, dyc, ld_dy,
-                                              dw + grp * og * ckk, col, &st)) {
+            if (dw && !gathered_tile_weight_grad(g, t, gr->x, n0, nb, oh0, rows, grp, dyc, ld_dy,
+                                                dw + grp * og * ckk, col, &st)) {
                 im2col_tile(g, gr->x, n0, nb, oh0, rows, grp, col);
                 st = gemm_or_fail(0, 1, og, ckk, cols, dyc, ld_dy, col, cols, 1.0f,
                                   dw + grp * og * ckk, ckk);
