@@ -299,6 +299,9 @@ BLOCKS = [
     ("batch 2 16x16 s2 (three calls)", 2, 16, 48, 24, 16, 2, True, False),
     ("8x8 s2 (one region)", 1, 32, 96, 40, 8, 2, True, False),
     ("batch 2 8x8 (three calls)", 2, 16, 48, 16, 8, 1, True, True),
+    # a chunk's last rows (32 columns) would sum K = 300 in two blocks, the
+    # whole plane in one: the three calls
+    ("32x32 K 300 (chunks' K blocks differ: three calls)", 1, 16, 300, 16, 32, 1, True, True),
 ]
 
 

@@ -1307,6 +1307,14 @@ int64_t an_gemm_kc(int64_t M, int64_t N, int64_t K)
     return choose_blocking(select_ukernel(M), M, N, K).kc;
 }
 
+/* KC depends on N only through N <= AN_GEMM_SMALL_PLANE_MAX_N (see
+   choose_blocking): one step, so the two ends decide. */
+int an_gemm_kc_same_over(int64_t M, int64_t n0, int64_t n1, int64_t K)
+{
+    const an_gemm_ukernel *uk = select_ukernel(M);
+    return choose_blocking(uk, M, n0, K).kc == choose_blocking(uk, M, n1, K).kc;
+}
+
 void an_gemm_f32_prepacked_k_range(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                                    const float *a_packed, const float *B, int64_t ldb, float *C,
                                    int64_t ldc, int64_t k0, int64_t k1)

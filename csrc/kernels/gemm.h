@@ -106,6 +106,10 @@ int64_t an_gemm_narrow_blocks(int64_t M, int64_t N, int64_t K, int prepacked,
    calling thread: with one block per thread, P1 + P0 followed by
    an_epilogue_rows is the whole call's result, bit for bit. */
 int64_t an_gemm_kc(int64_t M, int64_t N, int64_t K);
+/* Whether every column count in [n0, n1] (n0 <= n1) gives the same
+   an_gemm_kc(M, N, K): one call instead of one per column count, for a
+   caller that splits a product's columns (conv_pw_dw_pw's bands). */
+int an_gemm_kc_same_over(int64_t M, int64_t n0, int64_t n1, int64_t K);
 void an_gemm_f32_prepacked_k_range(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                                    const float *a_packed, const float *B, int64_t ldb, float *C,
                                    int64_t ldc, int64_t k0, int64_t k1);

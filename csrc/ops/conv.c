@@ -2647,22 +2647,18 @@ static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor 
     if (row_kernel || small_planes) {
         const int64_t W = x->shape[3], HW = x->shape[2] * W, OHW = OH * OW, Co = w2->shape[0];
         const int64_t fewest = N == 1 && max_rows > 1 ? max_rows - 1 : max_rows;
-        for (int64_t rows = max_rows; rows >= fewest; --rows) {
-            band_blocks_match &= an_gemm_kc(Co, rows * OW, Ce) == an_gemm_kc(Co, OHW, Ce) &&
-                                 (!ws || an_gemm_kc(Co, rows * W, C) == an_gemm_kc(Co, HW, C));
-            for (int64_t clipped = 0; w1 && clipped <= 2; ++clipped) {
-                const int64_t in_rows = pdp_band_rows(stride, rows, small_planes) - clipped;
-                if (in_rows >= 1)
-                    band_blocks_match &= an_gemm_kc(Ce, in_rows * W, C) == an_gemm_kc(Ce, HW, C);
-            }
+        const int chunked = chunk_rows < max_rows;
+        /* output rows: a band's (fewest to max_rows), a chunk's (any count
+           up to chunk_rows), the whole plane */
+        band_blocks_match = an_gemm_kc_same_over(Co, (chunked ? 1 : fewest) * OW, OHW, Ce) &&
+                            (!ws || an_gemm_kc_same_over(Co, fewest * W, HW, C));
+        if (w1) { /* expanded rows: a band's, up to two clipped at the image's edges; a
+                     chunk's, any count up to its band's; the whole plane */
+            const int64_t band_least = pdp_band_rows(stride, fewest, small_planes) - 2;
+            const int64_t most = pdp_band_rows(stride, max_rows, small_planes) * W;
+            band_blocks_match &= an_gemm_kc_same_over(
+                Ce, (chunked || band_least < 1 ? 1 : band_least) * W, most > HW ? most : HW, C);
         }
-        /* in chunks: any count of output rows up to a chunk's, any count of
-           expanded rows up to its band's */
-        for (int64_t rows = 1; chunk_rows < max_rows && rows <= chunk_rows; ++rows)
-            band_blocks_match &= an_gemm_kc(Co, rows * OW, Ce) == an_gemm_kc(Co, OHW, Ce);
-        for (int64_t in_rows = 1;
-             chunk_rows < max_rows && in_rows <= pdp_band_rows(stride, chunk_rows, 0); ++in_rows)
-            band_blocks_match &= an_gemm_kc(Ce, in_rows * W, C) == an_gemm_kc(Ce, HW, C);
     }
     const int residual_fits = !residual || (residual->ndim == 4 &&
                                             residual->shape[0] == x->shape[0] &&
