@@ -2372,7 +2372,14 @@ static int pdp_band(const pdp_block *b, const float *x, const float *r, float *y
                 memmove(e + c * plane, e + c * plane + from * b->W, sizeof(float) * (size_t)(2 * b->W));
         }
         const int64_t first = lo + carried;
-        const int64_t v0 = first < 0 ? 0 : first, v1 = lo + band < b->H ? lo + band : b->H;
+        /* A stride-2 band's first row through the row kernel only keeps its
+           rows at even offsets: nothing reads it, so it is left zero like the
+           frame, not expanded.  The team's last band otherwise expanded one
+           row more than the first (18 against 16 on a 32x32 plane), and the
+           first waited for it. */
+        const int64_t unread = b->stride == 2 && !b->small_planes && !carried;
+        const int64_t v0 = first + unread < 0 ? 0 : first + unread;
+        const int64_t v1 = lo + band < b->H ? lo + band : b->H;
         const int64_t below = v1 > first ? v1 : first;
         for (int64_t c = 0; c < b->Ce; c++) { /* the frame the depthwise layer reads as zero */
             float *p = e + c * plane;
