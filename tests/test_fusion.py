@@ -123,6 +123,27 @@ def test_fused_activation_is_bit_identical_on_every_conv_path(case, activation):
         assert (got == 0).any() and (activation == "relu" or (got == 6).any())
 
 
+@pytest.mark.parametrize("case", ACTIVATION_PATHS, ids=[c[0] for c in ACTIVATION_PATHS])
+@pytest.mark.parametrize("activation", ["relu", "relu6"])
+def test_fused_activation_turns_negative_zero_into_positive_zero(case, activation):
+    """Products that underflow (1e-30 times -1e-30) and a bias of -0 sum to
+    -0 or +0 (by where the kernel starts its sum); relu and relu6 give +0
+    either way (x <= 0 -> +0), as the unfused activation does, and NaN
+    passes: the vector kernels take max(0, x), which keeps a -0, and then
+    add +0 (without that add, 14 of these cases fail on AVX-512)."""
+    _, xs, ws, stride, padding, groups = case
+    x = np.full(xs, 1e-30, np.float32)
+    x.reshape(-1)[0] = np.nan
+    w = an.tensor(np.full(ws, -1e-30, np.float32))
+    bias = an.tensor(np.full(ws[0], -0.0, np.float32))
+    args = ((stride, stride), (padding, padding), (1, 1), groups)
+    plain = an._C.conv2d(an.tensor(x), w, bias, *args, None).numpy()
+    got = an._C.conv2d(an.tensor(x), w, bias, *args, activation).numpy()
+    assert np.isnan(got).sum() == np.isnan(plain).sum() > 0
+    finite = got[~np.isnan(got)]
+    np.testing.assert_array_equal(finite.view(np.uint32), np.zeros_like(finite.view(np.uint32)))
+
+
 RESIDUAL_PATHS = ACTIVATION_PATHS + [
     # one image per GEMM: the residual is added in the micro-kernel's
     # registers (full 14x32 / 8x32 tiles and fringes) or the narrow kernel's

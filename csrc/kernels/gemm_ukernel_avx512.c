@@ -5,31 +5,23 @@
  * issues 28 FMAs for 2 vector loads + 14 broadcasts, keeping both FMA ports
  * busy while the loads fit in the two load ports. */
 #include "kernels/gemm.h"
+#include "kernels/simd_activate.h"
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
 #define AVX512_NR 32
 
-#define AN_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
-
 /* The epilogue of one vector of row i: + row_bias[i], + the residual (its
- * lanes in `mask`), then the activation, in that order (the operations of
- * an_epilogue_rows).  x <= 0 -> 0 and x >= 6 -> 6 are compares, not a max,
- * so NaN passes and -0 becomes +0 as there. */
+ * lanes in `mask`), then the activation (an_avx512_activate), in that order
+ * (the operations of an_epilogue_rows). */
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) __m512
 finish_vector(__m512 v, const float *row_bias, int i, const float *residual, __mmask16 mask,
               int act)
 {
     if (row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(row_bias[i]));
     if (residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, residual));
-    if (act != AN_GEMM_ACT_NONE)
-        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LE_OQ),
-                               _mm512_setzero_ps());
-    if (act == AN_GEMM_ACT_RELU6)
-        v = _mm512_mask_mov_ps(v, _mm512_cmp_ps_mask(v, _mm512_set1_ps(6.0f), _CMP_GE_OQ),
-                               _mm512_set1_ps(6.0f));
-    return v;
+    return an_avx512_activate(v, act);
 }
 
 /* The packed B micro-panel is read again for every micro-tile of a row
