@@ -543,10 +543,12 @@ def test_depthwise_nan_on_flattened_planes_stays_in_its_window(h, w, col):
 
 
 # (x shape, weight shape): the direct 3x3 kernel for few input channels
-# (16-64 columns, 8-channel blocks) and shapes next to it that it leaves to
+# (1-4 of them, each count its own compiled body; 16-64 columns, 8-channel
+# blocks) and shapes next to it that it leaves to
 # the GEMM lowering (5 channels, 12 outputs, 80 columns, 8 columns)
 DIRECT_FIRST_LAYERS = [((1, 3, 32, 32), (32, 3, 3, 3)), ((2, 3, 16, 16), (16, 3, 3, 3)),
                        ((1, 1, 5, 48), (8, 1, 3, 3)), ((3, 4, 9, 64), (24, 4, 3, 3)),
+                       ((1, 2, 6, 32), (16, 2, 3, 3)),
                        ((1, 5, 16, 16), (8, 5, 3, 3)), ((1, 3, 16, 16), (12, 3, 3, 3)),
                        ((1, 3, 4, 80), (8, 3, 3, 3)), ((1, 3, 8, 8), (8, 3, 3, 3))]
 
