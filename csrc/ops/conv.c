@@ -2575,7 +2575,11 @@ static void pdp_small_planes(const pdp_block *b, const float *x, const float *r,
                                  residual ? residual + o0 * OHW : NULL, OHW, b->act2);
         } else {
 #ifdef _OPENMP
+            /* (a team of one skips it: libgomp's barrier makes a futex
+               call even then, 0.2-0.4 us) */
+            if (size > 1) {
 #pragma omp barrier
+            }
 #endif
             an_gemm_f32_epilogue_prepacked_rows(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW, y,
                                                 OHW, b->b2, residual, OHW, b->act2, o0, o1);
