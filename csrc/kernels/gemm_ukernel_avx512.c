@@ -3,7 +3,9 @@
  * straight from memory as FMA operands ({1to16}), so no register is spent on
  * them and all 32 zmm registers are in use without spilling.  Per k step it
  * issues 28 FMAs for 2 vector loads + 14 broadcasts, keeping both FMA ports
- * busy while the loads fit in the two load ports. */
+ * busy while the loads fit in the two load ports.  Beside the tile: a row
+ * of tiles with their epilogue in one call, a tile's fringe rows straight
+ * into C, and the narrow products (N <= 64, A and B read in place). */
 #include "kernels/gemm.h"
 #include "kernels/simd_activate.h"
 
@@ -22,6 +24,23 @@ finish_vector(__m512 v, const float *row_bias, int i, const float *residual, __m
     if (row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(row_bias[i]));
     if (residual) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, residual));
     return an_avx512_activate(v, act);
+}
+
+/* Row i of a tile leaving with its epilogue (alpha 1): its two vectors +
+ * beta * C (beta 0: C not read), then with `finish` finish_vector. */
+AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
+store_row_epilogue(float *row, const __m512 acc[2], float beta, const int finish,
+                   const float *row_bias, int i, const float *residual_row, int act)
+{
+    for (int h = 0; h < 2; ++h) {
+        __m512 v = acc[h];
+        if (beta != 0.0f)
+            v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(row + 16 * h)));
+        if (finish)
+            v = finish_vector(v, row_bias, i, residual_row ? residual_row + 16 * h : NULL,
+                              (__mmask16)0xFFFF, act);
+        _mm512_storeu_ps(row + 16 * h, v);
+    }
 }
 
 /* The packed B micro-panel is read again for every micro-tile of a row
@@ -77,17 +96,9 @@ gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const 
     }
     if (epilogue) { /* alpha is 1: C + beta * C_old rounds once, as the FMA below */
 #pragma GCC unroll 16
-        for (int i = 0; i < mr; ++i) {
-            float *row = c + i * ldc;
-            for (int h = 0; h < 2; ++h) {
-                __m512 v = acc[i][h];
-                if (beta != 0.0f)
-                    v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(row + 16 * h)));
-                v = finish_vector(v, row_bias, i, residual ? residual + i * ldr + 16 * h : NULL,
-                                  (__mmask16)0xFFFF, act);
-                _mm512_storeu_ps(row + 16 * h, v);
-            }
-        }
+        for (int i = 0; i < mr; ++i)
+            store_row_epilogue(c + i * ldc, acc[i], beta, 1, row_bias, i,
+                               residual ? residual + i * ldr : NULL, act);
         return;
     }
     __m512 valpha = _mm512_set1_ps(alpha);
@@ -245,19 +256,9 @@ partial_rows_body(const int h, const int panel_rows, int64_t kc, const float *pa
         a += panel_rows;
     }
 #pragma GCC unroll 8
-    for (int i = 0; i < h; ++i) {
-        float *row = c + i * ldc;
-        for (int half = 0; half < 2; ++half) {
-            __m512 v = acc[i][half];
-            if (beta != 0.0f)
-                v = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(beta), _mm512_loadu_ps(row + 16 * half)));
-            if (finish)
-                v = finish_vector(v, row_bias, i,
-                                  residual ? residual + i * ldr + 16 * half : NULL,
-                                  (__mmask16)0xFFFF, act);
-            _mm512_storeu_ps(row + 16 * half, v);
-        }
-    }
+    for (int i = 0; i < h; ++i)
+        store_row_epilogue(c + i * ldc, acc[i], beta, finish, row_bias, i,
+                           residual ? residual + i * ldr : NULL, act);
 }
 
 typedef void (*avx512_partial_fn)(int64_t, const float *, const float *, const int64_t *,
