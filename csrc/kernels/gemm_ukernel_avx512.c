@@ -299,29 +299,21 @@ static void partial_pieces(const avx512_partial_fn pieces[4], int rows, int64_t 
         }
 }
 
-static void gemm_ukernel_avx512_14x32_partial(int rows, int64_t kc, const float *packed_a,
-                                              const float *b, const int64_t *b_offsets, float *c,
-                                              int64_t ldc, float beta, int finish,
-                                              const float *row_bias, const float *residual,
-                                              int64_t ldr, int act)
-{
-    static const avx512_partial_fn pieces[4] = {partial_8_of_14, partial_4_of_14, partial_2_of_14,
-                                                partial_1_of_14};
-    partial_pieces(pieces, rows, kc, packed_a, b, b_offsets, c, ldc, beta, finish, row_bias,
-                   residual, ldr, act);
-}
-
-static void gemm_ukernel_avx512_8x32_partial(int rows, int64_t kc, const float *packed_a,
-                                             const float *b, const int64_t *b_offsets, float *c,
-                                             int64_t ldc, float beta, int finish,
-                                             const float *row_bias, const float *residual,
-                                             int64_t ldr, int act)
-{
-    static const avx512_partial_fn pieces[4] = {NULL, partial_4_of_8, partial_2_of_8,
-                                                partial_1_of_8};
-    partial_pieces(pieces, rows, kc, packed_a, b, b_offsets, c, ldc, beta, finish, row_bias,
-                   residual, ldr, act);
-}
+/* the two tile heights' compute_partial: rows 1-13 of a 14-row panel in
+ * pieces of 8, 4, 2, 1; rows 1-7 of an 8-row one in pieces of 4, 2, 1 */
+#define AN_AVX512_PARTIAL_ENTRY(MR, EIGHT)                                                       \
+    static void gemm_ukernel_avx512_##MR##x32_partial(                                            \
+        int rows, int64_t kc, const float *packed_a, const float *b, const int64_t *b_offsets,   \
+        float *c, int64_t ldc, float beta, int finish, const float *row_bias,                    \
+        const float *residual, int64_t ldr, int act)                                             \
+    {                                                                                            \
+        static const avx512_partial_fn pieces[4] = {EIGHT, partial_4_of_##MR, partial_2_of_##MR, \
+                                                    partial_1_of_##MR};                          \
+        partial_pieces(pieces, rows, kc, packed_a, b, b_offsets, c, ldc, beta, finish, row_bias, \
+                       residual, ldr, act);                                                      \
+    }
+AN_AVX512_PARTIAL_ENTRY(14, partial_8_of_14)
+AN_AVX512_PARTIAL_ENTRY(8, NULL)
 
 /* ---- Narrow products: N <= 32 columns, A and B read in place ----------- */
 
