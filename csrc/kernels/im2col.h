@@ -72,7 +72,13 @@ typedef struct {
 void an_col2im_stride2_plan_init(an_col2im_stride2_plan *plan, int64_t W, int64_t kw, int64_t pw,
                                  int64_t OW);
 
+/* The AVX-512 stride-2 kernels below are built (x86-64 with GCC or
+   Clang); callers guard their use with this and check the ISA. */
 #if defined(__x86_64__) && defined(__GNUC__)
+#define AN_HAVE_STRIDE2_AVX512 1
+#endif
+
+#ifdef AN_HAVE_STRIDE2_AVX512
 /* Rows [k0, k0+kc) of columns [j0, j0+cols) packed as panel[k * width + j]
  * (columns [cols, width) zero), with AVX-512: the caller checks the ISA. */
 void an_im2col_stride2_panel_avx512(const an_stride2_panel_source *s, int64_t k0, int64_t kc,

@@ -11,11 +11,10 @@
  * panels (15%).  It only moves values and zeros, so the panels, and the
  * sums, are the same as through the phases. */
 #include "kernels/im2col.h"
+#include "kernels/isa_variants.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef AN_HAVE_STRIDE2_AVX512
 #include <immintrin.h>
-
-#define AN_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,fma")))
 
 /* Bits [lo, hi) of a 32-bit mask (empty when hi <= lo). */
 static inline uint32_t lane_range(int64_t lo, int64_t hi)

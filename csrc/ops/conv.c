@@ -411,7 +411,7 @@ static void pack_im2col_panel(const void *source, int64_t k0, int64_t kc, int64_
    time (col2im_tile). */
 static int stride2_gather_applies(const conv_geometry *g)
 {
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef AN_HAVE_STRIDE2_AVX512
     return g->sh == 2 && g->sw == 2 && g->dh == 1 && g->dw == 1 && g->kh <= AN_STRIDE2_MAX_TAPS &&
            g->kw <= AN_STRIDE2_MAX_TAPS && g->OW <= AN_STRIDE2_MAX_OW &&
            an_cpu_info_get()->isa == AN_ISA_AVX512;
@@ -440,7 +440,7 @@ static void col2im_tile(const conv_geometry *g, const float *col, int64_t n0, in
         }
         return;
     }
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef AN_HAVE_STRIDE2_AVX512
     /* stride 2 with rows of up to 16 outputs: a row of dx at a time in
        registers (an_col2im_add_stride2_avx512, the same bits).  Forward and
        backward, 2 threads, batch 32, in one process alternating with the
@@ -455,7 +455,7 @@ static void col2im_tile(const conv_geometry *g, const float *col, int64_t n0, in
 #pragma omp parallel for schedule(static) if (pairs * kk * cols > AN_PARALLEL_GRAIN)
     for (int64_t p = 0; p < pairs; p++) {
         int64_t i = p / cg, c = p % cg;
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef AN_HAVE_STRIDE2_AVX512
         if (stride2_rows) {
             an_col2im_add_stride2_avx512(&plan, col + c * kk * ld + i * cols, ld, g->H, g->W, g->kh, g->kw,
                                          g->ph - oh0 * 2, g->pw, rows, g->OW,
@@ -767,7 +767,7 @@ static void pack_pointwise_taps_panel(const void *source, int64_t k0, int64_t kc
 static void pack_rows_transposed(const float *const *rows, int64_t count, int64_t kc, int width,
                                  float *panel);
 
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef AN_HAVE_STRIDE2_AVX512
 /* The stride-2 gather's view of output rows [oh0, oh0+rows) of the tile's
    images, x at image n0's first channel of the group. */
 static an_stride2_panel_source stride2_source(const conv_geometry *g, const float *x, int64_t oh0,
@@ -857,7 +857,7 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
             im2col_source src = {g, x + (n0 * g->C + grp * cg) * g->H * g->W, oh0, rows};
             an_gemm_pack_b_fn pack = pack_im2col_panel;
             const void *source = &src;
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef AN_HAVE_STRIDE2_AVX512
             const an_stride2_panel_source s2 = stride2_source(g, src.x, oh0, rows);
             if (stride2_gather_applies(g)) {
                 pack = pack_stride2_panel;
@@ -937,7 +937,7 @@ static int gathered_tile_weight_grad(const conv_geometry *g, const conv_tiling *
     an_gemm_pack_b_fn pack = pack_taps_panel;
     const void *source;
     taps_source src;
-#if defined(__x86_64__) && defined(__GNUC__)
+#ifdef AN_HAVE_STRIDE2_AVX512
     const an_stride2_panel_source s2 =
         stride2_source(g, x + (n0 * g->C + grp * cg) * g->H * g->W, oh0, rows);
     if (stride2_gather_applies(g)) {
