@@ -313,6 +313,43 @@ an_tensor *an_conv_pw_dw_pw_shortcut(an_tensor *x, an_tensor *w1, an_tensor *p1,
                                      int64_t stride, an_activation actd, an_tensor *w2,
                                      an_tensor *p2, an_tensor *b2, an_tensor *ws, an_tensor *ps,
                                      an_tensor *bs, an_activation act2);
+/* A run of inverted-residual blocks, each reading the one before's output
+   (MobileNetV2's body at batch 1), run by an_block_chain_run in one
+   parallel region instead of one per block: the threads meet at a barrier
+   between blocks instead of a fork and a join, and the preparation each
+   an_conv_pw_dw_pw call makes (checks, buffers, its output) is made once
+   for the run.  Each block is an_conv_pw_dw_pw's (or, with ws,
+   an_conv_pw_dw_pw_shortcut's) arguments but the input, which is the
+   previous block's output (the chain's input for the first), and the
+   residual, which is the block's input when residual_from_input is
+   nonzero (an identity shortcut) and none otherwise. */
+typedef struct {
+    an_tensor *w1, *p1, *b1; /* the expansion (w1 NULL: none) */
+    an_activation act1;
+    an_tensor *wd, *bd;      /* the depthwise 3x3 layer, padding 1 */
+    int64_t stride;
+    an_activation actd;
+    an_tensor *w2, *p2, *b2; /* the projection */
+    int residual_from_input;
+    an_tensor *ws, *ps, *bs; /* the shortcut convolution (ws NULL: none) */
+    an_activation act2;
+} an_pw_dw_pw_block;
+typedef struct an_block_chain an_block_chain;
+/* Keeps a reference to every tensor of blocks[0 .. count).  NULL with
+   AN_ERR_VALUE for no blocks, a missing depthwise or projection weight, a
+   packed shortcut weight or shortcut bias without its weight, a shortcut
+   and residual_from_input together, or an unknown activation. */
+an_block_chain *an_block_chain_create(int64_t count, const an_pw_dw_pw_block *blocks);
+/* The chain on x: the same bits as calling an_conv_pw_dw_pw block by block
+   (which it does itself for blocks its one region cannot take, on this
+   input and thread count, and for every error, so the messages are those
+   calls').  The weights are read at each run, so changes made to them in
+   place are seen. */
+an_tensor *an_block_chain_run(an_block_chain *chain, an_tensor *x);
+/* Whether an_block_chain_run on an input of this shape, with the thread
+   count and ISA in use now, runs every block in one parallel region. */
+int an_block_chain_in_one_region(const an_block_chain *chain, int ndim, const int64_t *shape);
+void an_block_chain_free(an_block_chain *chain);
 an_tensor *an_max_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],
                          const int64_t padding[2], const int64_t dilation[2], int ceil_mode);
 an_tensor *an_avg_pool2d(an_tensor *x, const int64_t kernel[2], const int64_t stride[2],

@@ -294,19 +294,31 @@ def test_bad_arguments_raise_clear_errors():
     assert plan.shapes == [(1, 3)]
 
 
+def _block_templates(plan, shape):
+    """The conv_pw_dw_pw arguments of every block a plan runs, alone or in a
+    chain of blocks (block_chain)."""
+    templates = []
+    for (function, template, *_), name in zip(plan._plans[shape].steps, plan.ops(shape)):
+        if name == "conv_pw_dw_pw":
+            templates.append(template)
+        elif name == "block_chain":
+            templates.extend(function.templates)
+    return templates
+
+
 def _pointwise_weights(plan, shape):
     """(weight, packed copy or None) of every 1x1 convolution a plan runs,
-    alone (conv2d) or inside a block (conv_pw_dw_pw)."""
+    alone (conv2d) or inside a block (conv_pw_dw_pw, block_chain)."""
     pairs = []
     for (_, template, *_), name in zip(plan._plans[shape].steps, plan.ops(shape)):
         if name == "conv2d" and tuple(template[1].shape[2:]) == (1, 1):
             pairs.append((template[1], template[9] if len(template) == 10 else None))
-        elif name == "conv_pw_dw_pw":
-            if template[1] is not None:
-                pairs.append((template[1], template[2]))
-            pairs.append((template[9], template[10]))
-            if len(template) > 14:  # the shortcut convolution
-                pairs.append((template[14], template[15]))
+    for template in _block_templates(plan, shape):
+        if template[1] is not None:
+            pairs.append((template[1], template[2]))
+        pairs.append((template[9], template[10]))
+        if len(template) > 14:  # the shortcut convolution
+            pairs.append((template[14], template[15]))
     return pairs
 
 
@@ -340,16 +352,23 @@ def test_batch_one_plans_run_each_inverted_residual_block_as_one_call():
     """MobileNetV2's 17 blocks and ShuffleNetV2's branches become
     conv_pw_dw_pw calls at batch 1, MobileNetV2's four shortcut convolutions
     inside their blocks' calls (bit-identical: the plan checks it when it
-    records, and the zoo test above on other inputs); other batch sizes keep
-    the separate convolutions."""
+    records, and the zoo test above on other inputs), and MobileNetV2's
+    blocks, each reading the one before's output, one block_chain call (the
+    same bits as the blocks' calls without the chain); other batch sizes
+    keep the separate convolutions."""
     for name, blocks, shortcuts in (("mobilenet_v2", 17, 4), ("shufflenet_v2", 19, 0)):
         an.manual_seed(0)
         model = calibrated(models.create(name, num_classes=10), (1, 3, 32, 32))
         plan = compile_for_inference(model, images((1, 3, 32, 32), 0))
-        assert plan.ops((1, 3, 32, 32)).count("conv_pw_dw_pw") == blocks
-        steps = plan._plans[(1, 3, 32, 32)].steps
-        assert sum(len(step[1]) > 14 and step[1][14] is not None for step in steps) == shortcuts
+        templates = _block_templates(plan, (1, 3, 32, 32))
+        assert len(templates) == blocks
+        assert sum(len(t) > 14 and t[14] is not None for t in templates) == shortcuts
         with an.no_grad():
             x = images((2, 3, 32, 32), 4)
-            assert "conv_pw_dw_pw" not in plan.ops((2, 3, 32, 32))
+            assert not {"conv_pw_dw_pw", "block_chain"} & set(plan.ops((2, 3, 32, 32)))
             assert same_bits(plan(x[0:1]), plan.model(x[0:1]))
+        unchained = InferencePlan(plan.model, prepack=True, chain_blocks=False)
+        assert unchained.ops((1, 3, 32, 32)).count("conv_pw_dw_pw") == blocks
+        assert ("block_chain" in plan.ops((1, 3, 32, 32))) == (name == "mobilenet_v2")
+        with an.no_grad():
+            assert same_bits(plan(x[1:2]), unchained(x[1:2]))

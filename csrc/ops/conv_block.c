@@ -3,6 +3,7 @@
    an_conv_pw_dw_pw in appealnet.h. */
 #include "conv_internal.h"
 #include "../kernels/depthwise.h"
+#include <stdlib.h>
 #include <string.h>
 
 /* One inverted-residual block (see an_conv_pw_dw_pw in appealnet.h). */
@@ -164,32 +165,28 @@ static int vector_of(const an_tensor *t, int64_t n)
 
 /* The block as calls: what the one-pass path must equal, and the path
    (with its checks and messages) for every layer it does not take. */
-static an_tensor *pdp_by_calls(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
-                               an_activation act1, an_tensor *wd, an_tensor *bd, int64_t stride,
-                               an_activation actd, an_tensor *w2, an_tensor *p2, an_tensor *b2,
-                               an_tensor *residual, an_tensor *ws, an_tensor *ps, an_tensor *bs,
-                               an_activation act2)
+static an_tensor *pdp_by_calls(an_tensor *x, const an_pw_dw_pw_block *k, an_tensor *residual)
 {
-    const int64_t one[2] = {1, 1}, zero[2] = {0, 0}, strides[2] = {stride, stride};
+    const int64_t one[2] = {1, 1}, zero[2] = {0, 0}, strides[2] = {k->stride, k->stride};
     an_tensor *shortcut = NULL;
-    if (ws) { /* the residual, computed first as the model computes it */
-        shortcut = an_conv2d_fused_prepacked(x, ws, ps, bs, strides, zero, one, 1, NULL,
+    if (k->ws) { /* the residual, computed first as the model computes it */
+        shortcut = an_conv2d_fused_prepacked(x, k->ws, k->ps, k->bs, strides, zero, one, 1, NULL,
                                              AN_ACTIVATION_NONE);
         if (!shortcut)
             return NULL;
         residual = shortcut;
     }
     an_tensor *e = x;
-    if (w1)
-        e = an_conv2d_fused_prepacked(x, w1, p1, b1, one, zero, one, 1, NULL, act1);
+    if (k->w1)
+        e = an_conv2d_fused_prepacked(x, k->w1, k->p1, k->b1, one, zero, one, 1, NULL, k->act1);
     else
         an_retain(x);
     if (!e) {
         an_release(shortcut);
         return NULL;
     }
-    an_tensor *d = e->ndim == 4 ? an_conv2d_fused_prepacked(e, wd, NULL, bd, strides, one, one,
-                                                            e->shape[1], NULL, actd)
+    an_tensor *d = e->ndim == 4 ? an_conv2d_fused_prepacked(e, k->wd, NULL, k->bd, strides, one,
+                                                            one, e->shape[1], NULL, k->actd)
                                 : NULL;
     if (e->ndim != 4)
         an_set_error(AN_ERR_VALUE, "conv_pw_dw_pw: expected input of 4 dimensions [N, C, H, W]");
@@ -198,42 +195,149 @@ static an_tensor *pdp_by_calls(an_tensor *x, an_tensor *w1, an_tensor *p1, an_te
         an_release(shortcut);
         return NULL;
     }
-    an_tensor *y = an_conv2d_fused_prepacked(d, w2, p2, b2, one, zero, one, 1, residual, act2);
+    an_tensor *y = an_conv2d_fused_prepacked(d, k->w2, k->p2, k->b2, one, zero, one, 1, residual,
+                                             k->act2);
     an_release(d);
     an_release(shortcut);
     return y;
 }
 
-/* The block on N images in bands of output rows (pdp_band): one image's
-   rows split across the team, or whole images per thread; each thread's
-   buffers (per_thread floats: e, then d at e_floats, then s at e_floats +
-   d_floats) its own.  Returns nonzero if a GEMM could not get its
-   workspace. */
-static int pdp_bands(const pdp_block *b, int64_t N, const float *x, const float *r, float *y,
-                     float *buffers, int64_t per_thread, int64_t e_floats, int64_t d_floats,
-                     int team)
+/* How a block runs (pdp_layout_for). */
+typedef enum {
+    PDP_BY_CALLS, /* pdp_by_calls */
+    PDP_BANDS,    /* bands of output rows, or whole images, per thread (pdp_band) */
+    PDP_NARROW    /* one image of small planes, the threads meeting inside (pdp_small_planes) */
+} pdp_path;
+
+/* A block's path on an input of one shape and thread count, and the sizes
+   its run needs; b's pointers are set by pdp_bind. */
+typedef struct {
+    pdp_block b;
+    pdp_path path;
+    int64_t N;
+    int team; /* threads that take part */
+    /* PDP_BANDS: each thread's buffers (pdp_band's e, d and s) */
+    int64_t per_thread, e_floats, d_floats;
+    /* PDP_NARROW: the GEMMs' row blocks, the projection's K block and each
+       thread's partial sum */
+    int64_t row_block1, row_block2, kc2, part_floats;
+    int64_t workspace_floats; /* all the buffers */
+} pdp_layout;
+
+/* The path of block k on input x [N, C, H, W] (xs) with `threads` threads,
+   its residual's shape rs (NULL: none). */
+static void pdp_layout_for(pdp_layout *L, const int64_t xs[4], const an_pw_dw_pw_block *k,
+                           const int64_t *rs, int threads)
 {
-    const int64_t in_image = b->C * b->H * b->W, out_image = b->Co * b->OH * b->OW;
-    int failed = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(team) if (team > 1) reduction(| : failed)
-#endif
-    {
-        const int t = thread_index(), size = team_size_in_region();
-        float *e = buffers + t * per_thread, *d = e + e_floats, *s = d + d_floats;
-        if (N == 1) {
-            int64_t r0, r1;
-            split_rows(b->OH, size, t, &r0, &r1);
-            if (r1 > r0)
-                failed |= pdp_band(b, x, r, y, e, d, s, r0, r1);
-        } else {
-            for (int64_t n = t; n < N && !failed; n += size)
-                failed |= pdp_band(b, x + n * in_image, r ? r + n * out_image : NULL,
-                                   y + n * out_image, e, d, s, 0, b->OH);
+    memset(L, 0, sizeof *L);
+    L->path = PDP_BY_CALLS;
+    const an_tensor *w1 = k->w1, *wd = k->wd, *w2 = k->w2, *ws = k->ws;
+    const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], Ce = wd->shape[0];
+    const int64_t stride = k->stride;
+    const int fits =
+        N >= 1 && C >= 1 && (stride == 1 || stride == 2) &&
+        (w1 ? w1->ndim == 4 && w1->shape[0] == Ce && w1->shape[1] == C && w1->shape[2] == 1 &&
+                  w1->shape[3] == 1 && packed_for_now(k->p1, w1) && vector_of(k->b1, Ce)
+            : !k->p1 && !k->b1 && C == Ce) &&
+        wd->ndim == 4 && Ce >= 1 && wd->shape[1] == 1 && wd->shape[2] == 3 && wd->shape[3] == 3 &&
+        vector_of(k->bd, Ce) && w2->ndim == 4 && w2->shape[0] >= 1 && w2->shape[1] == Ce &&
+        w2->shape[2] == 1 && w2->shape[3] == 1 && packed_for_now(k->p2, w2) &&
+        vector_of(k->b2, w2->shape[0]) &&
+        (!ws || (stride == 1 && ws->ndim == 4 && ws->shape[0] == w2->shape[0] &&
+                 ws->shape[1] == C && ws->shape[2] == 1 && ws->shape[3] == 1 &&
+                 packed_for_now(k->ps, ws) && vector_of(k->bs, w2->shape[0])));
+    if (!fits)
+        return;
+    const int64_t OH = (H - 1) / stride + 1, OW = (W - 1) / stride + 1, Co = w2->shape[0];
+    const int64_t HW = H * W, OHW = OH * OW;
+    /* one image: its output rows in one band per thread (each expands the
+       input rows its band reads, the edge rows twice over the team); several:
+       whole images per thread */
+    const int team = N == 1 ? (OH < threads ? (int)OH : threads) : (N < threads ? (int)N : threads);
+    const int64_t max_rows = N == 1 ? (OH + team - 1) / team : OH;
+    const int row_kernel = an_depthwise3x3_rows_applies(H, W, stride);
+    /* Stride 2 onto 8-wide planes too (192x16x16 -> 64x8x8, 2 threads: 38 ->
+       28 us; the same on 1).  Not 8x8 onto 4x4 in bands (two bands of 4 rows
+       expand 5 of the 8 input rows each: 42 -> 58 us), nor stride 1 on 8x8
+       (no faster than the three calls on 2 threads, slower on 1): those take
+       pdp_small_planes below. */
+    const int small_planes = !row_kernel && w1 && stride == 2 && W >= 16 &&
+                             an_depthwise3x3_band_applies(pdp_band_rows(stride, max_rows, 1), W,
+                                                          stride);
+    /* A band's products have fewer columns than the three calls' (whole
+       planes: a band of `rows` output rows, its input rows clipped by up to
+       two at the image's edges); their sums must still run in the same K
+       blocks (an_gemm_kc). */
+    int band_blocks_match = 1;
+    const int64_t chunk_rows = row_kernel && w1 ? pdp_chunk_rows(Ce, W, OW, stride, max_rows)
+                                                : max_rows;
+    if (row_kernel || small_planes) {
+        const int64_t fewest = N == 1 && max_rows > 1 ? max_rows - 1 : max_rows;
+        const int chunked = chunk_rows < max_rows;
+        /* output rows: a band's (fewest to max_rows), a chunk's (any count
+           up to chunk_rows), the whole plane */
+        band_blocks_match = an_gemm_kc_same_over(Co, (chunked ? 1 : fewest) * OW, OHW, Ce) &&
+                            (!ws || an_gemm_kc_same_over(Co, fewest * W, HW, C));
+        if (w1) { /* expanded rows: a band's, up to two clipped at the image's edges; a
+                     chunk's, any count up to its band's; the whole plane */
+            const int64_t band_least = pdp_band_rows(stride, fewest, small_planes) - 2;
+            const int64_t most = pdp_band_rows(stride, max_rows, small_planes) * W;
+            band_blocks_match &= an_gemm_kc_same_over(
+                Ce, (chunked || band_least < 1 ? 1 : band_least) * W, most > HW ? most : HW, C);
         }
     }
-    return failed;
+    const int residual_fits =
+        !rs || (rs[0] == N && rs[1] == Co && rs[2] == OH && rs[3] == OW);
+    /* one image of small planes whose three products all take the narrow
+       GEMM: one parallel region (pdp_small_planes) */
+    int64_t row_block1 = 1, row_block2 = 0, row_block_s = 0;
+    const int narrow =
+        !row_kernel && !small_planes && N == 1 &&
+        (!w1 || an_gemm_narrow_blocks(Ce, HW, C, k->p1 != NULL, &row_block1) > 0) &&
+        an_gemm_narrow_blocks(Co, OHW, Ce, k->p2 != NULL, &row_block2) > 0 &&
+        (!ws || (an_gemm_narrow_blocks(Co, HW, C, k->ps != NULL, &row_block_s) > 0 &&
+                 row_block_s == row_block2));
+    const int bands = (row_kernel || small_planes) && band_blocks_match;
+    if (!residual_fits || !(bands || narrow))
+        return;
+
+    const pdp_block b = {C, H, W, Ce, Co, OH, OW, stride,
+                         NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                         gemm_act(k->act1), gemm_act(k->actd), gemm_act(k->act2),
+                         bands && small_planes, chunk_rows};
+    L->b = b;
+    L->N = N;
+    if (bands) {
+        /* each thread's buffers on pages of their own */
+        const int64_t page = 1024;
+        L->e_floats = w1 ? (Ce * pdp_band_rows(stride, chunk_rows, small_planes) * W + page - 1) /
+                               page * page
+                         : 0;
+        L->d_floats = (Ce * (w1 ? chunk_rows : max_rows) * OW + page - 1) / page * page;
+        const int64_t s_floats = ws ? (Co * max_rows * OW + page - 1) / page * page : 0;
+        L->per_thread = L->e_floats + L->d_floats + s_floats;
+        L->path = PDP_BANDS;
+        L->team = team;
+        L->workspace_floats = team * L->per_thread;
+    } else { /* whole-image buffers the team shares, and a partial sum per thread */
+        L->row_block1 = w1 ? row_block1 : 1;
+        L->row_block2 = row_block2;
+        L->kc2 = an_gemm_kc(Co, OHW, Ce);
+        L->part_floats = (Co * OHW + 15) / 16 * 16;
+        L->path = PDP_NARROW;
+        L->team = threads < Ce ? threads : (int)Ce;
+        L->workspace_floats = (w1 ? Ce * HW : 0) + (Ce * OHW + 15) / 16 * 16 +
+                              (ws ? Co * HW : 0) + threads * L->part_floats;
+    }
 }
+
+/* Block k's share for thread t of a team of `size` in a parallel region
+   (as many as L->team, or more on PDP_BANDS, the rest idle), the block on
+   x [N, C, H, W] into y [N, Co, OH, OW] (residual r in y's layout, or NULL)
+   through L->workspace_floats of buffers.  Returns nonzero if a GEMM could
+   not get its workspace. */
+static int pdp_share(const pdp_layout *L, const float *x, const float *r, float *y,
+                     float *buffers, int t, int size);
 
 /* The block on one image of small planes (8x8, 4x4: the GEMMs' narrow
    path), in one parallel region instead of three calls' worth: each thread
@@ -251,250 +355,232 @@ static int pdp_bands(const pdp_block *b, int64_t N, const float *x, const float 
    Every product is split where the narrow GEMM splits it (rows or K
    blocks) and every depthwise plane is independent, so the bits are those
    of the three calls for any team.  e [Ce, H*W], d [Ce, OH*OW] and s [Co,
-   H*W] are buffers for the whole image, partials team x part_floats
-   floats; row_block1 / row_block2 the GEMMs' row blocks (expansion;
-   projection and shortcut), kc2 the projection's K block. */
-static void pdp_small_planes(const pdp_block *b, const float *x, const float *r, float *y,
-                             float *e, float *d, float *s, float *partials, int64_t part_floats,
-                             int64_t row_block1, int64_t row_block2, int64_t kc2, int team)
+   H*W] are buffers for the whole image, partials a part_floats sum per
+   thread.  Thread t of `size`, every one of which makes this call (it
+   holds barriers). */
+static void pdp_small_planes(const pdp_layout *L, const float *x, const float *r, float *y,
+                             float *buffers, int t, int size)
 {
+    const pdp_block *b = &L->b;
     const int64_t HW = b->H * b->W, OHW = b->OH * b->OW;
+    float *e = buffers, *d = e + (b->w1 ? b->Ce * HW : 0);
+    float *s = d + (b->Ce * OHW + 15) / 16 * 16, *partials = s + (b->ws ? b->Co * HW : 0);
+    const int64_t row_block1 = L->row_block1, row_block2 = L->row_block2, kc2 = L->kc2;
+    const int64_t part_floats = L->part_floats;
     const int64_t blocks1 = (b->Ce + row_block1 - 1) / row_block1;
     const int64_t blocks2 = (b->Co + row_block2 - 1) / row_block2;
     const int64_t k_blocks = (b->Ce + kc2 - 1) / kc2;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(team) if (team > 1)
-#endif
-    {
-        const int t = thread_index(), size = team_size_in_region();
-        const int k_split = size > 1 && k_blocks == size;
-        int64_t b0, b1, c0, c1, o0, o1;
-        split_rows(blocks2, size, t, &b0, &b1);
-        o0 = b0 * row_block2, o1 = b1 * row_block2 < b->Co ? b1 * row_block2 : b->Co;
-        if (b->ws)
-            an_gemm_f32_epilogue_prepacked_rows(b->Co, HW, b->C, b->ws, b->C, b->ps, x, HW, s, HW,
-                                                b->bs, NULL, 0, AN_GEMM_ACT_NONE, o0, o1);
-        split_rows(blocks1, size, t, &b0, &b1);
-        c0 = b0 * row_block1, c1 = b1 * row_block1 < b->Ce ? b1 * row_block1 : b->Ce;
-        const float *planes = x;
-        if (b->w1) {
-            an_gemm_f32_epilogue_prepacked_rows(b->Ce, HW, b->C, b->w1, b->C, b->p1, x, HW, e, HW,
-                                                b->b1, NULL, 0, b->act1, c0, c1);
-            planes = e;
-        }
-        if (k_split) { /* this thread's K block of channels, expanded partly by another */
-            c0 = t * kc2;
-            c1 = c0 + kc2 < b->Ce ? c0 + kc2 : b->Ce;
+    const int k_split = size > 1 && k_blocks == size;
+    int64_t b0, b1, c0, c1, o0, o1;
+    split_rows(blocks2, size, t, &b0, &b1);
+    o0 = b0 * row_block2, o1 = b1 * row_block2 < b->Co ? b1 * row_block2 : b->Co;
+    if (b->ws)
+        an_gemm_f32_epilogue_prepacked_rows(b->Co, HW, b->C, b->ws, b->C, b->ps, x, HW, s, HW,
+                                            b->bs, NULL, 0, AN_GEMM_ACT_NONE, o0, o1);
+    split_rows(blocks1, size, t, &b0, &b1);
+    c0 = b0 * row_block1, c1 = b1 * row_block1 < b->Ce ? b1 * row_block1 : b->Ce;
+    const float *planes = x;
+    if (b->w1) {
+        an_gemm_f32_epilogue_prepacked_rows(b->Ce, HW, b->C, b->w1, b->C, b->p1, x, HW, e, HW,
+                                            b->b1, NULL, 0, b->act1, c0, c1);
+        planes = e;
+    }
+    if (k_split) { /* this thread's K block of channels, expanded partly by another */
+        c0 = t * kc2;
+        c1 = c0 + kc2 < b->Ce ? c0 + kc2 : b->Ce;
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-        }
-        if (c1 > c0)
-            an_depthwise_conv2d_forward_act_f32(planes + c0 * HW, b->wd + c0 * 9,
-                                                b->bd ? b->bd + c0 : NULL, 1, c1 - c0, b->H, b->W,
-                                                1, 3, 3, b->stride, b->stride, 1, 1, 1, 1, b->OH,
-                                                b->OW, b->actd, d + c0 * OHW);
-        const float *residual = b->ws ? s : r;
-        if (k_split) {
-            an_gemm_f32_prepacked_k_range(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW,
-                                          partials + t * part_floats, OHW, c0, c1);
+    }
+    if (c1 > c0)
+        an_depthwise_conv2d_forward_act_f32(planes + c0 * HW, b->wd + c0 * 9,
+                                            b->bd ? b->bd + c0 : NULL, 1, c1 - c0, b->H, b->W, 1,
+                                            3, 3, b->stride, b->stride, 1, 1, 1, 1, b->OH, b->OW,
+                                            b->actd, d + c0 * OHW);
+    const float *residual = b->ws ? s : r;
+    if (k_split) {
+        an_gemm_f32_prepacked_k_range(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW,
+                                      partials + t * part_floats, OHW, c0, c1);
 #ifdef _OPENMP
 #pragma omp barrier
 #endif
-            for (int64_t row = o0; row < o1; ++row) { /* ((P0 + P1) + P2) ..., as the GEMM adds */
-                float *out = y + row * OHW;
-                const float *first = partials + row * OHW;
-                for (int64_t j = 0; j < OHW; ++j) out[j] = first[j];
-                for (int u = 1; u < size; ++u) {
-                    const float *part = partials + u * part_floats + row * OHW;
-                    for (int64_t j = 0; j < OHW; ++j) out[j] = part[j] + out[j];
-                }
+        for (int64_t row = o0; row < o1; ++row) { /* ((P0 + P1) + P2) ..., as the GEMM adds */
+            float *out = y + row * OHW;
+            const float *first = partials + row * OHW;
+            for (int64_t j = 0; j < OHW; ++j) out[j] = first[j];
+            for (int u = 1; u < size; ++u) {
+                const float *part = partials + u * part_floats + row * OHW;
+                for (int64_t j = 0; j < OHW; ++j) out[j] = part[j] + out[j];
             }
-            if (o1 > o0)
-                an_epilogue_rows(y + o0 * OHW, o1 - o0, OHW, OHW, b->b2 ? b->b2 + o0 : NULL,
-                                 residual ? residual + o0 * OHW : NULL, OHW, b->act2);
-        } else {
-#ifdef _OPENMP
-            /* (a team of one skips it: libgomp's barrier makes a futex
-               call even then, 0.2-0.4 us) */
-            if (size > 1) {
-#pragma omp barrier
-            }
-#endif
-            an_gemm_f32_epilogue_prepacked_rows(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW, y,
-                                                OHW, b->b2, residual, OHW, b->act2, o0, o1);
         }
+        if (o1 > o0)
+            an_epilogue_rows(y + o0 * OHW, o1 - o0, OHW, OHW, b->b2 ? b->b2 + o0 : NULL,
+                             residual ? residual + o0 * OHW : NULL, OHW, b->act2);
+    } else {
+#ifdef _OPENMP
+        /* (a team of one skips it: libgomp's barrier makes a futex call
+           even then, 0.2-0.4 us) */
+        if (size > 1) {
+#pragma omp barrier
+        }
+#endif
+        an_gemm_f32_epilogue_prepacked_rows(b->Co, OHW, b->Ce, b->w2, b->Ce, b->p2, d, OHW, y,
+                                            OHW, b->b2, residual, OHW, b->act2, o0, o1);
     }
 }
 
-static an_tensor *pdp_run(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
-                          an_activation act1, an_tensor *wd, an_tensor *bd, int64_t stride,
-                          an_activation actd, an_tensor *w2, an_tensor *p2, an_tensor *b2,
-                          an_tensor *residual, an_tensor *ws, an_tensor *ps, an_tensor *bs,
-                          an_activation act2)
+static int pdp_share(const pdp_layout *L, const float *x, const float *r, float *y,
+                     float *buffers, int t, int size)
 {
-    if (an_check_not_null(x, "conv_pw_dw_pw", "input") ||
-        an_check_not_null(wd, "conv_pw_dw_pw", "depthwise weight") ||
-        an_check_not_null(w2, "conv_pw_dw_pw", "projection weight"))
-        return NULL;
-    if (!ws && (ps || bs)) {
+    const pdp_block *b = &L->b;
+    if (L->path == PDP_NARROW) {
+        pdp_small_planes(L, x, r, y, buffers, t, size);
+        return 0;
+    }
+    const int team = L->team < size ? L->team : size;
+    if (t >= team)
+        return 0;
+    float *e = buffers + t * L->per_thread, *d = e + L->e_floats, *s = d + L->d_floats;
+    int failed = 0;
+    if (L->N == 1) { /* the image's rows in one band per thread */
+        int64_t r0, r1;
+        split_rows(b->OH, team, t, &r0, &r1);
+        if (r1 > r0)
+            failed |= pdp_band(b, x, r, y, e, d, s, r0, r1);
+    } else { /* whole images per thread */
+        const int64_t in_image = b->C * b->H * b->W, out_image = b->Co * b->OH * b->OW;
+        for (int64_t n = t; n < L->N && !failed; n += team)
+            failed |= pdp_band(b, x + n * in_image, r ? r + n * out_image : NULL,
+                               y + n * out_image, e, d, s, 0, b->OH);
+    }
+    return failed;
+}
+
+/* Block k's checks that do not depend on its input (for a chain: once,
+   when it is made).  Nonzero, with the error set, if one fails. */
+static int pdp_check_block(const an_pw_dw_pw_block *k)
+{
+    if (an_check_not_null(k->wd, "conv_pw_dw_pw", "depthwise weight") ||
+        an_check_not_null(k->w2, "conv_pw_dw_pw", "projection weight"))
+        return 1;
+    if (!k->ws && (k->ps || k->bs)) {
         an_set_error(AN_ERR_VALUE, "conv_pw_dw_pw: a packed shortcut weight or a shortcut bias "
                                    "without the shortcut weight");
-        return NULL;
+        return 1;
     }
-    an_tensor *all[13] = {x, w1, p1, b1, wd, bd, w2, p2, b2, residual, ws, ps, bs};
-    if (an_needs_grad(13, all)) {
-        an_set_error(AN_ERR_VALUE, "conv_pw_dw_pw: the fused block is for inference only, but an "
-                                   "input requires grad");
-        return NULL;
-    }
-    const an_activation acts[3] = {act1, actd, act2};
+    const an_activation acts[3] = {k->act1, k->actd, k->act2};
     for (int i = 0; i < 3; i++)
         if (acts[i] != AN_ACTIVATION_NONE && acts[i] != AN_ACTIVATION_RELU &&
             acts[i] != AN_ACTIVATION_RELU6) {
             an_set_error(AN_ERR_VALUE, "conv_pw_dw_pw: unknown activation code %d", (int)acts[i]);
-            return NULL;
+            return 1;
         }
-    /* the one-pass path's layers; anything else (and every error) takes
-       the three calls */
-    const int64_t C = x->ndim == 4 ? x->shape[1] : 0, Ce = wd->shape[0];
-    const int fits =
-        x->ndim == 4 && x->shape[0] >= 1 && C >= 1 && (stride == 1 || stride == 2) &&
-        (w1 ? w1->ndim == 4 && w1->shape[0] == Ce && w1->shape[1] == C && w1->shape[2] == 1 &&
-                  w1->shape[3] == 1 && packed_for_now(p1, w1) && vector_of(b1, Ce)
-            : !p1 && !b1 && C == Ce) &&
-        wd->ndim == 4 && Ce >= 1 && wd->shape[1] == 1 && wd->shape[2] == 3 && wd->shape[3] == 3 &&
-        vector_of(bd, Ce) && w2->ndim == 4 && w2->shape[0] >= 1 && w2->shape[1] == Ce &&
-        w2->shape[2] == 1 && w2->shape[3] == 1 && packed_for_now(p2, w2) &&
-        vector_of(b2, w2->shape[0]) &&
-        (!ws || (stride == 1 && ws->ndim == 4 && ws->shape[0] == w2->shape[0] &&
-                 ws->shape[1] == C && ws->shape[2] == 1 && ws->shape[3] == 1 &&
-                 packed_for_now(ps, ws) && vector_of(bs, w2->shape[0])));
-    const int64_t OH = fits ? (x->shape[2] - 1) / stride + 1 : 0;
-    const int64_t OW = fits ? (x->shape[3] - 1) / stride + 1 : 0;
-    const int threads = team_size();
-    /* one image: its output rows in one band per thread (each expands the
-       input rows its band reads, the edge rows twice over the team); several:
-       whole images per thread */
-    const int64_t N = fits ? x->shape[0] : 0;
-    const int team = N == 1 ? (OH < threads ? (int)OH : threads) : (N < threads ? (int)N : threads);
-    const int64_t max_rows = N == 1 ? (OH + team - 1) / team : OH;
-    int row_kernel = fits && an_depthwise3x3_rows_applies(x->shape[2], x->shape[3], stride);
-    /* Stride 2 onto 8-wide planes too (192x16x16 -> 64x8x8, 2 threads: 38 ->
-       28 us; the same on 1).  Not 8x8 onto 4x4 in bands (two bands of 4 rows
-       expand 5 of the 8 input rows each: 42 -> 58 us), nor stride 1 on 8x8
-       (no faster than the three calls on 2 threads, slower on 1): those take
-       pdp_small_planes below. */
-    int small_planes = fits && !row_kernel && w1 && stride == 2 && x->shape[3] >= 16 &&
-                       an_depthwise3x3_band_applies(pdp_band_rows(stride, max_rows, 1),
-                                                    x->shape[3], stride);
-    /* A band's products have fewer columns than the three calls' (whole
-       planes: a band of `rows` output rows, its input rows clipped by up to
-       two at the image's edges); their sums must still run in the same K
-       blocks (an_gemm_kc). */
-    int band_blocks_match = 1;
-    const int64_t chunk_rows =
-        row_kernel && w1 ? pdp_chunk_rows(Ce, x->shape[3], OW, stride, max_rows) : max_rows;
-    if (row_kernel || small_planes) {
-        const int64_t W = x->shape[3], HW = x->shape[2] * W, OHW = OH * OW, Co = w2->shape[0];
-        const int64_t fewest = N == 1 && max_rows > 1 ? max_rows - 1 : max_rows;
-        const int chunked = chunk_rows < max_rows;
-        /* output rows: a band's (fewest to max_rows), a chunk's (any count
-           up to chunk_rows), the whole plane */
-        band_blocks_match = an_gemm_kc_same_over(Co, (chunked ? 1 : fewest) * OW, OHW, Ce) &&
-                            (!ws || an_gemm_kc_same_over(Co, fewest * W, HW, C));
-        if (w1) { /* expanded rows: a band's, up to two clipped at the image's edges; a
-                     chunk's, any count up to its band's; the whole plane */
-            const int64_t band_least = pdp_band_rows(stride, fewest, small_planes) - 2;
-            const int64_t most = pdp_band_rows(stride, max_rows, small_planes) * W;
-            band_blocks_match &= an_gemm_kc_same_over(
-                Ce, (chunked || band_least < 1 ? 1 : band_least) * W, most > HW ? most : HW, C);
-        }
-    }
-    const int residual_fits = !residual || (residual->ndim == 4 &&
-                                            residual->shape[0] == x->shape[0] &&
-                                            residual->shape[1] == w2->shape[0] &&
-                                            residual->shape[2] == OH && residual->shape[3] == OW);
-    /* one image of small planes whose three products all take the narrow
-       GEMM: one parallel region (pdp_small_planes) */
-    int64_t row_block1 = 0, row_block2 = 0, row_block_s = 0;
-    const int narrow =
-        fits && !row_kernel && !small_planes && N == 1 &&
-        (!w1 || an_gemm_narrow_blocks(Ce, x->shape[2] * x->shape[3], C, p1 != NULL,
-                                      &row_block1) > 0) &&
-        an_gemm_narrow_blocks(w2->shape[0], OH * OW, Ce, p2 != NULL, &row_block2) > 0 &&
-        (!ws || (an_gemm_narrow_blocks(w2->shape[0], x->shape[2] * x->shape[3], C, ps != NULL,
-                                       &row_block_s) > 0 &&
-                 row_block_s == row_block2));
-    if (!w1)
-        row_block1 = 1;
-    if (!((row_kernel || small_planes) && band_blocks_match) && !narrow)
-        row_kernel = small_planes = 0;
-    if (!(row_kernel || small_planes || narrow) || !residual_fits)
-        return pdp_by_calls(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, ws,
-                            ps, bs, act2);
+    return 0;
+}
 
-    const int64_t H = x->shape[2], W = x->shape[3], Co = w2->shape[0];
-    /* each thread's buffers on pages of their own */
-    const int64_t page = 1024;
-    const int64_t e_floats =
-        w1 ? (Ce * pdp_band_rows(stride, chunk_rows, small_planes) * W + page - 1) / page * page
-           : 0;
-    const int64_t d_floats = (Ce * (w1 ? chunk_rows : max_rows) * OW + page - 1) / page * page;
-    const int64_t s_floats = ws ? (Co * max_rows * OW + page - 1) / page * page : 0;
-    int64_t per_thread = e_floats + d_floats + s_floats;
-    int buffer_team = team;
-    const int64_t part_floats = (Co * OH * OW + 15) / 16 * 16;
-    if (narrow) { /* whole-image buffers the team shares, and a partial sum per thread */
-        per_thread = (w1 ? Ce * H * W : 0) + (Ce * OH * OW + 15) / 16 * 16 +
-                     (ws ? Co * H * W : 0) + threads * part_floats;
-        buffer_team = 1;
+/* Nonzero, with the error set, if an input of block k (x, its residual r
+   or a weight) requires grad. */
+static int pdp_check_no_grad(an_tensor *x, const an_pw_dw_pw_block *k, an_tensor *r)
+{
+    an_tensor *all[13] = {x, k->w1, k->p1, k->b1, k->wd, k->bd, k->w2, k->p2, k->b2, r,
+                          k->ws, k->ps, k->bs};
+    if (an_needs_grad(13, all)) {
+        an_set_error(AN_ERR_VALUE, "conv_pw_dw_pw: the fused block is for inference only, but an "
+                                   "input requires grad");
+        return 1;
     }
-    an_tensor *xc = an_contiguous(x), *w1c = NULL, *b1c = NULL, *wdc = NULL, *bdc = NULL;
-    an_tensor *w2c = NULL, *b2c = NULL, *rc = NULL, *wsc = NULL, *bsc = NULL, *out = NULL;
+    return 0;
+}
+
+/* Block k's tensors as its kernels read them (contiguous: the same tensor
+   retained, or a copy) into held[0 .. PDP_HELD) and L->b's pointers.  Zero,
+   with the error set, if a copy could not be made (held is then released). */
+#define PDP_HELD 8
+static int pdp_bind(pdp_layout *L, const an_pw_dw_pw_block *k, an_tensor *held[PDP_HELD])
+{
+    an_tensor *from[PDP_HELD] = {k->w1, k->b1, k->wd, k->bd, k->w2, k->b2, k->ws, k->bs};
+    const float *ptr[PDP_HELD];
+    int ok = 1;
+    for (int i = 0; i < PDP_HELD; i++) {
+        held[i] = from[i] && ok ? an_contiguous(from[i]) : NULL;
+        ok = ok && (!from[i] || held[i]);
+        ptr[i] = held[i] ? an_data_ptr(held[i]) : NULL;
+    }
+    if (!ok) {
+        for (int i = 0; i < PDP_HELD; i++) an_release(held[i]);
+        return 0;
+    }
+    pdp_block *b = &L->b;
+    b->w1 = ptr[0], b->b1 = ptr[1], b->wd = ptr[2], b->bd = ptr[3], b->w2 = ptr[4], b->b2 = ptr[5];
+    b->ws = ptr[6], b->bs = ptr[7];
+    /* the packed copies: contiguous, or the block takes the calls (packed_for_now) */
+    b->p1 = k->p1 ? an_data_ptr(k->p1) : NULL;
+    b->p2 = k->p2 ? an_data_ptr(k->p2) : NULL;
+    b->ps = k->ps ? an_data_ptr(k->ps) : NULL;
+    return 1;
+}
+
+static void pdp_unbind(an_tensor *held[PDP_HELD])
+{
+    for (int i = 0; i < PDP_HELD; i++) an_release(held[i]);
+}
+
+/* Runs block k's shares (L set by pdp_layout_for and pdp_bind) on x into a
+   new tensor, in a parallel region of L->team threads. */
+static an_tensor *pdp_run_region(const pdp_layout *L, an_tensor *x, an_tensor *residual)
+{
+    an_tensor *xc = an_contiguous(x), *rc = NULL, *out = NULL;
     int ok = xc != NULL;
-    if (ok && w1) ok = (w1c = an_contiguous(w1)) != NULL && (!b1 || (b1c = an_contiguous(b1)) != NULL);
-    if (ok) ok = (wdc = an_contiguous(wd)) != NULL && (!bd || (bdc = an_contiguous(bd)) != NULL);
-    if (ok) ok = (w2c = an_contiguous(w2)) != NULL && (!b2 || (b2c = an_contiguous(b2)) != NULL);
-    if (ok && residual) ok = (rc = an_contiguous(residual)) != NULL;
-    if (ok && ws) ok = (wsc = an_contiguous(ws)) != NULL && (!bs || (bsc = an_contiguous(bs)) != NULL);
-    int64_t shape[4] = {N, Co, OH, OW};
-    if (ok) ok = (out = an_empty(4, shape)) != NULL;
-    float *buffers = ok ? an_alloc(sizeof(float) * (size_t)(buffer_team * per_thread)) : NULL;
+    if (ok && residual)
+        ok = (rc = an_contiguous(residual)) != NULL;
+    const int64_t shape[4] = {L->N, L->b.Co, L->b.OH, L->b.OW};
+    if (ok)
+        ok = (out = an_empty(4, shape)) != NULL;
+    float *buffers = ok ? an_alloc(sizeof(float) * (size_t)L->workspace_floats) : NULL;
     ok = ok && buffers;
     if (ok) {
-        const pdp_block b = {C, H, W, Ce, Co, OH, OW, stride,
-                             w1c ? an_data_ptr(w1c) : NULL, p1 ? an_data_ptr(p1) : NULL,
-                             b1c ? an_data_ptr(b1c) : NULL, an_data_ptr(wdc),
-                             bdc ? an_data_ptr(bdc) : NULL, an_data_ptr(w2c),
-                             p2 ? an_data_ptr(p2) : NULL, b2c ? an_data_ptr(b2c) : NULL,
-                             wsc ? an_data_ptr(wsc) : NULL, ps ? an_data_ptr(ps) : NULL,
-                             bsc ? an_data_ptr(bsc) : NULL, gemm_act(act1), gemm_act(actd),
-                             gemm_act(act2), small_planes, chunk_rows};
         const float *px = an_data_ptr(xc), *pr = rc ? an_data_ptr(rc) : NULL;
         float *py = an_data_ptr(out);
+        const int team = L->team;
         int failed = 0;
-        if (narrow) {
-            float *d = buffers + (w1 ? Ce * H * W : 0), *sc = d + (Ce * OH * OW + 15) / 16 * 16;
-            float *partials = sc + (ws ? Co * H * W : 0);
-            pdp_small_planes(&b, px, pr, py, buffers, d, sc, partials, part_floats, row_block1,
-                             row_block2, an_gemm_kc(Co, OH * OW, Ce),
-                             threads < Ce ? threads : (int)Ce);
-        } else {
-            failed = pdp_bands(&b, N, px, pr, py, buffers, per_thread, e_floats, d_floats, team);
-        }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (team > 1) reduction(| : failed)
+#endif
+        failed |= pdp_share(L, px, pr, py, buffers, thread_index(), team_size_in_region());
         if (failed) {
             an_set_error(AN_ERR_MEMORY, "conv_pw_dw_pw: out of memory for the GEMM workspace");
             ok = 0;
         }
     }
     an_free(buffers);
-    an_release(xc), an_release(w1c), an_release(b1c), an_release(wdc), an_release(bdc);
-    an_release(w2c), an_release(b2c), an_release(rc), an_release(wsc), an_release(bsc);
+    an_release(xc);
+    an_release(rc);
     if (!ok) {
         an_release(out);
         return NULL;
     }
+    return out;
+}
+
+static an_tensor *pdp_run(an_tensor *x, const an_pw_dw_pw_block *k, an_tensor *residual)
+{
+    if (an_check_not_null(x, "conv_pw_dw_pw", "input") || pdp_check_block(k) ||
+        pdp_check_no_grad(x, k, residual))
+        return NULL;
+    pdp_layout L;
+    L.path = PDP_BY_CALLS;
+    static const int64_t no_shape[4] = {-1, -1, -1, -1};
+    if (x->ndim == 4)
+        pdp_layout_for(&L, x->shape, k,
+                       residual ? (residual->ndim == 4 ? residual->shape : no_shape) : NULL,
+                       team_size());
+    if (L.path == PDP_BY_CALLS)
+        return pdp_by_calls(x, k, residual);
+    an_tensor *held[PDP_HELD];
+    if (!pdp_bind(&L, k, held))
+        return NULL;
+    an_tensor *out = pdp_run_region(&L, x, residual);
+    pdp_unbind(held);
     return out;
 }
 
@@ -503,8 +589,9 @@ an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tenso
                             an_activation actd, an_tensor *w2, an_tensor *p2, an_tensor *b2,
                             an_tensor *residual, an_activation act2)
 {
-    return pdp_run(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, NULL, NULL,
-                   NULL, act2);
+    const an_pw_dw_pw_block k = {w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2,
+                                 0, NULL, NULL, NULL, act2};
+    return pdp_run(x, &k, residual);
 }
 
 an_tensor *an_conv_pw_dw_pw_shortcut(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
@@ -515,5 +602,237 @@ an_tensor *an_conv_pw_dw_pw_shortcut(an_tensor *x, an_tensor *w1, an_tensor *p1,
 {
     if (an_check_not_null(ws, "conv_pw_dw_pw", "shortcut weight"))
         return NULL;
-    return pdp_run(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, NULL, ws, ps, bs, act2);
+    const an_pw_dw_pw_block k = {w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2,
+                                 0, ws, ps, bs, act2};
+    return pdp_run(x, &k, NULL);
+}
+
+/* ------------------------------------------------------------ block chains */
+
+struct an_block_chain {
+    int64_t count;
+    an_pw_dw_pw_block *blocks; /* each tensor a reference of the chain's */
+};
+
+#define BLOCK_TENSORS 11
+static void block_tensors(const an_pw_dw_pw_block *k, an_tensor *all[BLOCK_TENSORS])
+{
+    an_tensor *each[BLOCK_TENSORS] = {k->w1, k->p1, k->b1, k->wd, k->bd, k->w2,
+                                      k->p2, k->b2, k->ws, k->ps, k->bs};
+    memcpy(all, each, sizeof each);
+}
+
+an_block_chain *an_block_chain_create(int64_t count, const an_pw_dw_pw_block *blocks)
+{
+    if (count < 1 || !blocks) {
+        an_set_error(AN_ERR_VALUE, "block chain: expected at least one block, got %lld",
+                     (long long)(blocks ? count : 0));
+        return NULL;
+    }
+    for (int64_t i = 0; i < count; i++) {
+        if (pdp_check_block(&blocks[i])) {
+            char reason[256];
+            snprintf(reason, sizeof reason, "%s", an_last_error());
+            an_set_error(an_last_status(), "block chain, block %lld: %s", (long long)i, reason);
+            return NULL;
+        }
+        if (blocks[i].ws && blocks[i].residual_from_input) {
+            an_set_error(AN_ERR_VALUE, "block chain, block %lld: a shortcut convolution and "
+                                       "residual_from_input together (a block has one residual)",
+                         (long long)i);
+            return NULL;
+        }
+    }
+    an_block_chain *chain = calloc(1, sizeof *chain);
+    an_pw_dw_pw_block *copy = chain ? malloc(sizeof *copy * (size_t)count) : NULL;
+    if (!copy) {
+        free(chain);
+        an_set_error(AN_ERR_MEMORY, "block chain: out of memory for %lld blocks", (long long)count);
+        return NULL;
+    }
+    memcpy(copy, blocks, sizeof *copy * (size_t)count);
+    for (int64_t i = 0; i < count; i++) {
+        an_tensor *all[BLOCK_TENSORS];
+        block_tensors(&copy[i], all);
+        for (int j = 0; j < BLOCK_TENSORS; j++)
+            if (all[j])
+                an_retain(all[j]);
+    }
+    chain->count = count;
+    chain->blocks = copy;
+    return chain;
+}
+
+void an_block_chain_free(an_block_chain *chain)
+{
+    if (!chain)
+        return;
+    for (int64_t i = 0; i < chain->count; i++) {
+        an_tensor *all[BLOCK_TENSORS];
+        block_tensors(&chain->blocks[i], all);
+        for (int j = 0; j < BLOCK_TENSORS; j++) an_release(all[j]);
+    }
+    free(chain->blocks);
+    free(chain);
+}
+
+/* The chain's blocks on an input of shape xs with `threads` threads: each
+   one's layout in L, and in in_region whether it runs in the chain's
+   region (bands, or the small-plane region with every thread); a block
+   after one that takes the calls is laid out when it runs (pdp_run). */
+static void chain_layouts(const an_block_chain *chain, const int64_t xs[4], int threads,
+                          pdp_layout *L, unsigned char *in_region)
+{
+    int64_t shape[4] = {xs[0], xs[1], xs[2], xs[3]};
+    int known = 1;
+    for (int64_t i = 0; i < chain->count; i++) {
+        const an_pw_dw_pw_block *k = &chain->blocks[i];
+        L[i].path = PDP_BY_CALLS;
+        if (known)
+            pdp_layout_for(&L[i], shape, k, k->residual_from_input ? shape : NULL, threads);
+        in_region[i] = L[i].path == PDP_BANDS || (L[i].path == PDP_NARROW && L[i].team == threads);
+        known = L[i].path != PDP_BY_CALLS;
+        if (known) {
+            shape[1] = L[i].b.Co;
+            shape[2] = L[i].b.OH;
+            shape[3] = L[i].b.OW;
+        }
+    }
+}
+
+int an_block_chain_in_one_region(const an_block_chain *chain, int ndim, const int64_t *shape)
+{
+    if (!chain || ndim != 4 || !shape)
+        return 0;
+    pdp_layout *L = malloc(sizeof *L * (size_t)chain->count);
+    unsigned char *in_region = malloc((size_t)chain->count);
+    int all = L && in_region;
+    if (all) {
+        chain_layouts(chain, shape, team_size(), L, in_region);
+        for (int64_t i = 0; i < chain->count; i++) all &= in_region[i];
+    }
+    free(L);
+    free(in_region);
+    return all;
+}
+
+static int64_t round16(int64_t floats)
+{
+    return (floats + 15) / 16 * 16;
+}
+
+/* Blocks [i0, i1) of the chain (each in_region) on x, in one parallel
+   region of `threads`: between blocks, a barrier; the outputs in between in
+   two buffers taking turns (a block's input is the one before's output, its
+   residual too, and the block after it writes over its input only once
+   every thread has passed the barrier after it). */
+static an_tensor *chain_segment(const an_block_chain *chain, pdp_layout *L, int64_t i0,
+                                int64_t i1, an_tensor *x, int threads)
+{
+    const int64_t n = i1 - i0;
+    an_tensor **held = calloc((size_t)(n * PDP_HELD), sizeof *held);
+    if (!held) {
+        an_set_error(AN_ERR_MEMORY, "block chain: out of memory");
+        return NULL;
+    }
+    int64_t bound = 0, workspace = 0, between = 0;
+    int ok = 1;
+    for (; bound < n && ok; bound++)
+        ok = pdp_bind(&L[i0 + bound], &chain->blocks[i0 + bound], held + bound * PDP_HELD);
+    if (!ok)
+        bound--; /* the one that failed released its own */
+    for (int64_t i = i0; i < i1; i++) {
+        const pdp_layout *l = &L[i];
+        workspace = round16(l->workspace_floats) > workspace ? round16(l->workspace_floats)
+                                                             : workspace;
+        const int64_t out = round16(l->N * l->b.Co * l->b.OH * l->b.OW);
+        if (i + 1 < i1 && out > between)
+            between = out;
+    }
+    const pdp_layout *last = &L[i1 - 1];
+    const int64_t shape[4] = {last->N, last->b.Co, last->b.OH, last->b.OW};
+    an_tensor *xc = ok ? an_contiguous(x) : NULL, *out = NULL;
+    ok = ok && xc && (out = an_empty(4, shape)) != NULL;
+    float *buffers = ok ? an_alloc(sizeof(float) * (size_t)(workspace + 2 * between)) : NULL;
+    ok = ok && buffers;
+    if (ok) {
+        const float *px = an_data_ptr(xc);
+        float *py = an_data_ptr(out), *turns = buffers + workspace;
+        int failed = 0;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
+#endif
+        {
+            const int t = thread_index(), size = team_size_in_region();
+            const float *in = px;
+            for (int64_t i = i0; i < i1; i++) {
+                float *o = i + 1 == i1 ? py : turns + ((i - i0) & 1) * between;
+                failed |= pdp_share(&L[i], in, chain->blocks[i].residual_from_input ? in : NULL,
+                                    o, buffers, t, size);
+#ifdef _OPENMP
+                if (i + 1 < i1 && size > 1) {
+#pragma omp barrier
+                }
+#endif
+                in = o;
+            }
+        }
+        if (failed) {
+            an_set_error(AN_ERR_MEMORY, "block chain: out of memory for the GEMM workspace");
+            ok = 0;
+        }
+    }
+    an_free(buffers);
+    an_release(xc);
+    for (int64_t i = 0; i < bound; i++) pdp_unbind(held + i * PDP_HELD);
+    free(held);
+    if (!ok) {
+        an_release(out);
+        return NULL;
+    }
+    return out;
+}
+
+an_tensor *an_block_chain_run(an_block_chain *chain, an_tensor *x)
+{
+    if (!chain) {
+        an_set_error(AN_ERR_VALUE, "block chain: the chain is NULL");
+        return NULL;
+    }
+    if (an_check_not_null(x, "block chain", "input"))
+        return NULL;
+    const int64_t count = chain->count;
+    for (int64_t i = 0; i < count; i++)
+        if (pdp_check_no_grad(x, &chain->blocks[i], NULL))
+            return NULL;
+    const int threads = team_size();
+    pdp_layout *L = malloc(sizeof *L * (size_t)count);
+    unsigned char *in_region = calloc((size_t)count, 1);
+    if (!L || !in_region) {
+        free(L);
+        free(in_region);
+        an_set_error(AN_ERR_MEMORY, "block chain: out of memory");
+        return NULL;
+    }
+    if (x->ndim == 4)
+        chain_layouts(chain, x->shape, threads, L, in_region);
+    an_tensor *current = x;
+    an_retain(x);
+    for (int64_t i = 0; i < count && current;) {
+        an_tensor *next;
+        int64_t j = i + 1;
+        if (in_region[i]) {
+            while (j < count && in_region[j]) j++;
+            next = chain_segment(chain, L, i, j, current, threads);
+        } else {
+            const an_pw_dw_pw_block *k = &chain->blocks[i];
+            next = pdp_run(current, k, k->residual_from_input ? current : NULL);
+        }
+        an_release(current);
+        current = next;
+        i = j;
+    }
+    free(L);
+    free(in_region);
+    return current;
 }

@@ -118,6 +118,130 @@ static PyObject *py_conv_pw_dw_pw(PyObject *self, PyObject *args)
     return an_py_wrap(out);
 }
 
+/* block_chain(blocks): a chain of inverted-residual blocks (see
+   an_block_chain_create), as a capsule for block_chain_run.  Each block is
+   a tuple of conv_pw_dw_pw's arguments but the input, with the residual
+   replaced by whether the block's input is its residual:
+   (w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual_from_input,
+    act2[, ws, ps, bs]). */
+static const char *const block_chain_capsule = "appealnet.block_chain";
+
+static void free_block_chain(PyObject *capsule)
+{
+    an_block_chain_free(PyCapsule_GetPointer(capsule, block_chain_capsule));
+}
+
+static PyObject *py_block_chain(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    PyObject *seq = PySequence_Fast(arg, "block_chain: expected a sequence of block tuples");
+    if (!seq)
+        return NULL;
+    const Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    an_pw_dw_pw_block *blocks = PyMem_Calloc(count ? (size_t)count : 1, sizeof *blocks);
+    if (!blocks) {
+        Py_DECREF(seq);
+        return PyErr_NoMemory();
+    }
+    static const char *const names[11] = {"expansion weight", "packed expansion weight",
+                                          "expansion bias", "depthwise weight", "depthwise bias",
+                                          "projection weight", "packed projection weight",
+                                          "projection bias", "shortcut weight",
+                                          "packed shortcut weight", "shortcut bias"};
+    static const int required[11] = {0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0};
+    int ok = 1;
+    for (Py_ssize_t i = 0; i < count && ok; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *objs[11] = {NULL};
+        const char *act_names[3];
+        long long stride;
+        int from_input;
+        ok = PyTuple_Check(item) &&
+             PyArg_ParseTuple(item, "OOOzOOLzOOOpz|OOO:block_chain", &objs[0], &objs[1],
+                              &objs[2], &act_names[0], &objs[3], &objs[4], &stride,
+                              &act_names[1], &objs[5], &objs[6], &objs[7], &from_input,
+                              &act_names[2], &objs[8], &objs[9], &objs[10]);
+        if (!ok) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "block_chain: block %zd is not a tuple", i);
+            break;
+        }
+        an_activation acts[3];
+        for (int a = 0; a < 3 && ok; a++)
+            ok = parse_activation(act_names[a], "block_chain", &acts[a]) == 0;
+        an_tensor *t[11] = {NULL};
+        for (int j = 0; j < 11 && ok; j++) {
+            if (!objs[j])
+                continue;
+            t[j] = required[j] ? an_py_unwrap(objs[j], "block_chain", names[j])
+                               : an_py_unwrap_optional(objs[j], "block_chain", names[j], &ok);
+            ok = ok && (!required[j] || t[j]);
+        }
+        if (!ok)
+            break;
+        const an_pw_dw_pw_block block = {t[0], t[1], t[2], acts[0], t[3], t[4], (int64_t)stride,
+                                         acts[1], t[5], t[6], t[7], from_input, t[8], t[9], t[10],
+                                         acts[2]};
+        blocks[i] = block;
+    }
+    an_block_chain *chain = NULL;
+    if (ok)
+        chain = an_block_chain_create((int64_t)count, blocks);
+    PyMem_Free(blocks);
+    Py_DECREF(seq);
+    if (!ok)
+        return NULL;
+    if (!chain)
+        return an_py_raise();
+    PyObject *capsule = PyCapsule_New(chain, block_chain_capsule, free_block_chain);
+    if (!capsule)
+        an_block_chain_free(chain);
+    return capsule;
+}
+
+static an_block_chain *unwrap_block_chain(PyObject *obj)
+{
+    an_block_chain *chain = PyCapsule_IsValid(obj, block_chain_capsule)
+                                ? PyCapsule_GetPointer(obj, block_chain_capsule)
+                                : NULL;
+    if (!chain)
+        PyErr_Format(PyExc_TypeError, "block_chain_run: expected a chain from block_chain, got %s",
+                     Py_TYPE(obj)->tp_name);
+    return chain;
+}
+
+/* block_chain_run(chain, x): the chain's blocks on x, one after another. */
+static PyObject *py_block_chain_run(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *chain_obj, *x_obj;
+    if (!PyArg_ParseTuple(args, "OO:block_chain_run", &chain_obj, &x_obj))
+        return NULL;
+    an_block_chain *chain = unwrap_block_chain(chain_obj);
+    an_tensor *x = chain ? an_py_unwrap(x_obj, "block_chain_run", "input") : NULL;
+    if (!x)
+        return NULL;
+    an_tensor *out;
+    AN_NOGIL(out = an_block_chain_run(chain, x));
+    return an_py_wrap(out);
+}
+
+/* block_chain_in_one_region(chain, shape): whether block_chain_run on an
+   input of this shape runs every block in one parallel region. */
+static PyObject *py_block_chain_in_one_region(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *chain_obj;
+    long long n, c, h, w;
+    if (!PyArg_ParseTuple(args, "O(LLLL):block_chain_in_one_region", &chain_obj, &n, &c, &h, &w))
+        return NULL;
+    an_block_chain *chain = unwrap_block_chain(chain_obj);
+    if (!chain)
+        return NULL;
+    const int64_t shape[4] = {n, c, h, w};
+    return PyBool_FromLong(an_block_chain_in_one_region(chain, 4, shape));
+}
+
 static PyObject *py_conv2d_pack_weight(PyObject *self, PyObject *arg)
 {
     (void)self;
@@ -247,6 +371,15 @@ PyMethodDef an_py_nn_methods[] = {
      "conv_pw_dw_pw(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, act2, "
      "[ws, ps, bs]): "
      "an inverted-residual block (1x1, depthwise 3x3, 1x1) in one call, for inference"},
+    {"block_chain", py_block_chain, METH_O,
+     "block_chain(blocks): inverted-residual blocks, each reading the one before's output, "
+     "for block_chain_run; each block (w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, "
+     "residual_from_input, act2[, ws, ps, bs])"},
+    {"block_chain_run", py_block_chain_run, METH_VARARGS,
+     "block_chain_run(chain, x): the chain's blocks on x in one parallel region, for inference"},
+    {"block_chain_in_one_region", py_block_chain_in_one_region, METH_VARARGS,
+     "block_chain_in_one_region(chain, shape): whether block_chain_run on this input shape "
+     "runs every block in one parallel region"},
     {"conv2d_pack_weight", py_conv2d_pack_weight, METH_O,
      "conv2d_pack_weight(weight): a 1x1 convolution's weight packed for inference "
      "(pass it to conv2d as packed_weight)"},
