@@ -84,6 +84,9 @@ def test_a_chain_gives_the_bits_of_its_blocks_called_one_by_one(case):
     x[0, 1, 17, 5] = np.nan  # spreads through the blocks' receptive fields, not lost
     x = an.tensor(x)
     chain = _C.block_chain(blocks)
+    # the portable kernel has no narrow GEMM: the 8x8 and 4x4 blocks of the
+    # long chains then take their own calls
+    whole = whole and not (an.cpu_info().split("isa=")[1].startswith("generic") and len(blocks) > 1)
     threads = an.get_num_threads()
     try:
         for n_threads in (1, 2, 3):
@@ -114,7 +117,8 @@ def test_a_chain_runs_the_blocks_of_mobilenet_v2_in_one_region():
     threads = an.get_num_threads()
     try:
         an.set_num_threads(2)
-        assert _C.block_chain_in_one_region(chain.chain, (1, 32, 32, 32))
+        generic = an.cpu_info().split("isa=")[1].startswith("generic")  # no narrow GEMM
+        assert _C.block_chain_in_one_region(chain.chain, (1, 32, 32, 32)) != generic
         an.set_num_threads(1)
         assert not _C.block_chain_in_one_region(chain.chain, (1, 32, 32, 32))
     finally:
