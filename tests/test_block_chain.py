@@ -50,9 +50,11 @@ def _mobilenet_like(rng, pack=True):
         _block(rng, 16, 96, 16, 1, residual=True, pack=pack, acts=("relu", None, "relu")),
         _block(rng, 16, 96, 24, 2, pack=pack),
         _block(rng, 24, 144, 24, 1, residual=True, pack=pack),
-        _block(rng, 24, 144, 32, 1, shortcut=True, pack=pack),
-        _block(rng, 32, 192, 40, 2, pack=pack),
-        _block(rng, 40, 240, 40, 1, residual=True, pack=pack),
+        # on AVX-512 the shortcut (K = 24) takes tiles of 8 rows, the
+        # projection (K = 144) of 14
+        _block(rng, 24, 144, 40, 1, shortcut=True, pack=pack),
+        _block(rng, 40, 240, 48, 2, pack=pack),
+        _block(rng, 48, 288, 48, 1, residual=True, pack=pack),
     ]
 
 

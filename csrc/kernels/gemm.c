@@ -129,11 +129,23 @@ void an_gemm_force_avx512_mr(int mr)
 #define AN_AVX512_8_ROW_COST_NUM 12
 #define AN_AVX512_8_ROW_COST_DEN 11
 
-/* The AVX-512 kernel with the least estimated time for M rows: rows
- * computed (M rounded up to the tile) over relative speed.  Depends on M
- * and the ISA only, never on the thread count, so results stay
- * bit-identical across thread counts. */
-static const an_gemm_ukernel *select_avx512_ukernel(int64_t M)
+/* Up to this K the 8-row kernel costs no more per row than the 14-row one:
+ * a tile's few sums then share it with its write-back and epilogue, which
+ * the 8-row tile keeps in fewer registers.  1x1 layers with bias and relu6
+ * on one thread of the Zen 5, the 8-row kernel against the 14-row one
+ * (each forced): K = 16 -> 96 and 144 channels on a 32x32 plane 0.92x and
+ * 0.92x the time, 24 -> 96, 144, 192: 0.95x, 0.96x, 0.94x; 32 -> 192 on
+ * 16x16 0.97x; 64 -> 384 on 8x8 0.95x; from K = 96 on about even (96 ->
+ * 576 on 8x8 1.00x, 576 -> 96 1.00x) or slower (144 -> 32 on 32x32 1.04x,
+ * 160 -> 960 on 4x4 1.08x). */
+#define AN_AVX512_SHORT_K 64
+
+/* The AVX-512 kernel with the least estimated time for an M x K product:
+ * rows computed (M rounded up to the tile) over relative speed.  Depends on
+ * M, K and the ISA only, never on the thread count, so results stay
+ * bit-identical across thread counts (and the tile height never changes a
+ * sum: each element takes its K blocks' FMAs in the same order). */
+static const an_gemm_ukernel *select_avx512_ukernel(int64_t M, int64_t K)
 {
     switch (atomic_load(&g_avx512_mr_override)) {
     case 8: return &an_gemm_ukernel_avx512_8x32;
@@ -142,34 +154,36 @@ static const an_gemm_ukernel *select_avx512_ukernel(int64_t M)
     }
     const int64_t rows14 = (M + 13) / 14 * 14;
     const int64_t rows8 = (M + 7) / 8 * 8;
-    if (rows8 * AN_AVX512_8_ROW_COST_NUM < rows14 * AN_AVX512_8_ROW_COST_DEN)
+    if (K <= AN_AVX512_SHORT_K ? rows8 <= rows14
+                               : rows8 * AN_AVX512_8_ROW_COST_NUM < rows14 * AN_AVX512_8_ROW_COST_DEN)
         return &an_gemm_ukernel_avx512_8x32;
     return &an_gemm_ukernel_avx512;
 }
 
 /* M < 0: the default kernel of the ISA (what an_gemm_kernel_name reports). */
-static const an_gemm_ukernel *select_ukernel(int64_t M)
+static const an_gemm_ukernel *select_ukernel(int64_t M, int64_t K)
 {
 #if defined(__x86_64__) || defined(_M_X64)
     switch (an_cpu_info_get()->isa) {
-    case AN_ISA_AVX512: return M < 0 ? &an_gemm_ukernel_avx512 : select_avx512_ukernel(M);
+    case AN_ISA_AVX512: return M < 0 ? &an_gemm_ukernel_avx512 : select_avx512_ukernel(M, K);
     case AN_ISA_AVX2: return &an_gemm_ukernel_avx2;
     case AN_ISA_GENERIC: break;
     }
 #else
     (void)M;
+    (void)K;
 #endif
     return &an_gemm_ukernel_generic;
 }
 
 const char *an_gemm_kernel_name(void)
 {
-    return select_ukernel(-1)->name;
+    return select_ukernel(-1, 0)->name;
 }
 
-const char *an_gemm_kernel_name_for(int64_t M)
+const char *an_gemm_kernel_name_for(int64_t M, int64_t K)
 {
-    return select_ukernel(M)->name;
+    return select_ukernel(M, K)->name;
 }
 
 typedef struct gemm_blocking {
@@ -1198,7 +1212,7 @@ static void problem_init(gemm_problem *p, int trans_a, int64_t M, int64_t N, int
     p->a_col = trans_a ? lda : 1;
     p->C = C;
     p->ldc = ldc;
-    p->uk = select_ukernel(M);
+    p->uk = select_ukernel(M, K);
 }
 
 /* A problem with B in memory: the narrow path where it applies, else blocked. */
@@ -1248,22 +1262,22 @@ int an_gemm_f32_epilogue(int64_t M, int64_t N, int64_t K, const float *A, int64_
                                           residual, ldr, act);
 }
 
-int an_gemm_packed_a_rows(int64_t M)
+int an_gemm_packed_a_rows(int64_t M, int64_t K)
 {
-    return select_ukernel(M)->mr;
+    return select_ukernel(M, K)->mr;
 }
 
 int64_t an_gemm_packed_a_floats(int64_t M, int64_t K)
 {
     if (M <= 0 || K <= 0) return 0;
-    const int64_t rows = an_gemm_packed_a_rows(M);
+    const int64_t rows = an_gemm_packed_a_rows(M, K);
     return (M + rows - 1) / rows * rows * K;
 }
 
 void an_gemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, float *packed)
 {
     if (M <= 0 || K <= 0) return;
-    const int64_t panel_rows = an_gemm_packed_a_rows(M);
+    const int64_t panel_rows = an_gemm_packed_a_rows(M, K);
     for (int64_t i = 0; i < M; i += panel_rows) {
         const int64_t rows = M - i < panel_rows ? M - i : panel_rows;
         pack_panel(A + i * lda, lda, 1, rows, K, (int)panel_rows, packed + i * K);
@@ -1304,14 +1318,14 @@ int64_t an_gemm_narrow_blocks(int64_t M, int64_t N, int64_t K, int prepacked,
 
 int64_t an_gemm_kc(int64_t M, int64_t N, int64_t K)
 {
-    return choose_blocking(select_ukernel(M), M, N, K).kc;
+    return choose_blocking(select_ukernel(M, K), M, N, K).kc;
 }
 
 /* KC depends on N only through N <= AN_GEMM_SMALL_PLANE_MAX_N (see
    choose_blocking): one step, so the two ends decide. */
 int an_gemm_kc_same_over(int64_t M, int64_t n0, int64_t n1, int64_t K)
 {
-    const an_gemm_ukernel *uk = select_ukernel(M);
+    const an_gemm_ukernel *uk = select_ukernel(M, K);
     return choose_blocking(uk, M, n0, K).kc == choose_blocking(uk, M, n1, K).kc;
 }
 

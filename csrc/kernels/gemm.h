@@ -70,14 +70,14 @@ int an_gemm_f32_epilogue(int64_t M, int64_t N, int64_t K, const float *A, int64_
 /* Pre-packed A, for an A that many products use (a layer's weights at
    inference): packed once instead of on every call.  an_gemm_pack_a writes
    A [M, K] (row i at A + i * lda) as ceil(M / R) panels of R =
-   an_gemm_packed_a_rows(M) rows, element (p * R + r, k) at packed[(p * K +
+   an_gemm_packed_a_rows(M, K) rows, element (p * R + r, k) at packed[(p * K +
    k) * R + r], the rows past M zero: an_gemm_packed_a_floats(M, K) floats.
    R is the tile height of the micro-kernel a product with M rows uses, so it
    depends on the ISA in use too: a copy packed under another R must not be
-   passed (compare an_gemm_packed_a_rows(M) first).
+   passed (compare an_gemm_packed_a_rows(M, K) first).
    an_gemm_f32_epilogue_prepacked is an_gemm_f32_epilogue reading A from
    a_packed (NULL: from A, packed as usual), with the same bits. */
-int an_gemm_packed_a_rows(int64_t M);
+int an_gemm_packed_a_rows(int64_t M, int64_t K);
 int64_t an_gemm_packed_a_floats(int64_t M, int64_t K);
 void an_gemm_pack_a(int64_t M, int64_t K, const float *A, int64_t lda, float *packed);
 int an_gemm_f32_epilogue_prepacked(int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
@@ -139,13 +139,14 @@ size_t an_gemm_workspace_bytes(void);
 /* Name of the micro-kernel an_gemm_f32 would use now, e.g. "avx512_14x32". */
 const char *an_gemm_kernel_name(void);
 
-/* The micro-kernel a GEMM with M rows (after op) would use now: on AVX-512
- * the row count of the tile is picked from M (e.g. "avx512_8x32" for M = 16,
- * 32, 64).  Depends on M and the ISA only, never on the thread count. */
-const char *an_gemm_kernel_name_for(int64_t M);
+/* The micro-kernel a GEMM with M rows and K (after op) would use now: on
+ * AVX-512 the row count of the tile is picked from M and K (e.g.
+ * "avx512_8x32" for M = 16, 32, 64, and for M = 96 or 144 when K <= 64).
+ * Depends on M, K and the ISA only, never on the thread count. */
+const char *an_gemm_kernel_name_for(int64_t M, int64_t K);
 
 /* Testing/benchmarking: 8 or 14 forces that AVX-512 tile height for every
- * later call (process-wide); 0 restores the choice by M. */
+ * later call (process-wide); 0 restores the choice by M and K. */
 void an_gemm_force_avx512_mr(int mr);
 
 /* ---- Internal: the contract between gemm.c and the micro-kernel files. ---- */

@@ -2099,7 +2099,7 @@ an_tensor *an_conv2d_pack_weight(an_tensor *weight)
         return NULL;
     }
     const int64_t M = weight->shape[0], K = weight->shape[1];
-    const int64_t rows = an_gemm_packed_a_rows(M);
+    const int64_t rows = an_gemm_packed_a_rows(M, K);
     int64_t shape[3] = {(M + rows - 1) / rows, K, rows};
     an_tensor *wc = an_contiguous(weight);
     an_tensor *packed = wc ? an_empty(3, shape) : NULL;
@@ -2183,7 +2183,7 @@ an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor 
             g.act = path_act; /* each forward applies it as it writes y */
             g.residual = in_gemm ? pr : NULL;
             /* used only if packed for the kernel the GEMM picks now */
-            if (pk && packed->shape[2] == an_gemm_packed_a_rows(g.Cout))
+            if (pk && packed->shape[2] == an_gemm_packed_a_rows(g.Cout, g.C))
                 g.packed_weight = an_data_ptr(pk);
             st = conv_impls[which].forward(&g, an_data_ptr(xc), an_data_ptr(wc), pb, an_data_ptr(out));
         }

@@ -154,7 +154,7 @@ static int pdp_band(const pdp_block *b, const float *x, const float *r, float *y
 static int packed_for_now(const an_tensor *packed, const an_tensor *w)
 {
     return !packed || (packed_shape_fits(packed, w->shape[0], w->shape[1]) &&
-                       packed->shape[2] == an_gemm_packed_a_rows(w->shape[0]) &&
+                       packed->shape[2] == an_gemm_packed_a_rows(w->shape[0], w->shape[1]) &&
                        an_is_contiguous(packed));
 }
 
@@ -218,9 +218,9 @@ typedef struct {
     int team; /* threads that take part */
     /* PDP_BANDS: each thread's buffers (pdp_band's e, d and s) */
     int64_t per_thread, e_floats, d_floats;
-    /* PDP_NARROW: the GEMMs' row blocks, the projection's K block and each
-       thread's partial sum */
-    int64_t row_block1, row_block2, kc2, part_floats;
+    /* PDP_NARROW: the GEMMs' row blocks (expansion, projection, shortcut),
+       the projection's K block and each thread's partial sum */
+    int64_t row_block1, row_block2, row_block_s, kc2, part_floats;
     int64_t workspace_floats; /* all the buffers */
 } pdp_layout;
 
@@ -295,8 +295,7 @@ static void pdp_layout_for(pdp_layout *L, const int64_t xs[4], const an_pw_dw_pw
         !row_kernel && !small_planes && N == 1 &&
         (!w1 || an_gemm_narrow_blocks(Ce, HW, C, k->p1 != NULL, &row_block1) > 0) &&
         an_gemm_narrow_blocks(Co, OHW, Ce, k->p2 != NULL, &row_block2) > 0 &&
-        (!ws || (an_gemm_narrow_blocks(Co, HW, C, k->ps != NULL, &row_block_s) > 0 &&
-                 row_block_s == row_block2));
+        (!ws || an_gemm_narrow_blocks(Co, HW, C, k->ps != NULL, &row_block_s) > 0);
     const int bands = (row_kernel || small_planes) && band_blocks_match;
     if (!residual_fits || !(bands || narrow))
         return;
@@ -322,6 +321,7 @@ static void pdp_layout_for(pdp_layout *L, const int64_t xs[4], const an_pw_dw_pw
     } else { /* whole-image buffers the team shares, and a partial sum per thread */
         L->row_block1 = w1 ? row_block1 : 1;
         L->row_block2 = row_block2;
+        L->row_block_s = row_block_s;
         L->kc2 = an_gemm_kc(Co, OHW, Ce);
         L->part_floats = (Co * OHW + 15) / 16 * 16;
         L->path = PDP_NARROW;
@@ -341,10 +341,12 @@ static int pdp_share(const pdp_layout *L, const float *x, const float *r, float 
 
 /* The block on one image of small planes (8x8, 4x4: the GEMMs' narrow
    path), in one parallel region instead of three calls' worth: each thread
-   expands a run of the expansion's row blocks and runs the depthwise layer
-   on those channels (its own rows: nothing crosses cores there); after a
-   barrier it projects its run of the output's row blocks (with its rows of
-   the shortcut convolution, computed first).  When the projection's sum
+   computes a run of the shortcut convolution's row blocks (read as the
+   residual after a barrier, so its rows need not be those the thread
+   projects: the two products may take tiles of different heights), expands
+   a run of the expansion's row blocks and runs the depthwise layer on those
+   channels (its own rows: nothing crosses cores there); after a barrier it
+   projects its run of the output's row blocks.  When the projection's sum
    runs in as many K blocks as there are threads (2 threads: an_gemm_kc
    takes a narrow product's K over 256 in two halves),
    each thread instead runs the depthwise layer on its K block's channels
@@ -372,11 +374,15 @@ static void pdp_small_planes(const pdp_layout *L, const float *x, const float *r
     const int64_t k_blocks = (b->Ce + kc2 - 1) / kc2;
     const int k_split = size > 1 && k_blocks == size;
     int64_t b0, b1, c0, c1, o0, o1;
-    split_rows(blocks2, size, t, &b0, &b1);
-    o0 = b0 * row_block2, o1 = b1 * row_block2 < b->Co ? b1 * row_block2 : b->Co;
-    if (b->ws)
+    if (b->ws) {
+        const int64_t row_block_s = L->row_block_s;
+        split_rows((b->Co + row_block_s - 1) / row_block_s, size, t, &b0, &b1);
+        o0 = b0 * row_block_s, o1 = b1 * row_block_s < b->Co ? b1 * row_block_s : b->Co;
         an_gemm_f32_epilogue_prepacked_rows(b->Co, HW, b->C, b->ws, b->C, b->ps, x, HW, s, HW,
                                             b->bs, NULL, 0, AN_GEMM_ACT_NONE, o0, o1);
+    }
+    split_rows(blocks2, size, t, &b0, &b1);
+    o0 = b0 * row_block2, o1 = b1 * row_block2 < b->Co ? b1 * row_block2 : b->Co;
     split_rows(blocks1, size, t, &b0, &b1);
     c0 = b0 * row_block1, c1 = b1 * row_block1 < b->Ce ? b1 * row_block1 : b->Ce;
     const float *planes = x;

@@ -239,14 +239,19 @@ static void test_avx512_row_kernels(const char *isa)
     static const int64_t ks[] = {1, 37, 300};
     static const float betas[] = {0.0f, 1.0f, 0.5f};
     static const int modes[] = {0, 8, 14};
-    static const struct { int64_t M; const char *name; } expected[] = {
-        {8, "avx512_8x32"},  {16, "avx512_8x32"},  {32, "avx512_8x32"}, {64, "avx512_8x32"},
-        {14, "avx512_14x32"}, {28, "avx512_14x32"}, {13, "avx512_14x32"}, {96, "avx512_14x32"},
+    /* 8 rows where they waste fewer rows, by a margin over K = 64, at
+       least as few up to K = 64 */
+    static const struct { int64_t M, K; const char *name; } expected[] = {
+        {8, 300, "avx512_8x32"},   {16, 300, "avx512_8x32"},  {32, 300, "avx512_8x32"},
+        {64, 300, "avx512_8x32"},  {14, 300, "avx512_14x32"}, {28, 300, "avx512_14x32"},
+        {13, 300, "avx512_14x32"}, {96, 300, "avx512_14x32"}, {96, 65, "avx512_14x32"},
+        {96, 64, "avx512_8x32"},   {144, 24, "avx512_8x32"},  {384, 64, "avx512_8x32"},
+        {28, 16, "avx512_14x32"},  {14, 1, "avx512_14x32"},   {112, 16, "avx512_8x32"},
     };
     for (size_t e = 0; e < sizeof expected / sizeof expected[0]; ++e) {
         ++g_cases;
-        if (strcmp(an_gemm_kernel_name_for(expected[e].M), expected[e].name) != 0) {
-            test_case t = {0, 0, expected[e].M, 64, 64, 1.0f, 0.0f, 0};
+        if (strcmp(an_gemm_kernel_name_for(expected[e].M, expected[e].K), expected[e].name) != 0) {
+            test_case t = {0, 0, expected[e].M, 64, expected[e].K, 1.0f, 0.0f, 0};
             fail(&t, isa, 1, "unexpected kernel chosen for this M");
         }
     }
@@ -522,7 +527,7 @@ static void test_prepacked_a(const char *isa)
             for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ++ki) {
                 const int64_t M = ms[mi], N = ns[ni], K = ks[ki];
                 const int64_t lda = K + 3, ldc = N + 2, ldr = N + 1;
-                const int64_t rows = an_gemm_packed_a_rows(M);
+                const int64_t rows = an_gemm_packed_a_rows(M, K);
                 const int64_t packed_floats = an_gemm_packed_a_floats(M, K);
                 float *A = malloc(sizeof(float) * (size_t)(M * lda));
                 float *B = malloc(sizeof(float) * (size_t)(K * N));
@@ -594,8 +599,8 @@ static void test_fringe_rows(const char *isa)
         for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ++ni)
             for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ++ki) {
                 const int64_t M = ms[mi], N = ns[ni], K = ks[ki];
-                const int64_t mr = an_gemm_packed_a_rows(M), full = (M + mr - 1) / mr * mr;
-                if (an_gemm_packed_a_rows(full) != mr) continue; /* another kernel for the full rows */
+                const int64_t mr = an_gemm_packed_a_rows(M, K), full = (M + mr - 1) / mr * mr;
+                if (an_gemm_packed_a_rows(full, K) != mr) continue; /* another kernel for the full rows */
                 const int64_t ldc = N + 3, ldr = N + 1;
                 float *A = malloc(sizeof(float) * (size_t)(full * K));
                 float *B = malloc(sizeof(float) * (size_t)(K * N));
