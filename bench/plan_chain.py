@@ -2,12 +2,16 @@
 recorded chain, and again alone (repeated on its own inputs, so that its
 weights and activations stay in cache), per op and summed.
 
-    python bench/plan_chain.py [--model mobilenet_v2] [--threads 2] [--runs 300] [--save [PATH]]
+    python bench/plan_chain.py [--model mobilenet_v2] [--threads 2] [--runs 300] [--no-chain]
+                               [--save [PATH]]
 
 The gap between the two sums is what running the ops one after another costs
 beyond the kernels themselves: weights fetched from L3 (MobileNetV2's 8.9 MB
 of weights do not fit the cores' L2), activations that the other core wrote,
-the Python between ops.  The plan's end-to-end median is printed next to the
+the Python between ops.  A run of blocks that the plan chains into one
+call (block_chain) is timed as one op; --no-chain keeps them apart, each
+block timed on its own (the plan's end-to-end time is then the unchained
+plan's).  The plan's end-to-end median is printed next to the
 sums, and onnxruntime's on the same model (our ONNX export, all graph
 optimisations, equal threads) when it is installed; onnxruntime runs in a
 child process of its own (idle OpenMP threads of one library spin on the
@@ -92,6 +96,8 @@ def main():
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--no-chain", action="store_true",
+                        help="time each block of a chained run on its own")
     _record.add_argument(parser)
     args = parser.parse_args()
     if args.threads < 1 or args.runs < 10:
@@ -99,7 +105,7 @@ def main():
 
     import appealnet as an
     import appealnet.models as models
-    from appealnet.nn.plan import compile_for_inference
+    from appealnet.nn.plan import InferencePlan, compile_for_inference
 
     an.set_num_threads(args.threads)
     an.manual_seed(0)
@@ -108,6 +114,9 @@ def main():
     model.eval()
     x = an.tensor(np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32))
     plan = compile_for_inference(model, x)
+    if args.no_chain:
+        plan = InferencePlan(plan.model, prepack=True, chain_blocks=False)
+        plan(x)
     shape_plan = plan._plans[(1, 3, 32, 32)]
     steps = list(shape_plan.steps)
 
