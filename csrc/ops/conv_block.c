@@ -37,15 +37,21 @@ static int64_t pdp_band_first_row(int64_t stride, int64_t r0, int small_planes)
 }
 
 /* Floats of a band's expanded and depthwise rows that a chunk of the row
-   kernel path keeps (pdp_band): 384 KB, three quarters of the smallest L2
-   seen (512 KB, Zen 3), and the same on every machine (the chunks, and so
-   the tests, do not depend on the cache).  MobileNetV2 at batch 1 on the Zen
-   3, in one process, alternating with whole bands: 0.929-0.973x the plan's
-   time on one thread and 0.972x on two with this size; 0.968 / 0.990x with
-   256 KB, 0.982 / 0.991x with 512 KB; with 192 KB (chunks of 4 rows, their
-   GEMMs 128 columns wide) no gain, and the blocks alone took up to 1.27x
-   their time. */
-#define PDP_CHUNK_FLOATS (96 * 1024)
+   kernel path keeps (pdp_band): 512 KB, half the Zen 5's L2 and all of the
+   Zen 3's, and the same on every machine (the chunks, and so the tests, do
+   not depend on the cache; the bits do not depend on the chunks).  On the
+   Zen 3, MobileNetV2 at batch 1 in one process, alternating with whole
+   bands: 0.929-0.973x the plan's time on one thread and 0.972x on two with
+   384 KB; 0.968 / 0.990x with 256 KB, 0.982 / 0.991x with 512 KB; with 192
+   KB (chunks of 4 rows, their GEMMs 128 columns wide) no gain, and the
+   blocks alone took up to 1.27x their time.  On the Zen 5 (1 MB of L2) 384
+   KB cut the one-thread band of a 16x16 block (192 expanded channels) into
+   two chunks whose GEMMs end in half tiles (144 and 96 columns): 40.9 us
+   against 35.0 for the three calls.  512 KB keeps that band whole (36.5
+   us); the plan, old and new builds alternating, 0.984x the time on one
+   thread (8 of 10 rounds faster), 0.997x on two (12 of 16); 768 KB gave the
+   same. */
+#define PDP_CHUNK_FLOATS (128 * 1024)
 
 /* Output rows a chunk of pdp_band takes: the most (up to `rows`) whose
    expanded rows (Ce planes of pdp_band_rows, W wide) and depthwise rows (Ce
