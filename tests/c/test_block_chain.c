@@ -10,20 +10,10 @@
  *            $(find csrc -name '*.c' -not -path 'csrc/python/*') -lm
  */
 #include "appealnet.h"
+#include "check.h"
 
 #include <stdio.h>
 #include <string.h>
-
-static int failures = 0;
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n",   \
-                    __FILE__, __LINE__, #cond, an_last_error());             \
-            failures++;                                                      \
-        }                                                                    \
-    } while (0)
 
 static an_tensor *random_tensor(int ndim, const int64_t *shape, float scale)
 {

@@ -8,21 +8,11 @@
  *            $(find csrc -name '*.c' -not -path 'csrc/python/*') -lm
  */
 #include "appealnet.h"
+#include "check.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-
-static int failures = 0;
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            fprintf(stderr, "%s:%d: CHECK failed: %s (last error: %s)\n",   \
-                    __FILE__, __LINE__, #cond, an_last_error());             \
-            failures++;                                                      \
-        }                                                                    \
-    } while (0)
 
 static int close_to(float a, double b, double tol) { return fabs((double)a - b) <= tol * (1 + fabs(b)); }
 
