@@ -418,7 +418,7 @@ def assert_depthwise_bits(x, w, b, stride, activation, expected, thread_counts):
 
 
 @pytest.mark.parametrize("xs", [(2, 20, 8, 8), (1, 13, 4, 4), (1, 7, 8, 4), (2, 3, 16, 8), (1, 5, 12, 4),
-                                (1, 232, 4, 4), (1, 58, 8, 8)])
+                                (1, 232, 4, 4), (1, 58, 8, 8), (1, 6, 2, 8), (1, 9, 6, 8)])
 def test_depthwise_small_planes_sum_taps_in_row_major_order(xs):
     """Forward and data gradient of the flattened (and channels-last) small
     plane paths, bit for bit against float32 sums in the documented order."""
