@@ -784,21 +784,22 @@ shifted_taps(const int count, const int W, const __m512 above[4], const __m512 h
     for (int g = 0; g < count; ++g) {
         const __m512 a = above[g], h = here[g], b = below[g];
         __m512 in[9];
-        if (W == 8) {
-            in[0] = SHIFTED(keep_left, h, a, 7);
-            in[1] = SHIFTED(all, h, a, 8);
-            in[2] = SHIFTED(keep_right, h, a, 9);
-            in[6] = SHIFTED(keep_left, b, h, 7);
-            in[7] = SHIFTED(all, b, h, 8);
-            in[8] = SHIFTED(keep_right, b, h, 9);
-        } else {
-            in[0] = SHIFTED(keep_left, h, a, 11);
-            in[1] = SHIFTED(all, h, a, 12);
-            in[2] = SHIFTED(keep_right, h, a, 13);
-            in[6] = SHIFTED(keep_left, b, h, 3);
-            in[7] = SHIFTED(all, b, h, 4);
-            in[8] = SHIFTED(keep_right, b, h, 5);
-        }
+/* the rows above (from lane UP = 16 - W of above:here) and below (lane
+   DOWN = W of here:below), each a column left, centred and right */
+#define SHIFTED_OUTER_ROWS(UP, DOWN)                                                             \
+    do {                                                                                         \
+        in[0] = SHIFTED(keep_left, h, a, (UP) - 1);                                              \
+        in[1] = SHIFTED(all, h, a, (UP));                                                        \
+        in[2] = SHIFTED(keep_right, h, a, (UP) + 1);                                             \
+        in[6] = SHIFTED(keep_left, b, h, (DOWN) - 1);                                            \
+        in[7] = SHIFTED(all, b, h, (DOWN));                                                      \
+        in[8] = SHIFTED(keep_right, b, h, (DOWN) + 1);                                           \
+    } while (0)
+        if (W == 8)
+            SHIFTED_OUTER_ROWS(8, 8);
+        else
+            SHIFTED_OUTER_ROWS(12, 4);
+#undef SHIFTED_OUTER_ROWS
         in[3] = SHIFTED(keep_left, h, a, 15);
         in[4] = h;
         in[5] = SHIFTED(keep_right, b, h, 1);
