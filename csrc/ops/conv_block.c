@@ -337,14 +337,6 @@ static void pdp_layout_for(pdp_layout *L, const int64_t xs[4], const an_pw_dw_pw
     }
 }
 
-/* Block k's share for thread t of a team of `size` in a parallel region
-   (as many as L->team, or more on PDP_BANDS, the rest idle), the block on
-   x [N, C, H, W] into y [N, Co, OH, OW] (residual r in y's layout, or NULL)
-   through L->workspace_floats of buffers.  Returns nonzero if a GEMM could
-   not get its workspace. */
-static int pdp_share(const pdp_layout *L, const float *x, const float *r, float *y,
-                     float *buffers, int t, int size);
-
 /* The block on one image of small planes (8x8, 4x4: the GEMMs' narrow
    path), in one parallel region instead of three calls' worth: each thread
    computes a run of the shortcut convolution's row blocks (read as the
@@ -441,6 +433,11 @@ static void pdp_small_planes(const pdp_layout *L, const float *x, const float *r
     }
 }
 
+/* Block k's share for thread t of a team of `size` in a parallel region
+   (as many as L->team, or more on PDP_BANDS, the rest idle), the block on
+   x [N, C, H, W] into y [N, Co, OH, OW] (residual r in y's layout, or NULL)
+   through L->workspace_floats of buffers.  Returns nonzero if a GEMM could
+   not get its workspace. */
 static int pdp_share(const pdp_layout *L, const float *x, const float *r, float *y,
                      float *buffers, int t, int size)
 {
