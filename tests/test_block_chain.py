@@ -177,3 +177,12 @@ def test_a_chain_refuses_bad_blocks_and_inputs():
     assert not _C.block_chain_in_one_region(broken, (1, 8, 8, 8))
     with pytest.raises(TypeError):
         _C.block_chain_in_one_region(chain, (1, 8, 8))
+    # empty planes: the convolution's own message, no division by zero
+    for shape in ((1, 8, 0, 0), (1, 8, 0, 5), (1, 8, 5, 0)):
+        empty = an.tensor(np.ones(shape, np.float32))
+        with pytest.raises(ValueError, match="larger than the padded input"):
+            _C.block_chain_run(chain, empty)
+        with pytest.raises(ValueError, match="larger than the padded input"):
+            _C.conv_pw_dw_pw(empty, *good[0:11], empty, good[12])
+    for shape in ((1, 8, 0, 0), (1, 8, -3, 8), (1, 8, 1 << 40, 8), (0, 8, 8, 8)):
+        assert not _C.block_chain_in_one_region(chain, shape)

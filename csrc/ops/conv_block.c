@@ -241,7 +241,7 @@ static void pdp_layout_for(pdp_layout *L, const int64_t xs[4], const an_pw_dw_pw
     const int64_t N = xs[0], C = xs[1], H = xs[2], W = xs[3], Ce = wd->shape[0];
     const int64_t stride = k->stride;
     const int fits =
-        N >= 1 && C >= 1 && (stride == 1 || stride == 2) &&
+        N >= 1 && C >= 1 && H >= 1 && W >= 1 && (stride == 1 || stride == 2) &&
         (w1 ? w1->ndim == 4 && w1->shape[0] == Ce && w1->shape[1] == C && w1->shape[2] == 1 &&
                   w1->shape[3] == 1 && packed_for_now(k->p1, w1) && vector_of(k->b1, Ce)
             : !k->p1 && !k->b1 && C == Ce) &&
@@ -713,6 +713,13 @@ int an_block_chain_in_one_region(const an_block_chain *chain, int ndim, const in
 {
     if (!chain || ndim != 4 || !shape)
         return 0;
+    /* a shape no tensor could have (the layouts' sizes would overflow) */
+    int64_t numel = 1;
+    for (int d = 0; d < 4; d++) {
+        if (shape[d] < 1 || shape[d] > ((int64_t)1 << 40) / numel)
+            return 0;
+        numel *= shape[d];
+    }
     pdp_layout *L = malloc(sizeof *L * (size_t)chain->count);
     unsigned char *in_region = malloc((size_t)chain->count);
     int all = L && in_region;
