@@ -325,7 +325,7 @@ static void pdp_layout_for(pdp_layout *L, const int64_t xs[4], const an_pw_dw_pw
         L->team = team;
         L->workspace_floats = team * L->per_thread;
     } else { /* whole-image buffers the team shares, and a partial sum per thread */
-        L->row_block1 = w1 ? row_block1 : 1;
+        L->row_block1 = row_block1; /* 1 without an expansion */
         L->row_block2 = row_block2;
         L->row_block_s = row_block_s;
         L->kc2 = an_gemm_kc(Co, OHW, Ce);
@@ -534,36 +534,80 @@ static void pdp_unbind(an_tensor *held[PDP_HELD])
     for (int i = 0; i < PDP_HELD; i++) an_release(held[i]);
 }
 
-/* Runs block k's shares (L set by pdp_layout_for and pdp_bind) on x into a
-   new tensor, in a parallel region of L->team threads. */
-static an_tensor *pdp_run_region(const pdp_layout *L, an_tensor *x, an_tensor *residual)
+static int64_t round16(int64_t floats)
 {
-    an_tensor *xc = an_contiguous(x), *rc = NULL, *out = NULL;
-    int ok = xc != NULL;
-    if (ok && residual)
-        ok = (rc = an_contiguous(residual)) != NULL;
-    const int64_t shape[4] = {L->N, L->b.Co, L->b.OH, L->b.OW};
-    if (ok)
-        ok = (out = an_empty(4, shape)) != NULL;
-    float *buffers = ok ? an_alloc(sizeof(float) * (size_t)L->workspace_floats) : NULL;
+    return (floats + 15) / 16 * 16;
+}
+
+/* blocks[0 .. n) (laid out in L by pdp_layout_for, each reading the one
+   before's output) on x, in one parallel region of `team` threads: between
+   blocks, a barrier; the outputs in between in two buffers taking turns (a
+   block's input is the one before's output, its residual too, and the
+   block after it writes over its input only once every thread has passed
+   the barrier after it).  The first block's residual is `residual` when
+   given, a block's own input where residual_from_input is set.  `op`
+   names the caller in errors. */
+static an_tensor *pdp_run_blocks(const an_pw_dw_pw_block *blocks, pdp_layout *L, int64_t n,
+                                 an_tensor *x, an_tensor *residual, int team, const char *op)
+{
+    an_tensor **held = calloc((size_t)(n * PDP_HELD), sizeof *held);
+    if (!held) {
+        an_set_error(AN_ERR_MEMORY, "%s: out of memory", op);
+        return NULL;
+    }
+    int64_t bound = 0, workspace = 0, between = 0;
+    int ok = 1;
+    for (; bound < n && ok; bound++)
+        ok = pdp_bind(&L[bound], &blocks[bound], held + bound * PDP_HELD);
+    if (!ok)
+        bound--; /* the one that failed released its own */
+    for (int64_t i = 0; i < n; i++) {
+        const pdp_layout *l = &L[i];
+        if (round16(l->workspace_floats) > workspace)
+            workspace = round16(l->workspace_floats);
+        const int64_t out = round16(l->N * l->b.Co * l->b.OH * l->b.OW);
+        if (i + 1 < n && out > between)
+            between = out;
+    }
+    const pdp_layout *last = &L[n - 1];
+    const int64_t shape[4] = {last->N, last->b.Co, last->b.OH, last->b.OW};
+    an_tensor *xc = ok ? an_contiguous(x) : NULL, *rc = NULL, *out = NULL;
+    ok = ok && xc && (!residual || (rc = an_contiguous(residual)) != NULL) &&
+         (out = an_empty(4, shape)) != NULL;
+    float *buffers = ok ? an_alloc(sizeof(float) * (size_t)(workspace + 2 * between)) : NULL;
     ok = ok && buffers;
     if (ok) {
         const float *px = an_data_ptr(xc), *pr = rc ? an_data_ptr(rc) : NULL;
-        float *py = an_data_ptr(out);
-        const int team = L->team;
+        float *py = an_data_ptr(out), *turns = buffers + workspace;
         int failed = 0;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(team) if (team > 1) reduction(| : failed)
 #endif
-        failed |= pdp_share(L, px, pr, py, buffers, thread_index(), team_size_in_region());
+        {
+            const int t = thread_index(), size = team_size_in_region();
+            const float *in = px;
+            for (int64_t i = 0; i < n; i++) {
+                float *o = i + 1 == n ? py : turns + (i & 1) * between;
+                const float *r = i == 0 && pr ? pr : blocks[i].residual_from_input ? in : NULL;
+                failed |= pdp_share(&L[i], in, r, o, buffers, t, size);
+#ifdef _OPENMP
+                if (i + 1 < n && size > 1) {
+#pragma omp barrier
+                }
+#endif
+                in = o;
+            }
+        }
         if (failed) {
-            an_set_error(AN_ERR_MEMORY, "conv_pw_dw_pw: out of memory for the GEMM workspace");
+            an_set_error(AN_ERR_MEMORY, "%s: out of memory for the GEMM workspace", op);
             ok = 0;
         }
     }
     an_free(buffers);
     an_release(xc);
     an_release(rc);
+    for (int64_t i = 0; i < bound; i++) pdp_unbind(held + i * PDP_HELD);
+    free(held);
     if (!ok) {
         an_release(out);
         return NULL;
@@ -585,12 +629,7 @@ static an_tensor *pdp_run(an_tensor *x, const an_pw_dw_pw_block *k, an_tensor *r
                        team_size());
     if (L.path == PDP_BY_CALLS)
         return pdp_by_calls(x, k, residual);
-    an_tensor *held[PDP_HELD];
-    if (!pdp_bind(&L, k, held))
-        return NULL;
-    an_tensor *out = pdp_run_region(&L, x, residual);
-    pdp_unbind(held);
-    return out;
+    return pdp_run_blocks(k, &L, 1, x, residual, L.team, "conv_pw_dw_pw");
 }
 
 an_tensor *an_conv_pw_dw_pw(an_tensor *x, an_tensor *w1, an_tensor *p1, an_tensor *b1,
@@ -732,83 +771,6 @@ int an_block_chain_in_one_region(const an_block_chain *chain, int ndim, const in
     return all;
 }
 
-static int64_t round16(int64_t floats)
-{
-    return (floats + 15) / 16 * 16;
-}
-
-/* Blocks [i0, i1) of the chain (each in_region) on x, in one parallel
-   region of `threads`: between blocks, a barrier; the outputs in between in
-   two buffers taking turns (a block's input is the one before's output, its
-   residual too, and the block after it writes over its input only once
-   every thread has passed the barrier after it). */
-static an_tensor *chain_segment(const an_block_chain *chain, pdp_layout *L, int64_t i0,
-                                int64_t i1, an_tensor *x, int threads)
-{
-    const int64_t n = i1 - i0;
-    an_tensor **held = calloc((size_t)(n * PDP_HELD), sizeof *held);
-    if (!held) {
-        an_set_error(AN_ERR_MEMORY, "block chain: out of memory");
-        return NULL;
-    }
-    int64_t bound = 0, workspace = 0, between = 0;
-    int ok = 1;
-    for (; bound < n && ok; bound++)
-        ok = pdp_bind(&L[i0 + bound], &chain->blocks[i0 + bound], held + bound * PDP_HELD);
-    if (!ok)
-        bound--; /* the one that failed released its own */
-    for (int64_t i = i0; i < i1; i++) {
-        const pdp_layout *l = &L[i];
-        workspace = round16(l->workspace_floats) > workspace ? round16(l->workspace_floats)
-                                                             : workspace;
-        const int64_t out = round16(l->N * l->b.Co * l->b.OH * l->b.OW);
-        if (i + 1 < i1 && out > between)
-            between = out;
-    }
-    const pdp_layout *last = &L[i1 - 1];
-    const int64_t shape[4] = {last->N, last->b.Co, last->b.OH, last->b.OW};
-    an_tensor *xc = ok ? an_contiguous(x) : NULL, *out = NULL;
-    ok = ok && xc && (out = an_empty(4, shape)) != NULL;
-    float *buffers = ok ? an_alloc(sizeof(float) * (size_t)(workspace + 2 * between)) : NULL;
-    ok = ok && buffers;
-    if (ok) {
-        const float *px = an_data_ptr(xc);
-        float *py = an_data_ptr(out), *turns = buffers + workspace;
-        int failed = 0;
-#ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1) reduction(| : failed)
-#endif
-        {
-            const int t = thread_index(), size = team_size_in_region();
-            const float *in = px;
-            for (int64_t i = i0; i < i1; i++) {
-                float *o = i + 1 == i1 ? py : turns + ((i - i0) & 1) * between;
-                failed |= pdp_share(&L[i], in, chain->blocks[i].residual_from_input ? in : NULL,
-                                    o, buffers, t, size);
-#ifdef _OPENMP
-                if (i + 1 < i1 && size > 1) {
-#pragma omp barrier
-                }
-#endif
-                in = o;
-            }
-        }
-        if (failed) {
-            an_set_error(AN_ERR_MEMORY, "block chain: out of memory for the GEMM workspace");
-            ok = 0;
-        }
-    }
-    an_free(buffers);
-    an_release(xc);
-    for (int64_t i = 0; i < bound; i++) pdp_unbind(held + i * PDP_HELD);
-    free(held);
-    if (!ok) {
-        an_release(out);
-        return NULL;
-    }
-    return out;
-}
-
 an_tensor *an_block_chain_run(an_block_chain *chain, an_tensor *x)
 {
     if (!chain) {
@@ -839,7 +801,8 @@ an_tensor *an_block_chain_run(an_block_chain *chain, an_tensor *x)
         int64_t j = i + 1;
         if (in_region[i]) {
             while (j < count && in_region[j]) j++;
-            next = chain_segment(chain, L, i, j, current, threads);
+            next = pdp_run_blocks(chain->blocks + i, L + i, j - i, current, NULL, threads,
+                                  "block chain");
         } else {
             const an_pw_dw_pw_block *k = &chain->blocks[i];
             next = pdp_run(current, k, k->residual_from_input ? current : NULL);
