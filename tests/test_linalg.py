@@ -188,6 +188,26 @@ def test_matmul_thread_count_does_not_change_results():
         np.testing.assert_array_equal(x, y)
 
 
+def test_matmul_with_a_larger_than_l2_same_on_one_and_two_threads():
+    # A of 8 MB, more than any L2 seen: two threads split M and share B's
+    # packed panels, though splitting N would give the busier thread fewer
+    # tiles (37 row tiles of 14 by 16 panels), because splitting N packs
+    # all of A on both; the sums, and so the bits, are those of one thread
+    rng = np.random.default_rng(11)
+    a = rand(rng, 512, 4096)
+    b = rand(rng, 4096, 512)
+    prev = an.get_num_threads()
+    try:
+        outs = []
+        for threads in (1, 2):
+            an.set_num_threads(threads)
+            outs.append(F.matmul(an.tensor(a), an.tensor(b)).numpy())
+    finally:
+        an.set_num_threads(prev)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_allclose(outs[1], a.astype(np.float64) @ b, rtol=1e-4, atol=1e-3)
+
+
 # ------------------------------------------------------------------ linear
 def linear_ref(x, w, b=None):
     y = x @ w.T

@@ -867,9 +867,20 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
  * splitting M makes every thread read the B panels the others packed (a
  * core-to-core copy of B), splitting N makes every thread repack all of A.
  * At batch 1 a 1x1 layer has M = 16-32 channels and N = 1024 pixels, and
- * sharing its B made two threads slower than one. */
+ * sharing its B made two threads slower than one.
+ *
+ * The work is counted in half tiles.  When A comes from beyond L2
+ * (a_from_memory), each A panel a thread packs counts too, at half a
+ * tile: that packing waits on memory.  512 x 512 x 4608 on two threads
+ * split over N spent 5% of its time packing A (37 panels per K block)
+ * against 81% in its 296 tiles; split over M the busiest thread has 304
+ * tiles but packs 19 panels, and ran 1.022x the speed (11 of 12 rounds
+ * faster, Zen 5, in fresh processes alternating with the old build);
+ * 2048^3, whose grid this also turns, 1.023x (6 of 6).  Where A fits L2 (64 x 1024 x 576, 144 x 1024 x 24) a
+ * split over M measured 0.93x and 0.91x, so A's packing is not counted
+ * there.  The grid never changes a sum. */
 static void choose_thread_grid(int threads, int64_t m_tiles, int64_t n_panels, int prefer_n,
-                               int *threads_m, int *threads_n)
+                               int a_from_memory, int *threads_m, int *threads_n)
 {
     int64_t best_cost = -1;
     *threads_m = threads;
@@ -878,7 +889,8 @@ static void choose_thread_grid(int threads, int64_t m_tiles, int64_t n_panels, i
         int tm = prefer_n ? i + 1 : threads - i;
         if (threads % tm) continue;
         int tn = threads / tm;
-        int64_t cost = ((m_tiles + tm - 1) / tm) * ((n_panels + tn - 1) / tn);
+        const int64_t busy_m = (m_tiles + tm - 1) / tm;
+        int64_t cost = busy_m * (2 * ((n_panels + tn - 1) / tn) + (a_from_memory ? 1 : 0));
         if (best_cost < 0 || cost < best_cost) {
             best_cost = cost;
             *threads_m = tm;
@@ -917,7 +929,10 @@ static int gemm_blocked(gemm_problem *p)
     if ((double)p->M * (double)p->N * (double)p->K < (double)AN_GEMM_MIN_PARALLEL_MACS) threads = 1;
     if ((int64_t)threads > m_tiles * n_panels) threads = (int)(m_tiles * n_panels);
     if (threads < 1) threads = 1;
-    choose_thread_grid(threads, m_tiles, n_panels, p->N > p->M, &p->threads_m, &p->threads_n);
+    const int a_from_memory = !p->a_prepacked && (double)p->M * (double)p->K * sizeof(float) >
+                                                     (double)an_cpu_info_get()->l2_bytes;
+    choose_thread_grid(threads, m_tiles, n_panels, p->N > p->M, a_from_memory, &p->threads_m,
+                       &p->threads_n);
 
     /* One K block on one thread: C written row panel by row panel (each of
      * its MR rows a forward run) instead of column panel by column panel
