@@ -438,23 +438,29 @@ def test_depthwise_small_planes_sum_taps_in_row_major_order(xs):
 # Planes up to 16x16 that no row kernel takes run 16 channels at a time,
 # channels-last (in 8-lane halves on AVX2 and the portable build): 5x5 on
 # EfficientNet's 4x4 and 2x2 planes, stride 2 onto 4x4 and onto odd planes,
-# a 14x14 plane, 3x3 onto 4x4; 17-20 channels leave a partial block.
+# a 14x14 plane, 3x3 onto 4x4; 17-20 channels leave a partial block.  Five
+# images of three blocks: each thread's run of (block, image) units crosses
+# from one block's weights to the next.
+@pytest.mark.parametrize("use_bias", [True, False])
 @pytest.mark.parametrize("xs,k,stride", [((2, 20, 4, 4), 5, 1), ((1, 17, 2, 2), 5, 1),
                                          ((2, 18, 8, 8), 5, 2), ((1, 19, 7, 7), 5, 2),
-                                         ((1, 20, 14, 14), 5, 1), ((3, 17, 4, 4), 3, 1)])
-def test_depthwise_channels_last_blocks_sum_in_order(xs, k, stride):
+                                         ((1, 20, 14, 14), 5, 1), ((3, 17, 4, 4), 3, 1),
+                                         ((5, 40, 2, 2), 5, 1)])
+def test_depthwise_channels_last_blocks_sum_in_order(xs, k, stride, use_bias):
     """Forward, data gradient (stride 1: dy convolved with the rotated
     kernel) and weight gradient bit for bit against float32 sums in the
     documented order, on 1 and 2 threads."""
     rng = np.random.default_rng(xs[1] * k + stride)
     c = xs[1]
     x, w, b = rand(rng, *xs), rand(rng, c, 1, k, k), rand(rng, c)
+    if not use_bias:
+        b = np.zeros_like(b)
     threads = an.get_num_threads()
     try:
         for n in (1, 2):
             an.set_num_threads(n)
             tx, tw = an.tensor(x, requires_grad=True), an.tensor(w, requires_grad=True)
-            out = F.conv2d(tx, tw, an.tensor(b), stride, k // 2, 1, c)
+            out = F.conv2d(tx, tw, an.tensor(b) if use_bias else None, stride, k // 2, 1, c)
             y = out.detach().numpy()
             np.testing.assert_array_equal(y, taps_in_order_float32(x, w, np.broadcast_to(b.reshape(1, c, 1, 1), y.shape),
                                                                    stride))

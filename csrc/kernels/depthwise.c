@@ -1233,13 +1233,11 @@ static AN_ALWAYS_INLINE void cl_taps8(const cl_geometry *g, const int KH, const 
  * `rotate`: the data gradient as a convolution).  frame: (H+2ph) x (W+2pw)
  * x 16 floats whose border is zero; out: OH*OW*16 floats.  Both 64-byte
  * aligned. */
-static AN_ALWAYS_INLINE void cl_block(const cl_geometry *g, const float *x, int64_t x_plane,
-                                      const float *w, int rotate, const float *bias, int accumulate,
-                                      int64_t channels, float *y, float *restrict frame,
-                                      float *restrict out, const int narrow)
+/* wt[t * 16 + c] = tap t of channel c's kernel w[c * taps + t] (zero for
+ * c >= channels), the taps reversed when rotate (the data gradient). */
+static void cl_block_weights(const float *w, int64_t taps, int64_t channels, int rotate,
+                             float *restrict wt)
 {
-    const int64_t Wf = g->W + 2 * g->pw, taps = g->kh * g->kw, OHW = g->OH * g->OW;
-    _Alignas(64) float wt[CL_MAX_TAPS * CL_LANES];
     cl_transpose(w, taps, channels, taps, CL_LANES, wt);
     if (rotate)
         for (int64_t t = 0; t < taps / 2; ++t)
@@ -1248,6 +1246,16 @@ static AN_ALWAYS_INLINE void cl_block(const cl_geometry *g, const float *x, int6
                 wt[t * CL_LANES + c] = wt[(taps - 1 - t) * CL_LANES + c];
                 wt[(taps - 1 - t) * CL_LANES + c] = swap;
             }
+}
+
+/* One image's block of `channels` planes, with the block's weights wt from
+ * cl_block_weights. */
+static AN_ALWAYS_INLINE void cl_block(const cl_geometry *g, const float *x, int64_t x_plane,
+                                      const float *restrict wt, const float *bias, int accumulate,
+                                      int64_t channels, float *y, float *restrict frame,
+                                      float *restrict out, const int narrow)
+{
+    const int64_t Wf = g->W + 2 * g->pw, OHW = g->OH * g->OW;
     if (g->ph == 0 && g->pw == 0) {
         cl_transpose(x, x_plane, channels, g->H * g->W, CL_LANES, frame);
     } else { /* transposed into out (free until the taps), then row by row into the frame */
@@ -1259,7 +1267,15 @@ static AN_ALWAYS_INLINE void cl_block(const cl_geometry *g, const float *x, int6
     if (accumulate) {
         cl_transpose(y, OHW, channels, OHW, CL_LANES, out);
     } else {
-        for (int64_t c = 0; c < CL_LANES; ++c) out[c] = c < channels && bias ? bias[c] : 0.0f;
+        /* Two loops, not one with `bias ? bias[c] : 0`: gcc made that a
+         * masked vector load, which with no bias (an all-false mask on
+         * address 0) took 45% of the time of EfficientNet's 5x5 layer on
+         * 2x2 planes (Zen 5; a masked-off access to an unmapped page is
+         * slow). */
+        if (bias)
+            for (int64_t c = 0; c < CL_LANES; ++c) out[c] = c < channels ? bias[c] : 0.0f;
+        else
+            for (int64_t c = 0; c < CL_LANES; ++c) out[c] = 0.0f;
     }
     const int s = g->sh == g->sw && g->sh <= 2 ? (int)g->sh : 0;
     const int unit = g->dh == 1 && g->dw == 1;
@@ -1416,22 +1432,19 @@ typedef void (*cl_wgrad_fn)(const cl_geometry *g, const float *x, const float *d
         cl_wgrad_block(g, x, dy, N, C, channels, dweight, frame, out, AN_CL_NARROW_##suffix);    \
     }
 
-typedef void (*cl_block_fn)(const cl_geometry *g, const float *x, int64_t x_plane, const float *w,
-                            int rotate, const float *bias, int accumulate, int64_t channels, float *y,
+typedef void (*cl_block_fn)(const cl_geometry *g, const float *x, int64_t x_plane, const float *wt,
+                            const float *bias, int accumulate, int64_t channels, float *y,
                             float *frame, float *out);
 
 #define AN_DEFINE_CL_BLOCK(suffix, attribute)                                                    \
     attribute static void cl_block_##suffix(const cl_geometry *g, const float *x, int64_t x_plane, \
-                                            const float *w, int rotate, const float *bias,       \
-                                            int accumulate, int64_t channels, float *y,          \
-                                            float *frame, float *out)                            \
+                                            const float *wt, const float *bias, int accumulate,  \
+                                            int64_t channels, float *y, float *frame, float *out) \
     {                                                                                            \
         if (accumulate)                                                                          \
-            cl_block(g, x, x_plane, w, rotate, bias, 1, channels, y, frame, out,                 \
-                     AN_CL_NARROW_##suffix);                                                     \
+            cl_block(g, x, x_plane, wt, bias, 1, channels, y, frame, out, AN_CL_NARROW_##suffix); \
         else                                                                                     \
-            cl_block(g, x, x_plane, w, rotate, bias, 0, channels, y, frame, out,                 \
-                     AN_CL_NARROW_##suffix);                                                     \
+            cl_block(g, x, x_plane, wt, bias, 0, channels, y, frame, out, AN_CL_NARROW_##suffix); \
     }
 #endif
 #ifdef AN_HAVE_CHANNELS_LAST
@@ -1452,7 +1465,13 @@ static cl_wgrad_fn choose_cl_wgrad(void) { return AN_BY_ISA(cl_wgrad_); }
 /* Runs unit(ctx, u, frame, out) for u < units on the team, each thread with
  * its own zero-framed block and output block.  Units are independent, so
  * any split across threads gives the same result. */
-typedef void (*cl_unit_fn)(const void *ctx, int64_t u, float *frame, float *out);
+typedef struct {
+    float *frame, *out; /* the zero-framed input block, the output block */
+    float *weights;     /* a block's weights (cl_block_weights), kept between units */
+    int64_t weights_of; /* the channel block they are of (-1: none yet) */
+} cl_scratch;
+
+typedef void (*cl_unit_fn)(const void *ctx, int64_t u, cl_scratch *s);
 
 typedef struct {
     const cl_geometry *g;
@@ -1466,8 +1485,10 @@ static void cl_units(const void *ctx, int64_t u0, int64_t u1)
     const int64_t frame_floats = (c->g->H + 2 * c->g->ph) * (c->g->W + 2 * c->g->pw) * CL_LANES;
     _Alignas(64) float frame[CL_MAX_FRAME * CL_LANES];
     _Alignas(64) float out[CL_MAX_OUT * CL_LANES];
+    _Alignas(64) float weights[CL_MAX_TAPS * CL_LANES];
+    cl_scratch s = {frame, out, weights, -1};
     for (int64_t i = 0; i < frame_floats; ++i) frame[i] = 0.0f;
-    for (int64_t u = u0; u < u1; ++u) c->unit(c->ctx, u, frame, out);
+    for (int64_t u = u0; u < u1; ++u) c->unit(c->ctx, u, &s);
 }
 
 static void cl_for_units(const cl_geometry *g, int64_t units, int64_t work, cl_unit_fn unit,
@@ -1483,19 +1504,27 @@ typedef struct {
     const float *x, *w, *bias;
     float *y;
     int rotate, accumulate, act;
-    int64_t C, blocks;
+    int64_t C, N;
 } cl_forward_job;
 
-/* unit u = (image, block of 16 channels) */
-static void cl_forward_unit(const void *ctx, int64_t u, float *frame, float *out)
+/* unit u = (block of 16 channels, image), the images of a block
+ * consecutive: a thread transposes a block's weights once for its run of
+ * images.  Transposed for every image, the 25 taps of 5x5 kernels on 2x2
+ * planes were six times the floats of the image itself (EfficientNet's 672
+ * channels, batch 32: see cl_forward_unit's measurements in
+ * bench/README.md). */
+static void cl_forward_unit(const void *ctx, int64_t u, cl_scratch *s)
 {
     const cl_forward_job *j = ctx;
     const int64_t HW = j->g->H * j->g->W, OHW = j->g->OH * j->g->OW, taps = j->g->kh * j->g->kw;
-    const int64_t n = u / j->blocks, c0 = u % j->blocks * CL_LANES;
+    const int64_t block = u / j->N, n = u % j->N, c0 = block * CL_LANES;
     const int64_t channels = j->C - c0 < CL_LANES ? j->C - c0 : CL_LANES;
-    j->block(j->g, j->x + (n * j->C + c0) * HW, HW, j->w + c0 * taps, j->rotate,
-             j->bias ? j->bias + c0 : NULL, j->accumulate, channels, j->y + (n * j->C + c0) * OHW,
-             frame, out);
+    if (s->weights_of != block) {
+        cl_block_weights(j->w + c0 * taps, taps, channels, j->rotate, s->weights);
+        s->weights_of = block;
+    }
+    j->block(j->g, j->x + (n * j->C + c0) * HW, HW, s->weights, j->bias ? j->bias + c0 : NULL,
+             j->accumulate, channels, j->y + (n * j->C + c0) * OHW, s->frame, s->out);
     /* the block's planes are still in cache */
     an_bias_act_rows(j->y + (n * j->C + c0) * OHW, channels, OHW, OHW, NULL, j->act);
 }
@@ -1508,7 +1537,7 @@ static void cl_run(const cl_geometry *g, const float *x, const float *w, int rot
     const int64_t blocks = (C + CL_LANES - 1) / CL_LANES;
     const int64_t HW = g->H * g->W, OHW = g->OH * g->OW;
     const cl_forward_job job = {g,          choose_cl_block(), x, w, bias, y, rotate, accumulate,
-                                act,        C,                 blocks};
+                                act,        C,                 N};
     cl_for_units(g, N * blocks, N * C * (HW > OHW ? HW : OHW) * g->kh * g->kw, cl_forward_unit,
                  &job);
 }
@@ -1522,13 +1551,13 @@ typedef struct {
 } cl_wgrad_job;
 
 /* unit b = one block of 16 channels, all images inside it */
-static void cl_wgrad_unit(const void *ctx, int64_t b, float *frame, float *out)
+static void cl_wgrad_unit(const void *ctx, int64_t b, cl_scratch *s)
 {
     const cl_wgrad_job *j = ctx;
     const int64_t HW = j->g->H * j->g->W, OHW = j->g->OH * j->g->OW, taps = j->g->kh * j->g->kw;
     const int64_t c0 = b * CL_LANES, channels = j->C - c0 < CL_LANES ? j->C - c0 : CL_LANES;
     j->block(j->g, j->x + c0 * HW, j->dy + c0 * OHW, j->N, j->C, channels, j->dweight + c0 * taps,
-             frame, out);
+             s->frame, s->out);
 }
 
 /* dweight += the weight gradient. */
