@@ -1228,13 +1228,10 @@ static AN_ALWAYS_INLINE void cl_taps8(const cl_geometry *g, const int KH, const 
     }
 }
 
-/* One block of `channels` (<= 16) planes: x planes `x_plane` floats apart,
- * y planes OH*OW apart, weights kh*kw apart (rotated by 180 degrees when
- * `rotate`: the data gradient as a convolution).  frame: (H+2ph) x (W+2pw)
- * x 16 floats whose border is zero; out: OH*OW*16 floats.  Both 64-byte
- * aligned. */
-/* wt[t * 16 + c] = tap t of channel c's kernel w[c * taps + t] (zero for
- * c >= channels), the taps reversed when rotate (the data gradient). */
+/* A block's weights for cl_block: wt[t * 16 + c] = tap t of channel c's
+ * kernel w[c * taps + t] (zero for c >= channels), the taps reversed (the
+ * kernel rotated by 180 degrees) when `rotate`: the data gradient as a
+ * convolution. */
 static void cl_block_weights(const float *w, int64_t taps, int64_t channels, int rotate,
                              float *restrict wt)
 {
@@ -1248,8 +1245,10 @@ static void cl_block_weights(const float *w, int64_t taps, int64_t channels, int
             }
 }
 
-/* One image's block of `channels` planes, with the block's weights wt from
- * cl_block_weights. */
+/* One image's block of `channels` (<= 16) planes: x planes `x_plane`
+ * floats apart, y planes OH*OW apart, the block's weights wt from
+ * cl_block_weights.  frame: (H+2ph) x (W+2pw) x 16 floats whose border is
+ * zero; out: OH*OW*16 floats.  Both 64-byte aligned. */
 static AN_ALWAYS_INLINE void cl_block(const cl_geometry *g, const float *x, int64_t x_plane,
                                       const float *restrict wt, const float *bias, int accumulate,
                                       int64_t channels, float *y, float *restrict frame,
@@ -1462,9 +1461,9 @@ AN_FOR_EACH_ISA(AN_DEFINE_CL_WGRAD)
 
 static cl_wgrad_fn choose_cl_wgrad(void) { return AN_BY_ISA(cl_wgrad_); }
 
-/* Runs unit(ctx, u, frame, out) for u < units on the team, each thread with
- * its own zero-framed block and output block.  Units are independent, so
- * any split across threads gives the same result. */
+/* Runs unit(ctx, u, scratch) for u < units on the team, each thread with
+ * its own zero-framed block, output block and weights block.  Units are
+ * independent, so any split across threads gives the same result. */
 typedef struct {
     float *frame, *out; /* the zero-framed input block, the output block */
     float *weights;     /* a block's weights (cl_block_weights), kept between units */
@@ -1510,9 +1509,9 @@ typedef struct {
 /* unit u = (block of 16 channels, image), the images of a block
  * consecutive: a thread transposes a block's weights once for its run of
  * images.  Transposed for every image, the 25 taps of 5x5 kernels on 2x2
- * planes were six times the floats of the image itself (EfficientNet's 672
- * channels, batch 32: see cl_forward_unit's measurements in
- * bench/README.md). */
+ * planes were six times the floats of the image itself: EfficientNet's
+ * 672-channel layer there, batch 32, 2 threads, forward 187 -> 142 us
+ * (Zen 5).  Each output's sum is unchanged. */
 static void cl_forward_unit(const void *ctx, int64_t u, cl_scratch *s)
 {
     const cl_forward_job *j = ctx;

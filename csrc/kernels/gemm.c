@@ -876,9 +876,10 @@ static void gemm_thread(const gemm_problem *p, int thread, int team)
  * against 81% in its 296 tiles; split over M the busiest thread has 304
  * tiles but packs 19 panels, and ran 1.022x the speed (11 of 12 rounds
  * faster, Zen 5, in fresh processes alternating with the old build);
- * 2048^3, whose grid this also turns, 1.023x (6 of 6).  Where A fits L2 (64 x 1024 x 576, 144 x 1024 x 24) a
- * split over M measured 0.93x and 0.91x, so A's packing is not counted
- * there.  The grid never changes a sum. */
+ * 2048^3, whose grid this also turns, 1.023x (6 of 6).  Where A fits L2
+ * (64 x 1024 x 576, 144 x 1024 x 24) a split over M measured 0.93x and
+ * 0.91x, so A's packing is not counted there.  The grid never changes a
+ * sum. */
 static void choose_thread_grid(int threads, int64_t m_tiles, int64_t n_panels, int prefer_n,
                                int a_from_memory, int *threads_m, int *threads_n)
 {
