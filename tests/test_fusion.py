@@ -208,6 +208,10 @@ PACKED_POINTWISE = [
     ("4x4, 13 x 701 (narrow, two K blocks, the last odd)", (1, 701, 4, 4), (13, 701, 1, 1)),
     ("32x32, 144 x 24 (blocked, one K block)", (1, 24, 32, 32), (144, 24, 1, 1)),
     ("16x16, 29 x 700 (blocked, K past one block)", (1, 700, 16, 16), (29, 700, 1, 1)),
+    # two threads split its 9 row tiles of 14 (8 full, 8 rows in the last)
+    # and share the partial one out by panels, in each of two K blocks
+    ("9x9, 120 x 700 (blocked, split by rows, the partial tile shared)", (1, 700, 9, 9),
+     (120, 700, 1, 1)),
     ("batch 3, 5x5, 20 x 12 (images batched per GEMM)", (3, 12, 5, 5), (20, 12, 1, 1)),
     ("one output channel", (1, 8, 6, 6), (1, 8, 1, 1)),
 ]
