@@ -26,6 +26,9 @@ LAYERS = [
     # stride 2 onto 4-wide outputs: the column-split kernel under the
     # generic and AVX2 builds, the permute kernel under AVX-512
     ("dw3x3_s2_8", (2, 12, 8), (12, 1, 3, 3), 2, 1, 12),
+    # the data gradient's column pairs, 16 a vector under AVX-512: 20 pairs
+    # (a full vector and a partial one) and an odd column left over
+    ("dw3x3_s2_41", (2, 3, 41), (3, 1, 3, 3), 2, 1, 3),
     ("dw5x5_s1_8", (3, 8, 8), (8, 1, 5, 5), 1, 2, 8),
     ("dense3x3_s1_20", (2, 6, 20), (10, 6, 3, 3), 1, 1, 1),
     ("dense3x3_s2_16", (2, 6, 16), (10, 6, 3, 3), 2, 1, 1),
