@@ -1746,27 +1746,6 @@ static int s2_taps(int64_t pos, int64_t n_out, int64_t tap[2], int64_t out[2])
     return count;
 }
 
-/* The dy rows and kernel rows that reach dx's row ih (stride 2, pad 1):
- * their count (0-2), and rows r0, r1 of dy with kernel rows wa, wb (r1 and
- * wb repeat r0 and wa when there is one). */
-typedef struct {
-    int64_t ti[2], toh[2];
-    int nr;
-    const float *r0, *r1, *wa, *wb;
-} s2_row;
-
-static s2_row s2_row_taps(const float *dyp, const float *wk, int64_t ih, int64_t OH, int64_t OW)
-{
-    s2_row row;
-    row.nr = s2_taps(ih, OH, row.ti, row.toh);
-    const int last = row.nr > 0 ? row.nr - 1 : 0;
-    row.r0 = dyp + row.toh[0] * OW;
-    row.r1 = dyp + row.toh[last] * OW;
-    row.wa = wk + row.ti[0] * 3;
-    row.wb = wk + row.ti[last] * 3;
-    return row;
-}
-
 /* Columns [iw0, W) of dx's row whose dy rows and kernel rows are (toh,
  * ti)[0 .. nr): each sum in tap order (dy rows, then columns). */
 static void s2_data_grad_columns(const float *restrict dyp, const float *restrict wk,
@@ -1807,10 +1786,12 @@ AN_TARGET_AVX512 static void backward_input_plane_3x3_s2_p1_avx512(
     const int64_t pairs = W / 2; /* column 2b needs dy column b < OW: always */
     for (int64_t ih = 0; ih < H; ++ih) {
         float *restrict dxrow = dxp + ih * W;
-        const s2_row row = s2_row_taps(dyp, wk, ih, OH, OW);
-        const int nr = row.nr;
+        int64_t ti[2], toh[2];
+        const int nr = s2_taps(ih, OH, ti, toh);
         if (nr == 0) continue;
-        const float *restrict r0 = row.r0, *restrict r1 = row.r1, *wa = row.wa, *wb = row.wb;
+        const float *restrict r0 = dyp + toh[0] * OW;
+        const float *restrict r1 = dyp + toh[nr - 1] * OW;
+        const float *wa = wk + ti[0] * 3, *wb = wk + ti[nr - 1] * 3;
         const __m512 a0 = _mm512_set1_ps(wa[0]), a1 = _mm512_set1_ps(wa[1]),
                      a2 = _mm512_set1_ps(wa[2]);
         const __m512 b0 = _mm512_set1_ps(wb[0]), b1 = _mm512_set1_ps(wb[1]),
@@ -1843,7 +1824,7 @@ AN_TARGET_AVX512 static void backward_input_plane_3x3_s2_p1_avx512(
             _mm512_mask_storeu_ps(dxrow + 2 * b + 16, high,
                                   _mm512_permutex2var_ps(even, high_pairs, odd));
         }
-        s2_data_grad_columns(dyp, wk, row.ti, row.toh, nr, 2 * pairs, W, OW, dxrow);
+        s2_data_grad_columns(dyp, wk, ti, toh, nr, 2 * pairs, W, OW, dxrow);
     }
 }
 #endif
@@ -1859,10 +1840,12 @@ static void backward_input_plane_3x3_s2_p1(const float *restrict dyp,
     if (nb < 0) nb = 0;
     for (int64_t ih = 0; ih < H; ++ih) {
         float *restrict dxrow = dxp + ih * W;
-        const s2_row row = s2_row_taps(dyp, wk, ih, OH, OW);
-        const int nr = row.nr;
+        int64_t ti[2], toh[2];
+        const int nr = s2_taps(ih, OH, ti, toh);
         if (nr == 0) continue;
-        const float *restrict r0 = row.r0, *restrict r1 = row.r1, *wa = row.wa, *wb = row.wb;
+        const float *restrict r0 = dyp + toh[0] * OW;
+        const float *restrict r1 = dyp + toh[nr - 1] * OW;
+        const float *wa = wk + ti[0] * 3, *wb = wk + ti[nr - 1] * 3;
         const float a0 = wa[0], a1 = wa[1], a2 = wa[2];
         const float b0 = wb[0], b1 = wb[1], b2 = wb[2];
         if (nr == 1) {
@@ -1887,7 +1870,7 @@ static void backward_input_plane_3x3_s2_p1(const float *restrict dyp,
                 dxrow[2 * b + 1] = odd;
             }
         }
-        s2_data_grad_columns(dyp, wk, row.ti, row.toh, nr, 2 * nb, W, OW, dxrow);
+        s2_data_grad_columns(dyp, wk, ti, toh, nr, 2 * nb, W, OW, dxrow);
     }
 }
 
