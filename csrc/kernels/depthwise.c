@@ -1810,13 +1810,12 @@ AN_TARGET_AVX512 static void backward_input_plane_3x3_s2_p1_avx512(
             const __m512 x0 = _mm512_maskz_loadu_ps(here, r0 + b);
             const __m512 x0_next = _mm512_maskz_loadu_ps(next, r0 + b + 1);
             even = _mm512_add_ps(even, _mm512_mul_ps(a1, x0));
-            if (nr == 2)
-                even = _mm512_add_ps(even, _mm512_mul_ps(b1, _mm512_maskz_loadu_ps(here, r1 + b)));
             odd = _mm512_mask_add_ps(odd, next, odd, _mm512_mul_ps(a0, x0_next));
             odd = _mm512_add_ps(odd, _mm512_mul_ps(a2, x0));
-            if (nr == 2) {
+            if (nr == 2) { /* even and odd are independent: each keeps its order */
                 const __m512 x1 = _mm512_maskz_loadu_ps(here, r1 + b);
                 const __m512 x1_next = _mm512_maskz_loadu_ps(next, r1 + b + 1);
+                even = _mm512_add_ps(even, _mm512_mul_ps(b1, x1));
                 odd = _mm512_mask_add_ps(odd, next, odd, _mm512_mul_ps(b0, x1_next));
                 odd = _mm512_add_ps(odd, _mm512_mul_ps(b2, x1));
             }
