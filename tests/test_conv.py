@@ -127,6 +127,10 @@ TORCH_CASES = [
     ("depthwise 33x32 s2 (last row's window off the bottom)", (1, 3, 33, 32), (3, 1, 3, 3), 2, 1, 1, 3),
     ("depthwise 6x96 s2 (three vectors per row)", (1, 2, 6, 96), (2, 1, 3, 3), 2, 1, 1, 2),
     ("dilation 2", (2, 8, 12, 12), (8, 8, 3, 3), 1, 2, 2, 1),
+    # the data gradient's flipped weights are built in blocks of 16 input
+    # channels over threads: 36 per group is two blocks and a part block
+    ("grouped 3x3, 36 channels a group (flip blocks 16 + 16 + 4)",
+     (2, 72, 6, 6), (128, 36, 3, 3), 1, 1, 1, 2),
     ("odd sizes 7x5", (3, 4, 7, 5), (3, 4, 3, 3), (2, 1), (1, 2), 1, 1),
     # the direct kernel for few input channels (a first layer) and its edges
     ("first layer 3->32 on 32x32 (direct)", (2, 3, 32, 32), (32, 3, 3, 3), 1, 1, 1, 1),

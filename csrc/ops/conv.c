@@ -1468,6 +1468,8 @@ static int flipped_data_grad_applies(const conv_geometry *g)
            (g->kw - 1) * g->dw >= g->pw;
 }
 
+#define FLIP_CHANNELS 16
+
 static an_status flipped_data_grad(const conv_geometry *g, const float *dy, const float *w,
                                    float *dx)
 {
@@ -1479,12 +1481,25 @@ static an_status flipped_data_grad(const conv_geometry *g, const float *dy, cons
     float *flipped = an_alloc(sizeof(float) * (size_t)(g->Cout * cg * kk + 1));
     if (!flipped)
         return an_last_status();
-    for (int64_t grp = 0; grp < g->groups; grp++)
-        for (int64_t c = 0; c < cg; c++)
-            for (int64_t o = 0; o < og; o++)
+    /* By blocks of FLIP_CHANNELS input channels, shared out over threads:
+       each output channel o reads one run of the block's taps and writes a
+       run into each of the block's rows.  Channel by channel on one thread,
+       the flip read w with a stride of C*kk floats and took 0.9 ms of the
+       6.7 ms data gradient of a 512 -> 512 layer on 4x4 at batch 32. */
+    const int64_t blocks = (cg + FLIP_CHANNELS - 1) / FLIP_CHANNELS;
+#pragma omp parallel for schedule(static) if (g->Cout * cg * kk > AN_PARALLEL_GRAIN)
+    for (int64_t unit = 0; unit < g->groups * blocks; unit++) {
+        const int64_t grp = unit / blocks, c0 = unit % blocks * FLIP_CHANNELS;
+        const int64_t c1 = cg - c0 < FLIP_CHANNELS ? cg : c0 + FLIP_CHANNELS;
+        for (int64_t o = 0; o < og; o++) {
+            const float *from = w + ((grp * og + o) * cg + c0) * kk;
+            for (int64_t c = c0; c < c1; c++) {
+                float *to = flipped + ((grp * cg + c) * og + o) * kk;
                 for (int64_t k = 0; k < kk; k++)
-                    flipped[((grp * cg + c) * og + o) * kk + k] =
-                        w[((grp * og + o) * cg + c) * kk + (kk - 1 - k)];
+                    to[k] = from[(c - c0) * kk + (kk - 1 - k)];
+            }
+        }
+    }
     an_status st = conv_forward_any(&t, dy, flipped, NULL, dx);
     an_free(flipped);
     return st;
