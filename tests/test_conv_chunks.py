@@ -27,6 +27,8 @@ CASES = [
     (2, 4, 6, 5, 1, 2, 1, 2, 33),      # 5x5, groups 2, odd rows: bands of 17 + 16
     (3, 520, 4, 3, 1, 1, 1, 1, 12),    # 12x12 = 144 positions but 4680 x 144 columns per image:
                                        # the 8 MB budget keeps it to 2 images per tile
+    (50, 256, 512, 3, 1, 1, 1, 1, 4),  # 1.2M weights: dW tiles (25 + 25 images) one after
+                                       # another, each padded over the threads
 ]
 
 
@@ -61,7 +63,8 @@ def test_chunked_conv_matches_torch(case):
     np.testing.assert_allclose(ab.grad.numpy(), tb.grad.numpy(), rtol=1e-4, atol=1e-3)
 
 
-@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[6]], ids=["images", "groups", "bands"])
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[6], CASES[11]],
+                         ids=["images", "groups", "bands", "serial dW tiles"])
 def test_chunked_conv_is_identical_for_1_and_2_threads(case):
     n, cin, cout, k, s, p, d, g, h = case
     x, w, b = _inputs(case, seed=3)
