@@ -166,3 +166,24 @@ def test_a_graph_used_by_backward_cannot_be_used_again():
     z.backward()  # kept once, usable once more
     np.testing.assert_allclose(x.grad.numpy(), 3 * 3.0 * np.e, rtol=1e-6)
 
+
+def test_a_large_request_takes_a_cached_block_up_to_twice_its_size():
+    _skip_if_disabled()
+    _C.release_workspace()
+    block = an.zeros((1 << 20,))  # 4 MB
+    del block
+    before = _C.allocator_stats()
+    smaller = an.zeros((3 << 18,))  # 3 MB, two classes below: served by the cached 4 MB block
+    after = _C.allocator_stats()
+    assert (after["hits"], after["misses"]) == (before["hits"] + 1, before["misses"]), (before, after)
+    assert after["cached_bytes"] == before["cached_bytes"] - (4 << 20)
+    np.testing.assert_array_equal(smaller.numpy(), 0.0)
+    del smaller
+    _C.release_workspace()
+    block = an.zeros((4 << 20,))  # 16 MB: more than twice 3 MB, so not taken
+    del block
+    before = _C.allocator_stats()
+    smaller = an.zeros((3 << 18,))
+    after = _C.allocator_stats()
+    assert after["misses"] == before["misses"] + 1, (before, after)
+    assert after["cached_bytes"] == before["cached_bytes"]
