@@ -589,3 +589,52 @@ def test_first_layers_match_the_gemm_lowering_bit_for_bit(xs, ws, activation):
                 np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
     finally:
         an.set_num_threads(threads)
+
+
+# ------------------------------------------ small planes gathered by permutes
+# Stride-1 layers on planes of at most 16 floats (ResNet-18's and
+# ResNet-101's 4x4 layers) gather their column panels from x, one permuted
+# plane per tap, on AVX-512 (an_im2col_small_plane_panel_avx512), forward
+# and weight gradient (the data gradient is a forward).  Small integers
+# make every sum exact whatever its order, so any value gathered into the
+# wrong place shows, on every ISA.
+SMALL_PLANE_CASES = [
+    # name, x shape, w shape, padding, dilation, groups
+    ("4x4 3x3, 5 images (a panel of one image)", (5, 40, 4, 4), (24, 40, 3, 3), 1, 1, 1),
+    ("4x4 5x5 pad 2 (25 taps)", (3, 16, 4, 4), (8, 16, 5, 5), 2, 1, 1),
+    ("3x3 planes (panels start inside an image)", (7, 12, 3, 3), (10, 12, 3, 3), 1, 1, 1),
+    ("2x2 planes", (9, 20, 2, 2), (6, 20, 3, 3), 1, 1, 1),
+    ("4x2 planes", (6, 8, 4, 2), (8, 8, 3, 3), 1, 1, 1),
+    ("4x4 dilation 2, groups 2", (4, 16, 4, 4), (12, 8, 3, 3), 2, 2, 2),
+    ("batch 1", (1, 64, 4, 4), (32, 64, 3, 3), 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", SMALL_PLANE_CASES, ids=[c[0] for c in SMALL_PLANE_CASES])
+def test_small_plane_conv_is_exact_on_integers(case):
+    torch = torch_or_skip()
+    _, xs, ws, padding, dilation, groups = case
+    rng = np.random.default_rng(11)
+    x = rng.integers(-3, 4, xs).astype(np.float32)
+    w = rng.integers(-3, 4, ws).astype(np.float32)
+    tx, tw = an.tensor(x, requires_grad=True), an.tensor(w, requires_grad=True)
+    out = F.conv2d(tx, tw, None, 1, padding, dilation, groups)
+    g = rng.integers(-3, 4, out.shape).astype(np.float32)
+    backward_with(out, g)
+    rx, rw = (torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (x, w))
+    expected = torch.nn.functional.conv2d(rx, rw, None, 1, padding, dilation, groups)
+    expected.backward(torch.tensor(g, dtype=torch.float64))
+    np.testing.assert_array_equal(out.detach().numpy(), expected.detach().numpy())
+    np.testing.assert_array_equal(tx.grad.numpy(), rx.grad.numpy())
+    np.testing.assert_array_equal(tw.grad.numpy(), rw.grad.numpy())
+
+
+def test_small_plane_conv_keeps_a_nan_inside_its_windows():
+    x = np.ones((3, 20, 4, 4), dtype=np.float32)
+    x[2, 3, 0, 0] = np.nan
+    w = np.ones((8, 20, 3, 3), dtype=np.float32)
+    out = F.conv2d(an.tensor(x), an.tensor(w), None, 1, 1).numpy()
+    nan = np.zeros(out.shape, dtype=bool)
+    nan[2, :, :2, :2] = True  # the outputs whose 3x3 window covers pixel (0, 0)
+    np.testing.assert_array_equal(np.isnan(out), nan)
+    np.testing.assert_array_equal(out[~nan], conv_ref(np.nan_to_num(x), w, padding=(1, 1))[~nan])

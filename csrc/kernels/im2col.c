@@ -122,3 +122,25 @@ void an_col2im_add_ld_f32(const float *col, int64_t ld, int64_t C, int64_t H, in
         }
     }
 }
+
+void an_small_plane_source_init(an_small_plane_source *s, const float *x, int64_t image_floats,
+                                int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t kh,
+                                int64_t kw, int64_t ph, int64_t pw, int64_t dh, int64_t dw)
+{
+    s->x = x;
+    s->image_floats = image_floats;
+    s->HW = H * W;
+    s->OHW = OH * OW;
+    s->taps = kh * kw;
+    for (int64_t t = 0; t < s->taps; t++) {
+        const int64_t ki = t / kw, kj = t % kw;
+        unsigned lanes = 0;
+        for (int64_t p = 0; p < AN_SMALL_PLANE_MAX_FLOATS; p++) {
+            const int64_t ih = p / OW - ph + ki * dh, iw = p % OW - pw + kj * dw;
+            const int in_plane = p < s->OHW && ih >= 0 && ih < H && iw >= 0 && iw < W;
+            s->index[t][p] = in_plane ? (int32_t)(ih * W + iw) : 0;
+            lanes |= (unsigned)in_plane << p;
+        }
+        s->inside[t] = (uint16_t)lanes;
+    }
+}

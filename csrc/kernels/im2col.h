@@ -72,8 +72,31 @@ typedef struct {
 void an_col2im_stride2_plan_init(an_col2im_stride2_plan *plan, int64_t W, int64_t kw, int64_t pw,
                                  int64_t OW);
 
-/* The AVX-512 stride-2 kernels below are built (x86-64 with GCC or
-   Clang); callers guard their use with this and check the ISA. */
+/* A stride-1 convolution on planes of at most 16 floats (input and
+ * output: ResNet-18's and ResNet-101's 4x4 layers): column j of the
+ * column matrix of consecutive whole images (image i at x + i *
+ * image_floats, first channel of the group) is output pixel j % (OH*OW) of
+ * image j / (OH*OW); row k is tap (c, ki, kj) = (k / (kh*kw), k / kw % kh,
+ * k % kw). */
+#define AN_SMALL_PLANE_MAX_FLOATS 16
+#define AN_SMALL_PLANE_MAX_TAPS 25
+typedef struct {
+    const float *x;
+    int64_t image_floats;
+    int64_t HW, OHW, taps; /* H * W and OH * OW <= AN_SMALL_PLANE_MAX_FLOATS */
+    /* output lane p of tap t takes input lane index[t][p], or 0 where bit p
+       of inside[t] is clear (the input lies in the padding) */
+    _Alignas(64) int32_t index[AN_SMALL_PLANE_MAX_TAPS][AN_SMALL_PLANE_MAX_FLOATS];
+    uint16_t inside[AN_SMALL_PLANE_MAX_TAPS];
+} an_small_plane_source;
+/* Fills s for images of H x W planes (kh * kw <= AN_SMALL_PLANE_MAX_TAPS),
+ * in portable C: once per tile, not per panel. */
+void an_small_plane_source_init(an_small_plane_source *s, const float *x, int64_t image_floats,
+                                int64_t H, int64_t W, int64_t OH, int64_t OW, int64_t kh,
+                                int64_t kw, int64_t ph, int64_t pw, int64_t dh, int64_t dw);
+
+/* The AVX-512 stride-2 and small-plane kernels below are built (x86-64
+   with GCC or Clang); callers guard their use with this and check the ISA. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #define AN_HAVE_STRIDE2_AVX512 1
 #endif
@@ -83,6 +106,11 @@ void an_col2im_stride2_plan_init(an_col2im_stride2_plan *plan, int64_t W, int64_
  * (columns [cols, width) zero), with AVX-512: the caller checks the ISA. */
 void an_im2col_stride2_panel_avx512(const an_stride2_panel_source *s, int64_t k0, int64_t kc,
                                     int64_t j0, int64_t cols, int width, float *panel);
+/* The same for a stride-1 small-plane convolution (an_small_plane_source):
+ * each tap of a channel is its plane, loaded once into a vector, permuted
+ * with the lanes that fall in the padding zeroed. */
+void an_im2col_small_plane_panel_avx512(const an_small_plane_source *s, int64_t k0, int64_t kc,
+                                        int64_t j0, int64_t cols, int width, float *panel);
 /* an_col2im_add_ld_f32 for one channel (C = 1), stride 2, dilation 1,
  * OW <= AN_STRIDE2_MAX_OW and kw <= AN_STRIDE2_MAX_TAPS, with AVX-512: the
  * same bits.  `plan` comes from an_col2im_stride2_plan_init. */

@@ -414,6 +414,21 @@ static int stride2_gather_applies(const conv_geometry *g)
 #endif
 }
 
+/* Stride-1 layers on planes of at most 16 floats gather their panels
+   from x by permutes (an_im2col_small_plane_panel_avx512). */
+static int small_plane_gather_applies(const conv_geometry *g)
+{
+#ifdef AN_HAVE_STRIDE2_AVX512
+    return g->sh == 1 && g->sw == 1 && g->H * g->W <= AN_SMALL_PLANE_MAX_FLOATS &&
+           g->OH * g->OW <= AN_SMALL_PLANE_MAX_FLOATS &&
+           g->kh * g->kw <= AN_SMALL_PLANE_MAX_TAPS && !pointwise_accepts(g) &&
+           an_cpu_info_get()->isa == AN_ISA_AVX512;
+#else
+    (void)g;
+    return 0;
+#endif
+}
+
 /* dx[n0+i, grp channels] += col2im(col) of a tile: one (image, channel)
    plane per iteration, so no two threads add into the same plane; bands
    overlapping in input rows are added one after the other.  At 1x1 each
@@ -774,8 +789,9 @@ static void pack_stride2_panel(const void *source, int64_t k0, int64_t kc, int64
    ResNet-18's 1x1/2 shortcut 0.92x, 64 -> 128 0.99x, 256 -> 512 0.98x,
    128 -> 256 1.00x; at batch 1 0.84-0.92x.  The same values, so the same
    sums. */
-static void pack_stride2_taps_panel(const void *source, int64_t k0, int64_t kc, int64_t j0,
-                                    int64_t cols, int width, float *panel)
+static inline __attribute__((always_inline)) void
+gathered_taps_panel(an_gemm_pack_b_fn gather, const void *source, int64_t k0, int64_t kc,
+                    int64_t j0, int64_t cols, int width, float *panel)
 {
     _Alignas(64) float block[AN_GEMM_MAX_NR * STRIDE2_TAPS_CHUNK];
     const float *rows[AN_GEMM_MAX_NR];
@@ -783,9 +799,37 @@ static void pack_stride2_taps_panel(const void *source, int64_t k0, int64_t kc, 
         rows[t] = block + t * STRIDE2_TAPS_CHUNK;
     for (int64_t o = 0; o < kc; o += STRIDE2_TAPS_CHUNK) {
         const int64_t n = kc - o < STRIDE2_TAPS_CHUNK ? kc - o : STRIDE2_TAPS_CHUNK;
-        an_im2col_stride2_panel_avx512(source, j0, cols, k0 + o, n, STRIDE2_TAPS_CHUNK, block);
+        gather(source, j0, cols, k0 + o, n, STRIDE2_TAPS_CHUNK, block);
         pack_rows_transposed(rows, cols, n, width, panel + o * width);
     }
+}
+
+static void pack_stride2_taps_panel(const void *source, int64_t k0, int64_t kc, int64_t j0,
+                                    int64_t cols, int width, float *panel)
+{
+    gathered_taps_panel(pack_stride2_panel, source, k0, kc, j0, cols, width, panel);
+}
+
+/* The small-plane gather's view of the tile's images (x at image n0's
+   first channel of the group). */
+static void small_plane_source(const conv_geometry *g, const float *x, an_small_plane_source *sp)
+{
+    an_small_plane_source_init(sp, x, g->C * g->H * g->W, g->H, g->W, g->OH, g->OW, g->kh, g->kw,
+                               g->ph, g->pw, g->dh, g->dw);
+}
+
+static void pack_small_plane_panel(const void *source, int64_t k0, int64_t kc, int64_t j0,
+                                   int64_t cols, int width, float *panel)
+{
+    an_im2col_small_plane_panel_avx512(source, k0, kc, j0, cols, width, panel);
+}
+
+/* A small-plane weight gradient's B, as the stride-2 one: the forward's
+   gather, then transposed. */
+static void pack_small_plane_taps_panel(const void *source, int64_t k0, int64_t kc, int64_t j0,
+                                        int64_t cols, int width, float *panel)
+{
+    gathered_taps_panel(pack_small_plane_panel, source, k0, kc, j0, cols, width, panel);
 }
 #endif
 
@@ -835,9 +879,14 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
             const void *source = &src;
 #ifdef AN_HAVE_STRIDE2_AVX512
             const an_stride2_panel_source s2 = stride2_source(g, src.x, oh0, rows);
+            an_small_plane_source sp;
             if (stride2_gather_applies(g)) {
                 pack = pack_stride2_panel;
                 source = &s2;
+            } else if (small_plane_gather_applies(g)) {
+                small_plane_source(g, src.x, &sp);
+                pack = pack_small_plane_panel;
+                source = &sp;
             }
 #endif
             implicit_plan pl;
@@ -914,11 +963,16 @@ static int gathered_tile_weight_grad(const conv_geometry *g, const conv_tiling *
     const void *source;
     taps_source src;
 #ifdef AN_HAVE_STRIDE2_AVX512
-    const an_stride2_panel_source s2 =
-        stride2_source(g, x + (n0 * g->C + grp * cg) * g->H * g->W, oh0, rows);
+    const float *tile_x = x + (n0 * g->C + grp * cg) * g->H * g->W;
+    const an_stride2_panel_source s2 = stride2_source(g, tile_x, oh0, rows);
+    an_small_plane_source sp;
     if (stride2_gather_applies(g)) {
         pack = pack_stride2_taps_panel;
         source = &s2;
+    } else if (small_plane_gather_applies(g)) {
+        small_plane_source(g, tile_x, &sp);
+        pack = pack_small_plane_taps_panel;
+        source = &sp;
     }
 #endif
     if (pack == pack_taps_panel) {
