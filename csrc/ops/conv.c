@@ -415,7 +415,10 @@ static int stride2_gather_applies(const conv_geometry *g)
 }
 
 /* Stride-1 layers on planes of at most 16 floats gather their panels
-   from x by permutes (an_im2col_small_plane_panel_avx512). */
+   from x by permutes (an_im2col_small_plane_panel_avx512), which takes
+   tiles of whole images. */
+_Static_assert(AN_SMALL_PLANE_MAX_FLOATS < CONV_CHUNK_COLUMNS,
+               "plan_tiles gives small planes tiles of whole images");
 static int small_plane_gather_applies(const conv_geometry *g)
 {
 #ifdef AN_HAVE_STRIDE2_AVX512
