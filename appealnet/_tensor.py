@@ -99,7 +99,9 @@ class Tensor(_C.TensorBase):
 
     # --------------------------------------------------------- autograd
     def backward(self, gradient=None, retain_graph=False):
-        """Accumulates d(self)/d(leaf) into every leaf's .grad."""
+        """Accumulates d(self)/d(leaf) into every leaf's .grad.  Unless
+        ``retain_graph``, the tensors the graph saved are freed as the pass
+        goes (as in PyTorch), and a second backward through it raises."""
         if gradient is not None:
             gradient = _as_tensor(gradient)
         _C.backward(self, gradient, bool(retain_graph))

@@ -149,7 +149,9 @@ void an_node_save(an_node *node, int slot, an_tensor *t); /* retains t */
 int an_node_input_needs_grad(const an_node *node, int i);
 
 /* Runs backward from `root`.  grad may be NULL only for a one-element root.
-   Unless retain_graph, saved tensors are freed and a second pass errors. */
+   Unless retain_graph, each node's saved tensors are freed as soon as its
+   backward has run (not only at the end of the pass) and a second pass
+   errors. */
 an_status an_backward(an_tensor *root, an_tensor *grad, int retain_graph);
 an_status an_set_requires_grad(an_tensor *t, int requires_grad);
 an_status an_set_grad(an_tensor *t, an_tensor *grad); /* grad may be NULL */

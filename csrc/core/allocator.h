@@ -7,13 +7,17 @@
  *
  * Size classes: 64-byte multiples rounded up to a power of two up to 4 KiB,
  * then four classes per power of two (2^k * 1.25, 1.5, 1.75, 2), so a block
- * wastes at most 25% of its size.  Blocks are 64-byte aligned.
+ * wastes at most 25% of its size.  A request of 1 MiB or more may also take
+ * a cached block of up to four classes above its own (twice its size), so
+ * that blocks move between the many sizes of a step's activations.  Blocks
+ * are 64-byte aligned.
  *
  * Limits:
  *   APPEALNET_CACHE_LIMIT_MB  most bytes kept cached (default: half of
  *                             physical memory; a MobileNetV2 step at batch
- *                             128 frees 3 GB, and a 2 GiB cap sent ~200
- *                             blocks a step back to fresh pages, 9% of it);
+ *                             128 frees 2-3 GB, and a 2 GiB cap once sent
+ *                             ~200 blocks a step back to fresh pages, 9% of
+ *                             its time);
  *                             a freed block that would exceed it goes back
  *                             to the system.
  *   APPEALNET_NO_CACHE=1      bypass the cache entirely: every an_alloc is an
