@@ -1,4 +1,6 @@
-/* Stride-2 convolutions with AVX-512 (see im2col.h): im2col panels
+/* Stride-2 convolutions, and stride-1 ones on planes of at most 16
+ * floats (an_im2col_small_plane_panel_avx512, below), with AVX-512 (see
+ * im2col.h).  Stride 2: im2col panels
  * gathered straight from x (the forward's B, and through a transpose the
  * weight gradient's), and col2im a row of dx at a time; the col2im's lane
  * plan is built in portable C at the end.  A tap's run of up to 16 outputs along one output row reads

@@ -632,14 +632,13 @@ static const int64_t *pad_tile(const conv_geometry *g, const conv_tiling *t, con
     /* image by image over the threads, where the tile's GEMM is the one
        threaded (a weight gradient's tiles run one after another): on one
        thread, 16 images of 512 channels kept the other waiting */
-    const implicit_plan plan = *pl;
-#pragma omp parallel for schedule(static) if (nb * plan.pad_floats > AN_PARALLEL_GRAIN && !in_parallel())
+#pragma omp parallel for schedule(static) if (nb * pl->pad_floats > AN_PARALLEL_GRAIN && !in_parallel())
     for (int64_t i = 0; i < nb; i++) {
         const float *image = x + ((n0 + i) * g->C + grp * cg) * g->H * g->W;
         if (strided)
-            pad_phases(g, &plan, image, cg, col + i * plan.pad_floats);
+            pad_phases(g, pl, image, cg, col + i * pl->pad_floats);
         else
-            pad_image(g, &plan, image, cg, col + i * plan.pad_floats);
+            pad_image(g, pl, image, cg, col + i * pl->pad_floats);
     }
     return offsets;
 }
