@@ -1,5 +1,6 @@
 /* GEMM timing harness: GFLOP/s of an_gemm_f32 next to the measured FMA peak
- * of one core for the selected ISA.
+ * of one core for the selected ISA, and (time_kernel_alone) the ceiling that
+ * the micro-kernel sets on one thread.
  *
  * Build from the repository root:
  *   gcc -std=c11 -O3 -fopenmp -Icsrc bench/bench_gemm_c.c csrc/kernels/gemm*.c csrc/cpu/cpu.c -lm -o /tmp/bench_gemm
@@ -137,6 +138,57 @@ static double time_gemm(const shape *s, int threads)
     return flops / best * 1e-9;
 }
 
+/* The micro-kernel alone on one thread: the product's tiles in the
+ * driver's order and cache blocks (an_gemm_block_sizes), from A and B
+ * packed once beforehand, so no packing and no threads.  The distance from
+ * this to time_gemm on one thread is what the driver costs (packing, the
+ * caches it disturbs, the fringe); from the peak to this, the micro-kernel.
+ * Fringe tiles run whole into a scratch tile: only 2MNK flops are counted.
+ * Printed for NN shapes that the blocked driver takes. */
+static double time_kernel_alone(const shape *s)
+{
+    const int64_t M = s->M, N = s->N, K = s->K;
+    const an_gemm_ukernel *uk = an_gemm_ukernel_for(M, K);
+    const int mr = uk->mr, nr = uk->nr;
+    int64_t KC, MC, NC;
+    an_gemm_block_sizes(M, N, K, &KC, &MC, &NC);
+    const int64_t m_tiles = (M + mr - 1) / mr, n_panels = (N + nr - 1) / nr;
+    /* panel ip of A: K x mr floats (k-major), K block pc at + pc * mr; B likewise */
+    float *A = aligned_alloc(64, (size_t)((m_tiles * mr * K * 4 + 63) / 64 * 64));
+    float *B = aligned_alloc(64, (size_t)((n_panels * nr * K * 4 + 63) / 64 * 64));
+    float *C = aligned_alloc(64, (size_t)((M * N * 4 + 63) / 64 * 64));
+    float *tile = aligned_alloc(64, (size_t)AN_GEMM_MAX_MR * AN_GEMM_MAX_NR * 4);
+    if (!A || !B || !C || !tile) return 0.0;
+    for (int64_t i = 0; i < m_tiles * mr * K; ++i) A[i] = (float)((i * 7) % 13) * 0.1f;
+    for (int64_t i = 0; i < n_panels * nr * K; ++i) B[i] = (float)((i * 5) % 11) * 0.1f;
+    const double flops = 2.0 * (double)M * (double)N * (double)K;
+    int reps = (int)(3e8 / flops) + 1;
+    double best = 1e30;
+    for (int trial = 0; trial < 6; ++trial) {
+        double start = now_seconds();
+        for (int r = 0; r < reps; ++r)
+            for (int64_t jc = 0; jc < N; jc += NC)
+                for (int64_t pc = 0; pc < K; pc += KC) {
+                    const int64_t kc = K - pc < KC ? K - pc : KC;
+                    for (int64_t ic = 0; ic < M; ic += MC)
+                        for (int64_t j = jc; j < N && j < jc + NC; j += nr)
+                            for (int64_t i = ic; i < M && i < ic + MC; i += mr) {
+                                const int full = M - i >= mr && N - j >= nr;
+                                uk->compute(kc, A + (i / mr) * K * mr + pc * mr, B + (j / nr) * K * nr + pc * nr,
+                                            full ? C + i * N + j : tile, full ? N : nr, 1.0f,
+                                            pc == 0 ? 0.0f : 1.0f);
+                            }
+                }
+        double t = (now_seconds() - start) / reps;
+        if (trial > 0 && t < best) best = t; /* the first trial warms the caches */
+    }
+    free(A);
+    free(B);
+    free(C);
+    free(tile);
+    return flops / best * 1e-9;
+}
+
 int main(int argc, char **argv)
 {
     int thread_counts[8] = {1, 2};
@@ -160,10 +212,11 @@ int main(int argc, char **argv)
         {1024, 1024, 1024, 0, 1, "A @ B^T"}, {1024, 1024, 1024, 1, 0, "A^T @ B"},
         {64, 1024, 576, 0, 0, "conv"},      {32, 4096, 27, 0, 0, "conv"},
         {1280, 16, 320, 0, 0, "conv"},      {10, 128, 1280, 0, 0, "conv"},
+        {1280, 512, 320, 0, 0, "conv"},     {512, 512, 4608, 0, 0, "conv"},
     };
     printf("%-22s %-8s", "shape (M x N x K)", "note");
     for (int t = 0; t < n_thread_counts; ++t) printf("  %3d thr GF/s  %%peak", thread_counts[t]);
-    printf("\n");
+    printf("  kernel alone GF/s  %%peak\n");
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; ++s) {
         char name[64];
         snprintf(name, sizeof name, "%lldx%lldx%lld", (long long)shapes[s].M, (long long)shapes[s].N,
@@ -172,6 +225,12 @@ int main(int argc, char **argv)
         for (int t = 0; t < n_thread_counts; ++t) {
             double g = time_gemm(&shapes[s], thread_counts[t]);
             printf("  %12.1f %5.0f%%", g, 100.0 * g / (peak * thread_counts[t]));
+        }
+        /* where the blocked driver runs (not the narrow and few-row paths) */
+        const an_gemm_ukernel *uk = an_gemm_ukernel_for(shapes[s].M, shapes[s].K);
+        if (!shapes[s].trans_a && !shapes[s].trans_b && shapes[s].N > 64 && shapes[s].M > 4 * uk->mr) {
+            const double g = time_kernel_alone(&shapes[s]);
+            printf("  %17.1f %5.0f%%", g, 100.0 * g / peak);
         }
         printf("\n");
         fflush(stdout);

@@ -1355,6 +1355,19 @@ int64_t an_gemm_narrow_blocks(int64_t M, int64_t N, int64_t K, int prepacked,
     return (M + *rows_per_block - 1) / *rows_per_block;
 }
 
+const an_gemm_ukernel *an_gemm_ukernel_for(int64_t M, int64_t K)
+{
+    return select_ukernel(M, K);
+}
+
+void an_gemm_block_sizes(int64_t M, int64_t N, int64_t K, int64_t *kc, int64_t *mc, int64_t *nc)
+{
+    const gemm_blocking blk = choose_blocking(select_ukernel(M, K), M, N, K);
+    *kc = blk.kc;
+    *mc = blk.mc;
+    *nc = blk.nc;
+}
+
 int64_t an_gemm_kc(int64_t M, int64_t N, int64_t K)
 {
     return choose_blocking(select_ukernel(M, K), M, N, K).kc;

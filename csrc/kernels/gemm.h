@@ -144,6 +144,10 @@ const char *an_gemm_kernel_name(void);
  * "avx512_8x32" for M = 16, 32, 64, and for M = 96 or 144 when K <= 64).
  * Depends on M, K and the ISA only, never on the thread count. */
 const char *an_gemm_kernel_name_for(int64_t M, int64_t K);
+/* The micro-kernel and the cache blocks (KC, MC, NC) an M x N x K product
+   runs with (for bench/bench_gemm_c.c's micro-kernel ceiling). */
+const struct an_gemm_ukernel *an_gemm_ukernel_for(int64_t M, int64_t K);
+void an_gemm_block_sizes(int64_t M, int64_t N, int64_t K, int64_t *kc, int64_t *mc, int64_t *nc);
 
 /* Testing/benchmarking: 8 or 14 forces that AVX-512 tile height for every
  * later call (process-wide); 0 restores the choice by M and K. */
