@@ -254,6 +254,17 @@ static void test_avx512_row_kernels(const char *isa)
             test_case t = {0, 0, expected[e].M, 64, expected[e].K, 1.0f, 0.0f, 0};
             fail(&t, isa, 1, "unexpected kernel chosen for this M");
         }
+        /* the accessors of bench_gemm_c.c's kernel-alone ceiling agree with
+           the names and K blocks the driver reports */
+        ++g_cases;
+        const an_gemm_ukernel *uk = an_gemm_ukernel_for(expected[e].M, expected[e].K);
+        int64_t kc, mc, nc;
+        an_gemm_block_sizes(expected[e].M, 512, expected[e].K, &kc, &mc, &nc);
+        if (strcmp(uk->name, expected[e].name) != 0 || kc != an_gemm_kc(expected[e].M, 512, expected[e].K) ||
+            mc % uk->mr != 0 || nc % uk->nr != 0 || mc < uk->mr || nc < uk->nr) {
+            test_case t = {0, 0, expected[e].M, 512, expected[e].K, 1.0f, 0.0f, 0};
+            fail(&t, isa, 1, "an_gemm_ukernel_for / an_gemm_block_sizes disagree with the driver");
+        }
     }
     int variant = 0;
     for (size_t mode = 0; mode < sizeof modes / sizeof modes[0]; ++mode) {
