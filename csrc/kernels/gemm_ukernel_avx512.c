@@ -50,6 +50,14 @@ store_row_epilogue(float *row, const __m512 acc[2], float beta, const int finish
  * runs; 8 and 32 rows ahead: +0.4% and +1%). */
 #define AN_B_PREFETCH_ROWS 64
 
+/* How many k steps before the end of a tile's sum its C rows are fetched:
+ * at the start of the sum (as before the twenty-sixth round) they took L1
+ * ways from the B micro-panel for the whole tile.  On the Zen 5, one
+ * thread, fresh processes alternating with the old build: 2048^2 +3-4%,
+ * 64 x 1024 x 576 +2-4%, 1280 x 512 x 320 +1.5% (4 of 4 each), 512 x 512
+ * x 4608 unchanged; no prefetch at all measured as the old build. */
+#define AN_C_PREFETCH_LATE_K 64
+
 /* One body for every row count; `mr` is a compile-time constant in each
  * instantiation below, so the accumulators stay in registers. */
 AN_TARGET_AVX512 static inline __attribute__((always_inline)) void
@@ -64,17 +72,23 @@ gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const 
         acc[i][0] = _mm512_setzero_ps();
         acc[i][1] = _mm512_setzero_ps();
     }
-    /* The C tile is touched only at the end; start pulling it in now so the
-     * write-back does not stall on memory. */
-#pragma GCC unroll 16
-    for (int i = 0; i < mr; ++i) {
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
-    }
+    /* The C tile is touched only at the end: it is pulled into L1 while the
+     * last AN_C_PREFETCH_LATE_K steps run (all of them when kc is shorter),
+     * early enough to come from L3 or memory, late enough not to sit in L1
+     * beside the B micro-panel through the whole sum (or be evicted before
+     * the stores: 14 rows of a C with 2048 columns share two L1 sets). */
+    const int64_t prefetch_c_at = kc > AN_C_PREFETCH_LATE_K ? kc - AN_C_PREFETCH_LATE_K : 0;
     const float *a = packed_a;
     const float *b = packed_b;
 #pragma GCC unroll 2
     for (int64_t k = 0; k < kc; ++k) {
+        if (k == prefetch_c_at) {
+#pragma GCC unroll 16
+            for (int i = 0; i < mr; ++i) {
+                _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+                _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
+            }
+        }
         __m512 b0, b1;
         if (b_offsets) { /* B read in place: row k anywhere, unaligned */
             b0 = _mm512_loadu_ps(packed_b + b_offsets[k]);
