@@ -55,7 +55,10 @@ store_row_epilogue(float *row, const __m512 acc[2], float beta, const int finish
  * ways from the B micro-panel for the whole tile.  On the Zen 5, one
  * thread, fresh processes alternating with the old build: 2048^2 +3-4%,
  * 64 x 1024 x 576 +2-4%, 1280 x 512 x 320 +1.5% (4 of 4 each), 512 x 512
- * x 4608 unchanged; no prefetch at all measured as the old build. */
+ * x 4608 unchanged; two threads (6 rounds each) +4.2%, +1.4%, +0.6% and
+ * +1.9%.  No prefetch at all measured as the old build.  The AVX2 kernel,
+ * forced on the same machine, measured 0.99-1.01x with the same change and
+ * keeps its fetch at the start (tuned on a Zen 3). */
 #define AN_C_PREFETCH_LATE_K 64
 
 /* One body for every row count; `mr` is a compile-time constant in each
