@@ -52,13 +52,16 @@ store_row_epilogue(float *row, const __m512 acc[2], float beta, const int finish
 
 /* How many k steps before the end of a tile's sum its C rows are fetched:
  * at the start of the sum (as before the twenty-sixth round) they took L1
- * ways from the B micro-panel for the whole tile.  On the Zen 5, one
- * thread, fresh processes alternating with the old build: 2048^2 +3-4%,
- * 64 x 1024 x 576 +2-4%, 1280 x 512 x 320 +1.5% (4 of 4 each), 512 x 512
- * x 4608 unchanged; two threads (6 rounds each) +4.2%, +1.4%, +0.6% and
- * +1.9%.  No prefetch at all measured as the old build.  The AVX2 kernel,
- * forced on the same machine, measured 0.99-1.01x with the same change and
- * keeps its fetch at the start (tuned on a Zen 3). */
+ * ways from the B micro-panel for the whole tile.  The sum runs as two
+ * loops with the fetch between them: a test for the step inside one loop
+ * measured ResNet-20's training step 1.015x the time (3 of 10 rounds
+ * faster), the two loops 0.985x (7 of 8).  On the Zen 5, fresh processes
+ * alternating with the old build, two loops: 1280 x 512 x 320 +2.0% on one
+ * thread (6 of 6) and +2.1% on two (5 of 5), 2048^2 +3.0% and 512 x 512 x
+ * 4608 +1.0% on two (5 of 5, 3 of 5).  No prefetch at all measured as the
+ * old build.  The AVX2 kernel, forced on the same machine, measured
+ * 0.99-1.01x with the test in its loop and keeps its fetch at the start
+ * (tuned on a Zen 3). */
 #define AN_C_PREFETCH_LATE_K 64
 
 /* One body for every row count; `mr` is a compile-time constant in each
@@ -83,34 +86,43 @@ gemm_ukernel_avx512_body(const int mr, int64_t kc, const float *packed_a, const 
     const int64_t prefetch_c_at = kc > AN_C_PREFETCH_LATE_K ? kc - AN_C_PREFETCH_LATE_K : 0;
     const float *a = packed_a;
     const float *b = packed_b;
+    /* one k step: B's row k (packed, or in place through b_offsets) times
+       the A panel's column k into the accumulators */
+#define AVX512_K_STEP()                                                                          \
+    do {                                                                                         \
+        __m512 b0, b1;                                                                           \
+        if (b_offsets) { /* B read in place: row k anywhere, unaligned */                        \
+            b0 = _mm512_loadu_ps(packed_b + b_offsets[k]);                                       \
+            b1 = _mm512_loadu_ps(packed_b + b_offsets[k] + 16);                                  \
+        } else {                                                                                 \
+            b0 = _mm512_load_ps(b);                                                              \
+            b1 = _mm512_load_ps(b + 16);                                                         \
+            _mm_prefetch((const char *)(b + AN_B_PREFETCH_ROWS * AVX512_NR), _MM_HINT_T0);       \
+            _mm_prefetch((const char *)(b + AN_B_PREFETCH_ROWS * AVX512_NR + 16), _MM_HINT_T0);  \
+        }                                                                                        \
+        _Pragma("GCC unroll 16") for (int i = 0; i < mr; ++i)                                    \
+        {                                                                                        \
+            __m512 ai = _mm512_set1_ps(a[i]);                                                    \
+            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);                                      \
+            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);                                      \
+        }                                                                                        \
+        a += mr;                                                                                 \
+        b += AVX512_NR;                                                                          \
+    } while (0)
+    /* the sum in two loops, the C fetch between them (no test in the steps) */
+    int64_t k = 0;
 #pragma GCC unroll 2
-    for (int64_t k = 0; k < kc; ++k) {
-        if (k == prefetch_c_at) {
+    for (; k < prefetch_c_at; ++k)
+        AVX512_K_STEP();
 #pragma GCC unroll 16
-            for (int i = 0; i < mr; ++i) {
-                _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-                _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
-            }
-        }
-        __m512 b0, b1;
-        if (b_offsets) { /* B read in place: row k anywhere, unaligned */
-            b0 = _mm512_loadu_ps(packed_b + b_offsets[k]);
-            b1 = _mm512_loadu_ps(packed_b + b_offsets[k] + 16);
-        } else {
-            b0 = _mm512_load_ps(b);
-            b1 = _mm512_load_ps(b + 16);
-            _mm_prefetch((const char *)(b + AN_B_PREFETCH_ROWS * AVX512_NR), _MM_HINT_T0);
-            _mm_prefetch((const char *)(b + AN_B_PREFETCH_ROWS * AVX512_NR + 16), _MM_HINT_T0);
-        }
-#pragma GCC unroll 16
-        for (int i = 0; i < mr; ++i) {
-            __m512 ai = _mm512_set1_ps(a[i]);
-            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
-        }
-        a += mr;
-        b += AVX512_NR;
+    for (int i = 0; i < mr; ++i) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + 16), _MM_HINT_T0);
     }
+#pragma GCC unroll 2
+    for (; k < kc; ++k)
+        AVX512_K_STEP();
+#undef AVX512_K_STEP
     if (epilogue) { /* alpha is 1: C + beta * C_old rounds once, as the FMA below */
 #pragma GCC unroll 16
         for (int i = 0; i < mr; ++i)
