@@ -158,7 +158,13 @@ static double time_kernel_alone(const shape *s)
     float *B = aligned_alloc(64, (size_t)((n_panels * nr * K * 4 + 63) / 64 * 64));
     float *C = aligned_alloc(64, (size_t)((M * N * 4 + 63) / 64 * 64));
     float *tile = aligned_alloc(64, (size_t)AN_GEMM_MAX_MR * AN_GEMM_MAX_NR * 4);
-    if (!A || !B || !C || !tile) return 0.0;
+    if (!A || !B || !C || !tile) {
+        free(A);
+        free(B);
+        free(C);
+        free(tile);
+        return 0.0;
+    }
     for (int64_t i = 0; i < m_tiles * mr * K; ++i) A[i] = (float)((i * 7) % 13) * 0.1f;
     for (int64_t i = 0; i < n_panels * nr * K; ++i) B[i] = (float)((i * 5) % 11) * 0.1f;
     const double flops = 2.0 * (double)M * (double)N * (double)K;

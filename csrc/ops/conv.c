@@ -539,23 +539,8 @@ static int64_t tile_workspace_floats(const conv_geometry *g, const conv_tiling *
    splits poorly. */
 static int unit_threads(int64_t units)
 {
-#ifdef _OPENMP
-    int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    const int threads = team_size();
     return threads > 1 && units >= 2 * threads ? threads : 1;
-#else
-    (void)units;
-    return 1;
-#endif
-}
-
-/* Inside a team already (a unit of unit_threads): no nested region. */
-static int in_parallel(void)
-{
-#ifdef _OPENMP
-    return omp_in_parallel();
-#else
-    return 0;
-#endif
 }
 
 
@@ -631,8 +616,9 @@ static const int64_t *pad_tile(const conv_geometry *g, const conv_tiling *t, con
         tap_offsets(g, pl->Hp * pl->Wp, pl->Wp, offsets);
     /* image by image over the threads, where the tile's GEMM is the one
        threaded (a weight gradient's tiles run one after another): on one
-       thread, 16 images of 512 channels kept the other waiting */
-#pragma omp parallel for schedule(static) if (nb * pl->pad_floats > AN_PARALLEL_GRAIN && !in_parallel())
+       thread, 16 images of 512 channels kept the other waiting (inside a
+       unit of unit_threads, team_size() is 1: no nested region) */
+#pragma omp parallel for schedule(static) if (nb * pl->pad_floats > AN_PARALLEL_GRAIN && team_size() > 1)
     for (int64_t i = 0; i < nb; i++) {
         const float *image = x + ((n0 + i) * g->C + grp * cg) * g->H * g->W;
         if (strided)
