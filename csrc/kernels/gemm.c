@@ -140,6 +140,7 @@ void an_gemm_force_avx512_mr(int mr)
  * 160 -> 960 on 4x4 1.08x). */
 #define AN_AVX512_SHORT_K 64
 
+#if defined(__x86_64__) || defined(_M_X64) /* the AVX-512 kernels exist only there */
 /* The AVX-512 kernel with the least estimated time for an M x K product:
  * rows computed (M rounded up to the tile) over relative speed.  Depends on
  * M, K and the ISA only, never on the thread count, so results stay
@@ -159,6 +160,7 @@ static const an_gemm_ukernel *select_avx512_ukernel(int64_t M, int64_t K)
         return &an_gemm_ukernel_avx512_8x32;
     return &an_gemm_ukernel_avx512;
 }
+#endif
 
 /* M < 0: the default kernel of the ISA (what an_gemm_kernel_name reports). */
 static const an_gemm_ukernel *select_ukernel(int64_t M, int64_t K)

@@ -419,18 +419,15 @@ static int stride2_gather_applies(const conv_geometry *g)
    tiles of whole images. */
 _Static_assert(AN_SMALL_PLANE_MAX_FLOATS < CONV_CHUNK_COLUMNS,
                "plan_tiles gives small planes tiles of whole images");
+#ifdef AN_HAVE_STRIDE2_AVX512 /* its only callers gather by AVX-512 permutes */
 static int small_plane_gather_applies(const conv_geometry *g)
 {
-#ifdef AN_HAVE_STRIDE2_AVX512
     return g->sh == 1 && g->sw == 1 && g->H * g->W <= AN_SMALL_PLANE_MAX_FLOATS &&
            g->OH * g->OW <= AN_SMALL_PLANE_MAX_FLOATS &&
            g->kh * g->kw <= AN_SMALL_PLANE_MAX_TAPS && !pointwise_accepts(g) &&
            an_cpu_info_get()->isa == AN_ISA_AVX512;
-#else
-    (void)g;
-    return 0;
-#endif
 }
+#endif
 
 /* dx[n0+i, grp channels] += col2im(col) of a tile: one (image, channel)
    plane per iteration, so no two threads add into the same plane; bands
