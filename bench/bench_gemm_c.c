@@ -5,7 +5,7 @@
  * Build from the repository root:
  *   gcc -std=c11 -O3 -fopenmp -Icsrc bench/bench_gemm_c.c csrc/kernels/gemm*.c csrc/cpu/cpu.c -lm -o /tmp/bench_gemm
  * Run: /tmp/bench_gemm [threads ...]      (default: 1 and, if available, 2)
- * APPEALNET_ISA=generic|avx2|avx512 picks the kernel. */
+ * APPEALNET_ISA=generic|avx2|avx512|neon picks the kernel (neon: on AArch64). */
 #define _POSIX_C_SOURCE 199309L
 #include "cpu/cpu.h"
 #include "kernels/gemm.h"
@@ -21,6 +21,9 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
 #endif
 
 static double now_seconds(void)
@@ -68,6 +71,25 @@ __attribute__((target("avx2,fma"))) static double peak_avx2(long iterations)
 }
 #endif
 
+#if defined(__aarch64__)
+/* 24 independent 4-wide FMA chains, as many as the NEON kernel keeps */
+static double peak_neon(long iterations)
+{
+    float32x4_t acc[24];
+    for (int i = 0; i < 24; ++i) acc[i] = vdupq_n_f32((float)i);
+    const float32x4_t mul = vdupq_n_f32(0.999999f), add = vdupq_n_f32(1e-7f);
+    double start = now_seconds();
+    for (long it = 0; it < iterations; ++it)
+        for (int i = 0; i < 24; ++i) acc[i] = vfmaq_f32(add, acc[i], mul);
+    double seconds = now_seconds() - start;
+    float32x4_t sum = acc[0];
+    for (int i = 1; i < 24; ++i) sum = vaddq_f32(sum, acc[i]);
+    volatile float sink = vgetq_lane_f32(sum, 0);
+    (void)sink;
+    return (double)iterations * 24 * 4 * 2 / seconds * 1e-9;
+}
+#endif
+
 static double peak_generic(long iterations)
 {
     float acc[32];
@@ -89,6 +111,10 @@ static double measure_peak(an_isa isa)
 #if defined(__x86_64__) || defined(_M_X64)
         if (isa == AN_ISA_AVX512) g = peak_avx512(20000000);
         else if (isa == AN_ISA_AVX2) g = peak_avx2(20000000);
+        else
+#endif
+#if defined(__aarch64__)
+        if (isa == AN_ISA_NEON) g = peak_neon(20000000);
         else
 #endif
             g = peak_generic(20000000);

@@ -33,6 +33,7 @@ const char *an_isa_name(an_isa isa)
     case AN_ISA_GENERIC: return "generic";
     case AN_ISA_AVX2: return "avx2";
     case AN_ISA_AVX512: return "avx512";
+    case AN_ISA_NEON: return "neon";
     }
     return "unknown";
 }
@@ -242,7 +243,19 @@ static an_isa best_isa(const an_cpu_info *info)
         info->has_avx512vl && info->has_fma)
         return AN_ISA_AVX512;
     if (info->has_avx2 && info->has_fma) return AN_ISA_AVX2;
+#if defined(__aarch64__) /* the NEON kernel uses A64-only lane FMAs */
+    if (info->has_neon) return AN_ISA_NEON;
+#endif
     return AN_ISA_GENERIC;
+}
+
+/* The portable level always runs; NEON only where it is the best level
+ * (AArch64); the x86 levels up to the best one. */
+static int isa_runs(const an_cpu_info *info, int isa)
+{
+    if (isa == (int)AN_ISA_GENERIC) return 1;
+    if (info->isa_best == AN_ISA_NEON) return isa == (int)AN_ISA_NEON;
+    return isa > (int)AN_ISA_GENERIC && isa <= (int)info->isa_best && isa != (int)AN_ISA_NEON;
 }
 
 static int equals_ignoring_case(const char *a, const char *b)
@@ -255,14 +268,14 @@ static int equals_ignoring_case(const char *a, const char *b)
     return *a == *b;
 }
 
-/* Sets info->isa from `requested` (negative = automatic), never above
- * isa_best; records why a request was not honoured. */
+/* Sets info->isa from `requested` (negative = automatic), never to a level
+ * this CPU cannot run; records why a request was not honoured. */
 static void choose_isa(an_cpu_info *info, int requested, const char *source)
 {
     info->isa_warning[0] = '\0';
     if (requested < 0) {
         info->isa = info->isa_best;
-    } else if (requested > (int)info->isa_best) {
+    } else if (!isa_runs(info, requested)) {
         info->isa = info->isa_best;
         snprintf(info->isa_warning, sizeof info->isa_warning,
                  "%s requested ISA '%s' but this CPU/OS only supports '%s'; using '%s'",
@@ -281,7 +294,8 @@ static void choose_isa_from_environment(an_cpu_info *info)
         return;
     }
     static const struct { const char *name; an_isa isa; } names[] = {
-        {"generic", AN_ISA_GENERIC}, {"avx2", AN_ISA_AVX2}, {"avx512", AN_ISA_AVX512}};
+        {"generic", AN_ISA_GENERIC}, {"avx2", AN_ISA_AVX2}, {"avx512", AN_ISA_AVX512},
+        {"neon", AN_ISA_NEON}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; ++i) {
         if (equals_ignoring_case(value, names[i].name)) {
             choose_isa(info, (int)names[i].isa, "APPEALNET_ISA");
@@ -292,7 +306,7 @@ static void choose_isa_from_environment(an_cpu_info *info)
     char shown[32];
     copy_string(shown, sizeof shown, value);
     snprintf(info->isa_warning, sizeof info->isa_warning,
-             "unknown APPEALNET_ISA value '%s' (expected generic|avx2|avx512); using '%s'",
+             "unknown APPEALNET_ISA value '%s' (expected generic|avx2|avx512|neon); using '%s'",
              shown, an_isa_name(info->isa));
 }
 

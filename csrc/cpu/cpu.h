@@ -3,7 +3,7 @@
  *
  * Detection runs once, on the first call to an_cpu_info_get(); later calls
  * return the same object.  The environment variable APPEALNET_ISA
- * (generic | avx2 | avx512) lowers the chosen level, e.g. to compare kernels;
+ * (generic | avx2 | avx512 | neon) lowers the chosen level, e.g. to compare kernels;
  * a level the CPU (or the OS) cannot run is never chosen: the best available
  * level is used instead and the reason is recorded in isa_warning. */
 #ifndef APPEALNET_CPU_H
@@ -15,11 +15,13 @@
 extern "C" {
 #endif
 
-/* Ordered: a higher level implies every lower one can run. */
+/* On x86-64 the levels are ordered: a higher one implies every lower one
+ * can run.  AN_ISA_NEON exists only on AArch64, beside GENERIC. */
 typedef enum an_isa {
-    AN_ISA_GENERIC = 0, /* portable C (auto-vectorised; NEON on aarch64) */
+    AN_ISA_GENERIC = 0, /* portable C (auto-vectorised: SSE2, or NEON on aarch64) */
     AN_ISA_AVX2 = 1,    /* AVX2 + FMA, OS saves ymm state */
-    AN_ISA_AVX512 = 2   /* AVX-512 F/BW/DQ/VL + FMA, OS saves zmm state */
+    AN_ISA_AVX512 = 2,  /* AVX-512 F/BW/DQ/VL + FMA, OS saves zmm state */
+    AN_ISA_NEON = 3     /* AArch64 Advanced SIMD: the NEON GEMM micro-kernel */
 } an_isa;
 
 typedef struct an_cpu_info {
@@ -53,11 +55,12 @@ typedef struct an_cpu_info {
 /* Detects on first use; always returns the same non-NULL pointer. */
 const an_cpu_info *an_cpu_info_get(void);
 
-/* "generic", "avx2", "avx512" ("unknown" for out-of-range values). */
+/* "generic", "avx2", "avx512", "neon" ("unknown" for out-of-range values). */
 const char *an_isa_name(an_isa isa);
 
-/* For tests and benchmarks: choose the kernels' ISA level.  A level above
- * isa_best is clamped to isa_best (with isa_warning set).  Must not be called
+/* For tests and benchmarks: choose the kernels' ISA level.  A level this CPU
+ * cannot run (above isa_best, or another architecture's) gives isa_best
+ * (with isa_warning set).  Must not be called
  * while kernels run on other threads. */
 void an_cpu_force_isa(an_isa isa);
 

@@ -169,11 +169,14 @@ static const an_gemm_ukernel *select_ukernel(int64_t M, int64_t K)
     switch (an_cpu_info_get()->isa) {
     case AN_ISA_AVX512: return M < 0 ? &an_gemm_ukernel_avx512 : select_avx512_ukernel(M, K);
     case AN_ISA_AVX2: return &an_gemm_ukernel_avx2;
-    case AN_ISA_GENERIC: break;
+    default: break; /* GENERIC (NEON is never chosen on x86) */
     }
 #else
     (void)M;
     (void)K;
+#endif
+#if defined(__aarch64__)
+    if (an_cpu_info_get()->isa == AN_ISA_NEON) return &an_gemm_ukernel_neon;
 #endif
     return &an_gemm_ukernel_generic;
 }
@@ -346,6 +349,7 @@ static inline void pack_panel_transpose_fixed(const float *src, int64_t row_stri
     }
 AN_PACK_WIDTH(6)
 AN_PACK_WIDTH(8)
+AN_PACK_WIDTH(12)
 AN_PACK_WIDTH(14)
 AN_PACK_WIDTH(16)
 AN_PACK_WIDTH(32)
@@ -440,6 +444,7 @@ static void pack_panel(const float *src, int64_t row_stride, int64_t k_stride, i
         switch (width) {
         case 6: pack_panel_copy_6(src, k_stride, rows, kc, panel); return;
         case 8: pack_panel_copy_8(src, k_stride, rows, kc, panel); return;
+        case 12: pack_panel_copy_12(src, k_stride, rows, kc, panel); return;
         case 14: pack_panel_copy_14(src, k_stride, rows, kc, panel); return;
         case 16: pack_panel_copy_16(src, k_stride, rows, kc, panel); return;
         case 32: pack_panel_copy_32(src, k_stride, rows, kc, panel); return;
@@ -453,6 +458,7 @@ static void pack_panel(const float *src, int64_t row_stride, int64_t k_stride, i
     switch (width) {
     case 6: pack_panel_transpose_6(src, row_stride, rows, kc, panel); return;
     case 8: pack_panel_transpose_8(src, row_stride, rows, kc, panel); return;
+    case 12: pack_panel_transpose_12(src, row_stride, rows, kc, panel); return;
     case 14: pack_panel_transpose_14(src, row_stride, rows, kc, panel); return;
     case 16: pack_panel_transpose_16(src, row_stride, rows, kc, panel); return;
     case 32: pack_panel_transpose_32(src, row_stride, rows, kc, panel); return;

@@ -245,6 +245,9 @@ typedef struct an_gemm_ukernel {
 #define AN_GEMM_MAX_NR 32
 
 extern const an_gemm_ukernel an_gemm_ukernel_generic;
+#if defined(__aarch64__)
+extern const an_gemm_ukernel an_gemm_ukernel_neon; /* 12 x 8, AN_ISA_NEON */
+#endif
 #if defined(__x86_64__) || defined(_M_X64)
 extern const an_gemm_ukernel an_gemm_ukernel_avx2;
 extern const an_gemm_ukernel an_gemm_ukernel_avx512;      /* 14 x 32, the default */

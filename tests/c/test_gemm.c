@@ -192,7 +192,7 @@ static void test_alpha_zero(const char *isa)
 
 static void test_isa(const char *isa)
 {
-    static const int64_t ms[] = {1, 2, 5, 6, 7, 13, 14, 15, 29};
+    static const int64_t ms[] = {1, 2, 5, 6, 7, 11, 12, 13, 14, 15, 25, 29};
     static const int64_t ns[] = {1, 7, 8, 9, 16, 17, 31, 32, 33, 65};
     static const int64_t ks[] = {0, 1, 7, 37, 300};
     static const float betas[] = {0.0f, 1.0f, 0.5f};
@@ -204,7 +204,7 @@ static void test_isa(const char *isa)
     run_all_transposes(5, 0, 3, 1.0f, 0.0f, 0, isa);
     run_all_transposes(0, 0, 0, 1.0f, 1.0f, 0, isa);
 
-    /* Tile edges of every kernel (MR 6/8/14, NR 8/16/32), all alpha/beta/pad mixes. */
+    /* Tile edges of every kernel (MR 6/8/12/14, NR 8/16/32), all alpha/beta/pad mixes. */
     for (size_t im = 0; im < sizeof ms / sizeof ms[0]; ++im)
         for (size_t in = 0; in < sizeof ns / sizeof ns[0]; ++in)
             for (size_t ik = 0; ik < sizeof ks / sizeof ks[0]; ++ik) {
@@ -737,7 +737,12 @@ int main(int argc, char **argv)
 #endif
 
     long total_failures = 0;
-    for (int level = AN_ISA_GENERIC; level <= (int)cpu->isa_best; ++level) {
+    for (int level = AN_ISA_GENERIC; level <= (int)AN_ISA_NEON; ++level) {
+        /* the portable level, the x86 levels up to the best, or NEON on AArch64 */
+        const int runs = level == AN_ISA_GENERIC ||
+                         (cpu->isa_best == AN_ISA_NEON ? level == AN_ISA_NEON
+                                                       : level != AN_ISA_NEON && level <= (int)cpu->isa_best);
+        if (!runs) continue;
         an_cpu_force_isa((an_isa)level);
         if (an_cpu_info_get()->isa != (an_isa)level) {
             printf("FAIL: could not force ISA %s\n", an_isa_name((an_isa)level));
@@ -748,7 +753,8 @@ int main(int argc, char **argv)
         g_cases = g_failures = 0;
         test_isa(isa);
         if (level == AN_ISA_AVX512) test_avx512_row_kernels(isa);
-        if (level >= AN_ISA_AVX2) test_k_halves(isa); /* the ISAs with a narrow path */
+        if (level == AN_ISA_AVX2 || level == AN_ISA_AVX512)
+            test_k_halves(isa); /* the ISAs with a narrow path */
         test_b_sources(isa);
         test_narrow(isa);
         test_bias_act(isa);
@@ -768,11 +774,15 @@ int main(int argc, char **argv)
         total_failures += g_failures;
     }
 
-    /* Forcing a level above the best must clamp and warn. */
-    if (cpu->isa_best < AN_ISA_AVX512) {
-        an_cpu_force_isa(AN_ISA_AVX512);
+    /* Forcing a level this CPU cannot run (above the best, or the other
+     * architecture's) must give the best one, with a warning. */
+    {
+        const an_isa unsupported =
+            cpu->isa_best == AN_ISA_NEON || cpu->isa_best < AN_ISA_AVX512 ? AN_ISA_AVX512 : AN_ISA_NEON;
+        an_cpu_force_isa(unsupported);
         if (an_cpu_info_get()->isa != cpu->isa_best || !an_cpu_info_get()->isa_warning[0]) {
-            printf("FAIL: forcing an unsupported ISA was not clamped with a warning\n");
+            printf("FAIL: forcing the unsupported ISA %s was not refused with a warning\n",
+                   an_isa_name(unsupported));
             ++total_failures;
         }
     }
