@@ -3,7 +3,7 @@ per child process): the direct kernels compiled per ISA (depthwise planes and
 weight gradients, batch norm) and the elementwise code are bit-identical to
 the portable build; the GEMM-based convolutions, whose blocking follows the micro-kernel,
 agree with float64 to float32 accuracy under each ISA.  (Forcing an ISA the
-CPU lacks is tested in tests/c/test_gemm.c: it falls back with a warning.)"""
+CPU lacks falls back with a warning: tested here and in tests/c/test_gemm.c.)"""
 import json
 import os
 
@@ -85,6 +85,8 @@ def _offered():
     env.pop("APPEALNET_ISA", None)
     proc = run_python(["-c", "import appealnet as an; print(an.cpu_info())"], env=env)
     best = proc.stdout.split("isa=")[1].split()[0].rstrip(";")
+    if best == "neon":  # AArch64: the portable build and the NEON GEMM kernel
+        return ["generic", "neon"]
     order = ["generic", "avx2", "avx512"]
     return order[: order.index(best) + 1] if best in order else ["generic"]
 
@@ -125,3 +127,27 @@ def test_every_isa_agrees(tmp_path):
             if key.startswith("bn"):
                 np.testing.assert_array_equal(arrays[key], portable[key], err_msg=f"{isa} {key}")
 
+
+
+def _described(isa):
+    env = dict(os.environ, APPEALNET_ISA=isa)
+    proc = run_python(["-c", "import appealnet as an; print(an.cpu_info())"], env=env)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def test_a_level_the_cpu_cannot_run_is_refused_with_the_reason():
+    """An ISA beyond this CPU (or of the other architecture: NEON on x86-64,
+    AVX on AArch64) runs the best level instead and says why; so does a
+    misspelt name.  Nothing executes an instruction the CPU lacks."""
+    offered = _offered()
+    best = offered[-1]
+    refused = [isa for isa in ("avx2", "avx512", "neon") if isa not in offered]
+    assert refused  # x86-64 never offers neon, AArch64 never avx2/avx512
+    for isa in refused:
+        text = _described(isa)
+        assert f"isa={best}" in text, text
+        assert f"requested ISA '{isa}'" in text and f"using '{best}'" in text, text
+    text = _described("sse9")
+    assert f"isa={best}" in text and "unknown APPEALNET_ISA value 'sse9'" in text, text
+    assert "expected generic|avx2|avx512|neon" in text, text
