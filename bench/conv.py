@@ -31,6 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _record  # noqa: E402
+from _machine import print_peak  # noqa: E402
 from _workers import Worker, serve, settle  # noqa: E402
 
 
@@ -177,6 +178,21 @@ def _arrays(layer, batch):
     return x, w, g, stride, pad, groups
 
 
+def forward_flops(layer, batch):
+    """2 x multiply-adds of the layer's forward at this batch."""
+    name, cin, cout, k, stride, groups, h = layer
+    oh = (h + 2 * (k // 2) - k) // stride + 1
+    return 2.0 * batch * cout * oh * oh * (cin // groups) * k * k
+
+
+def percent_of_peak(flops, ours_s, torch_s, peak, threads):
+    """'ours/torch' GFLOP/s as whole percents of the cores' peak ('-' unmeasured)."""
+    if not peak:
+        return "-"
+    cores = peak * 1e9 * threads
+    return f"{100 * flops / ours_s / cores:.0f}/{100 * flops / torch_s / cores:.0f}"
+
+
 def worker(side, threads, batch, clock_name):
     """Serves timing requests for one library in this process."""
     clock = time.process_time if clock_name == "cpu" else time.perf_counter
@@ -226,13 +242,15 @@ def main():
     common = ["--threads", str(args.threads), "--batch", str(args.batch), "--clock", args.clock]
     ours = Worker(__file__, ["--worker", "ours"] + common, env)
     theirs = Worker(__file__, ["--worker", "torch"] + common, env)
-    print(f"cpu: {ours.hello['cpu']}")
+    peak = print_peak(ours.hello['cpu'], args.threads)
     print(f"{theirs.hello['version']} ({theirs.hello['threads']} threads) and appealnet "
           f"({ours.hello['threads']} threads), each in its own process; batch {args.batch}; "
           f"{args.clock} clock; median of {args.rounds} interleaved rounds; "
-          f"ratio = torch time / our time (>1: we are faster)")
+          f"ratio = torch time / our time (>1: we are faster); %pk: GFLOP/s as % of the "
+          f"{args.threads} cores' FMA peak, ours/torch (f+b: 3x the forward's flops)")
     print(f"{'model':<16}{'layer':<15}{'Cin':>5}{'Cout':>5}{'k':>2}{'s':>2}{'grp':>5}{'H':>4}"
-          f"  {'fwd ours':>9}{'torch':>9}{'ratio':>6}  {'f+b ours':>9}{'torch':>9}{'ratio':>6}")
+          f"  {'fwd ours':>9}{'torch':>9}{'ratio':>6}{'%pk':>8}  {'f+b ours':>9}{'torch':>9}{'ratio':>6}"
+          f"{'%pk':>8}")
     totals = {}
     for model in args.models.split(","):
         for layer in LAYERS[model]:
@@ -246,9 +264,12 @@ def main():
             of, ofb = (statistics.median(s[i] for s in samples["ours"]) for i in (0, 1))
             tf, tfb = (statistics.median(s[i] for s in samples["torch"]) for i in (0, 1))
             name, cin, cout, k, stride, groups, h = layer
+            flops = forward_flops(layer, args.batch)
             print(f"{model:<16}{name:<15}{cin:>5}{cout:>5}{k:>2}{stride:>2}{groups:>5}{h:>4}"
                   f"  {of * 1e3:8.2f}m{tf * 1e3:8.2f}m{tf / of:6.2f}"
-                  f"  {ofb * 1e3:8.2f}m{tfb * 1e3:8.2f}m{tfb / ofb:6.2f}", flush=True)
+                  f"{percent_of_peak(flops, of, tf, peak, args.threads):>8}"
+                  f"  {ofb * 1e3:8.2f}m{tfb * 1e3:8.2f}m{tfb / ofb:6.2f}"
+                  f"{percent_of_peak(3 * flops, ofb, tfb, peak, args.threads):>8}", flush=True)
             t = totals.setdefault(model, [0.0, 0.0, 0.0, 0.0])
             for i, v in enumerate((of, tf, ofb, tfb)):
                 t[i] += v

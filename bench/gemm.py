@@ -32,16 +32,14 @@ Fairness:
 """
 import argparse
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _record  # noqa: E402
+from _machine import isa_of, measure_peak  # noqa: E402
 from _workers import Worker, serve, settle  # noqa: E402
 
 SLOWING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -63,63 +61,6 @@ SHAPES = [
     (24, 1024, 144, 0, 0, "mobilenetv2 1x1 project fwd"),
     (1280, 512, 320, 0, 0, "mobilenetv2 last 1x1 (32 img)"),
 ]
-
-PEAK_SOURCE = r"""
-#define _POSIX_C_SOURCE 199309L
-#include <immintrin.h>
-#include <stdio.h>
-#include <string.h>
-#include <time.h>
-/* -O3 matters: at -O2 gcc keeps the accumulators in memory.
-   Independent FMA chains (more than latency x ports), so the FMA units
-   limit the rate. Thread CPU time, so preemption by other jobs is excluded. */
-static double now(void) { struct timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-                          return t.tv_sec + 1e-9 * t.tv_nsec; }
-__attribute__((target("avx512f,fma"))) static double avx512(long n) {
-    __m512 a[16]; const __m512 x = _mm512_set1_ps(0.999999f), y = _mm512_set1_ps(1e-7f);
-    for (int i = 0; i < 16; i++) a[i] = _mm512_set1_ps((float)i);
-    double t = now();
-    for (long k = 0; k < n; k++) for (int i = 0; i < 16; i++) a[i] = _mm512_fmadd_ps(a[i], x, y);
-    t = now() - t;
-    for (int i = 1; i < 16; i++) a[0] = _mm512_add_ps(a[0], a[i]);
-    volatile float s = _mm512_reduce_add_ps(a[0]); (void)s;
-    return n * 16.0 * 16 * 2 / t * 1e-9; }
-__attribute__((target("avx2,fma"))) static double avx2(long n) {
-    __m256 a[12]; const __m256 x = _mm256_set1_ps(0.999999f), y = _mm256_set1_ps(1e-7f);
-    for (int i = 0; i < 12; i++) a[i] = _mm256_set1_ps((float)i);
-    double t = now();
-    for (long k = 0; k < n; k++) for (int i = 0; i < 12; i++) a[i] = _mm256_fmadd_ps(a[i], x, y);
-    t = now() - t;
-    float o[8]; for (int i = 1; i < 12; i++) a[0] = _mm256_add_ps(a[0], a[i]);
-    _mm256_storeu_ps(o, a[0]); volatile float s = o[0]; (void)s;
-    return n * 12.0 * 8 * 2 / t * 1e-9; }
-int main(int argc, char **argv) {
-    int use512 = argc > 1 && strcmp(argv[1], "avx512") == 0;
-    double best = 0;
-    for (int r = 0; r < 7; r++) { double g = use512 ? avx512(20000000) : avx2(20000000);
-                                  if (g > best) best = g; }
-    printf("%.2f\n", best); return 0; }
-"""
-
-
-def measure_peak(isa):
-    """One core's FMA peak in GFLOP/s for the ISA our GEMM uses (None if we
-    cannot compile the loop or the ISA has no vector FMA)."""
-    if isa not in ("avx512", "avx2"):
-        return None
-    cc = os.environ.get("CC", "gcc")
-    if shutil.which(cc) is None:
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        src, exe = os.path.join(tmp, "peak.c"), os.path.join(tmp, "peak")
-        with open(src, "w") as f:
-            f.write(PEAK_SOURCE)
-        build = subprocess.run([cc, "-std=c11", "-O3", src, "-o", exe], capture_output=True, text=True)
-        if build.returncode != 0:
-            return None
-        run = subprocess.run([exe, isa], capture_output=True, text=True, timeout=120)
-        return float(run.stdout.strip()) if run.returncode == 0 else None
-
 
 def timed(fn, clock, threads):
     if clock == "cpu":
@@ -200,7 +141,7 @@ def main():
 
     note = os.environ.get("APPEALNET_BENCH_REEXEC")
     cpu = an._C.cpu_description()
-    isa = cpu.split("isa=")[1].split()[0] if "isa=" in cpu else "generic"
+    isa = isa_of(cpu)
     print(f"cpu: {cpu}")
     print(f"numpy {np.__version__}; " + (f"re-executed without {note} (they slow OpenBLAS down)"
                                          if note else "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE not set"))

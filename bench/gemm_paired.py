@@ -26,7 +26,8 @@ os.environ["OMP_NUM_THREADS"] = "1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _record  # noqa: E402
-from gemm import SHAPES, measure_peak  # noqa: E402
+from _machine import isa_of, measure_peak  # noqa: E402
+from gemm import SHAPES  # noqa: E402
 
 
 def main():
@@ -45,7 +46,7 @@ def main():
 
     an.set_num_threads(1)
     cpu = _C.cpu_description()
-    isa = cpu.split("isa=")[1].split()[0] if "isa=" in cpu else "generic"
+    isa = isa_of(cpu)
     print(f"cpu: {cpu}")
     print(f"numpy {np.__version__}; "
           + (f"removed {', '.join(REMOVED)} from this process" if REMOVED

@@ -25,6 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _record  # noqa: E402
+from _machine import print_peak  # noqa: E402
 from gemm import SHAPES  # noqa: E402
 
 SLOWING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -76,6 +77,14 @@ def run_side(side, threads, seconds):
     return [float(v) for v in out.stdout.split()]
 
 
+def percent_of_peak(ours, theirs, i, peak, threads):
+    """Median GFLOP/s of shape i, both sides, in whole percents of the cores' peak."""
+    if not peak:
+        return "-"
+    return (f"{100 * statistics.median(o[i] for o in ours) / (peak * threads):.0f}/"
+            f"{100 * statistics.median(t[i] for t in theirs) / (peak * threads):.0f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -94,7 +103,7 @@ def main():
     import numpy as np
     from appealnet import _C
     removed = [f"{name}={os.environ[name]}" for name in SLOWING_VARS if name in os.environ]
-    print(f"cpu: {_C.cpu_description()}")
+    peak = print_peak(_C.cpu_description(), args.threads)
     print(f"numpy {np.__version__}; "
           + (f"removed {', '.join(removed)} from numpy's process" if removed
              else "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE not set"))
@@ -108,7 +117,7 @@ def main():
         ours.append(got["ours"])
         theirs.append(got["numpy"])
     print(f"{'M x N x K':<17}{'op':<5}{'what':<36}{'ours GF/s':>10}{'numpy':>9}{'ratio':>7}"
-          f"{'ours faster':>13}")
+          f"{'ours faster':>13}{'%pk ours/numpy':>16}")
     below = 0
     for i, (M, N, K, ta, tb, what) in enumerate(SHAPES):
         ratios = [o[i] / t[i] for o, t in zip(ours, theirs)]
@@ -117,7 +126,8 @@ def main():
         op = {(0, 0): "NN", (0, 1): "NT", (1, 0): "TN"}[(ta, tb)]
         print(f"{f'{M}x{N}x{K}':<17}{op:<5}{what:<36}{statistics.median(o[i] for o in ours):10.1f}"
               f"{statistics.median(t[i] for t in theirs):9.1f}{ratio:7.2f}"
-              f"{f'{sum(x > 1.0 for x in ratios)}/{args.rounds}':>13}", flush=True)
+              f"{f'{sum(x > 1.0 for x in ratios)}/{args.rounds}':>13}"
+              f"{percent_of_peak(ours, theirs, i, peak, args.threads):>16}", flush=True)
     print(f"\nshapes where ours is slower (median ratio < 1): {below} of {len(SHAPES)}")
     return 0
 

@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _record  # noqa: E402
+from _machine import print_peak  # noqa: E402
 from plan_chain import ORT_SESSION  # noqa: E402
 
 # Each child reads a count per line on stdin and answers with the median
@@ -109,7 +110,7 @@ def main():
         peer = subprocess.Popen([sys.executable, "-c", ORT_CHILD, path, str(args.threads)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         try:
-            print(json.loads(ours.stdout.readline()))
+            print_peak(json.loads(ours.stdout.readline()), args.threads)
             print(f"onnxruntime {json.loads(peer.stdout.readline())} on our ONNX export, "
                   f"all graph optimisations")
             print(f"{args.model}, batch 1, {args.threads} thread(s) on each side; {args.rounds} "

@@ -32,6 +32,7 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _record  # noqa: E402
+from _machine import print_peak  # noqa: E402
 
 # An onnxruntime session on argv[1] with argv[2] threads, warmed up: the
 # start of this script's child and of paired_latency.py's.
@@ -109,7 +110,7 @@ def main():
 
     an.set_num_threads(args.threads)
     an.manual_seed(0)
-    print(an.cpu_info())
+    print_peak(an.cpu_info(), args.threads)
     model = models.create(args.model, num_classes=10)
     model.eval()
     x = an.tensor(np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32))

@@ -13,6 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_step  # noqa: E402  (the per-process children and their settings)
 import _record  # noqa: E402
+from _machine import print_peak  # noqa: E402
 
 
 def main():
@@ -26,7 +27,8 @@ def main():
     counts = [int(t) for t in args.threads.split(",")]
     sys.path.insert(0, train_step.ROOT)
     import appealnet as an
-    print(f"cpu: {an._C.cpu_description()}; os.cpu_count()={os.cpu_count()}")
+    print_peak(an._C.cpu_description(), max(counts))
+    print(f"os.cpu_count()={os.cpu_count()}")
     print(f"batch {args.batch}; median of {args.steps} steps after 2 warm-up steps; wall clock")
     print(f"{'model':<14}{'threads':>8}{'ours img/s':>12}{'speed-up':>10}{'torch img/s':>13}"
           f"{'speed-up':>10}{'ours/torch':>12}")

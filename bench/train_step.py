@@ -38,6 +38,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _record  # noqa: E402
+from _machine import print_peak  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TUNABLES = ("glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=68719476736:"
@@ -70,6 +71,18 @@ def _peak_rss_mb():
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+_MACS = {}
+
+
+def forward_macs(model_name):
+    """Multiply-adds of one image's forward pass (appealnet's profiler)."""
+    if model_name not in _MACS:
+        import appealnet.models as models
+        from appealnet.profiler import profile
+        _MACS[model_name] = profile(models.create(model_name, num_classes=10), (3, 32, 32)).macs
+    return _MACS[model_name]
 
 
 def _batch(batch, seed=0):
@@ -271,7 +284,8 @@ def main():
 
     sys.path.insert(0, ROOT)
     import appealnet as an
-    print(f"cpu: {an._C.cpu_description()}")
+    peak = print_peak(an._C.cpu_description(), args.threads)
+    an.set_num_threads(1)  # the parent only counts multiply-adds (no pool left spinning)
     print(f"threads {args.threads} on every side; batch {args.batch}; {args.steps} timed steps per "
           f"process after 2 warm-up steps; median of {args.rounds} interleaved rounds (wall clock)")
     tasks = ([] if args.no_train else ["train"]) + ([] if args.no_infer else ["infer"])
@@ -310,6 +324,15 @@ def main():
                              f"torch/{variant} {figures[best_torch]['lat_median_ms'] / fused['lat_median_ms']:.2f}, "
                              f"onnxruntime/{variant} {figures['onnxruntime']['lat_median_ms'] / fused['lat_median_ms']:.2f}"
                              if key in figures.get("onnxruntime", {}) else ""), flush=True)
+            if key in ours and key in figures[best_torch] and peak:
+                # training: forward, input and weight gradients, ~3x the forward's flops
+                flops = (3 if task == "train" else 1) * 2.0 * forward_macs(model) * args.batch
+                cores = peak * 1e9 * args.threads
+                print(f"{model:<14}{forward_macs(model) / 1e6:.1f} M multiply-adds per image forward; "
+                      f"{'training ~3x that' if task == 'train' else 'batch 128'}: ours "
+                      f"{flops / ours[key] / 1e9:.1f} GFLOP/s ({100 * flops / ours[key] / cores:.0f}% of the "
+                      f"{args.threads} cores' FMA peak), {best_torch} {flops / figures[best_torch][key] / 1e9:.1f} "
+                      f"({100 * flops / figures[best_torch][key] / cores:.0f}%)")
             if key in ours and key in figures[best_torch]:
                 print(f"{model:<14}ratio vs {best_torch} (best torch): "
                       f"{figures[best_torch][key] / ours[key]:.2f}x images/s (>1: we are faster)"
