@@ -22,6 +22,10 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
     _os.environ["GOMP_SPINCOUNT"] = "10000"
 
 from . import _C  # noqa: E402
+
+if _C.isa_warning():  # APPEALNET_ISA asked for a level this CPU cannot run (or a misspelt one)
+    import warnings as _warnings
+    _warnings.warn(f"appealnet: {_C.isa_warning()}", RuntimeWarning, stacklevel=2)
 from ._tensor import Tensor
 from ._api import (tensor, from_numpy, zeros, ones, full, empty, zeros_like, ones_like, randn, rand,
                    manual_seed, initial_seed, get_rng_state, set_rng_state, set_num_threads, get_num_threads, no_grad,

@@ -387,6 +387,7 @@ an_status an_adam_step(an_tensor *param, an_tensor *grad, an_tensor *exp_avg,
 
 /* ------------------------------------------------------------ diagnostics */
 const char *an_cpu_description(void);    /* CPU model, ISA chosen, caches */
+const char *an_isa_warning(void);        /* why APPEALNET_ISA was not honoured ("": it was, or unset) */
 size_t an_workspace_bytes(void);         /* bytes held by caches (GEMM packing, ...) */
 void an_release_workspace(void);
 

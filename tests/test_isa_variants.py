@@ -130,16 +130,19 @@ def test_every_isa_agrees(tmp_path):
 
 
 def _described(isa):
+    """cpu_info() under APPEALNET_ISA=isa; import warns when it is refused."""
     env = dict(os.environ, APPEALNET_ISA=isa)
     proc = run_python(["-c", "import appealnet as an; print(an.cpu_info())"], env=env)
     assert proc.returncode == 0, proc.stderr
+    assert "RuntimeWarning: appealnet: " in proc.stderr, proc.stderr
     return proc.stdout
 
 
 def test_a_level_the_cpu_cannot_run_is_refused_with_the_reason():
     """An ISA beyond this CPU (or of the other architecture: NEON on x86-64,
-    AVX on AArch64) runs the best level instead and says why; so does a
-    misspelt name.  Nothing executes an instruction the CPU lacks."""
+    AVX on AArch64) runs the best level instead and says why, in cpu_info()
+    and as a RuntimeWarning at import; so does a misspelt name.  Nothing
+    executes an instruction the CPU lacks."""
     offered = _offered()
     best = offered[-1]
     refused = [isa for isa in ("avx2", "avx512", "neon") if isa not in offered]

@@ -17,6 +17,11 @@ const char *an_cpu_description(void)
     return text;
 }
 
+const char *an_isa_warning(void)
+{
+    return an_cpu_info_get()->isa_warning;
+}
+
 /* The tensor block cache plus every thread's GEMM packing buffers. */
 size_t an_workspace_bytes(void)
 {

@@ -278,9 +278,8 @@ static void choose_isa(an_cpu_info *info, int requested, const char *source)
     } else if (!isa_runs(info, requested)) {
         info->isa = info->isa_best;
         snprintf(info->isa_warning, sizeof info->isa_warning,
-                 "%s requested ISA '%s' but this CPU/OS only supports '%s'; using '%s'",
-                 source, an_isa_name((an_isa)requested), an_isa_name(info->isa_best),
-                 an_isa_name(info->isa_best));
+                 "%s requested ISA '%s', which this CPU/OS cannot run; using '%s', the best it can",
+                 source, an_isa_name((an_isa)requested), an_isa_name(info->isa_best));
     } else {
         info->isa = (an_isa)requested;
     }

@@ -429,6 +429,13 @@ static PyObject *py_cpu_description(PyObject *self, PyObject *unused)
     return PyUnicode_FromString(an_cpu_description());
 }
 
+static PyObject *py_isa_warning(PyObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    return PyUnicode_FromString(an_isa_warning());
+}
+
 static PyObject *py_workspace_bytes(PyObject *self, PyObject *unused)
 {
     (void)self;
@@ -489,6 +496,7 @@ PyMethodDef an_py_core_methods[] = {
     {"normal_", py_normal_, METH_VARARGS, "normal_(t, mean, std): in place."},
     {"has_nonfinite", py_has_nonfinite, METH_O, "True when t holds NaN or inf."},
     {"cpu_description", py_cpu_description, METH_NOARGS, "CPU model, chosen ISA, cache sizes."},
+    {"isa_warning", py_isa_warning, METH_NOARGS, "Why APPEALNET_ISA was not honoured ('' if it was)."},
     {"workspace_bytes", py_workspace_bytes, METH_NOARGS, "Bytes held by the core's caches."},
     {"release_workspace", py_release_workspace, METH_NOARGS, "Frees the core's caches."},
     {"allocator_stats", py_allocator_stats, METH_NOARGS,
