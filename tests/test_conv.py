@@ -267,6 +267,62 @@ def test_depthwise_nan_on_32x32_planes_reaches_exactly_its_windows(stride):
     np.testing.assert_array_equal(np.isnan(out), expected)
 
 
+def depthwise_weight_gradient_float64(x, dy):
+    """3x3, padding 1, stride 1: the sum over images and valid output
+    positions of dy * x, in float64 (IEEE: inf and NaN propagate)."""
+    n, c, h, w = x.shape
+    xp = np.zeros((n, c, h + 2, w + 2))
+    xp[:, :, 1:h + 1, 1:w + 1] = x
+    valid = np.zeros((h + 2, w + 2), bool)
+    valid[1:h + 1, 1:w + 1] = True
+    out = np.zeros((c, 3, 3))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for i in range(3):
+            for j in range(3):
+                window = xp[:, :, i:i + h, j:j + w].astype(np.float64)
+                products = dy.astype(np.float64) * window
+                products[:, :, ~valid[i:i + h, j:j + w]] = 0.0  # padding: no term at all
+                out[:, i, j] = products.sum(axis=(0, 2, 3))
+    return out.reshape(c, 1, 3, 3)
+
+
+# Planes wider than 16 columns (a multiple of 8, up to 64x64) sum the 3x3
+# weight gradient 8 columns at a time, nine taps in vector registers, from a
+# zero-framed copy (weight_grad_3x3_wide); 36 columns take the general loop.
+@pytest.mark.parametrize("xs", [(2, 5, 32, 32), (1, 3, 24, 40), (3, 2, 64, 24), (1, 2, 20, 36)])
+def test_depthwise_weight_gradient_on_wide_planes(xs):
+    """Against float64, the same bits on 1 and 2 threads, and an inf in dy
+    on the plane's border reaches only the taps whose window holds it (the
+    frame's zeros are not multiplied by it)."""
+    rng = np.random.default_rng(xs[2] + xs[3])
+    c = xs[1]
+    x, w = rand(rng, *xs), rand(rng, c, 1, 3, 3)
+    dy = rand(rng, *xs)
+    dy[0, 0, 0, 0] = np.inf              # top-left: taps (1,1), (1,2), (2,1), (2,2) see it
+    dy[-1, c - 1, xs[2] - 1, xs[3] - 1] = -np.inf   # bottom-right corner
+    x[0, 0, 0, 0] = 0.0                  # inf x 0 = NaN for tap (1,1) only
+    expected = depthwise_weight_gradient_float64(x, dy)
+    threads = an.get_num_threads()
+    grads = []
+    try:
+        for n in (1, 2):
+            an.set_num_threads(n)
+            tx, tw = an.tensor(x), an.tensor(w, requires_grad=True)
+            backward_with(F.conv2d(tx, tw, None, 1, 1, 1, c), dy)
+            grads.append(tw.grad.numpy())
+    finally:
+        an.set_num_threads(threads)
+    np.testing.assert_array_equal(grads[0], grads[1])
+    got = grads[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(expected))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(expected))
+    assert np.isnan(expected[0, 0, 1, 1]) and np.isfinite(expected[0, 0, 0, :]).all()
+    finite = np.isfinite(expected)
+    scale = np.sqrt(xs[0] * xs[2] * xs[3])
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-5, atol=1e-5 * scale)
+
+
 @pytest.mark.parametrize("xs,ws,stride,padding,groups", [
     ((2, 32, 24, 24), (48, 32, 3, 3), 1, 1, 1),      # im2col + GEMM
     ((2, 64, 20, 20), (64, 64, 1, 1), 1, 0, 1),      # pointwise
