@@ -2003,6 +2003,19 @@ static inline double sum_floats(const float *restrict a, int64_t n)
  * 1.35x faster; 32-wide rows, already vectorised, lost the frame copy). */
 #define FRAMED_MAX_ROW 16
 
+/* Rows 1..H of a (H + 2) x (W + 2) frame: the plane's rows with a zero
+ * on either side (rows 0 and H + 1, zero, are written once by the caller). */
+static AN_ALWAYS_INLINE void frame_plane(const float *restrict xp, int64_t H, int64_t W,
+                                         float *restrict frame)
+{
+    const int64_t Wp = W + 2;
+    for (int64_t h = 0; h < H; ++h) {
+        float *row = frame + (h + 1) * Wp;
+        row[0] = row[W + 1] = 0.0f;
+        for (int64_t k = 0; k < W; ++k) row[k + 1] = xp[h * W + k];
+    }
+}
+
 static inline __attribute__((always_inline)) void weight_grad_3x3_framed(
     const float *dy, const float *x, int64_t N, int64_t C, int64_t Cout, int64_t H, int64_t W,
     int64_t multiplier, const int64_t s, int64_t OH, int64_t OW, int64_t co, double *tap_sum)
@@ -2013,12 +2026,7 @@ static inline __attribute__((always_inline)) void weight_grad_3x3_framed(
     for (int t = 0; t < 9; ++t) tap_sum[t] = 0.0;
     for (int64_t n = 0; n < N; ++n) {
         const float *restrict dyp = dy + (n * Cout + co) * OH * OW;
-        const float *restrict xp = x + (n * C + ci) * H * W;
-        for (int64_t h = 0; h < H; ++h) {
-            float *row = frame + (h + 1) * Wp;
-            row[0] = row[W + 1] = 0.0f;
-            for (int64_t k = 0; k < W; ++k) row[k + 1] = xp[h * W + k];
-        }
+        frame_plane(x + (n * C + ci) * H * W, H, W, frame);
         float lanes[9][DOT_LANES];
         for (int t = 0; t < 9; ++t)
             for (int l = 0; l < DOT_LANES; ++l) lanes[t][l] = 0.0f;
@@ -2083,12 +2091,7 @@ static AN_ALWAYS_INLINE void weight_grad_3x3_wide(const float *dy, const float *
     for (int t = 0; t < 9; ++t) tap_sum[t] = 0.0;
     for (int64_t n = 0; n < N; ++n) {
         const float *restrict dyp = dy + (n * Cout + co) * H * W;
-        const float *restrict xp = x + (n * C + ci) * H * W;
-        for (int64_t h = 0; h < H; ++h) {
-            float *row = frame + (h + 1) * Wp;
-            row[0] = row[W + 1] = 0.0f;
-            memcpy(row + 1, xp + h * W, (size_t)W * sizeof(float));
-        }
+        frame_plane(x + (n * C + ci) * H * W, H, W, frame);
         wide_vec t0 = {0}, t1 = {0}, t2 = {0}, t3 = {0}, t4 = {0}, t5 = {0}, t6 = {0}, t7 = {0},
                  t8 = {0};
         for (int64_t oh = 0; oh < H; ++oh) {
