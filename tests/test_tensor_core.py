@@ -337,6 +337,36 @@ def test_backward_never_writes_into_the_callers_gradient():
     np.testing.assert_array_equal(x.grad.numpy(), [3, 3, 3])
 
 
+def test_a_leafs_first_gradient_never_aliases_what_someone_else_holds():
+    """A first gradient that only backward holds becomes the leaf's .grad
+    as it is (no copy); one the caller or another leaf holds is copied:
+    the caller's seed, and an add's gradient handed to both its inputs."""
+    seed = an.ones(3)
+    x = an.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    x.backward(seed)                       # the seed itself reaches the leaf
+    x.grad.numpy()[...] = 7.0
+    np.testing.assert_array_equal(seed.numpy(), [1, 1, 1])
+    x.backward(seed)                       # accumulates in place into x.grad only
+    np.testing.assert_array_equal(x.grad.numpy(), [8, 8, 8])
+    np.testing.assert_array_equal(seed.numpy(), [1, 1, 1])
+
+    a = an.tensor([1.0, 2.0], requires_grad=True)
+    b = an.tensor([3.0, 4.0], requires_grad=True)
+    (a + b).backward(an.ones(2))           # one gradient tensor for both leaves
+    assert a.grad._storage_ptr() != b.grad._storage_ptr()
+    a.grad.numpy()[...] = 5.0
+    np.testing.assert_array_equal(b.grad.numpy(), [1, 1])
+    (a + b).backward(an.ones(2))
+    np.testing.assert_array_equal(a.grad.numpy(), [6, 6])
+    np.testing.assert_array_equal(b.grad.numpy(), [2, 2])
+
+    c = an.tensor(np.arange(6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+    (c * 2.0).sum().backward()             # a fresh product: taken as it is, and correct
+    np.testing.assert_array_equal(c.grad.numpy(), np.full((2, 3), 2.0))
+    (c * 3.0).sum().backward()
+    np.testing.assert_array_equal(c.grad.numpy(), np.full((2, 3), 5.0))
+
+
 def test_pickle_and_deepcopy_keep_values_not_history():
     import copy
     import pickle

@@ -146,14 +146,21 @@ static an_status check_grad_shape(const an_tensor *acc, const an_tensor *src)
                         an_shape_str(acc->ndim, acc->shape, b, sizeof b));
 }
 
+/* src is the caller's own reference, released by the caller right after
+   (backward_one, accumulate_pending).  A first gradient that nobody else
+   holds becomes the grad itself; the check used to count the reference
+   an_contiguous had just taken as someone else's, so every first gradient
+   was copied: a leaf input's whole gradient each backward (18.9 MB for a
+   144-channel 32x32 layer at batch 32, 9% of its input gradient's time). */
 an_status an_accumulate(an_tensor **acc, an_tensor *src)
 {
     if (!*acc) {
         an_tensor *copy = an_contiguous(src);
         if (!copy)
             return an_last_status();
-        if (copy == src && (src->refcount > 1 || src->storage->refcount > 1)) {
-            /* never alias a tensor someone else holds: later accumulation writes in place */
+        if (copy == src && (src->refcount > 2 || src->storage->refcount > 1)) {
+            /* never alias a tensor someone else holds (beyond the caller's
+               reference and an_contiguous's): later accumulation writes in place */
             an_release(copy);
             int prev = an_is_grad_enabled();
             an_set_grad_enabled(0);
