@@ -39,7 +39,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _record  # noqa: E402
-from _machine import isa_of, measure_peak  # noqa: E402
+from _machine import print_peak  # noqa: E402
 from _workers import Worker, serve, settle  # noqa: E402
 
 SLOWING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -140,17 +140,13 @@ def main():
     import appealnet as an
 
     note = os.environ.get("APPEALNET_BENCH_REEXEC")
-    cpu = an._C.cpu_description()
-    isa = isa_of(cpu)
-    print(f"cpu: {cpu}")
+    thread_counts = [int(t) for t in args.threads.split(",")]
+    peak = print_peak(an._C.cpu_description(), max(thread_counts))
     print(f"numpy {np.__version__}; " + (f"re-executed without {note} (they slow OpenBLAS down)"
                                          if note else "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE not set"))
-    peak = measure_peak(isa)
-    print(f"FMA peak of one core ({isa} loop, thread CPU time, best of 7): "
-          + (f"{peak:.1f} GFLOP/s" if peak else "not measured"))
     print(f"clock: {args.clock}; median of {args.rounds} interleaved rounds; "
           "ratio = ours / numpy (>1: we are faster)\n")
-    for threads in [int(t) for t in args.threads.split(",")]:
+    for threads in thread_counts:
         env = {k: v for k, v in os.environ.items() if k not in SLOWING_VARS}
         env["OPENBLAS_NUM_THREADS"] = str(threads)
         env["OMP_NUM_THREADS"] = str(threads)

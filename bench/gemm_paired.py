@@ -26,7 +26,7 @@ os.environ["OMP_NUM_THREADS"] = "1"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _record  # noqa: E402
-from _machine import isa_of, measure_peak  # noqa: E402
+from _machine import print_peak  # noqa: E402
 from gemm import SHAPES  # noqa: E402
 
 
@@ -45,15 +45,10 @@ def main():
     from appealnet import _C
 
     an.set_num_threads(1)
-    cpu = _C.cpu_description()
-    isa = isa_of(cpu)
-    print(f"cpu: {cpu}")
+    peak = print_peak(_C.cpu_description(), 1)
     print(f"numpy {np.__version__}; "
           + (f"removed {', '.join(REMOVED)} from this process" if REMOVED
              else "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE not set"))
-    peak = measure_peak(isa)
-    print(f"FMA peak of one core ({isa} loop, thread CPU time, best of 7): "
-          + (f"{peak:.1f} GFLOP/s" if peak else "not measured"))
     print(f"1 thread each, one process; {args.rounds} rounds of ~{args.turn_seconds * 1e3:.0f} ms "
           "turns (CPU time); ratio = numpy's time / ours (>1: we are faster)\n")
     print(f"{'M x N x K':<17}{'op':<5}{'what':<36}{'ours GF/s':>10}{'numpy':>9}{'ratio':>7}"

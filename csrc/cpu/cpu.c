@@ -250,12 +250,13 @@ static an_isa best_isa(const an_cpu_info *info)
 }
 
 /* The portable level always runs; NEON only where it is the best level
- * (AArch64); the x86 levels up to the best one. */
+ * (AArch64); elsewhere the levels up to the best, which on x86 is at most
+ * AVX-512 (so never NEON). */
 static int isa_runs(const an_cpu_info *info, int isa)
 {
     if (isa == (int)AN_ISA_GENERIC) return 1;
     if (info->isa_best == AN_ISA_NEON) return isa == (int)AN_ISA_NEON;
-    return isa > (int)AN_ISA_GENERIC && isa <= (int)info->isa_best && isa != (int)AN_ISA_NEON;
+    return isa <= (int)info->isa_best;
 }
 
 static int equals_ignoring_case(const char *a, const char *b)

@@ -2003,12 +2003,12 @@ static inline double sum_floats(const float *restrict a, int64_t n)
  * 1.35x faster; 32-wide rows, already vectorised, lost the frame copy). */
 #define FRAMED_MAX_ROW 16
 
-/* Rows 1..H of a (H + 2) x (W + 2) frame: the plane's rows with a zero
- * on either side (rows 0 and H + 1, zero, are written once by the caller). */
+/* The plane in a (H + 2) x (W + 2) frame of zeros. */
 static AN_ALWAYS_INLINE void frame_plane(const float *restrict xp, int64_t H, int64_t W,
                                          float *restrict frame)
 {
     const int64_t Wp = W + 2;
+    for (int64_t k = 0; k < Wp; ++k) frame[k] = frame[(H + 1) * Wp + k] = 0.0f;
     for (int64_t h = 0; h < H; ++h) {
         float *row = frame + (h + 1) * Wp;
         row[0] = row[W + 1] = 0.0f;
@@ -2022,7 +2022,6 @@ static inline __attribute__((always_inline)) void weight_grad_3x3_framed(
 {
     const int64_t ci = co / multiplier, Wp = W + 2;
     float frame[SMALL_PADDED_PLANE];
-    for (int64_t k = 0; k < Wp; ++k) frame[k] = frame[(H + 1) * Wp + k] = 0.0f;
     for (int t = 0; t < 9; ++t) tap_sum[t] = 0.0;
     for (int64_t n = 0; n < N; ++n) {
         const float *restrict dyp = dy + (n * Cout + co) * OH * OW;
@@ -2087,7 +2086,6 @@ static AN_ALWAYS_INLINE void weight_grad_3x3_wide(const float *dy, const float *
 {
     const int64_t ci = co / multiplier, Wp = W + 2;
     float frame[WIDE_GRAD_MAX_FRAME];
-    for (int64_t k = 0; k < Wp; ++k) frame[k] = frame[(H + 1) * Wp + k] = 0.0f;
     for (int t = 0; t < 9; ++t) tap_sum[t] = 0.0;
     for (int64_t n = 0; n < N; ++n) {
         const float *restrict dyp = dy + (n * Cout + co) * H * W;
