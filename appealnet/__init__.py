@@ -23,9 +23,13 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
 
 from . import _C  # noqa: E402
 
-if _C.isa_warning():  # APPEALNET_ISA asked for a level this CPU cannot run (or a misspelt one)
-    import warnings as _warnings
-    _warnings.warn(f"appealnet: {_C.isa_warning()}", RuntimeWarning, stacklevel=2)
+# APPEALNET_ISA asked for a level this CPU cannot run, or is misspelt.  The C
+# library falls back to the best level and records why (it never aborts);
+# Python refuses to import instead, so that no result (a benchmark, a
+# portable-kernel test run) is silently taken under a kernel nobody asked for.
+if _C.isa_warning():
+    raise RuntimeError(f"appealnet: {_C.isa_warning()}. Unset APPEALNET_ISA (the best level is then "
+                       "chosen at run time) or name one this CPU runs.")
 from ._tensor import Tensor
 from ._api import (tensor, from_numpy, zeros, ones, full, empty, zeros_like, ones_like, randn, rand,
                    manual_seed, initial_seed, get_rng_state, set_rng_state, set_num_threads, get_num_threads, no_grad,

@@ -3,7 +3,8 @@ per child process): the direct kernels compiled per ISA (depthwise planes and
 weight gradients, batch norm) and the elementwise code are bit-identical to
 the portable build; the GEMM-based convolutions, whose blocking follows the micro-kernel,
 agree with float64 to float32 accuracy under each ISA.  (Forcing an ISA the
-CPU lacks falls back with a warning: tested here and in tests/c/test_gemm.c.)"""
+CPU lacks is an error at import; the C library falls back to the best level:
+tested here and in tests/c/test_gemm.c.)"""
 import json
 import os
 
@@ -129,28 +130,29 @@ def test_every_isa_agrees(tmp_path):
 
 
 
-def _described(isa):
-    """cpu_info() under APPEALNET_ISA=isa; import warns when it is refused."""
+def _refused(isa):
+    """The error importing appealnet under APPEALNET_ISA=isa."""
     env = dict(os.environ, APPEALNET_ISA=isa)
-    proc = run_python(["-c", "import appealnet as an; print(an.cpu_info())"], env=env)
-    assert proc.returncode == 0, proc.stderr
-    assert "RuntimeWarning: appealnet: " in proc.stderr, proc.stderr
-    return proc.stdout
+    proc = run_python(["-c", "import appealnet"], env=env)
+    assert proc.returncode != 0 and "RuntimeError: appealnet: " in proc.stderr, proc.stderr
+    assert "Unset APPEALNET_ISA" in proc.stderr, proc.stderr
+    assert "Segmentation" not in proc.stderr and "Illegal" not in proc.stderr, proc.stderr
+    return proc.stderr
 
 
 def test_a_level_the_cpu_cannot_run_is_refused_with_the_reason():
     """An ISA beyond this CPU (or of the other architecture: NEON on x86-64,
-    AVX on AArch64) runs the best level instead and says why, in cpu_info()
-    and as a RuntimeWarning at import; so does a misspelt name.  Nothing
-    executes an instruction the CPU lacks."""
+    AVX on AArch64), or a misspelt name, makes `import appealnet` raise a
+    RuntimeError that names the request and the best level (the level the C
+    library alone falls back to: tests/c/test_gemm.c).
+    Nothing executes an instruction the CPU lacks."""
     offered = _offered()
     best = offered[-1]
     refused = [isa for isa in ("avx2", "avx512", "neon") if isa not in offered]
     assert refused  # x86-64 never offers neon, AArch64 never avx2/avx512
     for isa in refused:
-        text = _described(isa)
-        assert f"isa={best}" in text, text
-        assert f"requested ISA '{isa}'" in text and f"using '{best}'" in text, text
-    text = _described("sse9")
-    assert f"isa={best}" in text and "unknown APPEALNET_ISA value 'sse9'" in text, text
+        text = _refused(isa)
+        assert f"requested ISA '{isa}'" in text and f"its best is '{best}'" in text, text
+    text = _refused("sse9")
+    assert "unknown APPEALNET_ISA value 'sse9'" in text and f"runs '{best}'" in text, text
     assert "expected generic|avx2|avx512|neon" in text, text

@@ -279,7 +279,8 @@ static void choose_isa(an_cpu_info *info, int requested, const char *source)
     } else if (!isa_runs(info, requested)) {
         info->isa = info->isa_best;
         snprintf(info->isa_warning, sizeof info->isa_warning,
-                 "%s requested ISA '%s', which this CPU/OS cannot run; using '%s', the best it can",
+                 "%s requested ISA '%s', which this CPU/OS cannot run (its best is '%s', which the C "
+                 "library runs instead)",
                  source, an_isa_name((an_isa)requested), an_isa_name(info->isa_best));
     } else {
         info->isa = (an_isa)requested;
@@ -306,7 +307,8 @@ static void choose_isa_from_environment(an_cpu_info *info)
     char shown[32];
     copy_string(shown, sizeof shown, value);
     snprintf(info->isa_warning, sizeof info->isa_warning,
-             "unknown APPEALNET_ISA value '%s' (expected generic|avx2|avx512|neon); using '%s'",
+             "unknown APPEALNET_ISA value '%s' (expected generic|avx2|avx512|neon; the C library "
+             "runs '%s', the best level)",
              shown, an_isa_name(info->isa));
 }
 
