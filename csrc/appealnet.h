@@ -280,6 +280,20 @@ an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor 
                                      an_tensor *bias, const int64_t stride[2],
                                      const int64_t padding[2], const int64_t dilation[2],
                                      int64_t groups, an_tensor *residual, an_activation act);
+/* act(batch_norm(conv2d(x, weight, bias), ...)) for training: the two ops
+   with their own autograd nodes, results and gradients bit-identical to
+   an_conv2d followed by an_batch_norm_act, but the batch statistics come
+   from each output plane's moments, which the convolution computes as it
+   writes the plane (while it is in cache: its 1x1, im2col, implicit-GEMM
+   and Winograd paths; after it for the others), so the batch norm makes no
+   pass of its own over the convolution's output to get them.  training = 0
+   is the two calls.  Errors are those of the two ops. */
+an_tensor *an_conv2d_batch_norm_act(an_tensor *x, an_tensor *weight, an_tensor *bias,
+                                    const int64_t stride[2], const int64_t padding[2],
+                                    const int64_t dilation[2], int64_t groups,
+                                    an_tensor *running_mean, an_tensor *running_var,
+                                    an_tensor *gamma, an_tensor *beta, int training,
+                                    double momentum, double eps, an_activation act);
 /* An inverted-residual block (MobileNetV2's, ShuffleNetV2's branch) in one
    call, for inference:
      e = act1(conv1x1(x, w1) + b1)            (w1 NULL: e = x, no expansion)

@@ -63,4 +63,12 @@ void an_random_reserve(uint64_t n, uint64_t *seed, uint64_t *offset);
 void *an_alloc(size_t bytes);          /* 64-byte aligned; error set on failure */
 void an_free(void *p);
 
+/* an_batch_norm_act in training with x's plane moments ([N * C][2], see
+   an_batchnorm_plane_moments_f32) given, from the convolution that wrote
+   x, instead of computed from x (ops/norm.c; an_conv2d_batch_norm_act). */
+an_tensor *an_batch_norm_act_with_moments(an_tensor *x, an_tensor *running_mean,
+                                          an_tensor *running_var, an_tensor *weight,
+                                          an_tensor *bias, double momentum, double eps,
+                                          an_activation activation, const double *moments);
+
 #endif

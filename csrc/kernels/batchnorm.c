@@ -18,6 +18,10 @@
 
 #include "cpu/cpu.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__)
 #define AN_BN_X86_VARIANTS 1
 #define AN_BN_FN(name) name##_avx2
@@ -48,10 +52,60 @@
 #define BN_DISPATCH(fn, ...) fn##_generic(__VA_ARGS__)
 #endif
 
-void an_batchnorm_stats_f32(const float *x, int64_t N, int64_t C, int64_t HW,
+void an_batchnorm_plane_moments_f32(const float *x, int64_t planes, int64_t HW, double *moments)
+{
+    BN_DISPATCH(an_batchnorm_plane_moments_f32, x, planes, HW, moments);
+}
+
+/* Channels combined at a time: their running sums live on the stack while
+ * the images go by in order, each image's moments of the block one
+ * contiguous run (a channel at a time read them 2 * C doubles apart). */
+#define BN_COMBINE_BLOCK 128
+
+/* Chan et al.'s pairwise combination, planes (images) in order: with n =
+ * HW values per plane, mean = sum(s_p) / M and
+ *   M2 = sum_p (m2_p + n * (s_p / n - mean)^2)
+ * exactly, in real arithmetic, the sum of squared deviations around the
+ * batch mean; every term is a non-negative double, so nothing cancels.
+ * Each channel's sums run over the images in order, whichever thread owns
+ * its block: the same bits on any number of threads. */
+void an_batchnorm_stats_from_moments(const double *moments, int64_t N, int64_t C, int64_t HW,
+                                     float *mean, float *var_biased)
+{
+    const int64_t blocks = (C + BN_COMBINE_BLOCK - 1) / BN_COMBINE_BLOCK;
+    const double M = (double)N * (double)HW, n_plane = (double)HW;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (N * C > 32768 && !omp_in_parallel())
+#endif
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        const int64_t c0 = blk * BN_COMBINE_BLOCK;
+        const int64_t width = C - c0 < BN_COMBINE_BLOCK ? C - c0 : BN_COMBINE_BLOCK;
+        double s[BN_COMBINE_BLOCK], m[BN_COMBINE_BLOCK], m2[BN_COMBINE_BLOCK];
+        for (int64_t i = 0; i < width; ++i) s[i] = m2[i] = 0.0;
+        for (int64_t n = 0; n < N; ++n) {
+            const double *mo = moments + 2 * (n * C + c0);
+            for (int64_t i = 0; i < width; ++i) s[i] += mo[2 * i];
+        }
+        for (int64_t i = 0; i < width; ++i) m[i] = M > 0.0 ? s[i] / M : 0.0;
+        for (int64_t n = 0; n < N; ++n) {
+            const double *mo = moments + 2 * (n * C + c0);
+            for (int64_t i = 0; i < width; ++i) {
+                const double d = mo[2 * i] / n_plane - m[i];
+                m2[i] += mo[2 * i + 1] + n_plane * d * d;
+            }
+        }
+        for (int64_t i = 0; i < width; ++i) {
+            mean[c0 + i] = (float)m[i];
+            var_biased[c0 + i] = M > 0.0 ? (float)(m2[i] / M) : 0.0f;
+        }
+    }
+}
+
+void an_batchnorm_stats_f32(const float *x, int64_t N, int64_t C, int64_t HW, double *moments,
                             float *mean, float *var_biased)
 {
-    BN_DISPATCH(an_batchnorm_stats_f32, x, N, C, HW, mean, var_biased);
+    an_batchnorm_plane_moments_f32(x, N * C, HW, moments);
+    an_batchnorm_stats_from_moments(moments, N, C, HW, mean, var_biased);
 }
 
 void an_batchnorm_forward_train_f32(const float *x, const float *mean,

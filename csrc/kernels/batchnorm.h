@@ -31,9 +31,26 @@ typedef enum {
     AN_BN_RELU6 = 2
 } an_bn_activation;
 
-/* x: [N, C, HW] -> mean: [C], var_biased: [C] (sum((x-mean)^2) / M),
- * two passes in double. Both overwritten. */
-/* -> AN_BN_FN(an_batchnorm_stats_f32), in batchnorm_fns.h */
+/* The batch statistics go through per-plane moments, so that a
+ * convolution can compute them on each plane it has just written, while the
+ * plane is still in cache, and the batch norm after it skips its own pass
+ * over x (an_conv2d_batch_norm).  The same moments and the same combination
+ * either way: the statistics are the same bits, fused or not.
+ *
+ * x: [planes, HW] -> moments: [planes][2] = {sum, sum of squared deviations
+ * around the plane's own mean}, in double (each plane read twice, the second
+ * time from L1).  Parallel over planes, or on the calling thread inside a
+ * parallel region. */
+/* -> AN_BN_FN(an_batchnorm_plane_moments_f32), in batchnorm_fns.h */
+
+/* moments of x: [N, C, HW] (planes n * C + c) -> mean: [C], var_biased: [C]
+ * (sum((x - mean)^2) / M), combined in double, images in order. */
+void an_batchnorm_stats_from_moments(const double *moments, int64_t N, int64_t C, int64_t HW,
+                                     float *mean, float *var_biased);
+
+/* Both steps; moments: N * C * 2 doubles of workspace. */
+void an_batchnorm_stats_f32(const float *x, int64_t N, int64_t C, int64_t HW, double *moments,
+                            float *mean, float *var_biased);
 
 /* y = act((x - mean) * scale + beta), scale = gamma * invstd,
  * invstd = 1 / sqrt(var_biased + eps). gamma NULL means 1, beta NULL means 0.

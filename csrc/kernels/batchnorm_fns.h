@@ -3,8 +3,8 @@
  * names, batchnorm.c again with the _avx2 / _avx512 suffixes of its
  * per-ISA builds.  No include guard on purpose. */
 
-void AN_BN_FN(an_batchnorm_stats_f32)(const float *x, int64_t N, int64_t C, int64_t HW,
-                            float *mean, float *var_biased);
+void AN_BN_FN(an_batchnorm_plane_moments_f32)(const float *x, int64_t planes, int64_t HW,
+                                              double *moments);
 
 void AN_BN_FN(an_batchnorm_forward_train_f32)(const float *x, const float *mean,
                                     const float *var_biased,

@@ -20,6 +20,9 @@
 
 #include <math.h>
 #include <stddef.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 /* Below this much work a parallel region (thread wake-up) costs more than it saves. */
 #define KERNEL_PARALLEL_GRAIN 32768
@@ -222,29 +225,23 @@ static AN_ALWAYS_INLINE void sum_g_and_g_dev_f64(an_bn_activation act,
     *sum_g_dev += sd;
 }
 
-/* x [N,C,HW] -> mean [C], var_biased [C] */
-void BN_VARIANT(an_batchnorm_stats_f32)(const float *x, int64_t N, int64_t C, int64_t HW,
-                            float *mean, float *var_biased)
+/* moments[2p] = sum of plane p, moments[2p + 1] = the sum of its squared
+ * deviations around its own mean, both in double: the plane is read twice,
+ * the second time from L1 (a 32x32 plane is 4 KB).  Planes in memory order,
+ * a run per thread.  Inside a caller's parallel region (a convolution's
+ * image units, which call this on the planes they just wrote) it runs on
+ * the calling thread. */
+void BN_VARIANT(an_batchnorm_plane_moments_f32)(const float *x, int64_t planes, int64_t HW,
+                                                double *moments)
 {
-    const int64_t M = N * HW;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (N * C * HW > KERNEL_PARALLEL_GRAIN)
+#pragma omp parallel for schedule(static) if (planes * HW > KERNEL_PARALLEL_GRAIN && !omp_in_parallel())
 #endif
-    for (int64_t c = 0; c < C; ++c) {
-        if (M <= 0) {
-            mean[c] = 0.0f;
-            var_biased[c] = 0.0f;
-            continue;
-        }
-        double s = 0.0;
-        for (int64_t n = 0; n < N; ++n) s += sum_f64(x + (n * C + c) * HW, HW);
-        const double m = s / (double)M;
-        /* second pass around the double mean: no cancellation */
-        double ss = 0.0;
-        for (int64_t n = 0; n < N; ++n)
-            ss += sum_sq_dev_f64(x + (n * C + c) * HW, HW, m);
-        mean[c] = (float)m;
-        var_biased[c] = (float)(ss / (double)M);
+    for (int64_t p = 0; p < planes; ++p) {
+        const float *plane = x + p * HW;
+        const double s = sum_f64(plane, HW);
+        moments[2 * p] = s;
+        moments[2 * p + 1] = HW > 0 ? sum_sq_dev_f64(plane, HW, s / (double)HW) : 0.0;
     }
 }
 

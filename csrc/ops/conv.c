@@ -13,6 +13,7 @@
    different threads when there are enough of them, else thread each GEMM.  Every sum over images is taken
    in an order fixed by the shape, so 1 and N threads agree bit for bit. */
 #include "conv_internal.h"
+#include "../kernels/batchnorm.h"
 #include "../kernels/conv3x3_direct.h"
 #include "../kernels/depthwise.h"
 #include "../kernels/gemm.h"
@@ -58,7 +59,32 @@ typedef struct {
     /* inference only: the weight pre-packed for the GEMM (an_gemm_pack_a),
        read by the in-place 1x1 GEMM; NULL: packed on each call */
     const float *packed_weight;
+    /* training, when a batch norm follows (an_conv2d_batch_norm_act): each
+       output plane's moments for its statistics, [N * Cout][2] (see
+       an_batchnorm_plane_moments_f32), computed by a path on the planes it
+       has just written, while they are in cache; it then sets
+       *moments_filled.  A path that does not leaves it 0 and the caller
+       computes them in a pass after the convolution.  NULL: none. */
+    double *moments;
+    int *moments_filled;
 } conv_geometry;
+
+/* The moments of images [n0, n0 + count) of y, right after a path wrote
+   them (nothing when no batch norm wants them). */
+static void images_moments(const conv_geometry *g, const float *y, int64_t n0, int64_t count)
+{
+    if (!g->moments || count <= 0)
+        return;
+    const int64_t OHW = g->OH * g->OW;
+    an_batchnorm_plane_moments_f32(y + n0 * g->Cout * OHW, count * g->Cout, OHW,
+                                   g->moments + 2 * n0 * g->Cout);
+}
+
+static void moments_filled(const conv_geometry *g)
+{
+    if (g->moments)
+        *g->moments_filled = 1;
+}
 
 
 /* y[0..n) = act(y + residual) in place (residual NULL: none; relu / relu6
@@ -898,6 +924,8 @@ static an_status forward_unit(const conv_geometry *g, const conv_tiling *t, cons
             }
         }
     }
+    if (!st)
+        images_moments(g, y, n0, nb);
     return st;
 }
 
@@ -928,6 +956,8 @@ static an_status im2col_gemm_forward(const conv_geometry *g, const float *x, con
             st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM packing workspace");
     }
     an_free(work);
+    if (!st)
+        moments_filled(g);
     return st;
 }
 
@@ -1343,6 +1373,7 @@ static an_status implicit_image(const conv_geometry *g, const implicit_plan *pl,
                 return st;
         }
     }
+    images_moments(g, y, n, 1);
     return AN_OK;
 }
 
@@ -1380,6 +1411,8 @@ static an_status implicit_forward(const conv_geometry *g, const float *x, const 
                                             band_work + thread_index() * pl.band_floats) != AN_OK;
                 if (failed)
                     st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
+                else if (grp == g->groups - 1)
+                    images_moments(g, y, n, 1);
             }
     } else if (threads == 1) {
         for (int64_t n = 0; n < g->N && !st; n++)
@@ -1394,6 +1427,8 @@ static an_status implicit_forward(const conv_geometry *g, const float *x, const 
             st = an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
     }
     an_free(work);
+    if (!st)
+        moments_filled(g);
     return st;
 }
 
@@ -1746,9 +1781,11 @@ static an_status winograd_forward(const conv_geometry *g, const float *x, const 
             for (int xi = 0; xi < WINOGRAD_POINTS && !failed; xi++)
                 failed |= an_gemm_f32(0, 0, T, K, C, 1.0f, V + xi * T * C, C, U + xi * C * K, K, 0.0f,
                                       M + xi * T * K, K) != 0;
-            if (!failed)
+            if (!failed) {
                 an_winograd_f4x3_output(M, count, K, g->H, g->W, T, bias, gemm_act(g->act), sc,
                                         y + n0 * K * HW);
+                images_moments(g, y, n0, count);
+            }
         }
     } else {
         /* fewer chunks than the team can share: the team works through each
@@ -1770,9 +1807,11 @@ static an_status winograd_forward(const conv_geometry *g, const float *x, const 
                     failed |= an_gemm_f32(0, 0, T, K, C, 1.0f, V + xi * T * C, C, U + xi * C * K, K,
                                           0.0f, M + xi * T * K, K) != 0;
 #pragma omp for schedule(static)
-                for (int64_t n = 0; n < count; n++)
+                for (int64_t n = 0; n < count; n++) {
                     an_winograd_f4x3_output(M + n * tiles * K, 1, K, g->H, g->W, T, bias,
                                             gemm_act(g->act), sc, y + (n0 + n) * K * HW);
+                    images_moments(g, y, n0 + n, 1);
+                }
             }
         }
     }
@@ -1781,6 +1820,7 @@ static an_status winograd_forward(const conv_geometry *g, const float *x, const 
         return an_set_error(AN_ERR_MEMORY, "conv2d: out of memory for the GEMM workspace");
     if (non_finite)
         return winograd_fallback(g, x, w, bias, y);
+    moments_filled(g);
     return AN_OK;
 }
 
@@ -2001,6 +2041,8 @@ static void geometry_from_node(const an_node *node, const an_tensor *x, const an
     g->act = AN_ACTIVATION_NONE;
     g->residual = NULL;
     g->packed_weight = NULL;
+    g->moments = NULL;
+    g->moments_filled = NULL;
     g->sh = node->ints[0], g->sw = node->ints[1];
     g->ph = node->ints[2], g->pw = node->ints[3];
     g->dh = node->ints[4], g->dw = node->ints[5];
@@ -2104,6 +2146,8 @@ static an_status conv2d_check(const an_tensor *x, const an_tensor *w, const an_t
     g->act = AN_ACTIVATION_NONE;
     g->residual = NULL;
     g->packed_weight = NULL;
+    g->moments = NULL;
+    g->moments_filled = NULL;
     int64_t ekh = g->dh * (g->kh - 1) + 1, ekw = g->dw * (g->kw - 1) + 1;
     int64_t padded_h = g->H + 2 * g->ph, padded_w = g->W + 2 * g->pw;
     if (ekh > padded_h || ekw > padded_w)
@@ -2178,10 +2222,13 @@ an_tensor *an_conv2d_pack_weight(an_tensor *weight)
     return packed;
 }
 
-an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor *packed,
-                                     an_tensor *bias, const int64_t stride[2],
-                                     const int64_t padding[2], const int64_t dilation[2],
-                                     int64_t groups, an_tensor *residual, an_activation act)
+/* an_conv2d_fused_prepacked, and with `moments` (training, a batch norm
+   after it: [N * Cout][2] doubles) the output planes' moments as well,
+   from the path while the planes are in cache where it can. */
+static an_tensor *conv2d_core(an_tensor *x, an_tensor *weight, an_tensor *packed, an_tensor *bias,
+                              const int64_t stride[2], const int64_t padding[2],
+                              const int64_t dilation[2], int64_t groups, an_tensor *residual,
+                              an_activation act, double *moments)
 {
     conv_geometry g;
     char sr[AN_SHAPE_BUF], sw[AN_SHAPE_BUF];
@@ -2235,6 +2282,7 @@ an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor 
     an_tensor *out = wc && (bc || !bias) && (rc || !residual) && (pk || !packed) ? an_empty(4, shape)
                                                                                   : NULL;
     an_status st = out ? AN_OK : an_last_status();
+    int filled = 0;
     if (!st && an_numel(out) > 0) {
         const float *pb = bc ? an_data_ptr(bc) : NULL;
         const float *pr = rc ? an_data_ptr(rc) : NULL;
@@ -2254,11 +2302,15 @@ an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor 
             /* used only if packed for the kernel the GEMM picks now */
             if (pk && packed->shape[2] == an_gemm_packed_a_rows(g.Cout, g.C))
                 g.packed_weight = an_data_ptr(pk);
+            g.moments = moments;
+            g.moments_filled = &filled;
             st = conv_impls[which].forward(&g, an_data_ptr(xc), an_data_ptr(wc), pb, an_data_ptr(out));
         }
         if (!st && pr && !in_gemm)
             epilogue_all(an_data_ptr(out), pr, an_numel(out), act);
     }
+    if (!st && moments && !filled) /* a path without the moments, or an empty output */
+        an_batchnorm_plane_moments_f32(an_data_ptr(out), g.N * g.Cout, g.OH * g.OW, moments);
     an_release(bc);
     an_release(rc);
     an_release(pk);
@@ -2283,5 +2335,47 @@ an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor 
         an_release(out);
         return NULL;
     }
+    return out;
+}
+
+an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor *packed,
+                                     an_tensor *bias, const int64_t stride[2],
+                                     const int64_t padding[2], const int64_t dilation[2],
+                                     int64_t groups, an_tensor *residual, an_activation act)
+{
+    return conv2d_core(x, weight, packed, bias, stride, padding, dilation, groups, residual, act,
+                       NULL);
+}
+
+an_tensor *an_conv2d_batch_norm_act(an_tensor *x, an_tensor *weight, an_tensor *bias,
+                                    const int64_t stride[2], const int64_t padding[2],
+                                    const int64_t dilation[2], int64_t groups,
+                                    an_tensor *running_mean, an_tensor *running_var,
+                                    an_tensor *gamma, an_tensor *beta, int training,
+                                    double momentum, double eps, an_activation act)
+{
+    if (!training) {
+        an_tensor *y = an_conv2d(x, weight, bias, stride, padding, dilation, groups);
+        an_tensor *out = y ? an_batch_norm_act(y, running_mean, running_var, gamma, beta, 0,
+                                               momentum, eps, act)
+                           : NULL;
+        an_release(y);
+        return out;
+    }
+    /* the output's planes, known once the arguments are: the same checks
+       conv2d_core makes first (and its messages) */
+    conv_geometry g;
+    if (conv2d_check(x, weight, bias, stride, padding, dilation, groups, &g))
+        return NULL;
+    double *moments = an_alloc(sizeof(double) * 2 * (size_t)(g.N * g.Cout > 0 ? g.N * g.Cout : 1));
+    if (!moments)
+        return NULL;
+    an_tensor *y = conv2d_core(x, weight, NULL, bias, stride, padding, dilation, groups, NULL,
+                               AN_ACTIVATION_NONE, moments);
+    an_tensor *out = y ? an_batch_norm_act_with_moments(y, running_mean, running_var, gamma, beta,
+                                                        momentum, eps, act, moments)
+                       : NULL;
+    an_release(y);
+    an_free(moments);
     return out;
 }

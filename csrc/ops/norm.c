@@ -188,9 +188,13 @@ an_tensor *an_batch_norm(an_tensor *x, an_tensor *running_mean, an_tensor *runni
                              AN_ACTIVATION_NONE);
 }
 
-an_tensor *an_batch_norm_act(an_tensor *x, an_tensor *running_mean, an_tensor *running_var,
-                             an_tensor *weight, an_tensor *bias, int training, double momentum,
-                             double eps, an_activation activation)
+/* an_batch_norm_act; in training with `moments` (x's plane moments, from
+   the convolution that wrote x) the statistics come from them instead of
+   a pass over x: the same bits either way. */
+static an_tensor *batch_norm_core(an_tensor *x, an_tensor *running_mean, an_tensor *running_var,
+                                  an_tensor *weight, an_tensor *bias, int training,
+                                  double momentum, double eps, an_activation activation,
+                                  const double *moments)
 {
     bn_geometry g = {0, 0, 0};
     an_bn_activation act = AN_BN_IDENTITY;
@@ -210,10 +214,17 @@ an_tensor *an_batch_norm_act(an_tensor *x, an_tensor *running_mean, an_tensor *r
     const float *gamma = wc ? an_data_ptr(wc) : NULL, *beta = bc ? an_data_ptr(bc) : NULL;
     if (!st && training && M > 0) {
         float *var = malloc(sizeof(float) * (size_t)(g.C + 1));
-        if (!var) {
+        double *own = var && !moments ? an_alloc(sizeof(double) * 2 * (size_t)(g.N * g.C)) : NULL;
+        if (!var || (!moments && !own)) {
+            free(var);
+            var = NULL;
             st = an_set_error(AN_ERR_MEMORY, "batch_norm: out of memory");
         } else {
-            an_batchnorm_stats_f32(an_data_ptr(xc), g.N, g.C, g.HW, an_data_ptr(mean), var);
+            if (moments)
+                an_batchnorm_stats_from_moments(moments, g.N, g.C, g.HW, an_data_ptr(mean), var);
+            else
+                an_batchnorm_stats_f32(an_data_ptr(xc), g.N, g.C, g.HW, own, an_data_ptr(mean), var);
+            an_free(own);
             an_batchnorm_forward_train_f32(an_data_ptr(xc), an_data_ptr(mean), var, gamma, beta, (float)eps,
                                            act, g.N, g.C, g.HW, an_data_ptr(out), an_data_ptr(stat));
             if (running_mean)
@@ -269,4 +280,21 @@ an_tensor *an_batch_norm_act(an_tensor *x, an_tensor *running_mean, an_tensor *r
         return NULL;
     }
     return out;
+}
+
+an_tensor *an_batch_norm_act(an_tensor *x, an_tensor *running_mean, an_tensor *running_var,
+                             an_tensor *weight, an_tensor *bias, int training, double momentum,
+                             double eps, an_activation activation)
+{
+    return batch_norm_core(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                           activation, NULL);
+}
+
+an_tensor *an_batch_norm_act_with_moments(an_tensor *x, an_tensor *running_mean,
+                                          an_tensor *running_var, an_tensor *weight,
+                                          an_tensor *bias, double momentum, double eps,
+                                          an_activation activation, const double *moments)
+{
+    return batch_norm_core(x, running_mean, running_var, weight, bias, 1, momentum, eps,
+                           activation, moments);
 }

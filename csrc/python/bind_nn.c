@@ -284,6 +284,50 @@ static PyObject *py_batch_norm(PyObject *self, PyObject *args)
     return an_py_wrap(out);
 }
 
+/* conv2d_batch_norm(x, weight, bias | None, stride, padding, dilation, groups,
+                     running_mean | None, running_var | None, gamma | None,
+                     beta | None, training, momentum, eps, activation=None):
+   batch_norm(conv2d(x, ...), ...) with the statistics from the moments the
+   convolution computes as it writes its output (an_conv2d_batch_norm_act). */
+static PyObject *py_conv2d_batch_norm(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *x_obj, *w_obj, *b_obj, *stride_obj, *padding_obj, *dilation_obj;
+    PyObject *rm_obj, *rv_obj, *g_obj, *beta_obj;
+    long long groups;
+    int training;
+    double momentum, eps;
+    const char *activation = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOOLOOOOpdd|z:conv2d_batch_norm", &x_obj, &w_obj, &b_obj,
+                          &stride_obj, &padding_obj, &dilation_obj, &groups, &rm_obj, &rv_obj,
+                          &g_obj, &beta_obj, &training, &momentum, &eps, &activation))
+        return NULL;
+    an_activation act;
+    if (parse_activation(activation, "batch_norm", &act))
+        return NULL;
+    int64_t stride[2], padding[2], dilation[2];
+    if (an_py_pair(stride_obj, "conv2d", "stride", stride) ||
+        an_py_pair(padding_obj, "conv2d", "padding", padding) ||
+        an_py_pair(dilation_obj, "conv2d", "dilation", dilation))
+        return NULL;
+    int ok = 1;
+    an_tensor *x = an_py_unwrap(x_obj, "conv2d", "input");
+    an_tensor *w = x ? an_py_unwrap(w_obj, "conv2d", "weight") : NULL;
+    if (!x || !w)
+        return NULL;
+    an_tensor *b = an_py_unwrap_optional(b_obj, "conv2d", "bias", &ok);
+    an_tensor *rm = ok ? an_py_unwrap_optional(rm_obj, "batch_norm", "running_mean", &ok) : NULL;
+    an_tensor *rv = ok ? an_py_unwrap_optional(rv_obj, "batch_norm", "running_var", &ok) : NULL;
+    an_tensor *g = ok ? an_py_unwrap_optional(g_obj, "batch_norm", "weight", &ok) : NULL;
+    an_tensor *beta = ok ? an_py_unwrap_optional(beta_obj, "batch_norm", "bias", &ok) : NULL;
+    if (!ok)
+        return NULL;
+    an_tensor *out;
+    AN_NOGIL(out = an_conv2d_batch_norm_act(x, w, b, stride, padding, dilation, (int64_t)groups, rm,
+                                            rv, g, beta, training, momentum, eps, act));
+    return an_py_wrap(out);
+}
+
 /* max_pool2d(x, kernel, stride, padding, dilation, ceil_mode) */
 static PyObject *py_max_pool2d(PyObject *self, PyObject *args)
 {
@@ -367,6 +411,10 @@ PyMethodDef an_py_nn_methods[] = {
     {"conv2d", py_conv2d, METH_VARARGS,
      "conv2d(x, weight, bias, stride, padding, dilation, groups, activation=None, residual=None, "
      "packed_weight=None): NCHW convolution"},
+    {"conv2d_batch_norm", py_conv2d_batch_norm, METH_VARARGS,
+     "conv2d_batch_norm(x, weight, bias, stride, padding, dilation, groups, running_mean, "
+     "running_var, gamma, beta, training, momentum, eps, activation=None): batch_norm(conv2d(x)) "
+     "with the statistics from moments the convolution computes as it writes its output"},
     {"conv_pw_dw_pw", py_conv_pw_dw_pw, METH_VARARGS,
      "conv_pw_dw_pw(x, w1, p1, b1, act1, wd, bd, stride, actd, w2, p2, b2, residual, act2, "
      "[ws, ps, bs]): "

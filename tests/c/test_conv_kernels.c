@@ -740,6 +740,7 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
 
     float *m1 = alloc_f(C), *v1 = alloc_f(C), *m2 = alloc_f(C), *v2 = alloc_f(C);
     float *i1 = alloc_f(C), *i2 = alloc_f(C);
+    double *moments = malloc(sizeof(double) * 2 * (size_t)(N * C));
     float *y1 = alloc_f(n), *y2 = alloc_f(n), *ye1 = alloc_f(n),
           *ye2 = alloc_f(n);
     float *dx1 = copy_buf(dx0, n), *dx2 = copy_buf(dx0, n);
@@ -751,7 +752,7 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
     for (int t = 1; t <= 2; ++t) {
         const int one = t == 1;
         set_threads(t);
-        an_batchnorm_stats_f32(x, N, C, HW, one ? m1 : m2, one ? v1 : v2);
+        an_batchnorm_stats_f32(x, N, C, HW, moments, one ? m1 : m2, one ? v1 : v2);
         an_batchnorm_forward_train_f32(x, one ? m1 : m2, one ? v1 : v2, g, bt,
                                        eps, AN_BN_IDENTITY, N, C, HW,
                                        one ? y1 : y2, one ? i1 : i2);
@@ -822,7 +823,7 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
     free(rvar); free(dg0); free(db0); free(mean); free(var); free(inv);
     free(y_ref); free(ye_ref); free(dx_ref); free(dxe_ref); free(dg_ref);
     free(db_ref); free(dge_ref); free(dbe_ref); free(m1); free(v1); free(m2);
-    free(v2); free(i1); free(i2); free(y1); free(y2); free(ye1); free(ye2);
+    free(v2); free(moments); free(i1); free(i2); free(y1); free(y2); free(ye1); free(ye2);
     free(dx1); free(dx2); free(dxe1); free(dxe2); free(dg1); free(dg2);
     free(db1); free(db2); free(dge1); free(dge2); free(dbe1); free(dbe2);
     free(dxa); free(dga); free(dba); free(dbb); free(dxb);
@@ -868,7 +869,9 @@ static void test_batchnorm_act(int64_t N, int64_t C, int64_t HW, int affine)
     const float *g = affine ? gamma : NULL, *bt = affine ? beta : NULL;
     float *mean = alloc_f(C), *var = alloc_f(C), *inv = alloc_f(C);
     float *y = alloc_f(n), *ye = alloc_f(n);
-    an_batchnorm_stats_f32(x, N, C, HW, mean, var);
+    double *moments = malloc(sizeof(double) * 2 * (size_t)(N * C));
+    an_batchnorm_stats_f32(x, N, C, HW, moments, mean, var);
+    free(moments);
     an_batchnorm_forward_train_f32(x, mean, var, g, bt, eps, AN_BN_IDENTITY, N,
                                    C, HW, y, inv);
     an_batchnorm_forward_eval_f32(x, rmean, rvar, g, bt, eps, AN_BN_IDENTITY,
