@@ -97,22 +97,25 @@ def _train_step_with_shared_relu_kinks(torch, ours, reference, x, y):
     Sharing the pattern compares the gradients of the same linear piece,
     which is what a correct backward pass must reproduce to float precision
     (units where the two patterns differ sit at 0, so forward values agree).
-    The zoo fuses most ReLUs into their batch norm (activation="relu"); those
-    are recorded from the fused output, which is > 0 exactly where its input
+    The zoo fuses most ReLUs into their batch norm (activation="relu", also
+    through F.conv2d_batch_norm in training); those are recorded from the fused output, which is > 0 exactly where its input
     to the ReLU was; so are the residual joins (F.add_relu)."""
     masks = []
     appealnet_relu, torch_relu = F.relu, torch.nn.functional.relu
     appealnet_batch_norm, appealnet_add_relu = F.batch_norm, F.add_relu
+    appealnet_conv2d_batch_norm = F.conv2d_batch_norm
 
     def recording_relu(t, inplace=False):
         masks.append(t.detach().numpy() > 0)
         return appealnet_relu(t)
 
-    def recording_batch_norm(*args, activation=None, **kwargs):
-        out = appealnet_batch_norm(*args, activation=activation, **kwargs)
-        if activation == "relu":
-            masks.append(out.detach().numpy() > 0)
-        return out
+    def recording(batch_norm):
+        def recorded(*args, activation=None, **kwargs):
+            out = batch_norm(*args, activation=activation, **kwargs)
+            if activation == "relu":
+                masks.append(out.detach().numpy() > 0)
+            return out
+        return recorded
 
     def recording_add_relu(a, b):
         out = appealnet_add_relu(a, b)
@@ -128,11 +131,13 @@ def _train_step_with_shared_relu_kinks(torch, ours, reference, x, y):
     replayed = []
     ours.train()
     reference.train()
-    F.relu, F.batch_norm, F.add_relu = recording_relu, recording_batch_norm, recording_add_relu
+    F.relu, F.batch_norm, F.add_relu = recording_relu, recording(appealnet_batch_norm), recording_add_relu
+    F.conv2d_batch_norm = recording(appealnet_conv2d_batch_norm)  # nn.conv_batch_norm in training
     try:
         loss = F.cross_entropy(ours(an.tensor(x)), y)
     finally:
         F.relu, F.batch_norm, F.add_relu = appealnet_relu, appealnet_batch_norm, appealnet_add_relu
+        F.conv2d_batch_norm = appealnet_conv2d_batch_norm
     torch.nn.functional.relu = replaying_relu
     try:
         ref_logits = reference(torch.tensor(x, dtype=torch.float64))

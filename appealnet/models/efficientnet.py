@@ -71,9 +71,9 @@ class MBConv(nn.Module):
         self.has_skip = stride == 1 and in_channels == out_channels
 
     def forward(self, x):
-        out = x if self.expansion == 1 else F.silu(self.bn1(self.conv1(x)))
-        out = F.silu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(self.se(out)))
+        out = x if self.expansion == 1 else F.silu(nn.conv_batch_norm(self.conv1, self.bn1, x))
+        out = F.silu(nn.conv_batch_norm(self.conv2, self.bn2, out))
+        out = nn.conv_batch_norm(self.conv3, self.bn3, self.se(out))
         if not self.has_skip:
             return out
         if self.training and self.drop_rate > 0.0:
@@ -109,7 +109,7 @@ class EfficientNetB0(ImageClassifier):
         self.linear = nn.Linear(in_channels, num_classes)
 
     def feature_map(self, x):
-        return self.layers(F.silu(self.bn1(self.conv1(x))))
+        return self.layers(F.silu(nn.conv_batch_norm(self.conv1, self.bn1, x)))
 
 
 def efficientnet_b0(num_classes=10, width_mult=1.0, dropout=0.2, drop_connect=0.2):

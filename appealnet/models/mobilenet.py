@@ -28,8 +28,8 @@ class DepthwiseSeparable(nn.Module):
         self.conv2, self.bn2 = conv_bn(in_planes, out_planes, 1)
 
     def forward(self, x):
-        out = self.bn1(self.conv1(x), activation="relu")
-        return self.bn2(self.conv2(out), activation="relu")
+        out = nn.conv_batch_norm(self.conv1, self.bn1, x, activation="relu")
+        return nn.conv_batch_norm(self.conv2, self.bn2, out, activation="relu")
 
 
 class MobileNetV1(ImageClassifier):
@@ -54,7 +54,7 @@ class MobileNetV1(ImageClassifier):
         self.linear = nn.Linear(in_planes, num_classes)
 
     def feature_map(self, x):
-        return self.layers(self.bn1(self.conv1(x), activation="relu"))
+        return self.layers(nn.conv_batch_norm(self.conv1, self.bn1, x, activation="relu"))
 
 
 class InvertedResidual(nn.Module):
@@ -75,9 +75,9 @@ class InvertedResidual(nn.Module):
             self.shortcut = nn.Sequential(*conv_bn(in_planes, out_planes, 1))
 
     def forward(self, x):
-        out = self.bn1(self.conv1(x), activation="relu")
-        out = self.bn2(self.conv2(out), activation="relu")
-        out = self.bn3(self.conv3(out))
+        out = nn.conv_batch_norm(self.conv1, self.bn1, x, activation="relu")
+        out = nn.conv_batch_norm(self.conv2, self.bn2, out, activation="relu")
+        out = nn.conv_batch_norm(self.conv3, self.bn3, out)
         return out + self.shortcut(x) if self.stride == 1 else out
 
 
@@ -106,8 +106,8 @@ class MobileNetV2(ImageClassifier):
         self.linear = nn.Linear(last, num_classes)
 
     def feature_map(self, x):
-        out = self.layers(self.bn1(self.conv1(x), activation="relu"))
-        return self.bn2(self.conv2(out), activation="relu")
+        out = self.layers(nn.conv_batch_norm(self.conv1, self.bn1, x, activation="relu"))
+        return nn.conv_batch_norm(self.conv2, self.bn2, out, activation="relu")
 
 
 def mobilenet_v1(num_classes=10, width_mult=1.0):

@@ -35,8 +35,8 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Sequential(*conv_bn(in_planes, planes, 1, stride))
 
     def forward(self, x):
-        out = self.bn1(self.conv1(x), activation="relu")
-        out = self.bn2(self.conv2(out))
+        out = nn.conv_batch_norm(self.conv1, self.bn1, x, activation="relu")
+        out = nn.conv_batch_norm(self.conv2, self.bn2, out)
         return F.add_relu(out, self.shortcut(x))
 
 
@@ -56,9 +56,9 @@ class Bottleneck(nn.Module):
             self.shortcut = nn.Sequential(*conv_bn(in_planes, out_planes, 1, stride))
 
     def forward(self, x):
-        out = self.bn1(self.conv1(x), activation="relu")
-        out = self.bn2(self.conv2(out), activation="relu")
-        out = self.bn3(self.conv3(out))
+        out = nn.conv_batch_norm(self.conv1, self.bn1, x, activation="relu")
+        out = nn.conv_batch_norm(self.conv2, self.bn2, out, activation="relu")
+        out = nn.conv_batch_norm(self.conv3, self.bn3, out)
         return F.add_relu(out, self.shortcut(x))
 
 
@@ -88,7 +88,7 @@ class ResNet(ImageClassifier):
         return nn.Sequential(*blocks)
 
     def feature_map(self, x):
-        out = self.bn1(self.conv1(x), activation="relu")
+        out = nn.conv_batch_norm(self.conv1, self.bn1, x, activation="relu")
         return self.layer4(self.layer3(self.layer2(self.layer1(out))))
 
 
@@ -124,8 +124,8 @@ class CifarBasicBlock(nn.Module):
                 self.shortcut = nn.Sequential(*conv_bn(in_planes, planes, 1, stride))
 
     def forward(self, x):
-        out = self.bn1(self.conv1(x), activation="relu")
-        out = self.bn2(self.conv2(out))
+        out = nn.conv_batch_norm(self.conv1, self.bn1, x, activation="relu")
+        out = nn.conv_batch_norm(self.conv2, self.bn2, out)
         return F.add_relu(out, self.shortcut(x))
 
 
@@ -164,7 +164,7 @@ class CifarResNet(ImageClassifier):
         return nn.Sequential(*blocks)
 
     def feature_map(self, x):
-        out = self.bn1(self.conv1(x), activation="relu")
+        out = nn.conv_batch_norm(self.conv1, self.bn1, x, activation="relu")
         return self.layer3(self.layer2(self.layer1(out)))
 
 

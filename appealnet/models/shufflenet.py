@@ -45,12 +45,12 @@ class ShuffleBottleneck(nn.Module):
             self.shortcut = nn.Sequential(nn.AvgPool2d(3, stride=2, padding=1))
 
     def forward(self, x):
-        out = self.bn1(self.conv1(x), activation="relu")
+        out = nn.conv_batch_norm(self.conv1, self.bn1, x, activation="relu")
         if self.first_groups > 1:
             # lets the next grouped 1x1 conv see channels from every group
             out = F.channel_shuffle(out, self.first_groups)
-        out = self.bn2(self.conv2(out), activation="relu")
-        out = self.bn3(self.conv3(out))
+        out = nn.conv_batch_norm(self.conv2, self.bn2, out, activation="relu")
+        out = nn.conv_batch_norm(self.conv3, self.bn3, out)
         if self.stride == 2:
             return F.relu(cat([out, self.shortcut(x)], dim=1))
         return F.add_relu(out, self.shortcut(x))
@@ -82,7 +82,7 @@ class ShuffleNetV1(ImageClassifier):
         self.linear = nn.Linear(in_planes, num_classes)
 
     def feature_map(self, x):
-        out = self.bn1(self.conv1(x), activation="relu")
+        out = nn.conv_batch_norm(self.conv1, self.bn1, x, activation="relu")
         return self.layer3(self.layer2(self.layer1(out)))
 
 
@@ -100,9 +100,9 @@ class ShuffleV2Unit(nn.Module):
     def forward(self, x):
         keep = int(x.shape[1] * self.split_ratio)
         passed, transformed = x[:, :keep], x[:, keep:]
-        out = self.bn1(self.conv1(transformed), activation="relu")
-        out = self.bn2(self.conv2(out))
-        out = self.bn3(self.conv3(out), activation="relu")
+        out = nn.conv_batch_norm(self.conv1, self.bn1, transformed, activation="relu")
+        out = nn.conv_batch_norm(self.conv2, self.bn2, out)
+        out = nn.conv_batch_norm(self.conv3, self.bn3, out, activation="relu")
         return F.channel_shuffle_cat([passed, out])
 
 
@@ -120,9 +120,9 @@ class ShuffleV2DownUnit(nn.Module):
         self.conv5, self.bn5 = conv_bn(mid, mid, 1)
 
     def forward(self, x):
-        left = self.bn2(self.conv2(self.bn1(self.conv1(x))), activation="relu")
-        right = self.bn3(self.conv3(x), activation="relu")
-        right = self.bn5(self.conv5(self.bn4(self.conv4(right))), activation="relu")
+        left = nn.conv_batch_norm(self.conv2, self.bn2, nn.conv_batch_norm(self.conv1, self.bn1, x), activation="relu")
+        right = nn.conv_batch_norm(self.conv3, self.bn3, x, activation="relu")
+        right = nn.conv_batch_norm(self.conv5, self.bn5, nn.conv_batch_norm(self.conv4, self.bn4, right), activation="relu")
         return F.channel_shuffle_cat([left, right])
 
 
@@ -152,9 +152,9 @@ class ShuffleNetV2(ImageClassifier):
         self.linear = nn.Linear(channels[3], num_classes)
 
     def feature_map(self, x):
-        out = self.bn1(self.conv1(x), activation="relu")
+        out = nn.conv_batch_norm(self.conv1, self.bn1, x, activation="relu")
         out = self.layer3(self.layer2(self.layer1(out)))
-        return self.bn2(self.conv2(out), activation="relu")
+        return nn.conv_batch_norm(self.conv2, self.bn2, out, activation="relu")
 
 
 def shufflenet_v1(num_classes=10):

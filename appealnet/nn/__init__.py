@@ -12,7 +12,8 @@ from .module import Module, Parameter
 from .containers import Sequential, ModuleList, ModuleDict
 from .layers import (Identity, Linear, Conv2d, BatchNorm1d, BatchNorm2d, ReLU, ReLU6, LeakyReLU,
                      SiLU, Hardswish, Hardsigmoid, Sigmoid, Tanh, Softmax, LogSoftmax, Dropout,
-                     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, ChannelShuffle)
+                     MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Flatten, ChannelShuffle,
+                     conv_batch_norm)
 from .loss import CrossEntropyLoss, BCEWithLogitsLoss, MSELoss
 
 __all__ = [
@@ -20,5 +21,5 @@ __all__ = [
     "Identity", "Linear", "Conv2d", "BatchNorm1d", "BatchNorm2d", "ReLU", "ReLU6", "LeakyReLU",
     "SiLU", "Hardswish", "Hardsigmoid", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Dropout",
     "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten", "ChannelShuffle",
-    "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss",
+    "conv_batch_norm", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss",
 ]

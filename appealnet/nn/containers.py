@@ -65,8 +65,21 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
+        # A Conv2d followed by a batch norm runs as nn.conv_batch_norm: the
+        # same bits, the statistics from the convolution's output pass in
+        # training (it falls back to the two calls wherever that would not
+        # be the same).
+        from .layers import Conv2d, _BatchNorm, conv_batch_norm
+        modules = list(self._modules.values())
+        i = 0
+        while i < len(modules):
+            if (i + 1 < len(modules) and isinstance(modules[i], Conv2d)
+                    and isinstance(modules[i + 1], _BatchNorm)):
+                x = conv_batch_norm(modules[i], modules[i + 1], x)
+                i += 2
+            else:
+                x = modules[i](x)
+                i += 1
         return x
 
 

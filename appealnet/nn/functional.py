@@ -126,6 +126,24 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                          float(momentum), float(eps), _check_batch_norm_activation(activation))
 
 
+def conv2d_batch_norm(x, weight, bias, stride, padding, dilation, groups, running_mean,
+                      running_var, bn_weight=None, bn_bias=None, training=False, momentum=0.1,
+                      eps=1e-5, activation=None):
+    """``batch_norm(conv2d(x, weight, bias, stride, padding, dilation, groups),
+    running_mean, running_var, bn_weight, bn_bias, training, momentum, eps,
+    activation)``: the same two ops, autograd nodes, results and gradients,
+    bit for bit.  In training the batch statistics come from each output
+    plane's moments (sum, squared deviations), which the convolution computes
+    as it writes the plane, while it is still in cache: the batch norm then
+    makes no pass of its own over the convolution's output to get them."""
+    if isinstance(padding, str):
+        raise ValueError("string padding is not supported; give the padding in pixels")
+    return _C.conv2d_batch_norm(x, weight, bias, _pair(stride, "stride"), _pair(padding, "padding"),
+                                _pair(dilation, "dilation"), int(groups), running_mean, running_var,
+                                bn_weight, bn_bias, bool(training), float(momentum), float(eps),
+                                _check_batch_norm_activation(activation))
+
+
 def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
     stride = kernel_size if stride is None else stride
     return _C.max_pool2d(x, _pair(kernel_size, "kernel_size"), _pair(stride, "stride"),

@@ -157,6 +157,10 @@ class Conv2d(Module):
 
 
 # ------------------------------------------------------------- batch norm
+# the C op as loaded; a trace (ONNX export, plans, the profiler) replaces it
+_CONV2D_BATCH_NORM = _C.conv2d_batch_norm
+
+
 class _BatchNorm(Module):
     _expected_dims = ()
 
@@ -217,26 +221,83 @@ class _BatchNorm(Module):
         same pass, so ``bn(x, activation="relu")`` equals ``F.relu(bn(x))``
         bit for bit with one memory pass and one backward node fewer."""
         self._check_input_dim(x)
-        # before the batch counter moves: a bad call changes nothing
         F._check_batch_norm_activation(activation)
+        running_mean, running_var, use_batch_stats, momentum, count = self._call_arguments()
+        out = F.batch_norm(x, running_mean, running_var, self.weight, self.bias,
+                           use_batch_stats, momentum, self.eps, activation=activation)
+        self._count_batch(count)  # after the call: a bad call changes nothing
+        return out
+
+    def _call_arguments(self):
+        """(running_mean, running_var, use_batch_stats, momentum, new batch
+        count or None) for this call."""
         momentum = 0.0 if self.momentum is None else self.momentum
+        count = None
         if self.training and self.track_running_stats:
             count = self.num_batches_tracked.item() + 1
-            self.num_batches_tracked.fill_(count)
             if self.momentum is None:  # cumulative moving average
                 momentum = 1.0 / count
         use_batch_stats = self.training or self.running_mean is None
         # In training without tracking, or in eval without stats, no running
         # stats are passed (they would be updated or required otherwise).
         track = not self.training or self.track_running_stats
-        return F.batch_norm(x, self.running_mean if track else None,
-                            self.running_var if track else None, self.weight, self.bias,
-                            use_batch_stats, momentum, self.eps, activation=activation)
+        return (self.running_mean if track else None, self.running_var if track else None,
+                use_batch_stats, momentum, count)
+
+    def _count_batch(self, count):
+        if count is not None:
+            self.num_batches_tracked.fill_(count)
+
+    def _fuses_with(self, conv):
+        if not self.training or len(self._expected_dims) != 1 or self._expected_dims[0] != 4:
+            return False
+        if type(conv).forward is not Conv2d.forward or type(self).forward is not _BatchNorm.forward:
+            return False
+        for module in (conv, self):
+            if "forward" in module.__dict__ or module.__dict__.get("_forward_pre_hooks") or \
+                    module.__dict__.get("_forward_hooks"):
+                return False
+        return _C.conv2d_batch_norm is _CONV2D_BATCH_NORM  # not wrapped by a trace
+
+    def _after_conv(self, conv, x, activation):
+        """conv_batch_norm's fused call (see there)."""
+        F._check_batch_norm_activation(activation)
+        padding, extra = conv._explicit_padding()
+        if extra is not None:
+            x = F.pad(x, extra)
+        running_mean, running_var, use_batch_stats, momentum, count = self._call_arguments()
+        out = F.conv2d_batch_norm(x, conv.weight, conv.bias, conv.stride, padding, conv.dilation,
+                                  conv.groups, running_mean, running_var, self.weight, self.bias,
+                                  use_batch_stats, momentum, self.eps, activation=activation)
+        self._count_batch(count)
+        return out
+
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}")
+
+
+def conv_batch_norm(conv, bn, x, activation=None):
+    """``bn(conv(x), activation=activation)`` (``bn(conv(x))`` when
+    activation is None), bit for bit: outputs, gradients, running
+    statistics.  In training, with a plain :class:`Conv2d` and
+    :class:`BatchNorm2d`, the batch statistics come from moments that the
+    convolution computes on each output plane as it writes it
+    (``F.conv2d_batch_norm``), which saves the batch norm a pass over the
+    convolution's output.  The model zoo runs every convolution that a batch
+    norm follows through this.
+
+    Anything else is the two calls, unchanged: eval mode; modules of other
+    types (a fused or folded pair from ``fuse_for_inference``, a user's
+    replacement); forward hooks or a replaced ``forward`` on either module
+    (the profiler, tracing); or while a trace wraps the C ops (ONNX export,
+    inference plans)."""
+    if isinstance(bn, _BatchNorm) and bn._fuses_with(conv):
+        return bn._after_conv(conv, x, activation)
+    y = conv(x)
+    return bn(y) if activation is None else bn(y, activation=activation)
 
 
 class BatchNorm1d(_BatchNorm):
