@@ -231,18 +231,157 @@ static AN_ALWAYS_INLINE void sum_g_and_g_dev_f64(an_bn_activation act,
  * a run per thread.  Inside a caller's parallel region (a convolution's
  * image units, which call this on the planes they just wrote) it runs on
  * the calling thread. */
+/* A plane's two sums run in 32 double lanes (four AVX-512 or eight AVX2
+ * accumulators): with the eight of sum_f64 each pass was one chain of
+ * dependent adds, about a cycle per element over both passes, which made
+ * the moments cost as much as a pass over memory.  The 32 lanes are then
+ * folded onto eight (lane l + 8 j onto lane l, in pairs), what is left of
+ * the plane runs in those eight (4x4 planes only there), the eight are
+ * summed in order and the tail added: a fixed order for each plane size,
+ * the same bits under every ISA. */
+#define MOMENT_LANES 32
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic ignored "-Wpsabi" /* the helpers are inlined: no vector crosses a call */
+/* eight doubles / floats as one GCC vector (one zmm, two ymm or four xmm):
+ * without them GCC left the eight-lane loops scalar, and a 4x4 plane's
+ * moments cost more than its normalisation */
+typedef double moment_v8d __attribute__((vector_size(64)));
+typedef float moment_v8f __attribute__((vector_size(32)));
+
+static AN_ALWAYS_INLINE moment_v8d moment_load(const float *p)
+{
+    moment_v8f v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return __builtin_convertvector(v, moment_v8d);
+}
+
+/* sum(a) (sq = 0) or sum((a - m)^2) (sq = 1) over one plane, in the order
+ * described above */
+static AN_ALWAYS_INLINE double plane_sum_as(const float *restrict a, int64_t n, double m,
+                                            const int sq)
+{
+    const moment_v8d mv = (moment_v8d){0} + m;
+    moment_v8d p8 = {0};
+    int64_t k = 0;
+    if (n >= MOMENT_LANES) {
+        moment_v8d w0 = {0}, w1 = {0}, w2 = {0}, w3 = {0};
+        for (; k + MOMENT_LANES <= n; k += MOMENT_LANES) {
+            moment_v8d v0 = moment_load(a + k), v1 = moment_load(a + k + 8);
+            moment_v8d v2 = moment_load(a + k + 16), v3 = moment_load(a + k + 24);
+            if (sq) {
+                v0 -= mv, v1 -= mv, v2 -= mv, v3 -= mv;
+                v0 *= v0, v1 *= v1, v2 *= v2, v3 *= v3;
+            }
+            w0 += v0, w1 += v1, w2 += v2, w3 += v3;
+        }
+        p8 = (w0 + w1) + (w2 + w3);
+    }
+    for (; k + LANES <= n; k += LANES) {
+        moment_v8d v = moment_load(a + k);
+        if (sq) {
+            v -= mv;
+            v *= v;
+        }
+        p8 += v;
+    }
+    double s = 0.0;
+    for (int l = 0; l < LANES; ++l) s += p8[l];
+    for (; k < n; ++k) {
+        const double d = sq ? (double)a[k] - m : (double)a[k];
+        s += d * (sq ? d : 1.0);
+    }
+    return s;
+}
+
+static AN_ALWAYS_INLINE double plane_sum(const float *restrict a, int64_t n)
+{
+    return plane_sum_as(a, n, 0.0, 0);
+}
+
+static AN_ALWAYS_INLINE double plane_sq_dev(const float *restrict a, int64_t n, double m)
+{
+    return plane_sum_as(a, n, m, 1);
+}
+#else
+static AN_ALWAYS_INLINE void fold_lanes(const double *restrict wide, double *restrict p8)
+{
+    for (int l = 0; l < LANES; ++l)
+        p8[l] = (wide[l] + wide[l + LANES]) + (wide[l + 2 * LANES] + wide[l + 3 * LANES]);
+}
+
+static AN_ALWAYS_INLINE double plane_sum(const float *restrict a, int64_t n)
+{
+    double p8[LANES] = {0};
+    int64_t k = 0;
+    if (n >= MOMENT_LANES) {
+        double part[MOMENT_LANES] = {0};
+        for (; k + MOMENT_LANES <= n; k += MOMENT_LANES)
+            for (int l = 0; l < MOMENT_LANES; ++l) part[l] += (double)a[k + l];
+        fold_lanes(part, p8);
+    }
+    for (; k + LANES <= n; k += LANES)
+        for (int l = 0; l < LANES; ++l) p8[l] += (double)a[k + l];
+    double s = 0.0;
+    for (int l = 0; l < LANES; ++l) s += p8[l];
+    for (; k < n; ++k) s += (double)a[k];
+    return s;
+}
+
+static AN_ALWAYS_INLINE double plane_sq_dev(const float *restrict a, int64_t n, double m)
+{
+    double p8[LANES] = {0};
+    int64_t k = 0;
+    if (n >= MOMENT_LANES) {
+        double part[MOMENT_LANES] = {0};
+        for (; k + MOMENT_LANES <= n; k += MOMENT_LANES)
+            for (int l = 0; l < MOMENT_LANES; ++l) {
+                const double d = (double)a[k + l] - m;
+                part[l] += d * d;
+            }
+        fold_lanes(part, p8);
+    }
+    for (; k + LANES <= n; k += LANES)
+        for (int l = 0; l < LANES; ++l) {
+            const double d = (double)a[k + l] - m;
+            p8[l] += d * d;
+        }
+    double s = 0.0;
+    for (int l = 0; l < LANES; ++l) s += p8[l];
+    for (; k < n; ++k) {
+        const double d = (double)a[k] - m;
+        s += d * d;
+    }
+    return s;
+}
+#endif
+
+static void plane_moments_run(const float *x, int64_t p0, int64_t p1, int64_t HW, double *moments)
+{
+    for (int64_t p = p0; p < p1; ++p) {
+        const float *plane = x + p * HW;
+        const double s = plane_sum(plane, HW);
+        moments[2 * p] = s;
+        moments[2 * p + 1] = HW > 0 ? plane_sq_dev(plane, HW, s / (double)HW) : 0.0;
+    }
+}
+
 void BN_VARIANT(an_batchnorm_plane_moments_f32)(const float *x, int64_t planes, int64_t HW,
                                                 double *moments)
 {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (planes * HW > KERNEL_PARALLEL_GRAIN && !omp_in_parallel())
-#endif
-    for (int64_t p = 0; p < planes; ++p) {
-        const float *plane = x + p * HW;
-        const double s = sum_f64(plane, HW);
-        moments[2 * p] = s;
-        moments[2 * p + 1] = HW > 0 ? sum_sq_dev_f64(plane, HW, s / (double)HW) : 0.0;
+    /* tested outside the pragma: a region with if(0) still forks a team of
+       one, microseconds a call, and the convolutions call this per plane */
+    if (planes * HW > KERNEL_PARALLEL_GRAIN && !omp_in_parallel()) {
+#pragma omp parallel
+        {
+            const int64_t team = omp_get_num_threads(), thread = omp_get_thread_num();
+            plane_moments_run(x, planes * thread / team, planes * (thread + 1) / team, HW, moments);
+        }
+        return;
     }
+#endif
+    plane_moments_run(x, 0, planes, HW, moments);
 }
 
 /* ------------------------------------------------------------------ forward */

@@ -10,6 +10,7 @@
 #include "depthwise.h"
 
 #include "cpu/cpu.h"
+#include "kernels/batchnorm.h"
 #include "kernels/gemm.h"
 #include "kernels/gemm_pack.h"
 #include "kernels/isa_variants.h"
@@ -51,6 +52,44 @@ static inline void run_shared(int64_t n, int64_t work, share_fn body, const void
     (void)work;
 #endif
     body(ctx, 0, n);
+}
+
+/* A forward path's plane ranges followed, block by block, by the moments
+ * of the planes just written (for the batch norm after the layer, see
+ * an_depthwise_conv2d_forward_moments_f32): about 64 KB of output a block,
+ * so that its moments read it from L2 at the latest. */
+#define MOMENTS_BLOCK_BYTES 65536
+
+typedef struct {
+    share_fn body; /* the path's, over planes */
+    const void *ctx;
+    const float *y;
+    int64_t OHW;
+    double *moments;
+} moments_share;
+
+static void planes_then_moments(const void *ctx, int64_t p0, int64_t p1)
+{
+    const moments_share *m = ctx;
+    int64_t block = MOMENTS_BLOCK_BYTES / (m->OHW * (int64_t)sizeof(float));
+    if (block < 1) block = 1;
+    for (int64_t b0 = p0; b0 < p1; b0 += block) {
+        const int64_t b1 = p1 - b0 < block ? p1 : b0 + block;
+        m->body(m->ctx, b0, b1);
+        an_batchnorm_plane_moments_f32(m->y + b0 * m->OHW, b1 - b0, m->OHW, m->moments + 2 * b0);
+    }
+}
+
+/* run_shared over planes, with their moments when `moments` is non-NULL. */
+static void run_planes(int64_t planes, int64_t work, share_fn body, const void *ctx,
+                       const float *y, int64_t OHW, double *moments)
+{
+    if (!moments) {
+        run_shared(planes, work, body, ctx);
+        return;
+    }
+    const moments_share m = {body, ctx, y, OHW, moments};
+    run_shared(planes, work, planes_then_moments, &m);
 }
 
 /* Index of an activation code in the kernels' per-activation tables. */
@@ -603,14 +642,20 @@ static void flat_chunks(const void *ctx, int64_t chunk0, int64_t chunk1)
 
 /* y = act(conv(x, w) + bias), or y += conv(x, w rotated by 180 degrees) (the
  * data gradient), over planes = N * C planes of H x W (flat3x3_fits). */
-static void flat_run(const float *x, const float *w, const float *bias, int rotate, int accumulate,
-                     int act, int64_t planes, int64_t C, int64_t H, int64_t W, float *y)
+static int flat_run(const float *x, const float *w, const float *bias, int rotate, int accumulate,
+                    int act, int64_t planes, int64_t C, int64_t H, int64_t W, float *y,
+                    double *moments)
 {
     const flat_share f = {{x, w, bias, y, planes, C, H, W, rotate, accumulate, act},
                           AN_BY_ISA(flat3x3_s1_)};
     const int64_t vectors = H * W / row_lanes();
-    const int64_t chunks = vectors >= FLAT_GROUP ? planes : (planes * vectors + FLAT_GROUP - 1) / FLAT_GROUP;
+    if (vectors >= FLAT_GROUP) { /* a chunk is a plane */
+        run_planes(planes, planes * H * W * 9, flat_chunks, &f, y, H * W, moments);
+        return moments != NULL;
+    }
+    const int64_t chunks = (planes * vectors + FLAT_GROUP - 1) / FLAT_GROUP;
     run_shared(chunks, planes * H * W * 9, flat_chunks, &f);
+    return 0;
 }
 #endif
 
@@ -740,10 +785,11 @@ AN_FOR_EACH_ISA(AN_DEFINE_S2D)
 
 /* y = act(conv(x, w) + bias) over planes = N * C planes (s2d_fits). */
 static void s2d_run(const float *x, const float *w, const float *bias, int act, int64_t planes,
-                    int64_t C, int64_t H, int64_t W, int64_t ph, int64_t OH, float *y)
+                    int64_t C, int64_t H, int64_t W, int64_t ph, int64_t OH, float *y,
+                    double *moments)
 {
     const planes_job j = {x, w, bias, C, H, W, ph, OH, act, y, AN_BY_ISA(s2d_planes_)};
-    run_shared(planes, planes * OH * (W / 2) * 9, planes_share, &j);
+    run_planes(planes, planes * OH * (W / 2) * 9, planes_share, &j, y, OH * (W / 2), moments);
 }
 #endif
 
@@ -900,12 +946,12 @@ static int masked_fits(int64_t H, int64_t W)
 
 /* y = act(conv(x, w) + bias) over planes = N * C planes, split by planes. */
 static void masked_run(const float *x, const float *w, const float *bias, int act, int64_t planes,
-                       int64_t C, int64_t H, int64_t W, float *y)
+                       int64_t C, int64_t H, int64_t W, float *y, double *moments)
 {
     static const planes_fn by_act[2][3] = {{masked_w4_none, masked_w4_relu, masked_w4_relu6},
                                            {masked_w8_none, masked_w8_relu, masked_w8_relu6}};
     const planes_job j = {x, w, bias, C, H, W, 1, H, act, y, by_act[W == 8][act_index(act)]};
-    run_shared(planes, planes * H * W * 9, planes_share, &j);
+    run_planes(planes, planes * H * W * 9, planes_share, &j, y, H * W, moments);
 }
 
 /* dx += conv(dy, w rotated by 180 degrees) over planes = N * C planes (the
@@ -1068,12 +1114,13 @@ static int s2_fits(int64_t H, int64_t W, int64_t kh, int64_t kw, int64_t sh, int
 
 /* y = act(conv(x, w) + bias) over planes = N * C planes, split by planes. */
 static void s2_run(const float *x, const float *w, const float *bias, int act, int64_t planes,
-                   int64_t C, int64_t H, int64_t W, int64_t ph, int64_t OH, float *y)
+                   int64_t C, int64_t H, int64_t W, int64_t ph, int64_t OH, float *y,
+                   double *moments)
 {
     static const planes_fn by_act[2][3] = {{s2_none_w8, s2_relu_w8, s2_relu6_w8},
                                            {s2_none_w16, s2_relu_w16, s2_relu6_w16}};
     const planes_job j = {x, w, bias, C, H, W, ph, OH, act, y, by_act[W == 16][act_index(act)]};
-    run_shared(planes, planes * H * W * 9 / 4, planes_share, &j);
+    run_planes(planes, planes * H * W * 9 / 4, planes_share, &j, y, OH * (W / 2), moments);
 }
 #endif
 
@@ -1504,6 +1551,7 @@ typedef struct {
     float *y;
     int rotate, accumulate, act;
     int64_t C, N;
+    double *moments; /* the planes' moments (NULL: none), see run_planes */
 } cl_forward_job;
 
 /* unit u = (block of 16 channels, image), the images of a block
@@ -1526,17 +1574,21 @@ static void cl_forward_unit(const void *ctx, int64_t u, cl_scratch *s)
              j->accumulate, channels, j->y + (n * j->C + c0) * OHW, s->frame, s->out);
     /* the block's planes are still in cache */
     an_bias_act_rows(j->y + (n * j->C + c0) * OHW, channels, OHW, OHW, NULL, j->act);
+    if (j->moments)
+        an_batchnorm_plane_moments_f32(j->y + (n * j->C + c0) * OHW, channels, OHW,
+                                       j->moments + 2 * (n * j->C + c0));
 }
 
 /* Every image and block of 16 channels of x [N, C, H, W] -> y [N, C, OH, OW]
  * (overwritten, or accumulated onto). */
 static void cl_run(const cl_geometry *g, const float *x, const float *w, int rotate,
-                   const float *bias, int accumulate, int act, int64_t N, int64_t C, float *y)
+                   const float *bias, int accumulate, int act, int64_t N, int64_t C, float *y,
+                   double *moments)
 {
     const int64_t blocks = (C + CL_LANES - 1) / CL_LANES;
     const int64_t HW = g->H * g->W, OHW = g->OH * g->OW;
-    const cl_forward_job job = {g,          choose_cl_block(), x, w, bias, y, rotate, accumulate,
-                                act,        C,                 N};
+    const cl_forward_job job = {g, choose_cl_block(), x, w, bias, y, rotate, accumulate,
+                                act, C, N, moments};
     cl_for_units(g, N * blocks, N * C * (HW > OHW ? HW : OHW) * g->kh * g->kw, cl_forward_unit,
                  &job);
 }
@@ -1571,11 +1623,11 @@ static void cl_run_wgrad(const cl_geometry *g, const float *x, const float *dy, 
 #endif
 
 /* x [N,C,H,W], w [C*M,1,kh,kw], bias [C*M] or NULL -> y [N,C*M,OH,OW] */
-void an_depthwise_conv2d_forward_act_f32(
+int an_depthwise_conv2d_forward_moments_f32(
     const float *x, const float *w, const float *bias,
     int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
     int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
-    int64_t dh, int64_t dw, int64_t OH, int64_t OW, int act, float *y)
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, int act, float *y, double *moments)
 {
     const int64_t Cout = C * multiplier;
     const int64_t planes = N * Cout;
@@ -1583,31 +1635,30 @@ void an_depthwise_conv2d_forward_act_f32(
     if (flat3x3_fits(H, W, kh, kw, sh, sw, ph, pw, dh, dw, multiplier)) {
 #ifdef AN_HAVE_MASKED_SMALL
         if (masked_fits(H, W)) {
-            masked_run(x, w, bias, act, planes, C, H, W, y);
-            return;
+            masked_run(x, w, bias, act, planes, C, H, W, y, moments);
+            return moments != NULL;
         }
 #endif
-        flat_run(x, w, bias, 0, 0, act, planes, C, H, W, y);
-        return;
+        return flat_run(x, w, bias, 0, 0, act, planes, C, H, W, y, moments);
     }
 #endif
 #ifdef AN_HAVE_MASKED_SMALL
     if (s2_fits(H, W, kh, kw, sh, sw, ph, pw, dh, dw, multiplier, OH, OW)) {
-        s2_run(x, w, bias, act, planes, C, H, W, ph, OH, y);
-        return;
+        s2_run(x, w, bias, act, planes, C, H, W, ph, OH, y, moments);
+        return moments != NULL;
     }
 #endif
 #ifdef AN_HAVE_ROW_VEC
     if (s2d_fits(H, W, kh, kw, sh, sw, ph, pw, dh, dw, multiplier, OH, OW)) {
-        s2d_run(x, w, bias, act, planes, C, H, W, ph, OH, y);
-        return;
+        s2d_run(x, w, bias, act, planes, C, H, W, ph, OH, y, moments);
+        return moments != NULL;
     }
 #endif
 #ifdef AN_HAVE_CHANNELS_LAST
     const cl_geometry cg = {H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW};
     if (cl_fits(&cg, multiplier) && !rows3x3_fits(H, W, kh, kw, sh, sw, ph, pw, dh, dw)) {
-        cl_run(&cg, x, w, 0, bias, 0, act, N, C, y);
-        return;
+        cl_run(&cg, x, w, 0, bias, 0, act, N, C, y, moments);
+        return moments != NULL;
     }
 #endif
     const int fast3x3 = is_3x3_p1_d1(kh, kw, ph, pw, dh, dw) && sh == sw &&
@@ -1629,7 +1680,20 @@ void an_depthwise_conv2d_forward_act_f32(
                                   dw, OH, OW, yp);
             an_bias_act_rows(yp, 1, OH * OW, OH * OW, NULL, act); /* while hot */
         }
+        if (moments) /* the plane is in L1 */
+            an_batchnorm_plane_moments_f32(yp, 1, OH * OW, moments + 2 * p);
     }
+    return moments != NULL;
+}
+
+void an_depthwise_conv2d_forward_act_f32(
+    const float *x, const float *w, const float *bias,
+    int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
+    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, int act, float *y)
+{
+    an_depthwise_conv2d_forward_moments_f32(x, w, bias, N, C, H, W, multiplier, kh, kw, sh, sw,
+                                            ph, pw, dh, dw, OH, OW, act, y, NULL);
 }
 
 int an_depthwise3x3_rows_applies(int64_t H, int64_t W, int64_t stride)
@@ -1890,7 +1954,7 @@ void an_depthwise_conv2d_backward_input_f32(
             return;
         }
 #endif
-        flat_run(dy, w, NULL, 1, 1, DW_ACT_NONE, planes, C, H, W, dx);
+        flat_run(dy, w, NULL, 1, 1, DW_ACT_NONE, planes, C, H, W, dx, NULL);
         return;
     }
 #endif
@@ -1901,7 +1965,7 @@ void an_depthwise_conv2d_backward_input_f32(
         const cl_geometry cg = {OH, OW, kh, kw, 1, 1, dh * (kh - 1) - ph, dw * (kw - 1) - pw,
                                 dh, dw, H, W};
         if (cl_fits(&cg, multiplier) && !rows3x3_fits(H, W, kh, kw, sh, sw, ph, pw, dh, dw)) {
-            cl_run(&cg, dy, w, 1, NULL, 1, DW_ACT_NONE, N, C, dx);
+            cl_run(&cg, dy, w, 1, NULL, 1, DW_ACT_NONE, N, C, dx, NULL);
             return;
         }
     }

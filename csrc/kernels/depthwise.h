@@ -34,6 +34,18 @@ void an_depthwise_conv2d_forward_act_f32(
     int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
     int64_t dh, int64_t dw, int64_t OH, int64_t OW, int act, float *y);
 
+/* The same, and with `moments` non-NULL ([N * C * multiplier][2] doubles)
+   the output planes' moments for a batch norm's statistics
+   (an_batchnorm_plane_moments_f32), computed on each plane or block of
+   planes right after it is written, while it is in cache.  Returns 1 when
+   the moments were computed, 0 when this shape's path does not compute
+   them (the caller then makes its own pass over y); 0 for NULL. */
+int an_depthwise_conv2d_forward_moments_f32(
+    const float *x, const float *w, const float *bias,
+    int64_t N, int64_t C, int64_t H, int64_t W, int64_t multiplier,
+    int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+    int64_t dh, int64_t dw, int64_t OH, int64_t OW, int act, float *y, double *moments);
+
 /* Whether the forward above runs a 3x3, padding-1, stride-`stride`
  * depthwise layer (multiplier 1) on H x W planes plane by plane, row by row
  * (planes of whole vectors up to 64x64, not the 4/8-wide or channels-last

@@ -185,9 +185,11 @@ static int depthwise_accepts(const conv_geometry *g)
 static an_status depthwise_forward(const conv_geometry *g, const float *x, const float *w,
                                    const float *bias, float *y)
 {
-    an_depthwise_conv2d_forward_act_f32(x, w, bias, g->N, g->C, g->H, g->W, g->Cout / g->C, g->kh,
-                                        g->kw, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->OH,
-                                        g->OW, gemm_act(g->act), y);
+    if (an_depthwise_conv2d_forward_moments_f32(x, w, bias, g->N, g->C, g->H, g->W, g->Cout / g->C,
+                                                g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->dh,
+                                                g->dw, g->OH, g->OW, gemm_act(g->act), y,
+                                                g->moments))
+        moments_filled(g);
     return AN_OK;
 }
 
