@@ -19,6 +19,7 @@ NOT_OPS = frozenset({
     "TensorBase", "_make_subclass", "_set_tensor_class", "is_grad_enabled", "set_grad_enabled",
     "get_num_threads", "set_num_threads", "cpu_description", "openmp_enabled", "manual_seed",
     "initial_seed", "workspace_bytes", "release_workspace", "has_nonfinite", "MAX_DIMS",
+    "conv2d_algorithm",
 })
 
 

@@ -288,6 +288,14 @@ an_tensor *an_conv2d_fused_prepacked(an_tensor *x, an_tensor *weight, an_tensor 
    and Winograd paths; after it for the others), so the batch norm makes no
    pass of its own over the convolution's output to get them.  training = 0
    is the two calls.  Errors are those of the two ops. */
+/* The name of the implementation an_conv2d runs for these shapes (one of
+   "depthwise", "direct3x3_few_channels", "pointwise", "winograd",
+   "implicit_gemm", "implicit_gemm_strided", "im2col_gemm"), from the same
+   ordered list and checks; NULL with the error set for shapes conv2d would
+   refuse.  For benchmarks and tests. */
+const char *an_conv2d_algorithm(const int64_t input_shape[4], const int64_t weight_shape[4],
+                                const int64_t stride[2], const int64_t padding[2],
+                                const int64_t dilation[2], int64_t groups);
 an_tensor *an_conv2d_batch_norm_act(an_tensor *x, an_tensor *weight, an_tensor *bias,
                                     const int64_t stride[2], const int64_t padding[2],
                                     const int64_t dilation[2], int64_t groups,

@@ -126,6 +126,19 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
                          float(momentum), float(eps), _check_batch_norm_activation(activation))
 
 
+def conv2d_algorithm(input_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1):
+    """Which implementation ``conv2d`` runs for these shapes: "depthwise",
+    "direct3x3_few_channels", "pointwise", "winograd", "implicit_gemm",
+    "implicit_gemm_strided" or "im2col_gemm" (the first of that ordered list
+    that accepts them).  For benchmarks and tests; shapes conv2d would
+    refuse raise its error."""
+    if isinstance(padding, str):
+        raise ValueError("string padding is not supported; give the padding in pixels")
+    return _C.conv2d_algorithm(tuple(int(d) for d in input_shape), tuple(int(d) for d in weight_shape),
+                               _pair(stride, "stride"), _pair(padding, "padding"),
+                               _pair(dilation, "dilation"), int(groups))
+
+
 def conv2d_batch_norm(x, weight, bias, stride, padding, dilation, groups, running_mean,
                       running_var, bn_weight=None, bn_bias=None, training=False, momentum=0.1,
                       eps=1e-5, activation=None):

@@ -2381,3 +2381,29 @@ an_tensor *an_conv2d_batch_norm_act(an_tensor *x, an_tensor *weight, an_tensor *
     an_free(moments);
     return out;
 }
+
+const char *an_conv2d_algorithm(const int64_t input_shape[4], const int64_t weight_shape[4],
+                                const int64_t stride[2], const int64_t padding[2],
+                                const int64_t dilation[2], int64_t groups)
+{
+    if (!input_shape || !weight_shape) {
+        an_set_error(AN_ERR_TYPE, "conv2d_algorithm: the input and weight shapes must be given");
+        return NULL;
+    }
+    /* conv2d_check reads the shapes only */
+    an_tensor x, w;
+    memset(&x, 0, sizeof x);
+    memset(&w, 0, sizeof w);
+    x.ndim = w.ndim = 4;
+    memcpy(x.shape, input_shape, sizeof(int64_t) * 4);
+    memcpy(w.shape, weight_shape, sizeof(int64_t) * 4);
+    for (int d = 0; d < 4; d++)
+        if (x.shape[d] < 0 || w.shape[d] < 0) {
+            an_set_error(AN_ERR_VALUE, "conv2d_algorithm: shapes must not be negative");
+            return NULL;
+        }
+    conv_geometry g;
+    if (conv2d_check(&x, &w, NULL, stride, padding, dilation, groups, &g))
+        return NULL;
+    return conv_impls[choose_impl(&g)].name;
+}

@@ -328,6 +328,47 @@ static PyObject *py_conv2d_batch_norm(PyObject *self, PyObject *args)
     return an_py_wrap(out);
 }
 
+/* conv2d_algorithm(input_shape, weight_shape, stride, padding, dilation, groups) */
+static PyObject *py_conv2d_algorithm(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *xs_obj, *ws_obj, *stride_obj, *padding_obj, *dilation_obj;
+    long long groups;
+    if (!PyArg_ParseTuple(args, "OOOOOL:conv2d_algorithm", &xs_obj, &ws_obj, &stride_obj,
+                          &padding_obj, &dilation_obj, &groups))
+        return NULL;
+    int64_t xs[4], ws[4], stride[2], padding[2], dilation[2];
+    PyObject *shapes[2] = {xs_obj, ws_obj};
+    int64_t *outs[2] = {xs, ws};
+    for (int t = 0; t < 2; t++) {
+        PyObject *seq = PySequence_Fast(shapes[t], "conv2d_algorithm: a shape must be a sequence");
+        if (!seq)
+            return NULL;
+        if (PySequence_Fast_GET_SIZE(seq) != 4) {
+            Py_DECREF(seq);
+            return PyErr_Format(PyExc_ValueError, "conv2d_algorithm: the %s shape must have 4 "
+                                "dimensions", t ? "weight" : "input");
+        }
+        for (int d = 0; d < 4; d++) {
+            long long v = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, d));
+            if (v == -1 && PyErr_Occurred()) {
+                Py_DECREF(seq);
+                return NULL;
+            }
+            outs[t][d] = (int64_t)v;
+        }
+        Py_DECREF(seq);
+    }
+    if (an_py_pair(stride_obj, "conv2d", "stride", stride) ||
+        an_py_pair(padding_obj, "conv2d", "padding", padding) ||
+        an_py_pair(dilation_obj, "conv2d", "dilation", dilation))
+        return NULL;
+    const char *name = an_conv2d_algorithm(xs, ws, stride, padding, dilation, (int64_t)groups);
+    if (!name)
+        return an_py_raise();
+    return PyUnicode_FromString(name);
+}
+
 /* max_pool2d(x, kernel, stride, padding, dilation, ceil_mode) */
 static PyObject *py_max_pool2d(PyObject *self, PyObject *args)
 {
@@ -411,6 +452,9 @@ PyMethodDef an_py_nn_methods[] = {
     {"conv2d", py_conv2d, METH_VARARGS,
      "conv2d(x, weight, bias, stride, padding, dilation, groups, activation=None, residual=None, "
      "packed_weight=None): NCHW convolution"},
+    {"conv2d_algorithm", py_conv2d_algorithm, METH_VARARGS,
+     "conv2d_algorithm(input_shape, weight_shape, stride, padding, dilation, groups): the "
+     "implementation conv2d runs for these shapes"},
     {"conv2d_batch_norm", py_conv2d_batch_norm, METH_VARARGS,
      "conv2d_batch_norm(x, weight, bias, stride, padding, dilation, groups, running_mean, "
      "running_var, gamma, beta, training, momentum, eps, activation=None): batch_norm(conv2d(x)) "

@@ -380,6 +380,76 @@ static void test_conv_winograd(void)
         an_release(rest[i]);
 }
 
+static int same_bits(const an_tensor *a, const an_tensor *b)
+{
+    return a && b && an_numel(a) == an_numel(b) &&
+           memcmp(an_data_ptr(a), an_data_ptr(b), sizeof(float) * (size_t)an_numel(a)) == 0;
+}
+
+/* an_conv2d_batch_norm_act from C, in training: the output, every gradient
+ * and the running statistics are the bits of an_conv2d followed by
+ * an_batch_norm_act, on a path that computes the moments as it writes the
+ * planes (1x1) and one that computes them after (depthwise 5x5); a gamma of
+ * the wrong length is the batch norm's error. */
+static void test_conv_batch_norm(void)
+{
+    const int64_t one[2] = {1, 1}, zero[2] = {0, 0}, two[2] = {2, 2};
+    for (int which = 0; which < 2; which++) {
+        const int64_t C = 12, K = which ? 12 : 20, k = which ? 5 : 1, groups = which ? C : 1;
+        const int64_t xs[4] = {3, C, 16, 16}, ws[4] = {K, C / groups, k, k}, cs[1] = {K};
+        unsigned state = 777u + (unsigned)which;
+        an_tensor *x = random_tensor(4, xs, &state), *w = random_tensor(4, ws, &state);
+        an_tensor *gamma = random_tensor(1, cs, &state), *beta = random_tensor(1, cs, &state);
+        const int64_t ys[4] = {3, K, 16, 16};
+        an_tensor *weights = random_tensor(4, ys, &state);
+        an_tensor *leaves[4] = {x, w, gamma, beta};
+        for (int i = 0; i < 4; i++) an_set_requires_grad(leaves[i], 1);
+        an_tensor *rm[2], *rv[2], *out[2], *grads[2][4];
+        for (int fused = 0; fused < 2; fused++) {
+            rm[fused] = an_zeros(1, cs);
+            rv[fused] = an_full(1, cs, 1.0f);
+            const int64_t *pad = which ? two : zero;
+            if (fused) {
+                out[1] = an_conv2d_batch_norm_act(x, w, NULL, one, pad, one, groups, rm[1], rv[1],
+                                                  gamma, beta, 1, 0.1, 1e-5, AN_ACTIVATION_RELU6);
+            } else {
+                an_tensor *y = an_conv2d(x, w, NULL, one, pad, one, groups);
+                out[0] = an_batch_norm_act(y, rm[0], rv[0], gamma, beta, 1, 0.1, 1e-5,
+                                           AN_ACTIVATION_RELU6);
+                an_release(y);
+            }
+            /* a weighted sum, so that every output's gradient differs */
+            an_tensor *weighted = out[fused] ? an_mul(out[fused], weights) : NULL;
+            an_tensor *loss = weighted ? an_sum(weighted, 0, NULL, 0) : NULL;
+            an_release(weighted);
+            for (int i = 0; i < 4; i++) an_set_grad(leaves[i], NULL);
+            CHECK(loss && an_backward(loss, NULL, 0) == AN_OK);
+            for (int i = 0; i < 4; i++) {
+                grads[fused][i] = leaves[i]->grad;
+                if (grads[fused][i]) an_retain(grads[fused][i]);
+            }
+            an_release(loss);
+        }
+        CHECK(same_bits(out[0], out[1]) && same_bits(rm[0], rm[1]) && same_bits(rv[0], rv[1]));
+        for (int i = 0; i < 4; i++) CHECK(same_bits(grads[0][i], grads[1][i]));
+        const int64_t bad_shape[1] = {K + 1};
+        an_tensor *bad = an_full(1, bad_shape, 1.0f);
+        CHECK(an_conv2d_batch_norm_act(x, w, NULL, one, which ? two : zero, one, groups, NULL, NULL,
+                                       bad, NULL, 1, 0.1, 1e-5, AN_ACTIVATION_NONE) == NULL &&
+              an_last_status() == AN_ERR_VALUE && strstr(an_last_error(), "batch_norm") != NULL);
+        an_clear_error();
+        an_release(bad);
+        for (int f = 0; f < 2; f++) {
+            an_release(rm[f]);
+            an_release(rv[f]);
+            an_release(out[f]);
+            for (int i = 0; i < 4; i++) an_release(grads[f][i]);
+        }
+        for (int i = 0; i < 4; i++) an_release(leaves[i]);
+        an_release(weights);
+    }
+}
+
 int main(void)
 {
     test_create_and_views();
@@ -391,6 +461,7 @@ int main(void)
     test_inverted_residual_block();
     test_inverted_residual_block_shortcut();
     test_conv_winograd();
+    test_conv_batch_norm();
     if (failures) {
         fprintf(stderr, "test_core: %d check(s) failed\n", failures);
         return 1;
