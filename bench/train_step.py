@@ -25,6 +25,9 @@ GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=...:top_pad=.
 of the two is compared, and which one it was is printed.  appealnet runs with
 no such help.  Subprocesses run interleaved (ours, torch, torch+tunables, ...)
 for --rounds rounds and the median is reported: the machine may be shared.
+The ratio line also gives the median of the per-round ratios (ours against
+the better PyTorch in the same round) and in how many rounds ours was
+faster: the machine's speed moves between phases over minutes.
 """
 import argparse
 import json
@@ -334,8 +337,15 @@ def main():
                       f"{args.threads} cores' FMA peak), {best_torch} {flops / figures[best_torch][key] / 1e9:.1f} "
                       f"({100 * flops / figures[best_torch][key] / cores:.0f}%)")
             if key in ours and key in figures[best_torch]:
+                # each round's two processes ran minutes apart at most: their
+                # ratio is steadier than the ratio of medians where the
+                # machine's speed drifts between phases
+                paired = [t[key] / o[key] for o, t in zip(raw["ours"], raw[best_torch])
+                          if o and t and key in o and key in t]
                 print(f"{model:<14}ratio vs {best_torch} (best torch): "
-                      f"{figures[best_torch][key] / ours[key]:.2f}x images/s (>1: we are faster)"
+                      f"{figures[best_torch][key] / ours[key]:.2f}x images/s (>1: we are faster); "
+                      f"per round {statistics.median(paired):.2f}x median, ours faster in "
+                      f"{sum(r > 1 for r in paired)} of {len(paired)}"
                       + (f"; latency torch/ours {figures[best_torch]['lat_median_ms'] / ours['lat_median_ms']:.2f}, "
                          f"onnxruntime/ours {figures['onnxruntime']['lat_median_ms'] / ours['lat_median_ms']:.2f}"
                          if task == "infer" and "lat_median_ms" in figures.get("onnxruntime", {}) else ""),
