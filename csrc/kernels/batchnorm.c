@@ -2,10 +2,12 @@
  * batchnorm_impl.h, built here (portable) and in batchnorm_avx2.c /
  * batchnorm_avx512.c; the functions below pick one from the run-time ISA.
  *
- * Every function parallelises over channels: a channel's statistics and its
- * slice of every output are owned by one thread, and its sums run in a fixed
- * order (images in order, eight double lanes inside a row), so the results are
- * the same for any thread count.
+ * Every sum runs in a fixed order whatever thread computes it: each plane's
+ * sums in fixed lanes, the planes of a channel added in image order.  The
+ * statistics come from per-plane moments (planes in memory order), the
+ * normalising pass runs plane by plane, the training backward in blocks of
+ * channels, the eval backward channel by channel; the results are the same
+ * for any thread count.
  *
  * The activation is a parameter of each per-channel worker, which is inlined
  * once per activation with the activation as a literal (see the *_channel
@@ -152,9 +154,10 @@ void an_batchnorm_backward_train_f32(const float *dy, an_bn_activation act,
                                      const float *invstd, const float *gamma,
                                      const float *beta, int64_t N, int64_t C,
                                      int64_t HW, float *dx, float *dgamma,
-                                     float *dbeta)
+                                     float *dbeta, double *workspace)
 {
-    BN_DISPATCH(an_batchnorm_backward_train_f32, dy, act, x, mean, invstd, gamma, beta, N, C, HW, dx, dgamma, dbeta);
+    BN_DISPATCH(an_batchnorm_backward_train_f32, dy, act, x, mean, invstd, gamma, beta, N, C, HW, dx,
+                dgamma, dbeta, workspace);
 }
 
 void an_batchnorm_backward_eval_f32(const float *dy, const float *y,

@@ -3,7 +3,7 @@
  *
  * Layout: x viewed as [N, C, HW] with HW = H*W (HW = 1 for BatchNorm1d on
  * [N, C]). M = N*HW elements per channel. Pure kernels: no allocation, cannot
- * fail; parallel over channels, results bit-identical for any thread count;
+ * fail; parallel over planes or channels, results bit-identical for any thread count;
  * channel sums are accumulated in double. The running-statistics update
  * (momentum, unbiased variance) is the caller's job.
  *
@@ -78,8 +78,15 @@ void an_batchnorm_stats_f32(const float *x, int64_t N, int64_t C, int64_t HW, do
  *   dx     = gamma*invstd/M * (M*g - sum(g) - xhat*sum(g*xhat))
  * dy, y, x, dx: [N, C, HW]; mean, invstd, gamma (NULL => 1): [C].
  * dx, dgamma, dbeta are nullable and overwritten (dgamma, dbeta are 0 for
- * an empty batch). */
+ * an empty batch).  workspace: an_batchnorm_backward_train_workspace(N, C)
+ * doubles (each plane's two sums, then the channels' constants).  Plane
+ * by plane in memory order, the planes' sums added per channel in image
+ * order: the same bits on any thread count. */
 /* -> AN_BN_FN(an_batchnorm_backward_train_f32), in batchnorm_fns.h */
+static inline int64_t an_batchnorm_backward_train_workspace(int64_t N, int64_t C)
+{
+    return 2 * N * C + 3 * C; /* 3 doubles hold a channel's five floats */
+}
 
 /* Backward with the running statistics as constants (eval mode /
  * frozen BN): invstd_r = 1 / sqrt(running_var + eps),

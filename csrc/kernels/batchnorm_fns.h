@@ -24,7 +24,7 @@ void AN_BN_FN(an_batchnorm_backward_train_f32)(const float *dy, an_bn_activation
                                      const float *invstd, const float *gamma,
                                      const float *beta, int64_t N, int64_t C,
                                      int64_t HW, float *dx, float *dgamma,
-                                     float *dbeta);
+                                     float *dbeta, double *workspace);
 
 void AN_BN_FN(an_batchnorm_backward_eval_f32)(const float *dy, const float *y,
                                     an_bn_activation act, const float *x,

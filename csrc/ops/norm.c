@@ -112,11 +112,17 @@ static an_status batch_norm_backward(an_node *node, an_tensor *grad, an_tensor *
         const float *beta = b ? an_data_ptr(b) : NULL;
         float *pdx = dx ? an_data_ptr(dx) : NULL, *pdw = dw ? an_data_ptr(dw) : NULL;
         float *pdb = db ? an_data_ptr(db) : NULL;
-        if (training)
-            an_batchnorm_backward_train_f32(an_data_ptr(gc), act, an_data_ptr(x), an_data_ptr(mean),
-                                            an_data_ptr(stat), gamma, beta, g.N, g.C, g.HW, pdx, pdw,
-                                            pdb);
-        else
+        if (training) {
+            double *work = an_alloc(sizeof(double) *
+                                    (size_t)an_batchnorm_backward_train_workspace(g.N, g.C));
+            if (!work)
+                st = an_set_error(AN_ERR_MEMORY, "batch_norm backward: out of memory");
+            else
+                an_batchnorm_backward_train_f32(an_data_ptr(gc), act, an_data_ptr(x),
+                                                an_data_ptr(mean), an_data_ptr(stat), gamma, beta,
+                                                g.N, g.C, g.HW, pdx, pdw, pdb, work);
+            an_free(work);
+        } else
             an_batchnorm_backward_eval_f32(an_data_ptr(gc), py, act, an_data_ptr(x),
                                            an_data_ptr(mean), an_data_ptr(stat), gamma,
                                            (float)node->reals[0], g.N, g.C, g.HW, pdx, pdw, pdb);

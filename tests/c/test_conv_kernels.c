@@ -57,6 +57,20 @@ static double rand_unit(void) /* uniform in [0, 1) */
 
 static float rand_sym(void) { return (float)(2.0 * rand_unit() - 1.0); }
 
+/* The training backward's workspace for [N, C, *] (one, grown as needed). */
+static double *bn_workspace(int64_t N, int64_t C)
+{
+    static double *buffer;
+    static int64_t size;
+    const int64_t want = an_batchnorm_backward_train_workspace(N, C);
+    if (want > size) {
+        free(buffer);
+        buffer = malloc(sizeof(double) * (size_t)want);
+        size = buffer ? want : 0;
+    }
+    return buffer;
+}
+
 static float *alloc_f(int64_t n)
 {
     float *p = malloc((size_t)(n > 0 ? n : 1) * sizeof(float));
@@ -762,7 +776,7 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
         an_batchnorm_backward_train_f32(dy, AN_BN_IDENTITY, x,
                                         one ? m1 : m2, one ? i1 : i2, g, NULL, N, C,
                                         HW, one ? dx1 : dx2, one ? dg1 : dg2,
-                                        one ? db1 : db2);
+                                        one ? db1 : db2, bn_workspace(N, C));
         an_batchnorm_backward_eval_f32(dy, NULL, AN_BN_IDENTITY, x, rmean,
                                        rvar, g, eps, N, C, HW,
                                        one ? dxe1 : dxe2, one ? dge1 : dge2,
@@ -797,11 +811,11 @@ static void test_batchnorm(int64_t N, int64_t C, int64_t HW, int affine,
     float *dxa = copy_buf(dx0, n), *dga = copy_buf(dg0, C),
           *dba = copy_buf(db0, C);
     an_batchnorm_backward_train_f32(dy, AN_BN_IDENTITY, x, m1, i1, g, NULL, N,
-                                    C, HW, dxa, NULL, NULL);
+                                    C, HW, dxa, NULL, NULL, bn_workspace(N, C));
     an_batchnorm_backward_train_f32(dy, AN_BN_IDENTITY, x, m1, i1, g, NULL, N,
-                                    C, HW, NULL, dga, NULL);
+                                    C, HW, NULL, dga, NULL, bn_workspace(N, C));
     an_batchnorm_backward_train_f32(dy, AN_BN_IDENTITY, x, m1, i1, g, NULL, N,
-                                    C, HW, NULL, NULL, dba);
+                                    C, HW, NULL, NULL, dba, bn_workspace(N, C));
     check_bits("bn bwd dx alone", name, dxa, dx1, (size_t)n * sizeof(float));
     check_bits("bn bwd dgamma alone", name, dga, dg1,
                (size_t)C * sizeof(float));
@@ -907,10 +921,10 @@ static void test_batchnorm_act(int64_t N, int64_t C, int64_t HW, int affine)
                reference masks with the forward's output */
             an_batchnorm_backward_train_f32(dy, act, x, mean, inv, g, bt,
                                             N, C, HW, dx[0][t], dg[0][t],
-                                            db[0][t]);
+                                            db[0][t], bn_workspace(N, C));
             an_batchnorm_backward_train_f32(gm, AN_BN_IDENTITY, x, mean,
                                             inv, g, NULL, N, C, HW, dx[1][t],
-                                            dg[1][t], db[1][t]);
+                                            dg[1][t], db[1][t], bn_workspace(N, C));
             an_batchnorm_backward_eval_f32(dy, yef[t], act, x, rmean, rvar, g,
                                            eps, N, C, HW, dxe[0][t], dge[0][t],
                                            dbe[0][t]);
