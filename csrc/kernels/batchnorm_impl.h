@@ -73,39 +73,6 @@ static AN_ALWAYS_INLINE float masked_grad(an_bn_activation act,
     }
 }
 
-/* sum(a) in double, eight lanes (vectorisable, fixed order) */
-static inline double sum_f64(const float *restrict a, int64_t n)
-{
-    double part[LANES] = {0};
-    int64_t k = 0;
-    for (; k + LANES <= n; k += LANES)
-        for (int l = 0; l < LANES; ++l) part[l] += (double)a[k + l];
-    double s = 0.0;
-    for (int l = 0; l < LANES; ++l) s += part[l];
-    for (; k < n; ++k) s += (double)a[k];
-    return s;
-}
-
-/* sum((a - m)^2) in double */
-static inline double sum_sq_dev_f64(const float *restrict a, int64_t n,
-                                    double m)
-{
-    double part[LANES] = {0};
-    int64_t k = 0;
-    for (; k + LANES <= n; k += LANES)
-        for (int l = 0; l < LANES; ++l) {
-            const double d = (double)a[k + l] - m;
-            part[l] += d * d;
-        }
-    double s = 0.0;
-    for (int l = 0; l < LANES; ++l) s += part[l];
-    for (; k < n; ++k) {
-        const double d = (double)a[k] - m;
-        s += d * d;
-    }
-    return s;
-}
-
 /* Masked gradients are summed a chunk at a time from a stack buffer that a
  * vectorised select fills: summing the selects directly compiled to a
  * compare-and-branch per element, which mispredicted on about half of them
@@ -296,6 +263,38 @@ static AN_ALWAYS_INLINE double plane_sum_as(const float *restrict a, int64_t n, 
     return s;
 }
 
+#else
+/* the same order with arrays for the lanes */
+static AN_ALWAYS_INLINE double plane_sum_as(const float *restrict a, int64_t n, double m,
+                                            const int sq)
+{
+    double p8[LANES] = {0};
+    int64_t k = 0;
+    if (n >= MOMENT_LANES) {
+        double part[MOMENT_LANES] = {0};
+        for (; k + MOMENT_LANES <= n; k += MOMENT_LANES)
+            for (int l = 0; l < MOMENT_LANES; ++l) {
+                const double d = sq ? (double)a[k + l] - m : (double)a[k + l];
+                part[l] += sq ? d * d : d;
+            }
+        for (int l = 0; l < LANES; ++l)
+            p8[l] = (part[l] + part[l + LANES]) + (part[l + 2 * LANES] + part[l + 3 * LANES]);
+    }
+    for (; k + LANES <= n; k += LANES)
+        for (int l = 0; l < LANES; ++l) {
+            const double d = sq ? (double)a[k + l] - m : (double)a[k + l];
+            p8[l] += sq ? d * d : d;
+        }
+    double s = 0.0;
+    for (int l = 0; l < LANES; ++l) s += p8[l];
+    for (; k < n; ++k) {
+        const double d = sq ? (double)a[k] - m : (double)a[k];
+        s += sq ? d * d : d;
+    }
+    return s;
+}
+#endif
+
 static AN_ALWAYS_INLINE double plane_sum(const float *restrict a, int64_t n)
 {
     return plane_sum_as(a, n, 0.0, 0);
@@ -305,58 +304,6 @@ static AN_ALWAYS_INLINE double plane_sq_dev(const float *restrict a, int64_t n, 
 {
     return plane_sum_as(a, n, m, 1);
 }
-#else
-static AN_ALWAYS_INLINE void fold_lanes(const double *restrict wide, double *restrict p8)
-{
-    for (int l = 0; l < LANES; ++l)
-        p8[l] = (wide[l] + wide[l + LANES]) + (wide[l + 2 * LANES] + wide[l + 3 * LANES]);
-}
-
-static AN_ALWAYS_INLINE double plane_sum(const float *restrict a, int64_t n)
-{
-    double p8[LANES] = {0};
-    int64_t k = 0;
-    if (n >= MOMENT_LANES) {
-        double part[MOMENT_LANES] = {0};
-        for (; k + MOMENT_LANES <= n; k += MOMENT_LANES)
-            for (int l = 0; l < MOMENT_LANES; ++l) part[l] += (double)a[k + l];
-        fold_lanes(part, p8);
-    }
-    for (; k + LANES <= n; k += LANES)
-        for (int l = 0; l < LANES; ++l) p8[l] += (double)a[k + l];
-    double s = 0.0;
-    for (int l = 0; l < LANES; ++l) s += p8[l];
-    for (; k < n; ++k) s += (double)a[k];
-    return s;
-}
-
-static AN_ALWAYS_INLINE double plane_sq_dev(const float *restrict a, int64_t n, double m)
-{
-    double p8[LANES] = {0};
-    int64_t k = 0;
-    if (n >= MOMENT_LANES) {
-        double part[MOMENT_LANES] = {0};
-        for (; k + MOMENT_LANES <= n; k += MOMENT_LANES)
-            for (int l = 0; l < MOMENT_LANES; ++l) {
-                const double d = (double)a[k + l] - m;
-                part[l] += d * d;
-            }
-        fold_lanes(part, p8);
-    }
-    for (; k + LANES <= n; k += LANES)
-        for (int l = 0; l < LANES; ++l) {
-            const double d = (double)a[k + l] - m;
-            p8[l] += d * d;
-        }
-    double s = 0.0;
-    for (int l = 0; l < LANES; ++l) s += p8[l];
-    for (; k < n; ++k) {
-        const double d = (double)a[k] - m;
-        s += d * d;
-    }
-    return s;
-}
-#endif
 
 static void plane_moments_run(const float *x, int64_t p0, int64_t p1, int64_t HW, double *moments)
 {

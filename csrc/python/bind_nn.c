@@ -21,6 +21,24 @@ static int parse_activation(const char *activation, const char *op, an_activatio
     return -1;
 }
 
+/* The convolution's tensors and pairs, as conv2d and conv2d_batch_norm take
+   them; -1 with the exception set. */
+static int conv_arguments(PyObject *x_obj, PyObject *w_obj, PyObject *b_obj, PyObject *stride_obj,
+                          PyObject *padding_obj, PyObject *dilation_obj, an_tensor **x,
+                          an_tensor **w, an_tensor **b, int64_t stride[2], int64_t padding[2],
+                          int64_t dilation[2])
+{
+    if (an_py_pair(stride_obj, "conv2d", "stride", stride) ||
+        an_py_pair(padding_obj, "conv2d", "padding", padding) ||
+        an_py_pair(dilation_obj, "conv2d", "dilation", dilation))
+        return -1;
+    int ok = 1;
+    *x = an_py_unwrap(x_obj, "conv2d", "input");
+    *w = *x ? an_py_unwrap(w_obj, "conv2d", "weight") : NULL;
+    *b = *w ? an_py_unwrap_optional(b_obj, "conv2d", "bias", &ok) : NULL;
+    return *x && *w && ok ? 0 : -1;
+}
+
 /* conv2d(x, weight, bias | None, stride, padding, dilation, groups,
           activation=None, residual=None, packed_weight=None): activation
    None, "relu" or "relu6", and a residual of the output's shape added
@@ -41,17 +59,14 @@ static PyObject *py_conv2d(PyObject *self, PyObject *args)
     if (parse_activation(activation, "conv2d", &act))
         return NULL;
     int64_t stride[2], padding[2], dilation[2];
-    if (an_py_pair(stride_obj, "conv2d", "stride", stride) ||
-        an_py_pair(padding_obj, "conv2d", "padding", padding) ||
-        an_py_pair(dilation_obj, "conv2d", "dilation", dilation))
+    an_tensor *x, *w, *b;
+    if (conv_arguments(x_obj, w_obj, b_obj, stride_obj, padding_obj, dilation_obj, &x, &w, &b,
+                       stride, padding, dilation))
         return NULL;
     int ok = 1;
-    an_tensor *x = an_py_unwrap(x_obj, "conv2d", "input");
-    an_tensor *w = x ? an_py_unwrap(w_obj, "conv2d", "weight") : NULL;
-    an_tensor *b = w ? an_py_unwrap_optional(b_obj, "conv2d", "bias", &ok) : NULL;
-    an_tensor *r = w && ok ? an_py_unwrap_optional(residual_obj, "conv2d", "residual", &ok) : NULL;
-    an_tensor *pk = w && ok ? an_py_unwrap_optional(packed_obj, "conv2d", "packed_weight", &ok) : NULL;
-    if (!x || !w || !ok)
+    an_tensor *r = an_py_unwrap_optional(residual_obj, "conv2d", "residual", &ok);
+    an_tensor *pk = ok ? an_py_unwrap_optional(packed_obj, "conv2d", "packed_weight", &ok) : NULL;
+    if (!ok)
         return NULL;
     an_tensor *out;
     AN_NOGIL(out = an_conv2d_fused_prepacked(x, w, pk, b, stride, padding, dilation,
@@ -306,17 +321,12 @@ static PyObject *py_conv2d_batch_norm(PyObject *self, PyObject *args)
     if (parse_activation(activation, "batch_norm", &act))
         return NULL;
     int64_t stride[2], padding[2], dilation[2];
-    if (an_py_pair(stride_obj, "conv2d", "stride", stride) ||
-        an_py_pair(padding_obj, "conv2d", "padding", padding) ||
-        an_py_pair(dilation_obj, "conv2d", "dilation", dilation))
+    an_tensor *x, *w, *b;
+    if (conv_arguments(x_obj, w_obj, b_obj, stride_obj, padding_obj, dilation_obj, &x, &w, &b,
+                       stride, padding, dilation))
         return NULL;
     int ok = 1;
-    an_tensor *x = an_py_unwrap(x_obj, "conv2d", "input");
-    an_tensor *w = x ? an_py_unwrap(w_obj, "conv2d", "weight") : NULL;
-    if (!x || !w)
-        return NULL;
-    an_tensor *b = an_py_unwrap_optional(b_obj, "conv2d", "bias", &ok);
-    an_tensor *rm = ok ? an_py_unwrap_optional(rm_obj, "batch_norm", "running_mean", &ok) : NULL;
+    an_tensor *rm = an_py_unwrap_optional(rm_obj, "batch_norm", "running_mean", &ok);
     an_tensor *rv = ok ? an_py_unwrap_optional(rv_obj, "batch_norm", "running_var", &ok) : NULL;
     an_tensor *g = ok ? an_py_unwrap_optional(g_obj, "batch_norm", "weight", &ok) : NULL;
     an_tensor *beta = ok ? an_py_unwrap_optional(beta_obj, "batch_norm", "bias", &ok) : NULL;
