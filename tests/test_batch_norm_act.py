@@ -321,3 +321,44 @@ def test_onnx_export_of_fused_batch_norm(activation, tmp_path):
     np.testing.assert_allclose(theirs, ours, rtol=1e-5, atol=1e-5)
     if activation == "relu6":
         assert (ours == 6).any()
+
+
+@pytest.mark.parametrize("shape", [(16, 300, 8, 8), (48, 5, 32, 32), (3, 3000, 4, 4)],
+                         ids=["blocks of 128 channels", "two channels a block", "one partial"])
+def test_the_training_backward_in_blocks_of_channels(shape):
+    """The training backward runs channels in blocks of about 1 MB of dy and
+    x (here several blocks, the last one partial; two 32x32 channels a
+    block): the same bits on 1, 2 and 3 threads, and dx, dgamma and dbeta
+    against float64."""
+    rng = np.random.default_rng(shape[1])
+    c = shape[1]
+    x = (rng.standard_normal(shape) * 2 + 1).astype(np.float32)
+    w = rng.uniform(0.5, 3, c).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32)
+    dy = rng.standard_normal(shape).astype(np.float32)
+    prev = an.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            an.set_num_threads(threads)
+            tx, tw, tb = (an.tensor(v, requires_grad=True) for v in (x, w, b))
+            out = F.batch_norm(tx, None, None, tw, tb, training=True, activation="relu")
+            out.backward(an.tensor(dy))
+            results.append([tx.grad.numpy(), tw.grad.numpy(), tb.grad.numpy()])
+    finally:
+        an.set_num_threads(prev)
+    for other in results[1:]:
+        for one, two in zip(results[0], other):
+            assert_bits_equal(one, two, "1 vs 2 or 3 threads")
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+    axes, per_channel = (0, 2, 3), (1, -1, 1, 1)
+    mean = x64.mean(axis=axes, keepdims=True)
+    invstd = 1.0 / np.sqrt(x64.var(axis=axes, keepdims=True) + 1e-5)
+    xhat = (x64 - mean) * invstd
+    g = np.where(xhat * w.reshape(per_channel) + b.reshape(per_channel) > 0, dy64, 0.0)
+    count = x.size // c
+    sum_g, sum_g_xhat = g.sum(axis=axes, keepdims=True), (g * xhat).sum(axis=axes, keepdims=True)
+    dx = w.reshape(per_channel) * invstd / count * (count * g - sum_g - xhat * sum_g_xhat)
+    np.testing.assert_allclose(results[0][0], dx, rtol=1e-3, atol=1e-5 * np.abs(dx).max())
+    np.testing.assert_allclose(results[0][1], sum_g_xhat.ravel(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(results[0][2], sum_g.ravel(), rtol=1e-4, atol=1e-3)

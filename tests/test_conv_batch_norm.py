@@ -236,3 +236,36 @@ def test_conv2d_algorithm_names_the_path_and_refuses_bad_shapes():
         F.conv2d_algorithm((1, 3, 8, 8), (4, 4, 3, 3))
     with pytest.raises(ValueError, match="4 dimensions"):
         F.conv2d_algorithm((3, 8, 8), (4, 3, 3, 3))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "mobilenet_v2", "shufflenet_v2", "efficientnet_b0"])
+def test_a_zoo_training_step_is_the_same_fused_or_not(name):
+    """The zoo's models at their real layer shapes (32x32, batch 4): a
+    training step through nn.conv_batch_norm (the default) and through the
+    two calls (forced by a forward hook on every convolution) give the same
+    logits, gradients and running statistics, bit for bit."""
+    import appealnet.models as models
+
+    def step(hooked):
+        an.manual_seed(0)
+        model = models.create(name, num_classes=10)
+        model.train()
+        if hooked:
+            for module in model.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.register_forward_hook(lambda *args: None)
+        rng = np.random.default_rng(0)
+        x = an.tensor(rng.standard_normal((4, 3, 32, 32)).astype(np.float32))
+        logits = model(x)
+        F.cross_entropy(logits, rng.integers(0, 10, 4)).backward()
+        grads = {k: v.grad.numpy() for k, v in model.named_parameters() if v.grad is not None}
+        state = {k: np.array(v) for k, v in model.state_dict().items()}
+        return logits.detach().numpy(), grads, state
+
+    fused, plain = step(False), step(True)
+    np.testing.assert_array_equal(fused[0], plain[0])
+    assert fused[1].keys() == plain[1].keys() and len(fused[1]) > 10
+    for key in plain[1]:
+        np.testing.assert_array_equal(fused[1][key], plain[1][key], err_msg=key)
+    for key in plain[2]:
+        np.testing.assert_array_equal(fused[2][key], plain[2][key], err_msg=key)
