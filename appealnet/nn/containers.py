@@ -2,6 +2,7 @@
 import numbers
 from collections import OrderedDict
 
+from .layers import Conv2d, _BatchNorm, conv_batch_norm
 from .module import Module
 
 
@@ -69,7 +70,6 @@ class Sequential(Module):
         # same bits, the statistics from the convolution's output pass in
         # training (it falls back to the two calls wherever that would not
         # be the same).
-        from .layers import Conv2d, _BatchNorm, conv_batch_norm
         modules = list(self._modules.values())
         i = 0
         while i < len(modules):

@@ -249,7 +249,7 @@ class _BatchNorm(Module):
             self.num_batches_tracked.fill_(count)
 
     def _fuses_with(self, conv):
-        if not self.training or len(self._expected_dims) != 1 or self._expected_dims[0] != 4:
+        if not self.training or self._expected_dims != (4,):
             return False
         if type(conv).forward is not Conv2d.forward or type(self).forward is not _BatchNorm.forward:
             return False

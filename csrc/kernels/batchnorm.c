@@ -9,10 +9,10 @@
  * channels, the eval backward channel by channel; the results are the same
  * for any thread count.
  *
- * The activation is a parameter of each per-channel worker, which is inlined
- * once per activation with the activation as a literal (see the *_channel
- * dispatchers): the switch on it then folds away and each inner loop is a
- * branch-free select that vectorises.
+ * The activation is a parameter of each per-plane or per-channel worker,
+ * which is inlined once per activation with the activation as a literal
+ * (see the dispatchers of the *_as workers): the switch on it then folds
+ * away and each inner loop is a branch-free select that vectorises.
  */
 #define BN_VARIANT(name) name##_generic
 #include "batchnorm_impl.h"

@@ -13,10 +13,10 @@
  * channels, the eval backward channel by channel; the results are the same
  * for any thread count.
  *
- * The activation is a parameter of each per-channel worker, which is inlined
- * once per activation with the activation as a literal (see the *_channel
- * dispatchers): the switch on it then folds away and each inner loop is a
- * branch-free select that vectorises.
+ * The activation is a parameter of each per-plane or per-channel worker,
+ * which is inlined once per activation with the activation as a literal
+ * (see the dispatchers of the *_as workers): the switch on it then folds
+ * away and each inner loop is a branch-free select that vectorises.
  */
 #include "batchnorm.h"
 
@@ -429,16 +429,16 @@ void BN_VARIANT(an_batchnorm_forward_eval_f32)(const float *x, const float *runn
 
 /* ----------------------------------------------------------------- backward */
 
-/* The backward through batch statistics (M = N*HW > 0) in three steps:
- *   1. per plane (image n, channel c), in memory order, a run of planes per
- *      thread: sum(g) and sum(g * (x - mean)), g the masked gradient;
+/* The backward through batch statistics (M = N*HW > 0), block of channels
+ * by block (backward_train_blocks), in three steps:
+ *   1. per plane (image n, channel c) of the block: sum(g) and
+ *      sum(g * (x - mean)), g the masked gradient;
  *   2. per channel, those of its planes added in image order (the order
  *      the channel-by-channel loop added them in, so the same bits);
- *   3. per plane, in memory order: dx.
+ *   3. per plane of the block: dx.
  * Threads took whole channels before, each reading its channel's N planes
  * C * HW floats apart, twice: on 128 x 96 x 32 x 32 the backward ran at
- * 29 GB/s where the forward's passes in plane order ran at about 65.  The
- * steps go block of channels by block (backward_train_blocks). */
+ * 29 GB/s where the forward's passes in plane order ran at about 65. */
 typedef struct {
     float k, mean_g, a; /* dx = k * (g - mean_g - (x - mean) * a) */
     float scale, shift; /* the forward's, for the activation's mask */

@@ -367,6 +367,19 @@ static AN_ALWAYS_INLINE void flat3x3_s1_body(const int LANES, const flat_job *j,
  * checked point function. When accumulate is set the existing yp value is the
  * initial accumulator instead of b (used by the input gradient).  LANES:
  * the row kernels' vector width. */
+/* The plane in a (H + 2) x (W + 2) frame of zeros. */
+static AN_ALWAYS_INLINE void frame_plane(const float *restrict xp, int64_t H, int64_t W,
+                                         float *restrict frame)
+{
+    const int64_t Wp = W + 2;
+    for (int64_t k = 0; k < Wp; ++k) frame[k] = frame[(H + 1) * Wp + k] = 0.0f;
+    for (int64_t h = 0; h < H; ++h) {
+        float *row = frame + (h + 1) * Wp;
+        row[0] = row[W + 1] = 0.0f;
+        for (int64_t k = 0; k < W; ++k) row[k + 1] = xp[h * W + k];
+    }
+}
+
 static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
     const int LANES, const float *restrict xp, const float *restrict wk, float b, int64_t H,
     int64_t W, const int64_t s, int64_t OH, int64_t OW, const int accumulate,
@@ -400,12 +413,7 @@ static AN_ALWAYS_INLINE void conv_plane_3x3_p1(
          * dropped on the way out) that vectorises end to end. */
         float padded[SMALL_PADDED_PLANE];
         const int64_t Wp = W + 2;
-        for (int64_t k = 0; k < Wp; ++k) padded[k] = padded[(H + 1) * Wp + k] = 0.0f;
-        for (int64_t h = 0; h < H; ++h) {
-            float *row = padded + (h + 1) * Wp;
-            row[0] = row[W + 1] = 0.0f;
-            for (int64_t k = 0; k < W; ++k) row[k + 1] = xp[h * W + k];
-        }
+        frame_plane(xp, H, W, padded);
         if (s == 1) {
             float flat[SMALL_PADDED_PLANE];
             const int64_t n = (OH - 1) * Wp + OW;
@@ -2066,19 +2074,6 @@ static inline double sum_floats(const float *restrict a, int64_t n)
 /* Output rows up to this long take the framed path (measured: 8-wide rows
  * 1.35x faster; 32-wide rows, already vectorised, lost the frame copy). */
 #define FRAMED_MAX_ROW 16
-
-/* The plane in a (H + 2) x (W + 2) frame of zeros. */
-static AN_ALWAYS_INLINE void frame_plane(const float *restrict xp, int64_t H, int64_t W,
-                                         float *restrict frame)
-{
-    const int64_t Wp = W + 2;
-    for (int64_t k = 0; k < Wp; ++k) frame[k] = frame[(H + 1) * Wp + k] = 0.0f;
-    for (int64_t h = 0; h < H; ++h) {
-        float *row = frame + (h + 1) * Wp;
-        row[0] = row[W + 1] = 0.0f;
-        for (int64_t k = 0; k < W; ++k) row[k + 1] = xp[h * W + k];
-    }
-}
 
 static inline __attribute__((always_inline)) void weight_grad_3x3_framed(
     const float *dy, const float *x, int64_t N, int64_t C, int64_t Cout, int64_t H, int64_t W,
